@@ -1,0 +1,180 @@
+//! What the controller and the inference sidecar agree on.
+//!
+//! * [`DataContract`]: the features a model takes and the output it gives. The controller embeds it in
+//!   the `ModelRollout` spec and hands it to the sidecar; the sidecar enforces it on every request.
+//! * [`metrics`]: the names and labels of the series the sidecar exports and the controller's built-in
+//!   gates query. Changing one here changes both sides at once.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub mod metrics;
+
+/// The inputs a model needs and the output it produces.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataContract {
+    /// Input features, by name. Requests naming a feature not listed here are rejected.
+    #[schemars(length(min = 1, max = 512))]
+    pub inputs: Vec<Feature>,
+    /// How to read the model's output.
+    #[serde(default)]
+    pub output: OutputSpec,
+}
+
+/// One input feature and the values it accepts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Feature {
+    /// Feature name as clients send it and as the ONNX graph input is named.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"))]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: FeatureType,
+    /// Smallest accepted value (float and int features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest accepted value (float and int features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Accepted values (category features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+    /// Longest accepted string in UTF-8 bytes (string features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
+    pub max_length: Option<u32>,
+    /// Whether `null` is accepted (the model then sees NaN for numbers and "" for strings).
+    #[serde(default)]
+    pub nullable: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureType {
+    Float,
+    Int,
+    String,
+    Category,
+}
+
+impl FeatureType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureType::Float => "float",
+            FeatureType::Int => "int",
+            FeatureType::String => "string",
+            FeatureType::Category => "category",
+        }
+    }
+}
+
+/// How the model's output is read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputSpec {
+    #[serde(default)]
+    pub kind: OutputKind,
+    /// Scores at or above the threshold are positive decisions.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub threshold: f64,
+}
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        Self { kind: OutputKind::Probability, threshold: default_threshold() }
+    }
+}
+
+fn default_threshold() -> f64 {
+    0.5
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// The probability of the positive class, in [0, 1].
+    #[default]
+    Probability,
+}
+
+/// Why a candidate contract cannot be served from what the stable contract's clients send.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContractMismatch {
+    #[error("input `{0}` is required by the candidate but not provided by the stable contract")]
+    MissingInput(String),
+    #[error("input `{name}` is {stable} in the stable contract but {candidate} in the candidate")]
+    TypeChanged { name: String, stable: &'static str, candidate: &'static str },
+}
+
+impl DataContract {
+    /// The inputs the candidate needs that callers of the stable version do not send (or send with
+    /// another type). Empty means the candidate can take the stable version's traffic unchanged.
+    /// A nullable candidate input may be absent: callers that omit it get the null treatment.
+    pub fn unmet_by(&self, stable: &DataContract) -> Vec<ContractMismatch> {
+        let mut problems = Vec::new();
+        for input in &self.inputs {
+            match stable.inputs.iter().find(|s| s.name == input.name) {
+                None if input.nullable => {}
+                None => problems.push(ContractMismatch::MissingInput(input.name.clone())),
+                Some(s) if s.kind != input.kind => problems.push(ContractMismatch::TypeChanged {
+                    name: input.name.clone(),
+                    stable: s.kind.as_str(),
+                    candidate: input.kind.as_str(),
+                }),
+                Some(_) => {}
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feature(name: &str, kind: FeatureType, nullable: bool) -> Feature {
+        Feature { name: name.into(), kind, min: None, max: None, categories: None, max_length: None, nullable }
+    }
+
+    fn contract(inputs: Vec<Feature>) -> DataContract {
+        DataContract { inputs, output: OutputSpec::default() }
+    }
+
+    #[test]
+    fn candidate_needing_a_new_input_is_unmet() {
+        let stable = contract(vec![feature("amount", FeatureType::Float, false)]);
+        let candidate = contract(vec![
+            feature("amount", FeatureType::Float, false),
+            feature("device_age", FeatureType::Int, false),
+        ]);
+        assert_eq!(candidate.unmet_by(&stable), vec![ContractMismatch::MissingInput("device_age".into())]);
+    }
+
+    #[test]
+    fn nullable_new_input_and_dropped_inputs_are_fine() {
+        let stable =
+            contract(vec![feature("amount", FeatureType::Float, false), feature("x", FeatureType::Int, false)]);
+        let candidate =
+            contract(vec![feature("amount", FeatureType::Float, false), feature("new", FeatureType::Float, true)]);
+        assert!(candidate.unmet_by(&stable).is_empty());
+    }
+
+    #[test]
+    fn changed_type_is_unmet() {
+        let stable = contract(vec![feature("country", FeatureType::String, false)]);
+        let candidate = contract(vec![feature("country", FeatureType::Category, false)]);
+        assert_eq!(
+            candidate.unmet_by(&stable),
+            vec![ContractMismatch::TypeChanged { name: "country".into(), stable: "string", candidate: "category" }]
+        );
+    }
+
+    #[test]
+    fn output_defaults_to_probability_at_one_half() {
+        let c: DataContract = serde_json::from_str(r#"{"inputs":[{"name":"a","type":"float"}]}"#).unwrap();
+        assert_eq!(c.output, OutputSpec { kind: OutputKind::Probability, threshold: 0.5 });
+        assert!(!c.inputs[0].nullable);
+    }
+}

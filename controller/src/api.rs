@@ -1,0 +1,886 @@
+//! The `ModelRollout` API (`modelrollout.dev/v1alpha1`).
+//!
+//! One source of truth: the CRD YAML under `crds/` is generated from these types by `crdgen`.
+//! Cross-field rules live here as CEL (`x-kubernetes-validations`) so the apiserver rejects a bad
+//! manifest at `kubectl apply` time, not the controller minutes later.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use modelrollout_contract::{DataContract, Feature, FeatureType, OutputKind, OutputSpec};
+
+/// A Go-style duration: `500ms`, `30s`, `5m`, `1h30m`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// Rolls a new model version out through traffic stages, gated on Prometheus metrics.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "modelrollout.dev",
+    version = "v1alpha1",
+    kind = "ModelRollout",
+    plural = "modelrollouts",
+    shortname = "mro",
+    namespaced,
+    status = "ModelRolloutStatus",
+    category = "all",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.stageName"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
+    printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".status.stableVersion"}"#,
+    printcolumn = r#"{"name":"Candidate","type":"string","jsonPath":".status.candidateVersion"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.stages[size(self.stages) - 1].weight == 100",
+        "message": "the last stage must send 100% of traffic to the candidate",
+        "fieldPath": ".stages",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "self.stages.all(a, self.stages.exists_one(b, b.weight == a.weight)) && self.stages.map(s, s.weight).isSorted()",
+        "message": "stage weights must be strictly increasing",
+        "fieldPath": ".stages",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "self.stages.all(a, self.stages.exists_one(b, b.name == a.name))",
+        "message": "stage names must be unique",
+        "fieldPath": ".stages",
+        "reason": "FieldValueDuplicate"
+    }
+]))]
+pub struct ModelRolloutSpec {
+    /// The model version to roll out. Changing `version` (or `sha256`) starts a rollout.
+    pub model: ModelSpec,
+    /// The pods that serve the stable and candidate versions.
+    #[serde(default)]
+    pub workload: WorkloadSpec,
+    /// How traffic is split between stable and candidate. At most one router; none means replica ratio.
+    #[serde(default)]
+    pub traffic_routing: TrafficRouting,
+    /// Traffic stages, in order. Weights strictly increase and end at 100.
+    #[serde(default = "default_stages")]
+    #[schemars(length(min = 1, max = 16))]
+    pub stages: Vec<Stage>,
+    /// How each stage is judged.
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+    /// What happens when a candidate fails or data stays inconclusive.
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+    /// Holds the rollout at its current weights while true. Abort still works while paused.
+    #[serde(default)]
+    pub paused: bool,
+    /// One-shot requests (abort, promote, retry). See [`Operations`].
+    #[serde(default, skip_serializing_if = "Operations::is_empty")]
+    pub operations: Operations,
+    /// Webhooks told about rollout events.
+    #[serde(default, skip_serializing_if = "Notifications::is_empty")]
+    pub notifications: Notifications,
+}
+
+// ---------------------------------------------------------------------------------------------
+// model
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Model name, as served at `/v1/models/{name}` and in metric labels.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Version label, e.g. `v2` or `2026-11-25.1`.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    pub version: String,
+    pub artifact: Artifact,
+    #[serde(default)]
+    pub runtime: RuntimeSpec,
+    /// The inputs the model takes and its output. Enforced by the sidecar on every request.
+    pub contract: DataContract,
+}
+
+impl ModelSpec {
+    /// Whether two specs name the same model build (version and digest).
+    pub fn same_build(&self, other: &ModelSpec) -> bool {
+        self.version == other.version && self.artifact.sha256 == other.artifact.sha256
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.uri.startsWith('https://') || self.uri.startsWith('http://') || self.uri.startsWith('/')",
+    "message": "uri must be an http(s) URL or an absolute path in the pod",
+    "fieldPath": ".uri",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct Artifact {
+    /// Where the sidecar loads the model from: an `http(s)://` URL or an absolute path in the pod.
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: String,
+    /// Lower-case hex SHA-256 of the artifact. The sidecar refuses to serve a file that differs.
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    pub sha256: String,
+    #[serde(default)]
+    pub format: ModelFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    #[default]
+    Onnx,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeSpec {
+    #[serde(default)]
+    pub device: Device,
+    /// Intra-op threads per inference session.
+    #[serde(default = "default_threads")]
+    #[schemars(range(min = 1, max = 64))]
+    pub threads: u32,
+    /// Largest batch the sidecar forms from concurrent requests.
+    #[serde(default = "default_max_batch_size")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_batch_size: u32,
+    /// Longest a request waits for a batch to fill.
+    #[serde(default = "default_max_batch_delay")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub max_batch_delay: String,
+}
+
+impl Default for RuntimeSpec {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            threads: default_threads(),
+            max_batch_size: default_max_batch_size(),
+            max_batch_delay: default_max_batch_delay(),
+        }
+    }
+}
+
+fn default_threads() -> u32 {
+    1
+}
+fn default_max_batch_size() -> u32 {
+    32
+}
+fn default_max_batch_delay() -> String {
+    "1ms".into()
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// CUDA execution provider; the sidecar falls back to CPU (and says so) when no GPU is usable.
+    Cuda,
+}
+
+// ---------------------------------------------------------------------------------------------
+// workload
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// Pods per version at 100% of traffic.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: i32,
+    /// Port the sidecar listens on and the Services expose.
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub service_port: i32,
+    /// Inference sidecar image.
+    #[serde(default = "default_sidecar_image")]
+    #[schemars(length(min = 1, max = 512))]
+    pub sidecar_image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// GPUs (`nvidia.com/gpu`) each pod requests; use with `model.runtime.device: cuda`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 16))]
+    pub gpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// A candidate whose pods are not all Ready this long after it was started (or after they last
+    /// were) fails the rollout; stable is untouched.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub progress_deadline: String,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            service_port: default_service_port(),
+            sidecar_image: default_sidecar_image(),
+            resources: None,
+            gpus: None,
+            node_selector: None,
+            tolerations: None,
+            progress_deadline: default_progress_deadline(),
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+fn default_service_port() -> i32 {
+    8080
+}
+fn default_sidecar_image() -> String {
+    "ghcr.io/modelrollout/inference-sidecar:0.1.0".into()
+}
+fn default_progress_deadline() -> String {
+    "10m".into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// traffic routing
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.gatewayAPI) ? 1 : 0) + (has(self.istio) ? 1 : 0) + (has(self.replicaRatio) ? 1 : 0) <= 1",
+    "message": "set at most one traffic router: gatewayAPI, istio or replicaRatio",
+    "reason": "FieldValueForbidden"
+}]))]
+pub struct TrafficRouting {
+    /// Gateway API `HTTPRoute`: weights on backendRefs, `RequestMirror` filter for shadow.
+    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiRouting>,
+    /// Istio `VirtualService`: route weights, `mirror` + `mirrorPercentage` for shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioRouting>,
+    /// No mesh: the root Service selects both versions and the replica counts set the split.
+    /// Approximate (per-connection, in steps of one pod) and without shadow traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_ratio: Option<ReplicaRatioRouting>,
+}
+
+/// Which router a spec selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouterKind {
+    GatewayApi,
+    Istio,
+    ReplicaRatio,
+}
+
+impl TrafficRouting {
+    pub fn kind(&self) -> RouterKind {
+        if self.gateway_api.is_some() {
+            RouterKind::GatewayApi
+        } else if self.istio.is_some() {
+            RouterKind::Istio
+        } else {
+            RouterKind::ReplicaRatio
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// Name of the `HTTPRoute` in the rollout's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub http_route: String,
+    /// Create the route (owned by the rollout) instead of patching one the user manages.
+    #[serde(default)]
+    pub create: bool,
+    /// Gateways the created route attaches to (only with `create`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioRouting {
+    /// Name of the `VirtualService` in the rollout's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub virtual_service: String,
+    /// Name of the HTTP route inside it to drive; the first one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Create the VirtualService (owned by the rollout) instead of patching one the user manages.
+    #[serde(default)]
+    pub create: bool,
+    /// Hosts of the created VirtualService (only with `create`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Gateways of the created VirtualService (only with `create`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaRatioRouting {}
+
+// ---------------------------------------------------------------------------------------------
+// stages
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.mirrorPercent) || self.weight == 0",
+    "message": "mirrorPercent is for shadow stages, whose weight is 0",
+    "fieldPath": ".mirrorPercent",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct Stage {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Percent of live traffic the candidate answers.
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: i32,
+    /// Percent of requests copied to the candidate, whose answers are discarded (shadow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub mirror_percent: Option<i32>,
+    /// Least time spent in this stage before it may advance.
+    #[serde(default = "default_min_duration")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub min_duration: String,
+    /// Hold at the end of this stage until someone promotes.
+    #[serde(default)]
+    pub manual_approval: bool,
+}
+
+fn default_min_duration() -> String {
+    "5m".into()
+}
+
+/// shadow -> 5% -> 25% -> 100%.
+pub fn default_stages() -> Vec<Stage> {
+    let stage = |name: &str, weight, mirror| Stage {
+        name: name.into(),
+        weight,
+        mirror_percent: mirror,
+        min_duration: default_min_duration(),
+        manual_approval: false,
+    };
+    vec![
+        stage("shadow", 0, Some(100)),
+        stage("canary-5", 5, None),
+        stage("canary-25", 25, None),
+        stage("full", 100, None),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// analysis
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// Time between analyses; also the query window.
+    #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub interval: String,
+    #[serde(default)]
+    pub prometheus: PrometheusSpec,
+    /// Consecutive failing analyses that roll back.
+    #[serde(default = "default_failure_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_limit: u32,
+    /// Consecutive inconclusive analyses that trigger `rollback.onInconclusive`.
+    #[serde(default = "default_inconclusive_limit")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub inconclusive_limit: u32,
+    #[serde(default)]
+    pub gates: Gates,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            prometheus: PrometheusSpec::default(),
+            failure_limit: default_failure_limit(),
+            inconclusive_limit: default_inconclusive_limit(),
+            gates: Gates::default(),
+        }
+    }
+}
+
+fn default_interval() -> String {
+    "1m".into()
+}
+fn default_failure_limit() -> u32 {
+    2
+}
+fn default_inconclusive_limit() -> u32 {
+    3
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// Prometheus base URL; the controller's `--prometheus-url` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub address: Option<String>,
+    /// Per-query timeout. A query that times out is inconclusive.
+    #[serde(default = "default_query_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub timeout: String,
+}
+
+impl Default for PrometheusSpec {
+    fn default() -> Self {
+        Self { address: None, timeout: default_query_timeout() }
+    }
+}
+
+fn default_query_timeout() -> String {
+    "5s".into()
+}
+
+/// The gates every analysis checks. An unset built-in gate is not checked.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.custom) || self.custom.all(a, self.custom.exists_one(b, b.name == a.name))",
+    "message": "custom gate names must be unique",
+    "fieldPath": ".custom",
+    "reason": "FieldValueDuplicate"
+}, {
+    "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate']))",
+    "message": "custom gate names must differ from the built-in gates",
+    "fieldPath": ".custom",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct Gates {
+    /// Share of requests answered 5xx (fraction, 0.002 = 0.2%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<UpperGate>,
+    /// 95th-percentile request latency, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95: Option<UpperGate>,
+    /// FP / (FP + TN) from label feedback (fraction). Samples are FP + TN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_positive_rate: Option<UpperGate>,
+    /// Recall, TP / (TP + FN) from label feedback (fraction). Samples are TP + FN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_rate: Option<LowerGate>,
+    /// Your own PromQL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub custom: Vec<CustomGate>,
+}
+
+/// A metric that must stay low: `value <= max` and `value <= stable + maxAboveStable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.max) || has(self.maxAboveStable)",
+    "message": "set max, maxAboveStable or both",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct UpperGate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max: Option<f64>,
+    /// Allowed excess over the stable version measured over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_above_stable: Option<f64>,
+    /// Fewer samples than this in the window make the gate inconclusive, never a pass.
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 0))]
+    pub min_samples: u64,
+}
+
+/// A metric that must stay high: `value >= min` and `value >= stable - maxBelowStable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.min) || has(self.maxBelowStable)",
+    "message": "set min, maxBelowStable or both",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct LowerGate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Allowed shortfall below the stable version (0 means "at least as good as stable").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_below_stable: Option<f64>,
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 0))]
+    pub min_samples: u64,
+}
+
+fn default_min_samples() -> u64 {
+    50
+}
+
+/// A PromQL gate. `query` may use `$namespace`, `$name`, `$model`, `$version`, `$role` and
+/// `$interval`; values are substituted as escaped string literals (or a duration for `$interval`),
+/// never as raw PromQL.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.min) || has(self.max)",
+    "message": "set min, max or both",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct CustomGate {
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_-]*$"))]
+    pub name: String,
+    /// PromQL returning one sample.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// PromQL returning the sample count for `minSamples`; the candidate's request count in the
+    /// window when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub samples_query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 0))]
+    pub min_samples: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// rollback, operations, notifications
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackPolicy {
+    /// How long a failed candidate keeps its pods (for inspection) before scaling to zero.
+    #[serde(default = "default_scale_down_delay")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub scale_down_delay: String,
+    /// How long the previous stable keeps its pods after a promotion, for a fast rollback.
+    #[serde(default = "default_previous_stable_delay")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub previous_stable_scale_down_delay: String,
+    /// What `inconclusiveLimit` consecutive inconclusive analyses do. Never promote.
+    #[serde(default)]
+    pub on_inconclusive: InconclusivePolicy,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        Self {
+            scale_down_delay: default_scale_down_delay(),
+            previous_stable_scale_down_delay: default_previous_stable_delay(),
+            on_inconclusive: InconclusivePolicy::Pause,
+        }
+    }
+}
+
+fn default_scale_down_delay() -> String {
+    "30s".into()
+}
+fn default_previous_stable_delay() -> String {
+    "10m".into()
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum InconclusivePolicy {
+    /// Hold the current weights and keep analysing; go on once an analysis passes.
+    #[default]
+    Pause,
+    /// Roll back to stable.
+    Rollback,
+}
+
+/// One-shot requests, written into the spec so they are declarative and survive GitOps.
+///
+/// Each request carries an `id`; the controller acts on a request once, when its `id` differs from
+/// the one recorded in `status.handledOperations`, and leaves it in place. A GitOps tool applying
+/// the manifest by server-side apply owns only the fields in Git, so a request written by another
+/// field manager (`kubectl modelrollout abort`, `kubectl patch`) is neither removed nor re-run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Operations {
+    /// Roll back now, at any stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<OperationRequest>,
+    /// Skip the gates of the current stage (or, with `full`, of all stages) and advance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<PromoteRequest>,
+    /// Start a rolled-back or failed rollout again from the first stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<OperationRequest>,
+}
+
+impl Operations {
+    pub fn is_empty(&self) -> bool {
+        self.abort.is_none() && self.promote.is_none() && self.retry.is_none()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationRequest {
+    /// Any string unique per request (the kubectl plugin writes a timestamp).
+    #[schemars(length(min = 1, max = 128))]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromoteRequest {
+    #[schemars(length(min = 1, max = 128))]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub reason: Option<String>,
+    /// Promote to 100% at once instead of to the next stage.
+    #[serde(default)]
+    pub full: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notifications {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Notifications {
+    pub fn is_empty(&self) -> bool {
+        self.webhooks.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    #[schemars(regex(pattern = r"^https?://"), length(max = 2048))]
+    pub url: String,
+    /// Events to send; all when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<NotificationEvent>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum NotificationEvent {
+    StageChanged,
+    Paused,
+    RolledBack,
+    Promoted,
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRolloutStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Why the rollout is in its phase (CamelCase, see `modelrollout::reasons`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last transition, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_start_time: Option<Time>,
+    /// Percent of live traffic the candidate answers.
+    #[serde(default)]
+    pub canary_weight: i32,
+    /// Percent of traffic mirrored to the candidate.
+    #[serde(default)]
+    pub mirror_percent: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_version: Option<String>,
+    /// The stable model as last promoted: what the stable pods serve and what a rollback returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<ModelSpec>,
+    /// Digest of the candidate this rollout is about (with `candidateVersion`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis: Option<AnalysisRun>,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub consecutive_inconclusive: u32,
+    /// When the candidate's pods were last seen not Ready (cleared once they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_unready_since: Option<Time>,
+    /// Scale-downs waiting for their delay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_scale_downs: Vec<PendingScaleDown>,
+    #[serde(default, skip_serializing_if = "HandledOperations::is_empty")]
+    pub handled_operations: HandledOperations,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Past rollouts, newest first, at most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// The stable version serves everything; nothing to roll out.
+    Idle,
+    /// A candidate is moving through the stages.
+    Progressing,
+    /// Held: by `spec.paused`, a manual-approval stage, or inconclusive data.
+    Paused,
+    /// The candidate became stable.
+    Promoted,
+    /// The candidate was rolled back (failed gates or abort); stable serves everything.
+    RolledBack,
+    /// The rollout could not run (contract mismatch, candidate never Ready); stable serves everything.
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "Idle",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Promoted => "Promoted",
+            Phase::RolledBack => "RolledBack",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// A rollout in this phase is underway (traffic may be on the candidate).
+    pub fn is_active(self) -> bool {
+        matches!(self, Phase::Progressing | Phase::Paused)
+    }
+}
+
+/// One analysis: every gate's verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRun {
+    pub time: Time,
+    pub stage_index: u32,
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateResult {
+    pub name: String,
+    pub verdict: Verdict,
+    /// The candidate's value (absent when there was none to read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The stable version's value over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_value: Option<f64>,
+    /// The effective limit the value was judged against, e.g. `<= 0.002` or `>= 0.91`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u64>,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "Pass",
+            Verdict::Fail => "Fail",
+            Verdict::Inconclusive => "Inconclusive",
+            Verdict::Error => "Error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingScaleDown {
+    pub version: String,
+    pub at: Time,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledOperations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+}
+
+impl HandledOperations {
+    pub fn is_empty(&self) -> bool {
+        self.abort.is_none() && self.promote.is_none() && self.retry.is_none()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub version: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub time: Time,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    Aborted,
+    Failed,
+    /// A newer version replaced it mid-rollout.
+    Superseded,
+}

@@ -1,0 +1,16 @@
+//! Writes the ModelRollout CRD: `crdgen` to stdout, `crdgen --write` into `crds/` (and the chart).
+
+use std::path::PathBuf;
+
+fn main() -> std::io::Result<()> {
+    let yaml = modelrollout::crd::crd_yaml();
+    if std::env::args().any(|a| a == "--write") {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let path = root.join(modelrollout::crd::CRD_PATH);
+        std::fs::write(&path, &yaml)?;
+        eprintln!("wrote {}", path.display());
+    } else {
+        print!("{yaml}");
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! Condition types and reasons, in one place so status writers and readers agree.
+//!
+//! The condition set follows kstatus (Ready / Reconciling / Stalled with observedGeneration) so Flux
+//! health checks work unchanged, plus Progressing / Degraded / Paused for humans and Argo CD.
+
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DEGRADED: &str = "Degraded";
+    pub const PAUSED: &str = "Paused";
+    pub const ALL: [&str; 6] = [READY, RECONCILING, STALLED, PROGRESSING, DEGRADED, PAUSED];
+}
+
+pub mod reasons {
+    pub const STABLE: &str = "Stable";
+    pub const ROLLOUT_STARTED: &str = "RolloutStarted";
+    pub const STAGE_ADVANCED: &str = "StageAdvanced";
+    pub const WAITING_FOR_CANDIDATE: &str = "WaitingForCandidate";
+    pub const ANALYSING: &str = "Analysing";
+    pub const PAUSED_BY_SPEC: &str = "PausedBySpec";
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    pub const INCONCLUSIVE_ANALYSIS: &str = "InconclusiveAnalysis";
+    pub const RESUMED: &str = "Resumed";
+    pub const PROMOTED: &str = "Promoted";
+    pub const MANUALLY_PROMOTED: &str = "ManuallyPromoted";
+    pub const GATES_FAILED: &str = "GatesFailed";
+    pub const ABORTED: &str = "Aborted";
+    pub const REVERTED: &str = "RevertedToStable";
+    pub const RETRIED: &str = "Retried";
+    pub const SUPERSEDED: &str = "Superseded";
+    pub const CONTRACT_MISMATCH: &str = "ContractMismatch";
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+}

@@ -1,0 +1,837 @@
+//! Table-driven tests of the decision core: every rule, every threshold at its boundary.
+
+use jiff::{SignedDuration, Timestamp};
+use modelrollout::api::*;
+use modelrollout::conditions::{reasons, types};
+use modelrollout::core::*;
+
+const SHA_V1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const SHA_V2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const SHA_V3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+fn t0() -> Timestamp {
+    "2026-11-25T12:00:00Z".parse().unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    t0().checked_add(SignedDuration::from_secs(secs)).unwrap()
+}
+
+fn feature(name: &str) -> Feature {
+    Feature {
+        name: name.into(),
+        kind: FeatureType::Float,
+        min: None,
+        max: None,
+        categories: None,
+        max_length: None,
+        nullable: false,
+    }
+}
+
+fn model(version: &str, sha: &str) -> ModelSpec {
+    ModelSpec {
+        name: "fraud".into(),
+        version: version.into(),
+        artifact: Artifact {
+            uri: format!("/models/fraud-{version}.onnx"),
+            sha256: sha.into(),
+            format: ModelFormat::Onnx,
+        },
+        runtime: RuntimeSpec::default(),
+        contract: DataContract { inputs: vec![feature("amount"), feature("age")], output: OutputSpec::default() },
+    }
+}
+
+/// A spec with 10 s stages (shadow, 5, 25, 100), a 5 s interval and every built-in gate.
+fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
+    let mut stages = default_stages();
+    for s in &mut stages {
+        s.min_duration = "10s".into();
+    }
+    ModelRolloutSpec {
+        model: model(version, sha),
+        workload: WorkloadSpec::default(),
+        traffic_routing: TrafficRouting {
+            gateway_api: Some(GatewayApiRouting { http_route: "fraud".into(), create: false, parent_refs: vec![] }),
+            istio: None,
+            replica_ratio: None,
+        },
+        stages,
+        analysis: AnalysisSpec {
+            interval: "5s".into(),
+            failure_limit: 2,
+            inconclusive_limit: 3,
+            gates: Gates {
+                error_rate: Some(UpperGate { max: Some(0.002), max_above_stable: None, min_samples: 100 }),
+                latency_p95: Some(UpperGate { max: Some(120.0), max_above_stable: Some(10.0), min_samples: 100 }),
+                false_positive_rate: Some(UpperGate { max: None, max_above_stable: Some(0.002), min_samples: 50 }),
+                capture_rate: Some(LowerGate { min: None, max_below_stable: Some(0.0), min_samples: 50 }),
+                custom: vec![],
+            },
+            ..AnalysisSpec::default()
+        },
+        rollback: RollbackPolicy { scale_down_delay: "30s".into(), ..RollbackPolicy::default() },
+        paused: false,
+        operations: Operations::default(),
+        notifications: Notifications::default(),
+    }
+}
+
+fn obs(ready: bool) -> Observations {
+    Observations { generation: Some(1), candidate_ready: ready, analysis: None }
+}
+
+fn v(value: f64, samples: u64) -> Measurement {
+    Measurement::Value { value, samples }
+}
+
+/// Measurements where every built-in gate passes comfortably.
+fn healthy() -> Vec<GateObservation> {
+    vec![
+        GateObservation { gate: GATE_ERROR_RATE.into(), candidate: v(0.0005, 1000), stable: v(0.0005, 5000) },
+        GateObservation { gate: GATE_LATENCY_P95.into(), candidate: v(40.0, 1000), stable: v(38.0, 5000) },
+        GateObservation { gate: GATE_FALSE_POSITIVE_RATE.into(), candidate: v(0.010, 500), stable: v(0.011, 2000) },
+        GateObservation { gate: GATE_CAPTURE_RATE.into(), candidate: v(0.93, 200), stable: v(0.91, 800) },
+    ]
+}
+
+fn with_gate(
+    mut gates: Vec<GateObservation>,
+    gate: &str,
+    candidate: Measurement,
+    stable: Measurement,
+) -> Vec<GateObservation> {
+    let g = gates.iter_mut().find(|g| g.gate == gate).unwrap();
+    g.candidate = candidate;
+    g.stable = stable;
+    gates
+}
+
+fn analysed(gates: Vec<GateObservation>) -> Observations {
+    Observations { analysis: Some(gates), ..obs(true) }
+}
+
+/// A rollout of v2 over stable v1, started at t0, candidate Ready.
+fn started() -> (ModelRolloutSpec, ModelRolloutStatus) {
+    let first = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-100));
+    let s = spec("v2", SHA_V2);
+    let d = decide(&s, &first.status, &obs(true), t0());
+    (s, d.status)
+}
+
+fn step(s: &ModelRolloutSpec, st: &ModelRolloutStatus, o: Observations, now: Timestamp) -> Decision {
+    decide(s, st, &o, now)
+}
+
+/// Runs the rollout through `stages` passing stages; returns the status at the start of the next.
+fn pass_stages(
+    s: &ModelRolloutSpec,
+    mut st: ModelRolloutStatus,
+    stages: usize,
+    mut now: i64,
+) -> (ModelRolloutStatus, i64) {
+    for _ in 0..stages {
+        now += 10;
+        st = step(s, &st, analysed(healthy()), at(now)).status;
+    }
+    (st, now)
+}
+
+fn traffic(d: &Decision) -> (String, Option<String>, i32, i32) {
+    d.actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent } => {
+                Some((stable_version.clone(), candidate_version.clone(), *weight, *mirror_percent))
+            }
+            _ => None,
+        })
+        .expect("every decision routes traffic")
+}
+
+fn has_candidate_workload(d: &Decision) -> bool {
+    d.actions.iter().any(|a| matches!(a, Action::EnsureWorkload { role: Role::Candidate, .. }))
+}
+
+fn scaled_down(d: &Decision) -> Vec<String> {
+    d.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ScaleDown { version } => Some(version.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn condition(st: &ModelRolloutStatus, t: &str) -> String {
+    st.conditions.iter().find(|c| c.type_ == t).map(|c| c.status.clone()).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// versions
+
+#[test]
+fn first_sight_makes_the_spec_version_stable() {
+    let d = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), t0());
+    assert_eq!(d.status.phase, Some(Phase::Idle));
+    assert_eq!(d.status.stable_version.as_deref(), Some("v1"));
+    assert_eq!(traffic(&d), ("v1".into(), None, 0, 0));
+    assert!(!has_candidate_workload(&d));
+    assert_eq!(condition(&d.status, types::READY), "True");
+    assert_eq!(d.status.conditions.iter().find(|c| c.type_ == types::READY).unwrap().observed_generation, Some(1));
+}
+
+#[test]
+fn same_version_is_a_no_op() {
+    let first = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), t0());
+    let again = decide(&spec("v1", SHA_V1), &first.status, &obs(false), at(60));
+    assert_eq!(again.status, first.status);
+    assert!(!status_changed(&first.status, &again.status));
+    assert!(!again.actions.iter().any(|a| matches!(a, Action::Event { .. } | Action::Notify { .. })));
+}
+
+#[test]
+fn new_version_starts_at_the_first_stage_against_stable() {
+    let (_, st) = started();
+    assert_eq!(st.phase, Some(Phase::Progressing));
+    assert_eq!(st.stage_index, Some(0));
+    assert_eq!(st.stage_name.as_deref(), Some("shadow"));
+    assert_eq!((st.canary_weight, st.mirror_percent), (0, 100));
+    assert_eq!(st.candidate_version.as_deref(), Some("v2"));
+    assert_eq!(st.stable_version.as_deref(), Some("v1"));
+    assert_eq!(condition(&st, types::PROGRESSING), "True");
+    assert_eq!(condition(&st, types::RECONCILING), "True");
+    assert_eq!(condition(&st, types::READY), "False");
+}
+
+#[test]
+fn a_changed_digest_with_the_same_version_is_a_new_candidate() {
+    let (s, st) = started();
+    let (st, _) = pass_stages(&s, st, 1, 0);
+    assert_eq!(st.stage_index, Some(1));
+    let mut rebuilt = s.clone();
+    rebuilt.model.artifact.sha256 = SHA_V3.into();
+    let d = decide(&rebuilt, &st, &obs(true), at(30));
+    assert_eq!(d.status.stage_index, Some(0));
+    assert_eq!(d.status.candidate_sha256.as_deref(), Some(SHA_V3));
+}
+
+#[test]
+fn newer_version_mid_rollout_restarts_from_the_first_stage_against_the_same_stable() {
+    let (s, st) = started();
+    let (st, now) = pass_stages(&s, st, 2, 0);
+    assert_eq!(st.stage_index, Some(2));
+    let d = decide(&spec("v3", SHA_V3), &st, &obs(false), at(now + 1));
+    assert_eq!(d.status.stage_index, Some(0));
+    assert_eq!(d.status.candidate_version.as_deref(), Some("v3"));
+    assert_eq!(d.status.stable_version.as_deref(), Some("v1"));
+    assert_eq!(d.status.history[0].outcome, Outcome::Superseded);
+    assert_eq!(d.status.history[0].version, "v2");
+    assert_eq!(scaled_down(&d), vec!["v2".to_string()]);
+}
+
+#[test]
+fn spec_returning_to_stable_mid_rollout_rolls_back_to_idle() {
+    let (s, st) = started();
+    let (st, now) = pass_stages(&s, st, 1, 0);
+    let d = decide(&spec("v1", SHA_V1), &st, &obs(true), at(now + 1));
+    assert_eq!(d.status.phase, Some(Phase::Idle));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::REVERTED));
+    assert_eq!(traffic(&d), ("v1".into(), None, 0, 0));
+    assert_eq!(d.status.history[0].outcome, Outcome::RolledBack);
+}
+
+// ---------------------------------------------------------------------------------------------
+// advancing
+
+#[test]
+fn stage_advances_only_after_min_duration_and_a_passing_analysis() {
+    // (seconds into the stage, analysis, advances?)
+    let inconclusive = with_gate(healthy(), GATE_ERROR_RATE, Measurement::NoData, v(0.0, 100));
+    let cases: Vec<(&str, i64, Option<Vec<GateObservation>>, bool)> = vec![
+        ("before min duration, passing", 9, Some(healthy()), false),
+        ("at min duration exactly, passing", 10, Some(healthy()), true),
+        ("after min duration, passing", 11, Some(healthy()), true),
+        ("after min duration, no analysis yet", 11, None, false),
+        ("after min duration, inconclusive", 11, Some(inconclusive), false),
+    ];
+    for (name, secs, analysis, advances) in cases {
+        let (s, st) = started();
+        let d = step(&s, &st, Observations { analysis, ..obs(true) }, at(secs));
+        assert_eq!(d.status.stage_index == Some(1), advances, "{name}");
+    }
+}
+
+#[test]
+fn a_pass_from_an_earlier_minute_of_the_stage_counts_once_min_duration_is_reached() {
+    let (s, st) = started();
+    let st = step(&s, &st, analysed(healthy()), at(5)).status;
+    assert_eq!(st.stage_index, Some(0));
+    let d = step(&s, &st, obs(true), at(10));
+    assert_eq!(d.status.stage_index, Some(1));
+}
+
+#[test]
+fn a_pass_from_the_previous_stage_does_not_advance_the_next() {
+    let (s, st) = started();
+    let st = step(&s, &st, analysed(healthy()), at(10)).status;
+    assert_eq!(st.stage_index, Some(1));
+    let d = step(&s, &st, obs(true), at(25));
+    assert_eq!(d.status.stage_index, Some(1), "needs its own analysis");
+}
+
+#[test]
+fn each_stage_sets_its_weight_and_mirror() {
+    let (s, st) = started();
+    let mut expected = vec![(1, 5, 0), (2, 25, 0), (3, 100, 0)].into_iter();
+    let mut st = st;
+    for i in 1..=3 {
+        let d = step(&s, &st, analysed(healthy()), at(10 * i));
+        let (idx, w, m) = expected.next().unwrap();
+        assert_eq!(d.status.stage_index, Some(idx));
+        assert_eq!(traffic(&d), ("v1".into(), Some("v2".into()), w, m));
+        assert!(d.actions.iter().any(|a| matches!(a, Action::Notify { event: NotificationEvent::StageChanged, .. })));
+        st = d.status;
+    }
+}
+
+#[test]
+fn passing_the_last_stage_promotes_and_keeps_the_old_stable_for_a_while() {
+    let (s, st) = started();
+    let (st, now) = pass_stages(&s, st, 3, 0);
+    assert_eq!(st.stage_name.as_deref(), Some("full"));
+    let d = step(&s, &st, analysed(healthy()), at(now + 10));
+    assert_eq!(d.status.phase, Some(Phase::Promoted));
+    assert_eq!(d.status.stable_version.as_deref(), Some("v2"));
+    assert_eq!(d.status.stable.as_ref().unwrap().version, "v2");
+    assert_eq!(d.status.candidate_version, None);
+    assert_eq!(traffic(&d), ("v2".into(), None, 0, 0));
+    assert_eq!(d.status.history[0].outcome, Outcome::Promoted);
+    assert!(scaled_down(&d).is_empty(), "old stable kept for previousStableScaleDownDelay");
+    assert_eq!(d.status.pending_scale_downs[0].version, "v1");
+    assert_eq!(condition(&d.status, types::READY), "True");
+    // 10 minutes later the old stable goes.
+    let later = step(&s, &d.status, obs(false), at(now + 10 + 600));
+    assert_eq!(scaled_down(&later), vec!["v1".to_string()]);
+    assert!(later.status.pending_scale_downs.is_empty());
+    // The same version afterwards is a no-op.
+    let again = step(&s, &later.status, obs(false), at(now + 700));
+    assert!(!status_changed(&later.status, &again.status));
+}
+
+// ---------------------------------------------------------------------------------------------
+// failing and rolling back
+
+#[test]
+fn failure_limit_consecutive_failures_roll_back() {
+    let (s, st) = started();
+    let (st, _) = pass_stages(&s, st, 1, 0); // 5% stage
+    let bad = with_gate(healthy(), GATE_FALSE_POSITIVE_RATE, v(0.05, 500), v(0.011, 2000));
+    let one = step(&s, &st, analysed(bad.clone()), at(15));
+    assert_eq!(one.status.phase, Some(Phase::Progressing));
+    assert_eq!(one.status.consecutive_failures, 1);
+    assert_eq!(traffic(&one).2, 5, "one failure below the limit keeps the weight");
+    let two = step(&s, &one.status, analysed(bad), at(20));
+    let st = &two.status;
+    assert_eq!(st.phase, Some(Phase::RolledBack));
+    assert_eq!(st.reason.as_deref(), Some(reasons::GATES_FAILED));
+    assert!(
+        st.message.as_ref().unwrap().contains("falsePositiveRate: 0.05 > stable 0.011 + 0.002"),
+        "{:?}",
+        st.message
+    );
+    assert_eq!((st.canary_weight, st.mirror_percent), (0, 0));
+    assert_eq!(traffic(&two), ("v1".into(), None, 0, 0));
+    assert!(!has_candidate_workload(&two));
+    assert!(scaled_down(&two).is_empty(), "candidate kept for scaleDownDelay");
+    assert_eq!(st.pending_scale_downs[0].version, "v2");
+    assert_eq!(st.history[0].outcome, Outcome::RolledBack);
+    assert_eq!(condition(st, types::DEGRADED), "True");
+    assert_eq!(condition(st, types::STALLED), "True");
+    assert!(two.actions.iter().any(|a| matches!(a, Action::Notify { event: NotificationEvent::RolledBack, .. })));
+    assert!(two.actions.iter().any(|a| matches!(a, Action::Event { kind: EventType::Warning, .. })));
+    let later = step(&s, st, obs(true), at(50));
+    assert_eq!(scaled_down(&later), vec!["v2".to_string()], "after 30 s");
+    assert_eq!(later.status.phase, Some(Phase::RolledBack), "stays rolled back");
+}
+
+#[test]
+fn a_pass_between_failures_resets_the_streak() {
+    let (s, st) = started();
+    let bad = with_gate(healthy(), GATE_ERROR_RATE, v(0.01, 1000), v(0.0, 1000));
+    let st = step(&s, &st, analysed(bad.clone()), at(5)).status;
+    let st = step(&s, &st, analysed(healthy()), at(6)).status;
+    assert_eq!(st.consecutive_failures, 0);
+    let st = step(&s, &st, analysed(bad), at(7)).status;
+    assert_eq!(st.phase, Some(Phase::Progressing));
+}
+
+#[test]
+fn inconclusive_between_failures_does_not_reset_the_streak() {
+    let (s, st) = started();
+    let bad = with_gate(healthy(), GATE_ERROR_RATE, v(0.01, 1000), v(0.0, 1000));
+    let gap = with_gate(healthy(), GATE_ERROR_RATE, Measurement::NoData, v(0.0, 1000));
+    let st = step(&s, &st, analysed(bad.clone()), at(5)).status;
+    let st = step(&s, &st, analysed(gap), at(6)).status;
+    let st = step(&s, &st, analysed(bad), at(7)).status;
+    assert_eq!(st.phase, Some(Phase::RolledBack));
+}
+
+// ---------------------------------------------------------------------------------------------
+// gate judgement at the boundaries
+
+fn upper(max: Option<f64>, above: Option<f64>) -> GateDef {
+    GateDef {
+        name: "g".into(),
+        kind: GateKind::ErrorRate,
+        min_samples: 100,
+        max,
+        min: None,
+        max_above_stable: above,
+        max_below_stable: None,
+    }
+}
+
+fn lower(min: Option<f64>, below: Option<f64>) -> GateDef {
+    GateDef {
+        name: "g".into(),
+        kind: GateKind::CaptureRate,
+        min_samples: 100,
+        max: None,
+        min,
+        max_above_stable: None,
+        max_below_stable: below,
+    }
+}
+
+#[test]
+fn gate_verdicts_at_their_boundaries() {
+    let o = |c: Measurement, s: Measurement| GateObservation { gate: "g".into(), candidate: c, stable: s };
+    let cases: Vec<(&str, GateDef, GateObservation, Verdict)> = vec![
+        ("value equal to max passes", upper(Some(0.002), None), o(v(0.002, 100), Measurement::NoData), Verdict::Pass),
+        ("value just over max fails", upper(Some(0.002), None), o(v(0.00201, 100), Measurement::NoData), Verdict::Fail),
+        (
+            "samples equal to min samples count",
+            upper(Some(1.0), None),
+            o(v(0.5, 100), Measurement::NoData),
+            Verdict::Pass,
+        ),
+        (
+            "one sample short is inconclusive",
+            upper(Some(1.0), None),
+            o(v(0.5, 99), Measurement::NoData),
+            Verdict::Inconclusive,
+        ),
+        (
+            "FPR equal to stable + 0.2 points passes",
+            upper(None, Some(0.002)),
+            o(v(0.012, 100), v(0.01, 100)),
+            Verdict::Pass,
+        ),
+        (
+            "FPR over stable + 0.2 points fails",
+            upper(None, Some(0.002)),
+            o(v(0.0121, 100), v(0.01, 100)),
+            Verdict::Fail,
+        ),
+        ("p95 equal to stable + 10 ms passes", upper(None, Some(10.0)), o(v(50.0, 100), v(40.0, 100)), Verdict::Pass),
+        ("p95 over stable + 10 ms fails", upper(None, Some(10.0)), o(v(50.5, 100), v(40.0, 100)), Verdict::Fail),
+        ("capture equal to stable passes", lower(None, Some(0.0)), o(v(0.9, 100), v(0.9, 100)), Verdict::Pass),
+        ("capture below stable fails", lower(None, Some(0.0)), o(v(0.899, 100), v(0.9, 100)), Verdict::Fail),
+        ("capture equal to min passes", lower(Some(0.8), None), o(v(0.8, 100), Measurement::NoData), Verdict::Pass),
+        ("capture below min fails", lower(Some(0.8), None), o(v(0.79, 100), Measurement::NoData), Verdict::Fail),
+        (
+            "relative gate, stable missing: inconclusive",
+            upper(None, Some(0.002)),
+            o(v(0.0, 100), Measurement::NoData),
+            Verdict::Inconclusive,
+        ),
+        (
+            "relative gate, stable NaN: inconclusive",
+            upper(None, Some(0.002)),
+            o(v(0.0, 100), Measurement::NotANumber),
+            Verdict::Inconclusive,
+        ),
+        (
+            "relative gate, stable too few samples: inconclusive",
+            upper(None, Some(0.002)),
+            o(v(0.0, 100), v(0.0, 99)),
+            Verdict::Inconclusive,
+        ),
+        (
+            "relative gate, stable query error: error",
+            upper(None, Some(0.002)),
+            o(v(0.0, 100), Measurement::QueryError("timeout".into())),
+            Verdict::Error,
+        ),
+        (
+            "absolute fail wins over a missing baseline",
+            upper(Some(0.01), Some(0.002)),
+            o(v(0.5, 100), Measurement::NoData),
+            Verdict::Fail,
+        ),
+        (
+            "candidate no data: inconclusive",
+            upper(Some(1.0), None),
+            o(Measurement::NoData, v(0.0, 100)),
+            Verdict::Inconclusive,
+        ),
+        (
+            "candidate NaN: inconclusive",
+            upper(Some(1.0), None),
+            o(Measurement::sample(f64::NAN, 500), v(0.0, 100)),
+            Verdict::Inconclusive,
+        ),
+        (
+            "candidate +Inf: inconclusive",
+            upper(Some(1.0), None),
+            o(Measurement::sample(f64::INFINITY, 500), v(0.0, 100)),
+            Verdict::Inconclusive,
+        ),
+        (
+            "candidate query error: error",
+            upper(Some(1.0), None),
+            o(Measurement::QueryError("connection refused".into()), v(0.0, 100)),
+            Verdict::Error,
+        ),
+    ];
+    for (name, def, observation, want) in cases {
+        let got = judge(&def, Some(&observation));
+        assert_eq!(got.verdict, want, "{name}: {}", got.message);
+    }
+    assert_eq!(judge(&upper(Some(1.0), None), None).verdict, Verdict::Inconclusive, "not measured");
+}
+
+#[test]
+fn judged_values_land_in_the_result() {
+    let r = judge(
+        &upper(None, Some(0.002)),
+        Some(&GateObservation { gate: "g".into(), candidate: v(0.011, 300), stable: v(0.01, 900) }),
+    );
+    assert_eq!((r.value, r.stable_value, r.samples), (Some(0.011), Some(0.01), Some(300)));
+    assert!(r.limit.unwrap().starts_with("<= 0.012"));
+}
+
+#[test]
+fn overall_verdict_is_the_worst_gate() {
+    let r = |v| GateResult {
+        name: "g".into(),
+        verdict: v,
+        value: None,
+        stable_value: None,
+        limit: None,
+        samples: None,
+        message: String::new(),
+    };
+    use Verdict::*;
+    assert_eq!(overall_verdict(&[r(Pass), r(Pass)]), Pass);
+    assert_eq!(overall_verdict(&[r(Pass), r(Inconclusive)]), Inconclusive);
+    assert_eq!(overall_verdict(&[r(Inconclusive), r(Error)]), Error);
+    assert_eq!(overall_verdict(&[r(Error), r(Fail)]), Fail);
+    assert_eq!(overall_verdict(&[]), Pass, "no gates configured: nothing to fail");
+}
+
+// ---------------------------------------------------------------------------------------------
+// inconclusive data
+
+#[test]
+fn every_kind_of_missing_data_is_inconclusive_and_never_advances() {
+    let kinds = vec![
+        ("no data", Measurement::NoData),
+        ("NaN", Measurement::sample(f64::NAN, 1000)),
+        ("+Inf", Measurement::sample(f64::INFINITY, 1000)),
+        ("too few samples", v(0.0, 3)),
+        ("query error", Measurement::QueryError("connection refused".into())),
+    ];
+    for (name, m) in kinds {
+        let (s, st) = started();
+        let gates = with_gate(healthy(), GATE_ERROR_RATE, m, v(0.0, 1000));
+        let d = step(&s, &st, analysed(gates), at(60));
+        assert_eq!(d.status.stage_index, Some(0), "{name}: must not advance");
+        assert_eq!(d.status.consecutive_inconclusive, 1, "{name}");
+        assert_eq!(d.status.consecutive_failures, 0, "{name}");
+        assert_ne!(d.status.last_analysis.unwrap().verdict, Verdict::Pass, "{name}");
+    }
+}
+
+#[test]
+fn inconclusive_limit_pauses_then_a_passing_analysis_resumes() {
+    let (s, st) = started();
+    let gap = with_gate(
+        healthy(),
+        GATE_LATENCY_P95,
+        Measurement::QueryError("prometheus down".into()),
+        Measurement::QueryError("prometheus down".into()),
+    );
+    let mut st = st;
+    for i in 1..=2 {
+        st = step(&s, &st, analysed(gap.clone()), at(5 * i)).status;
+        assert_eq!(st.phase, Some(Phase::Progressing), "below the limit");
+    }
+    let d = step(&s, &st, analysed(gap.clone()), at(15));
+    assert_eq!(d.status.phase, Some(Phase::Paused));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::INCONCLUSIVE_ANALYSIS));
+    assert_eq!(traffic(&d).3, 100, "pause holds the weights");
+    assert!(d.actions.iter().any(|a| matches!(a, Action::Notify { event: NotificationEvent::Paused, .. })));
+    assert_eq!(condition(&d.status, types::PAUSED), "True");
+    // Still paused while data stays missing, past min duration: never promotes.
+    let still = step(&s, &d.status, analysed(gap), at(40));
+    assert_eq!((still.status.phase, still.status.stage_index), (Some(Phase::Paused), Some(0)));
+    // Data back: resumes (and, past min duration with a pass, advances).
+    let back = step(&s, &still.status, analysed(healthy()), at(45));
+    assert_eq!(back.status.phase, Some(Phase::Progressing));
+    assert_eq!(back.status.stage_index, Some(1));
+}
+
+#[test]
+fn inconclusive_limit_rolls_back_when_the_policy_says_so() {
+    let (mut s, st) = started();
+    s.rollback.on_inconclusive = InconclusivePolicy::Rollback;
+    let gap = with_gate(healthy(), GATE_CAPTURE_RATE, Measurement::NoData, Measurement::NoData);
+    let mut st = st;
+    for i in 1..=3 {
+        st = step(&s, &st, analysed(gap.clone()), at(5 * i)).status;
+    }
+    assert_eq!(st.phase, Some(Phase::RolledBack));
+    assert_eq!(st.reason.as_deref(), Some(reasons::INCONCLUSIVE_ANALYSIS));
+    assert_eq!(st.canary_weight, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// operations
+
+#[test]
+fn paused_holds_weights_and_does_not_advance() {
+    let (s, st) = started();
+    let (st, now) = pass_stages(&s, st, 2, 0);
+    let mut paused = s.clone();
+    paused.paused = true;
+    let d = step(&paused, &st, analysed(healthy()), at(now + 60));
+    assert_eq!(d.status.phase, Some(Phase::Paused));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::PAUSED_BY_SPEC));
+    assert_eq!((d.status.stage_index, traffic(&d).2), (Some(2), 25));
+    assert!(!analysis_due(&paused, &d.status, at(now + 600)));
+    let resumed = step(&s, &d.status, obs(true), at(now + 61));
+    assert_eq!(resumed.status.phase, Some(Phase::Progressing));
+    assert_eq!(resumed.status.reason.as_deref(), Some(reasons::RESUMED));
+}
+
+fn with_abort(mut s: ModelRolloutSpec, id: &str) -> ModelRolloutSpec {
+    s.operations.abort = Some(OperationRequest { id: id.into(), reason: Some("pager went off".into()) });
+    s
+}
+
+#[test]
+fn abort_at_any_stage_rolls_back() {
+    for stages_passed in 0..=3 {
+        let (s, st) = started();
+        let (st, now) = pass_stages(&s, st, stages_passed, 0);
+        let d = step(&with_abort(s, "a1"), &st, obs(true), at(now + 1));
+        assert_eq!(d.status.phase, Some(Phase::RolledBack), "stage {stages_passed}");
+        assert_eq!(d.status.reason.as_deref(), Some(reasons::ABORTED));
+        assert!(d.status.message.as_ref().unwrap().contains("pager went off"));
+        assert_eq!(d.status.history[0].outcome, Outcome::Aborted);
+        assert_eq!(traffic(&d), ("v1".into(), None, 0, 0));
+    }
+}
+
+#[test]
+fn abort_works_while_paused() {
+    let (mut s, st) = started();
+    s.paused = true;
+    let st = step(&s, &st, obs(true), at(1)).status;
+    let d = step(&with_abort(s, "a1"), &st, obs(true), at(2));
+    assert_eq!(d.status.phase, Some(Phase::RolledBack));
+}
+
+#[test]
+fn retry_after_rollback_starts_again_and_old_requests_do_not_refire() {
+    let (s, st) = started();
+    let aborted = with_abort(s, "a1");
+    let st = step(&aborted, &st, obs(true), at(1)).status;
+    assert_eq!(st.phase, Some(Phase::RolledBack));
+    // Nothing happens while the abort request just sits in the spec.
+    let same = step(&aborted, &st, obs(true), at(2));
+    assert_eq!(same.status.phase, Some(Phase::RolledBack));
+    let mut retried = aborted.clone();
+    retried.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None });
+    let d = step(&retried, &same.status, obs(true), at(3));
+    assert_eq!(d.status.phase, Some(Phase::Progressing));
+    assert_eq!(d.status.stage_index, Some(0));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::RETRIED));
+    assert!(d.status.pending_scale_downs.is_empty(), "the retried candidate is not scaled down");
+    // The old abort id (still in the spec) does not abort the retried rollout.
+    let next = step(&retried, &d.status, obs(true), at(4));
+    assert_eq!(next.status.phase, Some(Phase::Progressing));
+}
+
+#[test]
+fn retry_while_progressing_is_recorded_and_ignored() {
+    let (mut s, st) = started();
+    s.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None });
+    let d = step(&s, &st, obs(true), at(1));
+    assert_eq!(d.status.stage_index, Some(0));
+    assert_eq!(d.status.handled_operations.retry.as_deref(), Some("r1"));
+}
+
+#[test]
+fn promote_moves_one_stage_once_per_request() {
+    let (mut s, st) = started();
+    s.operations.promote = Some(PromoteRequest { id: "p1".into(), reason: Some("looks good".into()), full: false });
+    let d = step(&s, &st, obs(true), at(1));
+    assert_eq!(d.status.stage_index, Some(1));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::MANUALLY_PROMOTED));
+    let again = step(&s, &d.status, obs(true), at(2));
+    assert_eq!(again.status.stage_index, Some(1), "the same request does not promote twice");
+}
+
+#[test]
+fn promote_full_makes_the_candidate_stable() {
+    let (mut s, st) = started();
+    s.operations.promote = Some(PromoteRequest { id: "p1".into(), reason: None, full: true });
+    let d = step(&s, &st, obs(true), at(1));
+    assert_eq!(d.status.phase, Some(Phase::Promoted));
+    assert_eq!(d.status.stable_version.as_deref(), Some("v2"));
+}
+
+#[test]
+fn requests_already_in_the_spec_do_not_fire_on_a_new_rollout() {
+    let first = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-10));
+    let s = with_abort(spec("v2", SHA_V2), "old");
+    let d = decide(&s, &first.status, &obs(true), t0());
+    let d = decide(&s, &d.status, &obs(true), at(1));
+    assert_eq!(d.status.phase, Some(Phase::Progressing));
+}
+
+#[test]
+fn manual_approval_holds_until_promoted() {
+    let (mut s, st) = started();
+    s.stages[1].manual_approval = true;
+    let (st, now) = pass_stages(&s, st, 1, 0);
+    let d = step(&s, &st, analysed(healthy()), at(now + 10));
+    assert_eq!((d.status.phase, d.status.stage_index), (Some(Phase::Paused), Some(1)));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::AWAITING_APPROVAL));
+    let d = step(&s, &d.status, analysed(healthy()), at(now + 100));
+    assert_eq!(d.status.stage_index, Some(1), "still waiting");
+    s.operations.promote = Some(PromoteRequest { id: "ok".into(), reason: None, full: false });
+    let d = step(&s, &d.status, obs(true), at(now + 101));
+    assert_eq!((d.status.phase, d.status.stage_index), (Some(Phase::Progressing), Some(2)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// readiness, contracts, routers
+
+#[test]
+fn no_weight_moves_to_an_unready_candidate_and_the_deadline_fails_the_rollout() {
+    let (mut s, st) = started();
+    s.workload.progress_deadline = "60s".into();
+    let (st, now) = pass_stages(&s, st, 1, 0);
+    let d = step(&s, &st, obs(false), at(now + 1));
+    assert_eq!(traffic(&d).2, 0, "unready candidate gets no traffic");
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::WAITING_FOR_CANDIDATE));
+    let before = step(&s, &d.status, obs(false), at(now + 60));
+    assert_eq!(before.status.phase, Some(Phase::Progressing), "deadline not yet passed");
+    let after = step(&s, &before.status, obs(false), at(now + 61));
+    assert_eq!(after.status.phase, Some(Phase::Failed));
+    assert_eq!(after.status.reason.as_deref(), Some(reasons::PROGRESS_DEADLINE_EXCEEDED));
+    assert_eq!(traffic(&after), ("v1".into(), None, 0, 0));
+    assert!(
+        after
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::EnsureWorkload { role: Role::Stable, model } if model.version == "v1"))
+    );
+}
+
+#[test]
+fn a_candidate_ready_again_restarts_the_stage_clock() {
+    let (s, st) = started();
+    let st = step(&s, &st, obs(false), at(1)).status;
+    let st = step(&s, &st, obs(true), at(20)).status;
+    assert_eq!(st.stage_start_time.unwrap().0, at(20));
+    assert_eq!(st.mirror_percent, 100);
+}
+
+#[test]
+fn a_candidate_needing_inputs_stable_lacks_is_refused_before_anything_moves() {
+    let first = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-10));
+    let mut s = spec("v2", SHA_V2);
+    s.model.contract.inputs.push(feature("device_fingerprint"));
+    let d = decide(&s, &first.status, &obs(false), t0());
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::CONTRACT_MISMATCH));
+    assert!(d.status.message.as_ref().unwrap().contains("device_fingerprint"));
+    assert!(!has_candidate_workload(&d));
+    assert_eq!(traffic(&d), ("v1".into(), None, 0, 0));
+    // And it stays refused on the next reconcile.
+    let again = decide(&s, &d.status, &obs(false), at(1));
+    assert_eq!(again.status.phase, Some(Phase::Failed));
+    assert!(!has_candidate_workload(&again));
+}
+
+#[test]
+fn replica_ratio_skips_shadow_and_says_so() {
+    let first = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-10));
+    let mut s = spec("v2", SHA_V2);
+    s.traffic_routing = TrafficRouting { replica_ratio: Some(ReplicaRatioRouting {}), ..Default::default() };
+    let d = decide(&s, &first.status, &obs(true), t0());
+    assert_eq!(d.status.stage_index, Some(1));
+    assert_eq!(traffic(&d).2, 5);
+    assert!(d.status.message.as_ref().unwrap().contains("cannot mirror"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// time
+
+#[test]
+fn a_clock_that_goes_backwards_neither_advances_nor_analyses() {
+    let (s, st) = started();
+    assert!(!analysis_due(&s, &st, at(-30)));
+    assert!(!analysis_due(&s, &st, at(4)));
+    assert!(analysis_due(&s, &st, at(5)));
+    let d = step(&s, &st, analysed(healthy()), at(-30));
+    assert_eq!(d.status.stage_index, Some(0), "min duration cannot be met in the past");
+    let d = step(&s, &d.status, obs(true), at(-20));
+    assert_eq!(d.status.stage_index, Some(0));
+}
+
+#[test]
+fn analysis_interval_counts_from_the_last_analysis_in_the_stage() {
+    let (s, st) = started();
+    let st = step(&s, &st, analysed(healthy()), at(5)).status;
+    assert!(!analysis_due(&s, &st, at(9)));
+    assert!(analysis_due(&s, &st, at(10)));
+    assert_eq!(next_analysis_at(&s, &st), Some(at(10)));
+}
+
+#[test]
+fn requeue_wakes_for_the_next_analysis() {
+    let (s, st) = started();
+    let d = step(&s, &st, obs(true), at(1));
+    assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(4)));
+}
+
+#[test]
+fn invalid_durations_change_nothing_and_say_why() {
+    let (mut s, st) = started();
+    s.analysis.interval = "soon".into();
+    let d = step(&s, &st, obs(true), at(1));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::INVALID_SPEC));
+    assert_eq!(d.status.stage_index, st.stage_index);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::SetTraffic { .. })));
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut st = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-10)).status;
+    for i in 0..15 {
+        let s = with_abort(spec(&format!("v{}", i + 10), SHA_V2), &format!("a{i}"));
+        st = decide(&s, &st, &obs(true), at(i * 10)).status;
+        st.handled_operations.abort = None;
+        st = decide(&s, &st, &obs(true), at(i * 10 + 1)).status;
+        assert_eq!(st.phase, Some(Phase::RolledBack));
+    }
+    assert_eq!(st.history.len(), HISTORY_LIMIT);
+    assert_eq!(st.history[0].version, "v24");
+}
