@@ -53,7 +53,7 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
         "rule": "self.stages.all(a, self.stages.exists_one(b, b.name == a.name))",
         "message": "stage names must be unique",
         "fieldPath": ".stages",
-        "reason": "FieldValueDuplicate"
+        "reason": "FieldValueInvalid"
     }
 ]))]
 pub struct ModelRolloutSpec {
@@ -468,7 +468,7 @@ fn default_query_timeout() -> String {
     "rule": "!has(self.custom) || self.custom.all(a, self.custom.exists_one(b, b.name == a.name))",
     "message": "custom gate names must be unique",
     "fieldPath": ".custom",
-    "reason": "FieldValueDuplicate"
+    "reason": "FieldValueInvalid"
 }, {
     "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate']))",
     "message": "custom gate names must differ from the built-in gates",

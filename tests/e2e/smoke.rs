@@ -1,1 +1,377 @@
+//! Smoke tests on the real control plane: the CRD's server-side validation, examples, kwok pods,
+//! kube-rs against ModelRollouts, Gateway API routes, and Prometheus scraping.
 
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use modelrollout::api::{ModelRollout, ModelRolloutStatus, Phase};
+use modelrollout_e2e::*;
+use serde_json::json;
+
+const SHA: &str = "0f9100e383817d9059ffcac9fe402244ff564d86026dfecd23a7608e318e480d";
+
+fn valid() -> serde_json::Value {
+    json!({
+        "apiVersion": "modelrollout.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": "fraud"},
+        "spec": {
+            "model": {
+                "name": "fraud",
+                "version": "v2",
+                "artifact": {"uri": "/models/fraud-v2.onnx", "sha256": SHA},
+                "contract": {"inputs": [{"name": "amount", "type": "float", "min": 0, "max": 20000}]}
+            },
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}},
+            "analysis": {"gates": {"errorRate": {"max": 0.002}}}
+        }
+    })
+}
+
+fn apply_json(ns: &str, obj: &serde_json::Value) -> std::process::Output {
+    kubectl(&["apply", "--server-side", "-n", ns, "-f", "-"], Some(&obj.to_string()))
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn every_example_is_accepted() {
+    let ns = TestNamespace::new("examples").await;
+    let dir = root().join("examples");
+    let mut applied = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = kubectl_ok(&["apply", "--server-side", "-n", &ns.name, "-f", path.to_str().unwrap()], None);
+            assert!(out.contains("serverside-applied"), "{}: {out}", path.display());
+            applied += 1;
+        }
+    }
+    assert!(applied >= 5, "expected the five examples, applied {applied}");
+    let api: Api<ModelRollout> = Api::namespaced(client().await, &ns.name);
+    let list = api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), applied);
+    // The apiserver filled in the schema defaults.
+    let fraud = api.get("fraud").await.unwrap();
+    assert_eq!(fraud.spec.workload.progress_deadline, "10m");
+    assert_eq!(fraud.spec.analysis.gates.error_rate.as_ref().unwrap().min_samples, 500);
+    ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn invalid_model_rollouts_are_rejected_naming_the_field() {
+    let ns = TestNamespace::new("invalid").await;
+    let accepted = apply_json(&ns.name, &valid());
+    assert!(accepted.status.success(), "the valid base is accepted: {}", String::from_utf8_lossy(&accepted.stderr));
+
+    type Mutation = fn(&mut serde_json::Value);
+    let cases: Vec<(&str, Mutation, &[&str])> = vec![
+        (
+            "a weight of 150",
+            |v| v["spec"]["stages"] = json!([{"name": "a", "weight": 5}, {"name": "b", "weight": 150}]),
+            &["spec.stages[1].weight", "less than or equal to 100"],
+        ),
+        (
+            "stage weights going down",
+            |v| {
+                v["spec"]["stages"] =
+                    json!([{"name": "a", "weight": 25}, {"name": "b", "weight": 5}, {"name": "c", "weight": 100}])
+            },
+            &["spec.stages", "strictly increasing"],
+        ),
+        (
+            "stages not ending at 100",
+            |v| v["spec"]["stages"] = json!([{"name": "a", "weight": 5}, {"name": "b", "weight": 50}]),
+            &["spec.stages", "100%"],
+        ),
+        (
+            "duplicate stage names",
+            |v| v["spec"]["stages"] = json!([{"name": "a", "weight": 5}, {"name": "a", "weight": 100}]),
+            &["spec.stages", "unique"],
+        ),
+        (
+            "a missing sha256",
+            |v| {
+                v["spec"]["model"]["artifact"].as_object_mut().unwrap().remove("sha256");
+            },
+            &["spec.model.artifact.sha256", "Required value"],
+        ),
+        (
+            "a malformed sha256",
+            |v| v["spec"]["model"]["artifact"]["sha256"] = json!("ABC123"),
+            &["spec.model.artifact.sha256", "should match"],
+        ),
+        (
+            "two traffic routers at once",
+            |v| v["spec"]["trafficRouting"]["istio"] = json!({"virtualService": "fraud"}),
+            &["spec.trafficRouting", "at most one traffic router"],
+        ),
+        (
+            "an unknown device",
+            |v| v["spec"]["model"]["runtime"] = json!({"device": "tpu"}),
+            &["spec.model.runtime.device", "Unsupported value"],
+        ),
+        (
+            "a gate with no limit",
+            |v| v["spec"]["analysis"]["gates"]["latencyP95"] = json!({"minSamples": 10}),
+            &["spec.analysis.gates.latencyP95", "set max, maxAboveStable or both"],
+        ),
+        (
+            "a custom gate named like a built-in",
+            |v| v["spec"]["analysis"]["gates"]["custom"] = json!([{"name": "errorRate", "query": "up", "max": 1}]),
+            &["spec.analysis.gates.custom", "built-in"],
+        ),
+        (
+            "a mirror on a stage with traffic",
+            |v| {
+                v["spec"]["stages"] =
+                    json!([{"name": "a", "weight": 5, "mirrorPercent": 50}, {"name": "b", "weight": 100}])
+            },
+            &["spec.stages[0].mirrorPercent", "shadow"],
+        ),
+        (
+            "an artifact uri that is neither URL nor absolute path",
+            |v| v["spec"]["model"]["artifact"]["uri"] = json!("models/fraud.onnx"),
+            &["spec.model.artifact.uri", "http(s) URL or an absolute path"],
+        ),
+        (
+            "a malformed duration",
+            |v| v["spec"]["analysis"]["interval"] = json!("soon"),
+            &["spec.analysis.interval", "should match"],
+        ),
+        (
+            "a missing data contract",
+            |v| {
+                v["spec"]["model"].as_object_mut().unwrap().remove("contract");
+            },
+            &["spec.model.contract", "Required value"],
+        ),
+    ];
+    for (name, mutate, expected) in cases {
+        let mut obj = valid();
+        obj["metadata"]["name"] = json!("bad");
+        mutate(&mut obj);
+        let out = apply_json(&ns.name, &obj);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted but must be rejected");
+        for needle in expected {
+            assert!(stderr.contains(needle), "{name}: rejection does not mention `{needle}`: {stderr}");
+        }
+    }
+    ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn deployment_pods_run_on_the_fake_node() {
+    let ns = TestNamespace::new("pods").await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}
+            }
+        }
+    }))
+    .unwrap();
+    let c = client().await;
+    Api::<Deployment>::namespaced(c.clone(), &ns.name).create(&PostParams::default(), &deployment).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns.name);
+    let running = wait_for("3 Running pods", Duration::from_secs(60), || async {
+        let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+        let running: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect();
+        (running.len() == 3).then_some(running)
+    })
+    .await;
+    for p in &running {
+        assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some("kwok-node-0"));
+    }
+    let deployments: Api<Deployment> = Api::namespaced(c, &ns.name);
+    wait_for("Deployment readyReplicas=3", Duration::from_secs(30), || async {
+        let d = deployments.get("web").await.ok()?;
+        (d.status?.ready_replicas == Some(3)).then_some(())
+    })
+    .await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn kube_rs_reads_watches_and_patches_status_without_bumping_generation() {
+    let ns = TestNamespace::new("kubers").await;
+    let api: Api<ModelRollout> = Api::namespaced(client().await, &ns.name);
+    let mr: ModelRollout = serde_json::from_value(valid()).unwrap();
+    // Watch first, so the creation must arrive through the watch.
+    let watch_api = api.clone();
+    let seen = tokio::spawn(async move {
+        let stream = watcher(watch_api, watcher::Config::default()).applied_objects();
+        let mut stream = std::pin::pin!(stream);
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(obj) = stream.next().await {
+                let obj: ModelRollout = obj.expect("watch event deserializes");
+                if obj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Progressing) {
+                    return obj;
+                }
+            }
+            panic!("watch ended");
+        })
+        .await
+        .expect("watch saw the status change")
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let created = api.create(&PostParams::default(), &mr).await.unwrap();
+    let generation = created.metadata.generation;
+    assert_eq!(generation, Some(1));
+
+    let status = ModelRolloutStatus {
+        observed_generation: generation,
+        phase: Some(Phase::Progressing),
+        stage_index: Some(0),
+        stage_name: Some("shadow".into()),
+        canary_weight: 0,
+        mirror_percent: 100,
+        ..Default::default()
+    };
+    let patch = json!({"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout", "status": status});
+    let patched = api
+        .patch_status("fraud", &PatchParams::apply("modelrollout-e2e").force(), &Patch::Apply(&patch))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, generation, "a status write does not bump the generation");
+    assert_eq!(patched.status.as_ref().unwrap().mirror_percent, 100);
+
+    let watched = seen.await.unwrap();
+    assert_eq!(watched.name_any(), "fraud");
+    assert_eq!(watched.status.unwrap().stage_name.as_deref(), Some("shadow"));
+
+    // A spec write does bump it, and the status stays.
+    let spec_patch = json!({"spec": {"paused": true}});
+    let after = api.patch("fraud", &PatchParams::default(), &Patch::Merge(&spec_patch)).await.unwrap();
+    assert_eq!(after.metadata.generation, Some(2));
+    assert_eq!(after.status.unwrap().phase, Some(Phase::Progressing));
+
+    // Listing through the typed API works too.
+    let names: Vec<String> =
+        api.list(&ListParams::default()).await.unwrap().items.iter().map(|m| m.name_any()).collect();
+    assert_eq!(names, ["fraud"]);
+    let _ = api.watch(&Default::default(), "0").await.unwrap().boxed().try_next();
+    ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn http_route_with_weights_and_a_request_mirror_is_accepted() {
+    let ns = TestNamespace::new("gwapi").await;
+    let route = format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: fraud
+  namespace: {ns}
+spec:
+  parentRefs: [{{name: public-gateway}}]
+  rules:
+    - backendRefs:
+        - {{name: fraud-stable, port: 8080, weight: 95}}
+        - {{name: fraud-canary, port: 8080, weight: 5}}
+      filters:
+        - type: RequestMirror
+          requestMirror:
+            backendRef: {{name: fraud-canary, port: 8080}}
+            percent: 50
+"#,
+        ns = ns.name
+    );
+    kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&route));
+    let got = kubectl_ok(&["get", "httproute", "fraud", "-n", &ns.name, "-o", "json"], None);
+    let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+    let rule = &got["spec"]["rules"][0];
+    assert_eq!(rule["backendRefs"][1]["weight"], 5);
+    assert_eq!(rule["filters"][0]["requestMirror"]["percent"], 50);
+    // And the CRD validates: a weight beyond its maximum is refused.
+    let bad = route.replace("weight: 95", "weight: 1000001");
+    let out = kubectl(&["apply", "--server-side", "-f", "-"], Some(&bad));
+    assert!(!out.status.success(), "an out-of-range backend weight must be rejected");
+    ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn istio_virtual_service_with_mirror_percentage_is_accepted() {
+    let ns = TestNamespace::new("istio").await;
+    let vs = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: fraud
+  namespace: {ns}
+spec:
+  hosts: [fraud]
+  http:
+    - name: primary
+      route:
+        - {{destination: {{host: fraud-stable}}, weight: 95}}
+        - {{destination: {{host: fraud-canary}}, weight: 5}}
+      mirror: {{host: fraud-canary}}
+      mirrorPercentage: {{value: 50.0}}
+"#,
+        ns = ns.name
+    );
+    kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&vs));
+    let got = kubectl_ok(
+        &["get", "virtualservice", "fraud", "-n", &ns.name, "-o", "jsonpath={.spec.http[0].mirrorPercentage.value}"],
+        None,
+    );
+    assert_eq!(got, "50");
+    ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn prometheus_scrapes_a_target_and_answers_promql() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = "# TYPE modelrollout_smoke_value gauge\nmodelrollout_smoke_value 42.5\n";
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let target = prometheus_targets_dir().join("smoke.json");
+    std::fs::write(&target, json!([{"targets": [addr.to_string()], "labels": {"smoke": "yes"}}]).to_string()).unwrap();
+
+    let prom = prometheus_http_query::Client::try_from(prometheus_url().as_str()).unwrap();
+    let value = wait_for("Prometheus to scrape the smoke target", Duration::from_secs(60), || async {
+        let res = prom.query(r#"modelrollout_smoke_value{smoke="yes"}"#).get().await.ok()?;
+        let vector = res.data().as_vector()?.to_vec();
+        vector.first().map(|s| s.sample().value())
+    })
+    .await;
+    assert_eq!(value, 42.5);
+    std::fs::remove_file(target).unwrap();
+    server.abort();
+}
