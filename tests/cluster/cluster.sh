@@ -41,11 +41,18 @@ ensure_prometheus() {
 ensure_prometheus
 command -v openssl >/dev/null || die "openssl is required"
 
+# A run that was SIGKILLed could not remove its temp dir (its processes died with it): clean those up.
+for old in "${TMPDIR:-/tmp}"/modelrollout-cluster.*; do
+  [[ -f $old/owner.pid ]] && ! kill -0 "$(cat "$old/owner.pid")" 2>/dev/null && rm -rf "$old"
+done
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/modelrollout-cluster.XXXXXX")
+echo $$ >"$DIR/owner.pid"
 PIDS=()
 teardown() {
   local code=$?
   trap - EXIT INT TERM
+  # A reader of our output (a pipe into tee) may be gone after Ctrl-C: never die mid-teardown.
+  trap '' PIPE INT
   if ((${#PIDS[@]})); then
     log "tearing down (pids ${PIDS[*]})"
     # Reverse order: kwok, scheduler, controller-manager, apiserver, etcd, prometheus.
