@@ -1,4 +1,7 @@
-fn main() {
-    eprintln!("inference-sidecar {}: not built yet (see issue 4)", env!("CARGO_PKG_VERSION"));
-    std::process::exit(2);
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let args = inference_sidecar::config::Args::parse();
+    std::process::exit(inference_sidecar::run::run(args).await);
 }

@@ -1,0 +1,218 @@
+//! The sidecar's one configuration struct: clap flags, each also an env var, plus an optional
+//! config file holding the model and its data contract (what the controller mounts).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use modelrollout_contract::DataContract;
+use serde::Deserialize;
+
+use crate::error::StartError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Stable,
+    Canary,
+    Shadow,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Stable => "stable",
+            Role::Canary => "canary",
+            Role::Shadow => "shadow",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "inference-sidecar",
+    version,
+    about = "ONNX model server with data contracts and rollout-gate metrics"
+)]
+pub struct Args {
+    /// YAML/JSON file with `model: {name, version, uri, sha256}`, `contract:` and `reference:`.
+    #[arg(long, env = "SIDECAR_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "SIDECAR_MODEL_NAME")]
+    pub model_name: Option<String>,
+    #[arg(long, env = "SIDECAR_MODEL_VERSION")]
+    pub model_version: Option<String>,
+    /// Path or http(s) URL of the ONNX file.
+    #[arg(long, env = "SIDECAR_MODEL_URI")]
+    pub model_uri: Option<String>,
+    /// Expected lower-case hex SHA-256 of the model file.
+    #[arg(long, env = "SIDECAR_MODEL_SHA256")]
+    pub model_sha256: Option<String>,
+    /// Data contract file (YAML/JSON), if not in --config.
+    #[arg(long, env = "SIDECAR_CONTRACT")]
+    pub contract: Option<PathBuf>,
+    /// Reference feature statistics (JSON, from scripts/make_models.py) for drift.
+    #[arg(long, env = "SIDECAR_REFERENCE")]
+    pub reference: Option<PathBuf>,
+    #[arg(long, env = "SIDECAR_ROLE", value_enum, default_value = "stable")]
+    pub role: Role,
+    #[arg(long, env = "SIDECAR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "SIDECAR_DEVICE", value_enum, default_value = "cpu")]
+    pub device: Device,
+    /// Intra-op threads per session.
+    #[arg(long, env = "SIDECAR_THREADS", default_value_t = 1)]
+    pub threads: usize,
+    /// Inference threads, each with its own session.
+    #[arg(long, env = "SIDECAR_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    #[arg(long, env = "SIDECAR_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// How long a batch waits to fill, e.g. `1ms`, `500us`.
+    #[arg(long, env = "SIDECAR_MAX_BATCH_DELAY", default_value = "1ms", value_parser = parse_duration)]
+    pub max_batch_delay: Duration,
+    /// Requests waiting for inference beyond this are shed with 429.
+    #[arg(long, env = "SIDECAR_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+    #[arg(long, env = "SIDECAR_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Most candidates one ranking request may score.
+    #[arg(long, env = "SIDECAR_MAX_CANDIDATES", default_value_t = 50)]
+    pub max_candidates: usize,
+    /// Predictions remembered for label feedback.
+    #[arg(long, env = "SIDECAR_FEEDBACK_CAPACITY", default_value_t = 200_000)]
+    pub feedback_capacity: usize,
+    #[arg(long, env = "SIDECAR_FEEDBACK_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub feedback_ttl: Duration,
+    /// Requests in the rolling drift window.
+    #[arg(long, env = "SIDECAR_DRIFT_WINDOW", default_value_t = 10_000)]
+    pub drift_window: usize,
+    /// Warm-up inferences before turning ready.
+    #[arg(long, env = "SIDECAR_WARMUP", default_value_t = 16)]
+    pub warmup: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "SIDECAR_SHUTDOWN_DEADLINE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_deadline: Duration,
+    #[arg(long, env = "SIDECAR_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Where downloaded models are kept.
+    #[arg(long, env = "SIDECAR_CACHE_DIR", default_value = "/tmp/inference-sidecar")]
+    pub cache_dir: PathBuf,
+}
+
+/// Parses `500us`, `1ms`, `2s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(|| format!("`{s}` needs a unit"))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    let secs = match unit {
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (us, ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FileConfig {
+    #[serde(default)]
+    model: FileModel,
+    contract: Option<DataContract>,
+    reference: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FileModel {
+    name: Option<String>,
+    version: Option<String>,
+    uri: Option<String>,
+    sha256: Option<String>,
+}
+
+/// Everything resolved: flags over file.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub args: Args,
+    pub model_name: String,
+    pub model_version: String,
+    pub model_uri: String,
+    pub model_sha256: String,
+    pub contract: DataContract,
+    pub reference: Option<PathBuf>,
+}
+
+fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|e| StartError::Config(format!("{}: {e}", path.display())))?;
+    serde_yaml::from_str(&text).map_err(|e| StartError::Config(format!("{}: {e}", path.display())))
+}
+
+impl Config {
+    pub fn resolve(args: Args) -> Result<Self, StartError> {
+        let file: FileConfig = match &args.config {
+            Some(p) => read_yaml(p)?,
+            None => FileConfig::default(),
+        };
+        let need = |flag: &Option<String>, file: Option<String>, name: &str| {
+            flag.clone()
+                .or(file)
+                .ok_or_else(|| StartError::Config(format!("missing {name} (flag, env or config file)")))
+        };
+        let contract = match (&args.contract, file.contract) {
+            (Some(p), _) => read_yaml(p)?,
+            (None, Some(c)) => c,
+            (None, None) => {
+                return Err(StartError::Config("missing the data contract (--contract or config file)".into()));
+            }
+        };
+        if contract.inputs.is_empty() {
+            return Err(StartError::Config("the data contract has no inputs".into()));
+        }
+        let sha = need(&args.model_sha256, file.model.sha256, "--model-sha256")?.to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StartError::Config(format!("--model-sha256 `{sha}` is not 64 hex characters")));
+        }
+        if args.max_batch_size == 0 || args.workers == 0 || args.queue_capacity == 0 {
+            return Err(StartError::Config("max-batch-size, workers and queue-capacity must be > 0".into()));
+        }
+        Ok(Self {
+            model_name: need(&args.model_name, file.model.name, "--model-name")?,
+            model_version: need(&args.model_version, file.model.version, "--model-version")?,
+            model_uri: need(&args.model_uri, file.model.uri, "--model-uri")?,
+            model_sha256: sha,
+            contract,
+            reference: args.reference.clone().or(file.reference),
+            args,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500us").unwrap(), Duration::from_micros(500));
+        assert_eq!(parse_duration("1ms").unwrap(), Duration::from_millis(1));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! Feature drift: the population stability index (PSI) of each numeric feature over a rolling
+//! window of recent requests, against the reference distribution shipped with the model.
+
+use std::collections::VecDeque;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct Reference {
+    pub features: Vec<FeatureReference>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FeatureReference {
+    pub name: String,
+    /// Inner bin edges; bins are (-inf, e0], (e0, e1], ..., (en, inf).
+    pub edges: Vec<f64>,
+    pub proportions: Vec<f64>,
+}
+
+struct FeatureWindow {
+    name: String,
+    column: usize,
+    edges: Vec<f64>,
+    expected: Vec<f64>,
+    counts: Vec<u64>,
+}
+
+pub struct Drift {
+    features: Vec<FeatureWindow>,
+    window: VecDeque<Vec<u16>>,
+    capacity: usize,
+}
+
+/// Small floor so empty bins do not make the index infinite.
+const FLOOR: f64 = 1e-4;
+
+impl Drift {
+    /// `columns` maps a contract feature name to its column in encoded rows.
+    pub fn new(reference: Reference, columns: &[String], capacity: usize) -> Result<Self, String> {
+        let mut features = Vec::new();
+        for f in reference.features {
+            let Some(column) = columns.iter().position(|c| *c == f.name) else { continue };
+            if f.proportions.len() != f.edges.len() + 1 {
+                return Err(format!(
+                    "feature {}: {} proportions for {} edges",
+                    f.name,
+                    f.proportions.len(),
+                    f.edges.len()
+                ));
+            }
+            let n = f.proportions.len();
+            features.push(FeatureWindow {
+                name: f.name,
+                column,
+                edges: f.edges,
+                expected: f.proportions,
+                counts: vec![0; n],
+            });
+        }
+        Ok(Self { features, window: VecDeque::with_capacity(capacity), capacity: capacity.max(1) })
+    }
+
+    fn bin(edges: &[f64], x: f64) -> u16 {
+        edges.partition_point(|e| *e < x) as u16
+    }
+
+    /// Adds the rows (width columns each) to the window, dropping the oldest beyond capacity.
+    pub fn observe(&mut self, width: usize, values: &[f32]) {
+        if self.features.is_empty() || width == 0 {
+            return;
+        }
+        for row in values.chunks_exact(width) {
+            let bins: Vec<u16> = self
+                .features
+                .iter_mut()
+                .map(|f| {
+                    let x = row[f.column] as f64;
+                    let b = if x.is_nan() { u16::MAX } else { Self::bin(&f.edges, x) };
+                    if b != u16::MAX {
+                        f.counts[b as usize] += 1;
+                    }
+                    b
+                })
+                .collect();
+            if self.window.len() == self.capacity
+                && let Some(old) = self.window.pop_front()
+            {
+                for (f, b) in self.features.iter_mut().zip(old) {
+                    if b != u16::MAX {
+                        f.counts[b as usize] -= 1;
+                    }
+                }
+            }
+            self.window.push_back(bins);
+        }
+    }
+
+    /// PSI per feature; none until the window holds any rows.
+    pub fn psi(&self) -> Vec<(String, f64)> {
+        self.features
+            .iter()
+            .filter_map(|f| {
+                let total: u64 = f.counts.iter().sum();
+                (total > 0).then(|| {
+                    let psi = f
+                        .counts
+                        .iter()
+                        .zip(&f.expected)
+                        .map(|(c, e)| {
+                            let a = (*c as f64 / total as f64).max(FLOOR);
+                            let e = e.max(FLOOR);
+                            (a - e) * (a / e).ln()
+                        })
+                        .sum();
+                    (f.name.clone(), psi)
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drift(capacity: usize) -> Drift {
+        let r = Reference {
+            features: vec![FeatureReference {
+                name: "x".into(),
+                edges: vec![1.0, 2.0],
+                proportions: vec![0.25, 0.5, 0.25],
+            }],
+        };
+        Drift::new(r, &["y".into(), "x".into()], capacity).unwrap()
+    }
+
+    #[test]
+    fn matching_distribution_has_near_zero_psi_and_a_shift_has_a_large_one() {
+        let mut d = drift(100);
+        let same: Vec<f32> = [0.5, 1.5, 1.5, 2.5].iter().flat_map(|x| [0.0, *x]).collect();
+        d.observe(2, &same);
+        assert!(d.psi()[0].1 < 1e-9, "{:?}", d.psi());
+        let mut d = drift(4);
+        let shifted: Vec<f32> = [9.0; 8].iter().flat_map(|x| [0.0, *x]).collect();
+        d.observe(2, &shifted);
+        assert!(d.psi()[0].1 > 1.0, "{:?}", d.psi());
+        assert_eq!(d.window.len(), 4, "rolling window is bounded");
+    }
+}

@@ -1,0 +1,13 @@
+//! The inference sidecar: serves one ONNX model with its data contract enforced, and exports the
+//! metrics the rollout gates read.
+
+pub mod batcher;
+pub mod config;
+pub mod drift;
+pub mod error;
+pub mod feedback;
+pub mod metrics;
+pub mod model;
+pub mod run;
+pub mod server;
+pub mod validate;

@@ -1,0 +1,222 @@
+//! Loading a model: fetch (file or http), verify its digest, open ONNX Runtime sessions, check the
+//! graph against the data contract, and score encoded rows.
+
+use std::path::Path;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
+use sha2::{Digest, Sha256};
+
+use crate::config::Device;
+use crate::error::StartError;
+use crate::validate::{InputKind, Rows};
+
+/// Reads the model from a path or downloads it from an http(s) URL.
+pub async fn fetch(uri: &str) -> Result<Vec<u8>, StartError> {
+    if uri.starts_with("http://") || uri.starts_with("https://") {
+        let err = |reason: String| StartError::Download { uri: uri.to_string(), reason };
+        let resp = reqwest::get(uri).await.map_err(|e| err(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(err(format!("HTTP {}", resp.status())));
+        }
+        Ok(resp.bytes().await.map_err(|e| err(e.to_string()))?.to_vec())
+    } else {
+        let path = uri.strip_prefix("file://").unwrap_or(uri);
+        std::fs::read(path).map_err(|e| StartError::Read { path: path.to_string(), reason: e.to_string() })
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Refuses a model whose digest differs from the expected one.
+pub fn verify(bytes: &[u8], expected: &str, uri: &str) -> Result<(), StartError> {
+    let actual = sha256_hex(bytes);
+    if actual != expected {
+        return Err(StartError::DigestMismatch { uri: uri.into(), expected: expected.into(), actual });
+    }
+    Ok(())
+}
+
+/// Loads ONNX Runtime from `ORT_DYLIB_PATH` (checked first: a missing library otherwise panics
+/// inside ort) and builds the environment.
+pub fn init_runtime() -> Result<Environment, StartError> {
+    let path = std::env::var("ORT_DYLIB_PATH").map_err(|_| {
+        StartError::Runtime(
+            "ORT_DYLIB_PATH is not set: point it at libonnxruntime.so (scripts/python-env.sh prints it)".into(),
+        )
+    })?;
+    if !Path::new(&path).is_file() {
+        return Err(StartError::Runtime(format!("ORT_DYLIB_PATH={path} is not a file")));
+    }
+    let builder = ort::init_from(&path).map_err(|e| StartError::Runtime(format!("loading {path}: {e}")))?;
+    builder.with_name("inference-sidecar").build().map_err(|e| StartError::Runtime(e.to_string()))
+}
+
+/// Which device a session ended up on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceUsed {
+    Cpu,
+    Cuda,
+}
+
+impl DeviceUsed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceUsed::Cpu => "cpu",
+            DeviceUsed::Cuda => "cuda",
+        }
+    }
+}
+
+/// One ONNX Runtime session and how to feed it. Not shared: each inference thread owns one.
+pub struct Engine {
+    session: Session,
+    input: String,
+    output: String,
+    /// Column of the positive-class probability in the output.
+    column: usize,
+    columns: usize,
+    pub kind: InputKind,
+    pub device: DeviceUsed,
+}
+
+fn open_session(
+    env: &Environment,
+    bytes: &[u8],
+    threads: usize,
+    device: Device,
+) -> Result<(Session, DeviceUsed), StartError> {
+    let rt = |e: String| StartError::Runtime(e);
+    let builder = Session::builder(env)
+        .map_err(|e| rt(e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| rt(e.to_string()))?
+        .with_intra_threads(threads)
+        .map_err(|e| rt(e.to_string()))?;
+    let (mut builder, used) = match device {
+        Device::Cpu => (builder, DeviceUsed::Cpu),
+        Device::Cuda => cuda(builder),
+    };
+    let session = builder.commit_from_memory(bytes).map_err(|e| rt(format!("loading the graph: {e}")))?;
+    Ok((session, used))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(builder: ort::session::builder::SessionBuilder) -> (ort::session::builder::SessionBuilder, DeviceUsed) {
+    match builder.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()]) {
+        Ok(b) => (b, DeviceUsed::Cuda),
+        Err(e) => {
+            tracing::warn!(error = %e, "CUDA requested but unavailable; serving on CPU");
+            (e.recover(), DeviceUsed::Cpu)
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(builder: ort::session::builder::SessionBuilder) -> (ort::session::builder::SessionBuilder, DeviceUsed) {
+    tracing::warn!("CUDA requested but this sidecar was built without the `cuda` feature; serving on CPU");
+    (builder, DeviceUsed::Cpu)
+}
+
+impl Engine {
+    /// Opens a session and checks the graph's input and output against the contract's encoding.
+    pub fn new(
+        env: &Environment,
+        bytes: &[u8],
+        threads: usize,
+        device: Device,
+        kind: InputKind,
+    ) -> Result<Self, StartError> {
+        let (session, used) = open_session(env, bytes, threads, device)?;
+        let mismatch = |m: String| StartError::ContractMismatch(m);
+        let inputs = session.inputs();
+        if inputs.len() != 1 {
+            return Err(mismatch(format!("the graph has {} inputs; one tensor input is supported", inputs.len())));
+        }
+        let input = &inputs[0];
+        let (ty, shape) = match input.dtype() {
+            ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
+            other => return Err(mismatch(format!("input `{}` is {other:?}, not a tensor", input.name()))),
+        };
+        match kind {
+            InputKind::Numeric { width } => {
+                if ty != TensorElementType::Float32 {
+                    return Err(mismatch(format!(
+                        "input `{}` is {ty:?} but the contract is numeric (float32)",
+                        input.name()
+                    )));
+                }
+                let cols = shape.get(1).copied().unwrap_or(-1);
+                if shape.len() != 2 || (cols != -1 && cols as usize != width) {
+                    return Err(mismatch(format!(
+                        "input `{}` has shape {shape:?} but the contract has {width} features",
+                        input.name()
+                    )));
+                }
+            }
+            InputKind::Text => {
+                if ty != TensorElementType::String {
+                    return Err(mismatch(format!(
+                        "input `{}` is {ty:?} but the contract's feature is a string",
+                        input.name()
+                    )));
+                }
+            }
+        }
+        // The probability output: `probabilities` (skl2onnx) or the first float output.
+        let outputs = session.outputs();
+        let float_outputs: Vec<_> = outputs
+            .iter()
+            .filter(|o| matches!(o.dtype(), ValueType::Tensor { ty: TensorElementType::Float32, .. }))
+            .collect();
+        let out = float_outputs
+            .iter()
+            .find(|o| o.name() == "probabilities")
+            .or(float_outputs.first())
+            .ok_or_else(|| mismatch("the graph has no float output to read a probability from".into()))?;
+        let out_shape = match out.dtype() {
+            ValueType::Tensor { shape, .. } => shape.to_vec(),
+            _ => unreachable!(),
+        };
+        let columns = if out_shape.len() == 2 && out_shape[1] > 0 { out_shape[1] as usize } else { 1 };
+        if columns > 2 {
+            return Err(mismatch(format!(
+                "output `{}` has {columns} classes; a binary probability is expected",
+                out.name()
+            )));
+        }
+        Ok(Self {
+            input: input.name().to_string(),
+            output: out.name().to_string(),
+            column: columns - 1,
+            columns,
+            kind,
+            device: used,
+            session,
+        })
+    }
+
+    /// Scores rows: the positive-class probability per row.
+    pub fn score(&mut self, rows: &Rows) -> Result<Vec<f32>, String> {
+        let n = rows.len();
+        let outputs = match rows {
+            Rows::Numeric { width, values } => {
+                let tensor = TensorRef::from_array_view(([n, *width], &values[..])).map_err(|e| e.to_string())?;
+                self.session.run(ort::inputs![self.input.as_str() => tensor]).map_err(|e| e.to_string())?
+            }
+            Rows::Text(texts) => {
+                let tensor = Tensor::from_string_array(([n, 1], &texts[..])).map_err(|e| e.to_string())?;
+                self.session.run(ort::inputs![self.input.as_str() => tensor]).map_err(|e| e.to_string())?
+            }
+        };
+        let (_, data) = outputs[self.output.as_str()].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        if data.len() != n * self.columns {
+            return Err(format!("output has {} values for {n} rows", data.len()));
+        }
+        Ok((0..n).map(|i| data[i * self.columns + self.column]).collect())
+    }
+}

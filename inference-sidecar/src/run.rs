@@ -1,0 +1,193 @@
+//! Lifecycle: listen at once (liveness), then fetch → verify sha256 → load → check the contract →
+//! warm up → ready; on SIGTERM stop accepting, finish in-flight requests within the deadline, exit 0.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::batcher::Batcher;
+use crate::config::{Args, Config, LogFormat};
+use crate::drift::{Drift, Reference};
+use crate::error::StartError;
+use crate::feedback::PredictionMemory;
+use crate::metrics::{DeviceLabel, FeatureLabel, Metrics};
+use crate::model::{self, Engine};
+use crate::server::{AppState, app};
+use crate::validate::{InputKind, Rows, Validator};
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Builds the shared state for a resolved configuration (no model loaded yet).
+pub fn state(cfg: &Config) -> Result<Arc<AppState>, StartError> {
+    let validator = Validator::new(cfg.contract.clone()).map_err(StartError::Config)?;
+    let metrics = Arc::new(Metrics::new(&cfg.model_name, &cfg.model_version, cfg.args.role.as_str()));
+    Ok(Arc::new(AppState::new(
+        cfg.model_name.clone(),
+        cfg.model_version.clone(),
+        validator,
+        metrics,
+        PredictionMemory::new(cfg.args.feedback_capacity, cfg.args.feedback_ttl),
+        cfg.args.max_payload_bytes,
+        cfg.args.max_candidates,
+    )))
+}
+
+/// Rows in the middle of every feature's range, for warm-up.
+fn warmup_rows(v: &Validator, n: usize) -> Rows {
+    match v.kind {
+        InputKind::Numeric { width } => {
+            let row: Vec<f32> = v
+                .contract
+                .inputs
+                .iter()
+                .map(|f| match (f.min, f.max) {
+                    (Some(a), Some(b)) => ((a + b) / 2.0) as f32,
+                    (Some(a), None) => a as f32,
+                    (None, Some(b)) => b as f32,
+                    (None, None) => 0.0,
+                })
+                .collect();
+            Rows::Numeric { width, values: row.repeat(n) }
+        }
+        InputKind::Text => Rows::Text(vec!["warm up".to_string(); n]),
+    }
+}
+
+/// Fetches, verifies, loads and warms up the model, then turns the state ready.
+pub async fn load(cfg: &Config, state: &Arc<AppState>) -> Result<(), StartError> {
+    let start = Instant::now();
+    let bytes = model::fetch(&cfg.model_uri).await?;
+    model::verify(&bytes, &cfg.model_sha256, &cfg.model_uri)?;
+    let env = model::init_runtime()?;
+    let args = &cfg.args;
+    let mut engines = Vec::with_capacity(args.workers);
+    for _ in 0..args.workers {
+        engines.push(Engine::new(&env, &bytes, args.threads, args.device, state.validator.kind)?);
+    }
+    let device = engines[0].device;
+    let requested = match args.device {
+        crate::config::Device::Cpu => "cpu",
+        crate::config::Device::Cuda => "cuda",
+    };
+    state.metrics.device.get_or_create(&DeviceLabel { device: device.as_str(), requested }).set(1);
+    for e in &mut engines {
+        for _ in 0..args.warmup.max(1) {
+            let scores = e.score(&warmup_rows(&state.validator, 4)).map_err(StartError::Warmup)?;
+            if scores.iter().any(|s| !s.is_finite()) {
+                return Err(StartError::Warmup(format!("non-finite scores {scores:?}")));
+            }
+        }
+    }
+    if let Some(path) = &cfg.reference {
+        let err = |reason: String| StartError::Reference { path: path.display().to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let reference: Reference = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let names: Vec<String> = state.validator.contract.inputs.iter().map(|f| f.name.clone()).collect();
+        let drift = Drift::new(reference, &names, args.drift_window).map_err(err)?;
+        *state.drift.lock().expect("drift lock") = Some(drift);
+    }
+    let batcher =
+        Batcher::start(engines, args.max_batch_size, args.max_batch_delay, args.queue_capacity, state.metrics.clone());
+    let _ = state.batcher.set(batcher);
+    state.metrics.load_seconds.set(start.elapsed().as_secs_f64());
+    state.metrics.ready.set(1);
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(
+        model = %cfg.model_name, version = %cfg.model_version, role = args.role.as_str(), device = device.as_str(),
+        load_seconds = start.elapsed().as_secs_f64(), "model verified, loaded and warmed up; ready"
+    );
+    Ok(())
+}
+
+/// Publishes the drift gauges every few seconds.
+async fn publish_drift(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let psi = match state.drift.lock() {
+            Ok(d) => d.as_ref().map(|d| d.psi()).unwrap_or_default(),
+            Err(_) => return,
+        };
+        for (feature, value) in psi {
+            state.metrics.drift.get_or_create(&FeatureLabel { feature }).set(value);
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// The whole program; returns the exit code.
+pub async fn run(args: Args) -> i32 {
+    init_logging(args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = match Config::resolve(args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return 2;
+        }
+    };
+    let state = match state(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return 2;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(cfg.args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %StartError::Listen(e.to_string()), "cannot start");
+            return 1;
+        }
+    };
+    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (not ready yet)");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    tokio::spawn(publish_drift(state.clone()));
+
+    let loaded = tokio::select! {
+        r = load(&cfg, &state) => r,
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            return 0;
+        }
+    };
+    if let Err(e) = loaded {
+        // One clear line (the digest mismatch names both digests), never ready, non-zero exit.
+        tracing::error!(error = %e, "model not served");
+        return 1;
+    }
+    shutdown_signal().await;
+    tracing::info!(deadline_s = cfg.args.shutdown_deadline.as_secs_f64(), "SIGTERM: draining in-flight requests");
+    state.ready.store(false, Ordering::Release);
+    state.metrics.ready.set(0);
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(cfg.args.shutdown_deadline, server).await {
+        Ok(_) => {
+            tracing::info!("drained; exiting");
+            0
+        }
+        Err(_) => {
+            tracing::warn!("shutdown deadline passed with requests still in flight");
+            1
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! HTTP API: Open Inference Protocol v2, JSON prediction by feature name, ranking, label feedback,
+//! health and metrics. `app(state)` builds the router so tests drive it in-process or on port 0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::batcher::Batcher;
+use crate::drift::Drift;
+use crate::error::{ApiError, Reason};
+use crate::feedback::{Lookup, PredictionMemory};
+use crate::metrics::{self, Metrics};
+use crate::validate::{InputKind, Rows, Validator, Violation};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub model_name: String,
+    pub model_version: String,
+    pub validator: Validator,
+    pub metrics: Arc<Metrics>,
+    pub memory: PredictionMemory,
+    pub drift: std::sync::Mutex<Option<Drift>>,
+    pub ready: AtomicBool,
+    /// Set once the model is loaded.
+    pub batcher: std::sync::OnceLock<Batcher>,
+    pub max_payload_bytes: usize,
+    pub max_candidates: usize,
+    pub threshold: f32,
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(
+        model_name: String,
+        model_version: String,
+        validator: Validator,
+        metrics: Arc<Metrics>,
+        memory: PredictionMemory,
+        max_payload_bytes: usize,
+        max_candidates: usize,
+    ) -> Self {
+        let threshold = validator.contract.output.threshold as f32;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self {
+            model_name,
+            model_version,
+            validator,
+            metrics,
+            memory,
+            drift: std::sync::Mutex::new(None),
+            ready: AtomicBool::new(false),
+            batcher: std::sync::OnceLock::new(),
+            max_payload_bytes,
+            max_candidates,
+            threshold,
+            id_prefix: format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    fn batcher(&self) -> Result<&Batcher, ApiError> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(ApiError::Unavailable);
+        }
+        self.batcher.get().ok_or(ApiError::Unavailable)
+    }
+}
+
+/// The request id of this request (from `x-request-id`, or generated).
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+/// An API error as a response with the version and request id headers added by the middleware.
+struct Failure(ApiError);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self.0 {
+            tracing::error!(%detail, "internal error");
+        }
+        let mut resp = (self.0.status(), Json(self.0.body())).into_response();
+        resp.extensions_mut().insert(self.0);
+        resp
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure(e)
+    }
+}
+
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = state.max_payload_bytes;
+    Router::new()
+        .route("/healthz", get(live))
+        .route("/v2/health/live", get(live))
+        .route("/readyz", get(ready))
+        .route("/v2/health/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v1/models/{target}", post(predict))
+        .route("/v1/rank:score", post(rank))
+        .route("/v1/feedback", post(feedback))
+        .layer(middleware::from_fn_with_state(state.clone(), around))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The bounded route label of a matched path; `None` for health and metrics (not counted).
+fn route_label(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/models/{target}" => Some("predict"),
+        "/v2/models/{name}/infer" => Some("infer"),
+        "/v1/rank:score" => Some("rank"),
+        "/v1/feedback" => Some("feedback"),
+        _ => None,
+    }
+}
+
+/// Request id in, version and request id out, latency and status counted per route.
+async fn around(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}-{}", state.id_prefix, state.next_id.fetch_add(1, Ordering::Relaxed)));
+    let route = req.extensions().get::<MatchedPath>().and_then(|p| route_label(p.as_str()));
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    // A body over the limit is refused by axum before our handler runs: render it our way.
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && resp.extensions().get::<ApiError>().is_none() {
+        resp = Failure(ApiError::PayloadTooLarge { limit: state.max_payload_bytes }).into_response();
+    }
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&state.model_version) {
+        headers.insert(MODEL_VERSION, v);
+    }
+    if let Some(route) = route {
+        let m = &state.metrics;
+        m.requests.get_or_create(&metrics::RouteCode { route, code: resp.status().as_u16() }).inc();
+        m.latency.get_or_create(&metrics::RouteLabel { route }).observe(start.elapsed().as_secs_f64());
+    }
+    resp
+}
+
+async fn live() -> impl IntoResponse {
+    Json(json!({"live": true}))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        Json(json!({"ready": true})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false}))).into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let mut resp = state.metrics.encode().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+fn check_name(state: &AppState, name: &str) -> Result<(), ApiError> {
+    if name == state.model_name { Ok(()) } else { Err(ApiError::NotFound(name.to_string())) }
+}
+
+async fn model_metadata(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Failure> {
+    check_name(&state, &name)?;
+    let inputs: Vec<Value> = match state.validator.kind {
+        InputKind::Numeric { width } => state
+            .validator
+            .contract
+            .inputs
+            .iter()
+            .map(|f| json!({"name": f.name, "datatype": "FP32", "shape": [-1]}))
+            .chain(std::iter::once(json!({"name": "input", "datatype": "FP32", "shape": [-1, width]})))
+            .collect(),
+        InputKind::Text => {
+            vec![json!({"name": state.validator.contract.inputs[0].name, "datatype": "BYTES", "shape": [-1]})]
+        }
+    };
+    Ok(Json(json!({
+        "name": state.model_name,
+        "versions": [state.model_version],
+        "platform": "onnxruntime_onnx",
+        "inputs": inputs,
+        "outputs": [
+            {"name": "probability", "datatype": "FP32", "shape": [-1]},
+            {"name": "decision", "datatype": "BOOL", "shape": [-1]}
+        ]
+    }))
+    .into_response())
+}
+
+async fn model_ready(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, Failure> {
+    check_name(&state, &name)?;
+    Ok(ready(State(state)).await)
+}
+
+/// The body, or the right error for an unreadable one.
+fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    b.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::invalid("body", Reason::Malformed, r.body_text())
+        }
+    })
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("body", Reason::Malformed, format!("invalid JSON: {e}")))
+}
+
+impl AppState {
+    /// Counts a contract violation (bounded labels) and turns it into the API error.
+    fn refuse(&self, v: Violation) -> ApiError {
+        self.metrics
+            .violations
+            .get_or_create(&metrics::Violation { feature: v.feature, reason: v.reason.as_str() })
+            .inc();
+        v.error
+    }
+
+    /// Scores validated rows, records decisions, scores, drift and the prediction memory.
+    async fn score(&self, rows: Rows, ids: impl Fn(usize) -> String) -> Result<(Vec<f32>, Vec<bool>), ApiError> {
+        let batcher = self.batcher()?;
+        if let Rows::Numeric { width, values } = &rows
+            && let Ok(mut drift) = self.drift.lock()
+            && let Some(d) = drift.as_mut()
+        {
+            d.observe(*width, values);
+        }
+        let scores = batcher.score(rows).await?;
+        let decisions: Vec<bool> = scores.iter().map(|s| *s >= self.threshold).collect();
+        let m = &self.metrics;
+        let (mut pos, mut neg) = (0u64, 0u64);
+        for (s, d) in scores.iter().zip(&decisions) {
+            m.score.observe(*s as f64);
+            if *d { pos += 1 } else { neg += 1 }
+        }
+        if pos > 0 {
+            m.decisions.get_or_create(&metrics::Decision { decision: "positive" }).inc_by(pos);
+        }
+        if neg > 0 {
+            m.decisions.get_or_create(&metrics::Decision { decision: "negative" }).inc_by(neg);
+        }
+        let evicted = self.memory.remember(decisions.iter().enumerate().map(|(i, d)| (ids(i), *d)), Instant::now());
+        if evicted > 0 {
+            m.memory_evictions.inc_by(evicted);
+        }
+        Ok((scores, decisions))
+    }
+}
+
+fn instance_id(request_id: &str, n: usize, i: usize) -> String {
+    if n == 1 { request_id.to_string() } else { format!("{request_id}/{i}") }
+}
+
+#[derive(Deserialize)]
+struct PredictRequest {
+    instances: Vec<Value>,
+}
+
+async fn predict(
+    State(state): State<Arc<AppState>>,
+    Path(target): Path<String>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let Some(name) = target.strip_suffix(":predict") else {
+        return Err(ApiError::NotFound(target).into());
+    };
+    check_name(&state, name)?;
+    let bytes = body(b, state.max_payload_bytes)?;
+    let req: PredictRequest = parse(&bytes)?;
+    if req.instances.is_empty() {
+        return Err(ApiError::invalid("instances", Reason::Missing, "at least one instance is required").into());
+    }
+    let mut rows = Rows::empty_like(state.validator.kind);
+    for (i, inst) in req.instances.iter().enumerate() {
+        let path = format!("instances[{i}]");
+        let Value::Object(obj) = inst else {
+            return Err(ApiError::invalid(path, Reason::WrongType, "an instance is an object of features").into());
+        };
+        state.validator.encode_instance(obj, &path, &mut rows).map_err(|v| state.refuse(v))?;
+    }
+    let n = rows.len();
+    let (scores, decisions) = state.score(rows, |i| instance_id(&rid, n, i)).await?;
+    let predictions: Vec<Value> = scores
+        .iter()
+        .zip(&decisions)
+        .enumerate()
+        .map(|(i, (s, d))| json!({"id": instance_id(&rid, n, i), "score": s, "decision": d}))
+        .collect();
+    Ok(Json(json!({
+        "model_name": state.model_name,
+        "model_version": state.model_version,
+        "request_id": rid,
+        "predictions": predictions
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct RankRequest {
+    #[serde(default)]
+    context: Map<String, Value>,
+    candidates: Vec<Value>,
+}
+
+async fn rank(
+    State(state): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let bytes = body(b, state.max_payload_bytes)?;
+    let req: RankRequest = parse(&bytes)?;
+    if req.candidates.is_empty() {
+        return Err(ApiError::invalid("candidates", Reason::Missing, "at least one candidate is required").into());
+    }
+    if req.candidates.len() > state.max_candidates {
+        let detail = format!("{} candidates > the limit of {}", req.candidates.len(), state.max_candidates);
+        let v = Violation {
+            error: ApiError::invalid("candidates", Reason::TooManyCandidates, detail),
+            feature: "_request".into(),
+            reason: Reason::TooManyCandidates,
+        };
+        return Err(state.refuse(v).into());
+    }
+    let known = |k: &String| state.validator.contract.inputs.iter().any(|f| &f.name == k);
+    if let Some(k) = req.context.keys().find(|k| !known(k)) {
+        let v = Violation {
+            error: ApiError::invalid(
+                format!("context.{k}"),
+                Reason::Unknown,
+                "unknown feature (not in the data contract)",
+            ),
+            feature: "_request".into(),
+            reason: Reason::Unknown,
+        };
+        return Err(state.refuse(v).into());
+    }
+    let mut rows = Rows::empty_like(state.validator.kind);
+    for (i, cand) in req.candidates.iter().enumerate() {
+        let path = format!("candidates[{i}]");
+        let Value::Object(obj) = cand else {
+            return Err(ApiError::invalid(path, Reason::WrongType, "a candidate is an object of features").into());
+        };
+        for k in obj.keys() {
+            let (reason, detail) = if !known(k) {
+                (Reason::Unknown, "unknown feature (not in the data contract)")
+            } else if req.context.contains_key(k) {
+                (Reason::Malformed, "given in both context and candidate")
+            } else {
+                continue;
+            };
+            let v = Violation {
+                error: ApiError::invalid(format!("{path}.{k}"), reason, detail),
+                feature: "_request".into(),
+                reason,
+            };
+            return Err(state.refuse(v).into());
+        }
+        state
+            .validator
+            .encode_with(|name| obj.get(name).or_else(|| req.context.get(name)), &path, &mut rows)
+            .map_err(|v| state.refuse(v))?;
+    }
+    let (scores, _) = state.score(rows, |i| format!("{rid}/{i}")).await?;
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    Ok(Json(json!({"model_version": state.model_version, "request_id": rid, "scores": scores, "order": order}))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<InferInput>,
+}
+
+#[derive(Deserialize)]
+struct InferInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    data: Value,
+}
+
+/// Flattens nested JSON arrays (the OIP allows row-major nesting).
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other),
+    }
+}
+
+async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    check_name(&state, &name)?;
+    let bytes = body(b, state.max_payload_bytes)?;
+    let req: InferRequest = parse(&bytes)?;
+    let rows = infer_rows(&state, &req).map_err(|e| match e {
+        Ok(v) => state.refuse(v),
+        Err(e) => e,
+    })?;
+    let id = req.id.clone().unwrap_or_else(|| rid.clone());
+    let n = rows.len();
+    let (scores, decisions) = state.score(rows, |i| instance_id(&id, n, i)).await?;
+    Ok(Json(json!({
+        "model_name": state.model_name,
+        "model_version": state.model_version,
+        "id": id,
+        "outputs": [
+            {"name": "probability", "datatype": "FP32", "shape": [n], "data": scores},
+            {"name": "decision", "datatype": "BOOL", "shape": [n], "data": decisions}
+        ]
+    }))
+    .into_response())
+}
+
+/// Encodes OIP inputs: one `[N, F]` tensor, or one `[N]` tensor per contract feature; BYTES for text.
+fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Violation, ApiError>> {
+    let bad = |field: String, reason: Reason, detail: String| Err(Err(ApiError::invalid(field, reason, detail)));
+    if req.inputs.is_empty() {
+        return bad("inputs".into(), Reason::Missing, "at least one input tensor is required".into());
+    }
+    let features = &state.validator.contract.inputs;
+    let numeric_type =
+        |dt: &str| matches!(dt, "FP32" | "FP64" | "FP16" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8");
+    match state.validator.kind {
+        InputKind::Text => {
+            let input = &req.inputs[0];
+            if req.inputs.len() != 1 || input.datatype != "BYTES" {
+                return bad("inputs[0].datatype".into(), Reason::WrongType, "one BYTES tensor is expected".into());
+            }
+            let mut values = Vec::new();
+            flatten(&input.data, &mut values);
+            let mut texts = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                let path = format!("inputs[0].data[{i}]");
+                let Value::String(s) = v else {
+                    return bad(path, Reason::WrongType, "expected a string".into());
+                };
+                texts.push(state.validator.check_text(s, &path).map_err(Ok)?);
+            }
+            Ok(Rows::Text(texts))
+        }
+        InputKind::Numeric { width } => {
+            let mut values = Vec::new();
+            if req.inputs.len() == 1 && req.inputs[0].shape.len() == 2 {
+                let input = &req.inputs[0];
+                if !numeric_type(&input.datatype) {
+                    return bad(
+                        "inputs[0].datatype".into(),
+                        Reason::WrongType,
+                        format!("{} is not numeric", input.datatype),
+                    );
+                }
+                if input.shape[1] != width as i64 {
+                    return bad("inputs[0].shape".into(), Reason::Malformed, format!("expected [N, {width}]"));
+                }
+                let mut flat = Vec::new();
+                flatten(&input.data, &mut flat);
+                if flat.len() as i64 != input.shape[0] * width as i64 {
+                    return bad("inputs[0].data".into(), Reason::Malformed, "data does not match shape".into());
+                }
+                for (k, v) in flat.iter().enumerate() {
+                    let path = format!("inputs[0].data[{k}]");
+                    let Some(x) = v.as_f64() else {
+                        return bad(path, Reason::WrongType, "expected a number".into());
+                    };
+                    values.push(state.validator.check_number(k % width, x, &path).map_err(Ok)?);
+                }
+                return Ok(Rows::Numeric { width, values });
+            }
+            // One tensor per feature, by name.
+            let mut columns: Vec<Option<Vec<&Value>>> = vec![None; width];
+            for (i, input) in req.inputs.iter().enumerate() {
+                let Some(j) = features.iter().position(|f| f.name == input.name) else {
+                    let v = Violation {
+                        error: ApiError::invalid(
+                            format!("inputs[{i}].name"),
+                            Reason::Unknown,
+                            "unknown feature (not in the data contract)",
+                        ),
+                        feature: "_request".into(),
+                        reason: Reason::Unknown,
+                    };
+                    return Err(Ok(v));
+                };
+                if !numeric_type(&input.datatype) {
+                    return bad(
+                        format!("inputs[{i}].datatype"),
+                        Reason::WrongType,
+                        format!("{} is not numeric", input.datatype),
+                    );
+                }
+                let mut flat = Vec::new();
+                flatten(&input.data, &mut flat);
+                columns[j] = Some(flat);
+            }
+            let n = columns.iter().flatten().map(Vec::len).max().unwrap_or(0);
+            for (j, col) in columns.iter().enumerate() {
+                match col {
+                    Some(c) if c.len() == n => {}
+                    Some(_) => {
+                        return bad(format!("inputs.{}", features[j].name), Reason::Malformed, "length differs".into());
+                    }
+                    None if features[j].nullable => {}
+                    None => {
+                        let v = Violation {
+                            error: ApiError::invalid(
+                                format!("inputs.{}", features[j].name),
+                                Reason::Missing,
+                                "required feature missing",
+                            ),
+                            feature: features[j].name.clone(),
+                            reason: Reason::Missing,
+                        };
+                        return Err(Ok(v));
+                    }
+                }
+            }
+            for r in 0..n {
+                for (j, col) in columns.iter().enumerate() {
+                    let path = format!("inputs.{}[{r}]", features[j].name);
+                    let x = match col {
+                        Some(c) => match c[r].as_f64() {
+                            Some(x) => x,
+                            None => return bad(path, Reason::WrongType, "expected a number".into()),
+                        },
+                        None => {
+                            values.push(f32::NAN);
+                            continue;
+                        }
+                    };
+                    values.push(state.validator.check_number(j, x, &path).map_err(Ok)?);
+                }
+            }
+            Ok(Rows::Numeric { width, values })
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FeedbackRequest {
+    labels: Vec<LabelItem>,
+}
+
+#[derive(Deserialize)]
+struct LabelItem {
+    id: String,
+    label: Value,
+}
+
+async fn feedback(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, Failure> {
+    let bytes = body(b, state.max_payload_bytes)?;
+    let req: FeedbackRequest = parse(&bytes)?;
+    let mut labels = Vec::with_capacity(req.labels.len());
+    for (i, item) in req.labels.iter().enumerate() {
+        let label = match &item.label {
+            Value::Bool(b) => *b,
+            Value::Number(n) if n.as_u64() == Some(1) => true,
+            Value::Number(n) if n.as_u64() == Some(0) => false,
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("labels[{i}].label"),
+                    Reason::WrongType,
+                    "expected 0, 1, true or false",
+                )
+                .into());
+            }
+        };
+        labels.push((item.id.as_str(), label));
+    }
+    let now = Instant::now();
+    let m = &state.metrics;
+    let (mut matched, mut unknown, mut expired) = (0u64, 0u64, 0u64);
+    for (id, label) in labels {
+        match state.memory.take(id, now) {
+            Lookup::Found { decision } => {
+                matched += 1;
+                let outcome = match (decision, label) {
+                    (true, true) => "tp",
+                    (true, false) => "fp",
+                    (false, false) => "tn",
+                    (false, true) => "fn",
+                };
+                m.confusion.get_or_create(&metrics::Outcome { outcome }).inc();
+            }
+            Lookup::Unknown => unknown += 1,
+            Lookup::Expired => expired += 1,
+        }
+    }
+    if unknown > 0 {
+        m.feedback_unmatched.get_or_create(&metrics::ReasonLabel { reason: "unknown" }).inc_by(unknown);
+    }
+    if expired > 0 {
+        m.feedback_unmatched.get_or_create(&metrics::ReasonLabel { reason: "expired" }).inc_by(expired);
+    }
+    Ok(Json(json!({"matched": matched, "unknown": unknown, "expired": expired})).into_response())
+}
+
+/// For tests and `run`: a response body as JSON.
+pub async fn body_json(resp: Response<Body>) -> Value {
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
