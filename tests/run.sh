@@ -22,7 +22,7 @@ phase "cargo build"
 cargo build --workspace --all-targets --locked
 
 phase "unit and in-process tests"
-cargo test --workspace --locked --exclude modelrollout-e2e
+cargo test --workspace --locked --exclude modelrollout-e2e -- --include-ignored
 
 phase "end-to-end tests on the local control plane"
 bash tests/cluster/cluster.sh run -- cargo test --locked -p modelrollout-e2e -- --include-ignored --test-threads 4

@@ -104,7 +104,12 @@ pub struct Args {
     /// Warm-up inferences before turning ready.
     #[arg(long, env = "SIDECAR_WARMUP", default_value_t = 16)]
     pub warmup: usize,
-    /// How long in-flight requests may take to finish after SIGTERM.
+    /// After SIGTERM, how long to keep accepting (readiness already off) so load balancers and
+    /// endpoints stop routing here before the listener closes; closing it earlier resets
+    /// connections still in its backlog.
+    #[arg(long, env = "SIDECAR_SHUTDOWN_GRACE", default_value = "3s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// How long in-flight requests may take to finish once the listener is closed.
     #[arg(long, env = "SIDECAR_SHUTDOWN_DEADLINE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_deadline: Duration,
     #[arg(long, env = "SIDECAR_LOG_FORMAT", value_enum, default_value = "json")]

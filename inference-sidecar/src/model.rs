@@ -41,9 +41,21 @@ pub fn verify(bytes: &[u8], expected: &str, uri: &str) -> Result<(), StartError>
     Ok(())
 }
 
+static RUNTIME: std::sync::OnceLock<Environment> = std::sync::OnceLock::new();
+static RUNTIME_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Loads ONNX Runtime from `ORT_DYLIB_PATH` (checked first: a missing library otherwise panics
-/// inside ort) and builds the environment.
+/// inside ort) and builds the environment, once per process (ONNX Runtime allows only one).
 pub fn init_runtime() -> Result<Environment, StartError> {
+    let _guard = RUNTIME_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = RUNTIME.get() {
+        return Ok(env.clone());
+    }
+    let env = build_runtime()?;
+    Ok(RUNTIME.get_or_init(|| env).clone())
+}
+
+fn build_runtime() -> Result<Environment, StartError> {
     let path = std::env::var("ORT_DYLIB_PATH").map_err(|_| {
         StartError::Runtime(
             "ORT_DYLIB_PATH is not set: point it at libonnxruntime.so (scripts/python-env.sh prints it)".into(),

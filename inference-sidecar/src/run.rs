@@ -92,6 +92,7 @@ pub async fn load(cfg: &Config, state: &Arc<AppState>) -> Result<(), StartError>
         let names: Vec<String> = state.validator.contract.inputs.iter().map(|f| f.name.clone()).collect();
         let drift = Drift::new(reference, &names, args.drift_window).map_err(err)?;
         *state.drift.lock().expect("drift lock") = Some(drift);
+        tokio::spawn(publish_drift(state.clone()));
     }
     let batcher =
         Batcher::start(engines, args.max_batch_size, args.max_batch_delay, args.queue_capacity, state.metrics.clone());
@@ -161,8 +162,6 @@ pub async fn run(args: Args) -> i32 {
         let _ = stop_rx.await;
     });
     let server = tokio::spawn(async move { server.await });
-    tokio::spawn(publish_drift(state.clone()));
-
     let loaded = tokio::select! {
         r = load(&cfg, &state) => r,
         _ = shutdown_signal() => {
@@ -176,9 +175,17 @@ pub async fn run(args: Args) -> i32 {
         return 1;
     }
     shutdown_signal().await;
-    tracing::info!(deadline_s = cfg.args.shutdown_deadline.as_secs_f64(), "SIGTERM: draining in-flight requests");
     state.ready.store(false, Ordering::Release);
     state.metrics.ready.set(0);
+    tracing::info!(
+        grace_s = cfg.args.shutdown_grace.as_secs_f64(),
+        "SIGTERM: not ready; still serving during the grace period"
+    );
+    tokio::time::sleep(cfg.args.shutdown_grace).await;
+    tracing::info!(
+        deadline_s = cfg.args.shutdown_deadline.as_secs_f64(),
+        "closing the listener; draining in-flight requests"
+    );
     let _ = stop_tx.send(());
     match tokio::time::timeout(cfg.args.shutdown_deadline, server).await {
         Ok(_) => {

@@ -73,10 +73,9 @@ impl AppState {
         }
     }
 
+    /// The batcher once the model is loaded. Deliberately not tied to readiness: after SIGTERM
+    /// readiness drops (so no new traffic is routed here) but requests that still arrive are served.
     fn batcher(&self) -> Result<&Batcher, ApiError> {
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(ApiError::Unavailable);
-        }
         self.batcher.get().ok_or(ApiError::Unavailable)
     }
 }

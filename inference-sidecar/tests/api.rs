@@ -1,0 +1,364 @@
+//! Route tests: every error case in-process, the committed models scored on a real socket against
+//! the probabilities Python onnxruntime gives, and label feedback joined into confusion counts.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use inference_sidecar::server::{AppState, app, body_json};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn fraud(extra: &[&str]) -> (Arc<AppState>, common::tempfile_lite::TempFile) {
+    let c = contract_file(FRAUD_CONTRACT);
+    let state = loaded(args("fraud", "v2", "fraud-v2.onnx", &c.0, extra)).await;
+    (state, c)
+}
+
+fn row() -> Value {
+    json!({"amount": 120.5, "hour": 3, "merchant_risk": 0.8, "distance_km": 300, "card_age_days": 20, "foreign": 1})
+}
+
+async fn call(
+    state: &Arc<AppState>,
+    method: &str,
+    uri: &str,
+    body: Vec<u8>,
+    request_id: Option<&str>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    if let Some(id) = request_id {
+        req = req.header("x-request-id", id);
+    }
+    let resp = app(state.clone()).oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, body_json(resp).await, headers)
+}
+
+async fn post(state: &Arc<AppState>, uri: &str, body: Value) -> (StatusCode, Value, axum::http::HeaderMap) {
+    call(state, "POST", uri, serde_json::to_vec(&body).unwrap(), None).await
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn predict_returns_score_decision_version_and_request_id() {
+    let (state, _c) = fraud(&[]).await;
+    let body = serde_json::to_vec(&json!({"instances": [row()]})).unwrap();
+    let (status, v, headers) = call(&state, "POST", "/v1/models/fraud:predict", body, Some("req-1")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["model_version"], "v2");
+    assert_eq!(v["predictions"][0]["id"], "req-1");
+    assert_eq!(v["predictions"][0]["decision"], true);
+    assert_eq!(headers["x-request-id"], "req-1");
+    assert_eq!(headers["x-model-version"], "v2");
+    // A generated id when none is given.
+    let (_, v, headers) = post(&state, "/v1/models/fraud:predict", json!({"instances": [row(), row()]})).await;
+    let id = headers["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(v["predictions"][1]["id"], format!("{id}/1"));
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn every_error_case_has_its_status_code_and_field() {
+    let (state, _c) = fraud(&["--max-payload-bytes", "2048", "--max-candidates", "2"]).await;
+    let with = |k: &str, v: Value| {
+        let mut r = row();
+        r[k] = v;
+        json!({"instances": [r]})
+    };
+    let without = |k: &str| {
+        let mut r = row();
+        r.as_object_mut().unwrap().remove(k);
+        json!({"instances": [r]})
+    };
+    let cases: Vec<(&str, Value, StatusCode, Option<(&str, &str)>)> = vec![
+        (
+            "wrong type",
+            with("amount", json!("12")),
+            StatusCode::BAD_REQUEST,
+            Some(("instances[0].amount", "wrong_type")),
+        ),
+        ("out of range", with("hour", json!(24)), StatusCode::BAD_REQUEST, Some(("instances[0].hour", "out_of_range"))),
+        (
+            "not an integer",
+            with("hour", json!(2.5)),
+            StatusCode::BAD_REQUEST,
+            Some(("instances[0].hour", "wrong_type")),
+        ),
+        ("missing feature", without("foreign"), StatusCode::BAD_REQUEST, Some(("instances[0].foreign", "missing"))),
+        ("null", with("foreign", Value::Null), StatusCode::BAD_REQUEST, Some(("instances[0].foreign", "null"))),
+        ("unknown feature", with("ssn", json!(1)), StatusCode::BAD_REQUEST, Some(("instances[0].ssn", "unknown"))),
+        ("no instances", json!({"instances": []}), StatusCode::BAD_REQUEST, Some(("instances", "missing"))),
+    ];
+    for (name, body, status, field) in cases {
+        let (got, v, headers) = post(&state, "/v1/models/fraud:predict", body).await;
+        assert_eq!(got, status, "{name}: {v}");
+        assert_eq!(v["error"]["code"], "INVALID_ARGUMENT", "{name}");
+        if let Some((f, reason)) = field {
+            assert_eq!(v["error"]["field"], f, "{name}: {v}");
+            assert_eq!(v["error"]["reason"], reason, "{name}: {v}");
+        }
+        assert_eq!(headers["x-model-version"], "v2", "{name}: every response carries the version");
+        assert!(headers.contains_key("x-request-id"), "{name}");
+    }
+    // NaN/Inf cannot be written in JSON; OIP numbers that overflow f64 are refused as not finite or malformed.
+    let (got, v, _) =
+        call(&state, "POST", "/v1/models/fraud:predict", br#"{"instances":[{"amount":1e999}]}"#.to_vec(), None).await;
+    assert_eq!(got, StatusCode::BAD_REQUEST, "{v}");
+    // Malformed JSON.
+    let (got, v, _) = call(&state, "POST", "/v1/models/fraud:predict", b"{nope".to_vec(), None).await;
+    assert_eq!((got, v["error"]["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed")));
+    // Payload over the limit: 413.
+    let big = json!({"instances": vec![row(); 40]});
+    let (got, v, headers) = post(&state, "/v1/models/fraud:predict", big).await;
+    assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(headers["x-model-version"], "v2");
+    // Too many candidates: 400 naming candidates.
+    let (got, v, _) = post(&state, "/v1/rank:score", json!({"candidates": [row(), row(), row()]})).await;
+    assert_eq!((got, v["error"]["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("too_many_candidates")), "{v}");
+    // Unknown model: 404.
+    let (got, _, _) = post(&state, "/v1/models/other:predict", json!({"instances": [row()]})).await;
+    assert_eq!(got, StatusCode::NOT_FOUND);
+    // Violations are counted by feature and reason, unknown names never become labels.
+    let text = state.metrics.encode();
+    assert!(text.contains(r#"feature="hour",reason="out_of_range"} 1"#), "{text}");
+    assert!(text.contains(r#"feature="_request",reason="unknown""#));
+    assert!(!text.contains("ssn"));
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn string_contract_errors_name_the_field() {
+    let c = contract_file(TOXICITY_CONTRACT);
+    let state = loaded(args("toxicity", "v1", "toxicity-v1.onnx", &c.0, &[])).await;
+    let long = "x".repeat(201);
+    for (body, reason) in [
+        (json!({"instances": [{"text": long}]}), "too_long"),
+        (json!({"instances": [{"text": 5}]}), "wrong_type"),
+        (json!({"instances": [{"text": "a\u{0}b"}]}), "malformed"),
+    ] {
+        let (got, v, _) = post(&state, "/v1/models/toxicity:predict", body).await;
+        assert_eq!(got, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["field"], "instances[0].text");
+        assert_eq!(v["error"]["reason"], reason);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn not_ready_answers_503_and_health_stays_live() {
+    require_ort();
+    let c = contract_file(FRAUD_CONTRACT);
+    let cfg = inference_sidecar::config::Config::resolve(args("fraud", "v2", "fraud-v2.onnx", &c.0, &[])).unwrap();
+    let state = inference_sidecar::run::state(&cfg).unwrap();
+    let (got, v, _) = post(&state, "/v1/models/fraud:predict", json!({"instances": [row()]})).await;
+    assert_eq!(got, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["error"]["code"], "UNAVAILABLE");
+    for path in ["/readyz", "/v2/health/ready", "/v2/models/fraud/ready"] {
+        assert_eq!(call(&state, "GET", path, vec![], None).await.0, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    }
+    for path in ["/healthz", "/v2/health/live"] {
+        assert_eq!(call(&state, "GET", path, vec![], None).await.0, StatusCode::OK, "{path}");
+    }
+    inference_sidecar::run::load(&cfg, &state).await.unwrap();
+    assert_eq!(call(&state, "GET", "/readyz", vec![], None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn a_full_queue_sheds_load_with_429() {
+    let (state, _c) = fraud(&["--queue-capacity", "1", "--workers", "1", "--max-batch-size", "1"]).await;
+    let base = serve(state).await;
+    let client = http();
+    let body = json!({"instances": vec![row(); 100]}).to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (client, base, body) = (client.clone(), base.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(format!("{base}/v1/models/fraud:predict")).body(body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (status, v)
+        }));
+    }
+    let mut codes = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        if status == 429 {
+            assert_eq!(v["error"]["code"], "RESOURCE_EXHAUSTED");
+        }
+        *codes.entry(status).or_insert(0) += 1;
+    }
+    assert!(codes.get(&429).copied().unwrap_or(0) > 0, "no request was shed: {codes:?}");
+    assert!(codes.get(&200).copied().unwrap_or(0) > 0, "{codes:?}");
+    assert_eq!(codes.keys().filter(|c| **c != 200 && **c != 429).count(), 0, "{codes:?}");
+}
+
+/// Scores the golden rows of a model on a real socket and compares with Python onnxruntime.
+async fn golden(name: &str, file: &str, contract: &str) -> (String, Vec<(Value, i64, f64)>) {
+    let c = contract_file(contract);
+    let state = loaded(args(name, "v1", file, &c.0, &[])).await;
+    let base = serve(state).await;
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(models().join(file.replace(".onnx", ".golden.json"))).unwrap())
+            .unwrap();
+    let rows: Vec<(Value, i64, f64)> = golden["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["features"].clone(), r["label"].as_i64().unwrap(), r["probability"].as_f64().unwrap()))
+        .collect();
+    let client = http();
+    for chunk in rows.chunks(25) {
+        let instances: Vec<Value> = chunk.iter().map(|r| r.0.clone()).collect();
+        let resp = client
+            .post(format!("{base}/v1/models/{name}:predict"))
+            .json(&json!({"instances": instances}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        for (p, r) in v["predictions"].as_array().unwrap().iter().zip(chunk) {
+            let got = p["score"].as_f64().unwrap();
+            assert!((got - r.2).abs() < 1e-6, "{file}: {got} vs python {} for {}", r.2, r.0);
+        }
+    }
+    (base, rows)
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn committed_models_score_as_python_onnxruntime_does() {
+    golden("fraud", "fraud-v1.onnx", FRAUD_CONTRACT).await;
+    golden("fraud", "fraud-v2.onnx", FRAUD_CONTRACT).await;
+    golden("fraud", "fraud-v2-bad-fpr.onnx", FRAUD_CONTRACT).await;
+    golden("toxicity", "toxicity-v1.onnx", TOXICITY_CONTRACT).await;
+    golden("ranker", "ranker-v1.onnx", RANKER_CONTRACT).await;
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn oip_v2_infer_and_metadata_work_as_kserve_clients_expect() {
+    let (state, _c) = fraud(&[]).await;
+    let base = serve(state).await;
+    let client = http();
+    let meta: Value = client.get(format!("{base}/v2/models/fraud")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(meta["versions"][0], "v2");
+    // One [N, F] tensor.
+    let r = client
+        .post(format!("{base}/v2/models/fraud/infer"))
+        .json(&json!({"id": "oip-1", "inputs": [{"name": "input", "shape": [2, 6], "datatype": "FP32",
+            "data": [[120.5, 3, 0.8, 300, 20, 1], [12, 14, 0.1, 2, 2000, 0]]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["id"], "oip-1");
+    assert_eq!(v["outputs"][0]["shape"], json!([2]));
+    assert_eq!(v["outputs"][1]["data"], json!([true, false]));
+    // One tensor per feature.
+    let by_name = json!({"inputs": [
+        {"name": "amount", "shape": [1], "datatype": "FP32", "data": [120.5]},
+        {"name": "hour", "shape": [1], "datatype": "INT64", "data": [3]},
+        {"name": "merchant_risk", "shape": [1], "datatype": "FP32", "data": [0.8]},
+        {"name": "distance_km", "shape": [1], "datatype": "FP32", "data": [300]},
+        {"name": "card_age_days", "shape": [1], "datatype": "INT64", "data": [20]},
+        {"name": "foreign", "shape": [1], "datatype": "INT64", "data": [1]}
+    ]});
+    let v: Value =
+        client.post(format!("{base}/v2/models/fraud/infer")).json(&by_name).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["outputs"][1]["data"], json!([true]));
+    // Out of range in a tensor names its position.
+    let bad =
+        json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32", "data": [1, 99, 0.8, 300, 20, 1]}]});
+    let r = client.post(format!("{base}/v2/models/fraud/infer")).json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["field"], "inputs[0].data[1].hour");
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn ranking_scores_and_orders_candidates() {
+    let c = contract_file(RANKER_CONTRACT);
+    let state = loaded(args("ranker", "v1", "ranker-v1.onnx", &c.0, &[])).await;
+    let candidates: Vec<Value> = (0..50)
+        .map(|i| json!({"item_popularity": (i as f64) / 50.0, "price": 10.0 + i as f64, "recency_days": 5.0}))
+        .collect();
+    let (status, v, _) =
+        post(&state, "/v1/rank:score", json!({"context": {"user_affinity": 0.7}, "candidates": candidates})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let scores: Vec<f64> = v["scores"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
+    assert_eq!(scores.len(), 50);
+    let order: Vec<usize> = v["order"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap() as usize).collect();
+    assert!(order.windows(2).all(|w| scores[w[0]] >= scores[w[1]]));
+    let (status, v, _) = post(
+        &state,
+        "/v1/rank:score",
+        json!({"context": {"user_affinity": 0.7},
+        "candidates": [{"user_affinity": 0.1, "item_popularity": 0.5, "price": 1, "recency_days": 1}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["field"], "candidates[0].user_affinity");
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn feedback_joins_labels_into_confusion_counts() {
+    let c = contract_file(FRAUD_CONTRACT);
+    let reference = models().join("fraud-v2.reference.json").display().to_string();
+    let state =
+        loaded(args("fraud", "v2", "fraud-v2.onnx", &c.0, &["--role", "canary", "--reference", &reference])).await;
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(models().join("fraud-v2.golden.json")).unwrap()).unwrap();
+    let rows = golden["rows"].as_array().unwrap();
+    let mut expected = std::collections::HashMap::from([("tp", 0), ("fp", 0), ("tn", 0), ("fn", 0)]);
+    let mut labels = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let id = format!("g-{i}");
+        let body = serde_json::to_vec(&json!({"instances": [r["features"]]})).unwrap();
+        let (status, v, _) = call(&state, "POST", "/v1/models/fraud:predict", body, Some(&id)).await;
+        assert_eq!(status, StatusCode::OK);
+        let decision = v["predictions"][0]["decision"].as_bool().unwrap();
+        assert_eq!(decision, r["probability"].as_f64().unwrap() >= 0.5);
+        let label = r["label"].as_i64().unwrap() == 1;
+        let key = match (decision, label) {
+            (true, true) => "tp",
+            (true, false) => "fp",
+            (false, false) => "tn",
+            (false, true) => "fn",
+        };
+        *expected.get_mut(key).unwrap() += 1;
+        labels.push(json!({"id": id, "label": r["label"]}));
+    }
+    labels.push(json!({"id": "never-served", "label": 1}));
+    let (status, v, _) = post(&state, "/v1/feedback", json!({"labels": labels})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((v["matched"].as_u64(), v["unknown"].as_u64()), (Some(rows.len() as u64), Some(1)));
+    let text = state.metrics.encode();
+    for (outcome, n) in &expected {
+        let series = format!(
+            r#"modelrollout_sidecar_confusion_total{{model="fraud",version="v2",role="canary",outcome="{outcome}"}}"#
+        );
+        assert_eq!(metric(&text, &series), *n as f64, "{outcome}");
+    }
+    assert!(expected["tp"] > 0 && expected["tn"] > 0, "the golden set exercises both classes: {expected:?}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"modelrollout_sidecar_feedback_unmatched_total{model="fraud",version="v2",role="canary",reason="unknown"}"#
+        ),
+        1.0
+    );
+    // Drift gauges appear once requests flowed (published every 2 s).
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    assert!(state.metrics.encode().contains("modelrollout_sidecar_feature_drift_psi"));
+}

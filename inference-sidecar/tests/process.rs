@@ -1,0 +1,169 @@
+//! The sidecar binary as a process: digest and contract failures at start, CUDA fallback, and a
+//! SIGTERM drain that loses no request in flight.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn(name: &str, file: &str, sha: &str, contract: &std::path::Path, port: u16, extra: &[&str]) -> Child {
+    require_ort();
+    Command::new(env!("CARGO_BIN_EXE_inference-sidecar"))
+        .args(["--model-name", name, "--model-version", "v1", "--model-sha256", sha, "--log-format", "text"])
+        .arg("--model-uri")
+        .arg(models().join(file))
+        .arg("--contract")
+        .arg(contract)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sidecar binary runs")
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> (i32, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        assert!(start.elapsed() < timeout, "the sidecar did not exit within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn wait_ready(base: &str) {
+    let client = http();
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not ready in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+fn a_digest_mismatch_is_never_served_and_names_both_digests() {
+    let c = contract_file(FRAUD_CONTRACT);
+    let wrong = "0".repeat(64);
+    let port = free_port();
+    let mut child = spawn("fraud", "fraud-v2.onnx", &wrong, &c.0, port, &[]);
+    let (code, stderr) = wait_exit(&mut child, Duration::from_secs(20));
+    assert_ne!(code, 0);
+    let line: Vec<&str> = stderr.lines().filter(|l| l.contains("sha256 mismatch")).collect();
+    assert_eq!(line.len(), 1, "one clear line: {stderr}");
+    assert!(line[0].contains(&wrong) && line[0].contains(&sha("fraud-v2.onnx")), "{}", line[0]);
+    assert!(!stderr.contains("ready;"), "never ready: {stderr}");
+}
+
+#[test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+fn a_model_that_disagrees_with_its_contract_fails_at_start() {
+    // Five features in the contract, six inputs in the graph.
+    let five = FRAUD_CONTRACT.replace("  - {name: foreign, type: int, min: 0, max: 1}\n", "");
+    let c = contract_file(&five);
+    let mut child = spawn("fraud", "fraud-v2.onnx", &sha("fraud-v2.onnx"), &c.0, free_port(), &[]);
+    let (code, stderr) = wait_exit(&mut child, Duration::from_secs(20));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("does not match its data contract") && stderr.contains("5 features"), "{stderr}");
+    // A string contract for a numeric graph too.
+    let c = contract_file(TOXICITY_CONTRACT);
+    let mut child = spawn("fraud", "fraud-v2.onnx", &sha("fraud-v2.onnx"), &c.0, free_port(), &[]);
+    let (code, stderr) = wait_exit(&mut child, Duration::from_secs(20));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("does not match its data contract"), "{stderr}");
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn cuda_requested_without_a_gpu_falls_back_to_cpu_and_says_so() {
+    let c = contract_file(FRAUD_CONTRACT);
+    let port = free_port();
+    let mut child = spawn("fraud", "fraud-v2.onnx", &sha("fraud-v2.onnx"), &c.0, port, &["--device", "cuda"]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            r#"modelrollout_sidecar_device{model="fraud",version="v1",role="stable",device="cpu",requested="cuda"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (code, stderr) = wait_exit(&mut child, Duration::from_secs(20));
+    assert_eq!(code, 0);
+    assert!(stderr.contains("CUDA requested"), "a clear warning: {stderr}");
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let c = contract_file(TOXICITY_CONTRACT);
+    let port = free_port();
+    let mut child = spawn(
+        "toxicity",
+        "toxicity-v1.onnx",
+        &sha("toxicity-v1.onnx"),
+        &c.0,
+        port,
+        &["--workers", "1", "--max-batch-size", "64", "--shutdown-grace", "300ms"],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let instances: Vec<_> =
+        (0..400).map(|i| json!({"text": format!("you are a wonderful colleague number {i}, thanks")})).collect();
+    let body = json!({"instances": instances}).to_string();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, base, body) = (client.clone(), base.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(format!("{base}/v1/models/toxicity:predict")).body(body).send().await;
+            let done = Instant::now();
+            match r {
+                Ok(r) => (Some(r.status().as_u16()), r.text().await.is_ok(), done, false),
+                Err(e) => (None, false, done, e.is_connect()),
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let signalled = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut after_signal = 0;
+    for t in tasks {
+        let (status, body_ok, done, refused) = t.await.unwrap();
+        match status {
+            Some(200) => {
+                assert!(body_ok, "a response was cut off");
+                if done > signalled {
+                    after_signal += 1;
+                }
+            }
+            Some(other) => panic!("request answered {other} during shutdown"),
+            None => assert!(refused, "a request was lost mid-flight (not a refused connection)"),
+        }
+    }
+    assert!(after_signal > 0, "no request was in flight at SIGTERM: the test proved nothing");
+    let (code, stderr) =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30))).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("drained"), "{stderr}");
+}
