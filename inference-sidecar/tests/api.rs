@@ -75,7 +75,8 @@ async fn every_error_case_has_its_status_code_and_field() {
         r.as_object_mut().unwrap().remove(k);
         json!({"instances": [r]})
     };
-    let cases: Vec<(&str, Value, StatusCode, Option<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, Value, StatusCode, Option<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             "wrong type",
             with("amount", json!("12")),
