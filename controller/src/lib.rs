@@ -3,8 +3,19 @@
 //! * [`api`]: the `ModelRollout` custom resource.
 //! * [`core`]: the pure decision core.
 //! * [`conditions`]: condition types and reasons.
+//! * [`reconcile`]: the loop that observes, decides and acts; [`workloads`], [`routers`], [`gates`]
+//!   and [`notify`] are its adapters.
 
 pub mod api;
+pub mod cli;
 pub mod conditions;
 pub mod core;
 pub mod crd;
+pub mod error;
+pub mod gates;
+pub mod leader;
+pub mod notify;
+pub mod reconcile;
+pub mod routers;
+pub mod telemetry;
+pub mod workloads;

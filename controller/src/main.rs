@@ -1,4 +1,7 @@
-fn main() {
-    eprintln!("modelrollout-controller {}: the reconciler is not built yet (see issue 5)", env!("CARGO_PKG_VERSION"));
-    std::process::exit(2);
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let args = modelrollout::cli::Args::parse();
+    std::process::exit(modelrollout::cli::run(args).await);
 }

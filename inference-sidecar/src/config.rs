@@ -65,6 +65,9 @@ pub struct Args {
     /// Data contract file (YAML/JSON), if not in --config.
     #[arg(long, env = "SIDECAR_CONTRACT")]
     pub contract: Option<PathBuf>,
+    /// The data contract inline as JSON (what the controller sets), if not a file.
+    #[arg(long, env = "SIDECAR_CONTRACT_JSON")]
+    pub contract_json: Option<String>,
     /// Reference feature statistics (JSON, from scripts/make_models.py) for drift.
     #[arg(long, env = "SIDECAR_REFERENCE")]
     pub reference: Option<PathBuf>,

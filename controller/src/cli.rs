@@ -1,0 +1,195 @@
+//! Command line and the controller's run loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::core::DeserializeGuard;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+
+use crate::api::ModelRollout;
+use crate::error::Error;
+use crate::leader::LeaderElector;
+use crate::reconcile::{Context, error_policy, reconcile};
+use crate::telemetry::{self, Health, Metrics};
+
+#[derive(Clone, Debug, Parser)]
+#[command(name = "modelrollout-controller", version, about = "Progressive delivery for ML models on Kubernetes")]
+pub struct Args {
+    /// Kubeconfig file; in-cluster config or $KUBECONFIG when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Namespaces to watch (comma-separated); all when empty.
+    #[arg(long, env = "MODELROLLOUT_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Prometheus used by rollouts whose spec names none.
+    #[arg(long, env = "MODELROLLOUT_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "MODELROLLOUT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    #[arg(long, env = "MODELROLLOUT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    #[arg(long, env = "MODELROLLOUT_LEADER_ELECTION_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+    #[arg(long, env = "MODELROLLOUT_LEASE_NAME", default_value = "modelrollout-controller")]
+    pub lease_name: String,
+    /// Lease duration in seconds: how long a dead leader holds the others back.
+    #[arg(long, env = "MODELROLLOUT_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// This replica's identity in the lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    #[arg(long, env = "MODELROLLOUT_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ =
+        if format == "json" { b.json().flatten_event(true).with_current_span(true).try_init() } else { b.try_init() };
+}
+
+async fn client(args: &Args) -> Result<Client, Error> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Config(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| Error::Config(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(Error::Kube)
+}
+
+/// Waits until the ModelRollout CRD is established.
+async fn wait_for_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    loop {
+        match crds.get_opt("modelrollouts.modelrollout.dev").await {
+            Ok(Some(crd)) => {
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+                if established {
+                    return;
+                }
+                tracing::info!("waiting for the ModelRollout CRD to be established");
+            }
+            Ok(None) => tracing::info!("waiting for the ModelRollout CRD to be installed"),
+            Err(e) => tracing::warn!(error = %e, "reading the ModelRollout CRD"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn run_controller(client: Client, args: &Args, ctx: Arc<Context>) {
+    let watch_cfg = watcher::Config::default().any_semantic();
+    let owned_cfg = watcher::Config::default().labels("app.kubernetes.io/managed-by=modelrollout-controller");
+    let namespaces: Vec<Option<String>> =
+        if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
+    let runs = namespaces.into_iter().map(|ns| {
+        let (mrs, deps): (Api<DeserializeGuard<ModelRollout>>, Api<Deployment>) = match &ns {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let ctx = ctx.clone();
+        Controller::new(mrs, watch_cfg.clone())
+            .owns(deps, owned_cfg.clone())
+            .graceful_shutdown_on(shutdown_signal())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "reconcile");
+                }
+            })
+    });
+    futures::future::join_all(runs).await;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// The program; returns the exit code.
+pub async fn run(args: Args) -> i32 {
+    init_logging(&args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match client(&args).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes client");
+            return 2;
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health { metrics: metrics.clone(), ready: false.into() });
+    match tokio::net::TcpListener::bind(args.metrics_addr).await {
+        Ok(l) => {
+            let router = telemetry::router(health.clone());
+            tokio::spawn(async move { axum::serve(l, router).await });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, addr = %args.metrics_addr, "cannot serve metrics");
+            return 2;
+        }
+    }
+    wait_for_crd(&client).await;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "controller".into()), std::process::id())
+    });
+    let reporter = Reporter { controller: "modelrollout-controller".into(), instance: Some(identity.clone()) };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics: metrics.clone(),
+        http: reqwest::Client::new(),
+        prometheus_url: args.prometheus_url.clone(),
+    });
+    if !args.leader_election {
+        health.ready.store(true, Ordering::Release);
+        run_controller(client, &args, ctx).await;
+        return 0;
+    }
+    let elector = LeaderElector::new(
+        client.clone(),
+        &args.leader_election_namespace,
+        &args.lease_name,
+        &identity,
+        Duration::from_secs(args.lease_seconds.max(3)),
+    );
+    health.ready.store(true, Ordering::Release);
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = shutdown_signal() => return 0,
+    }
+    tracing::info!(%identity, "acquired the leader lease");
+    metrics.leader.set(1);
+    let code = tokio::select! {
+        _ = run_controller(client, &args, ctx) => {
+            elector.release().await;
+            0
+        }
+        _ = elector.hold() => {
+            tracing::error!("lost the leader lease; exiting so a fresh replica can take over");
+            1
+        }
+    };
+    metrics.leader.set(0);
+    code
+}

@@ -1,0 +1,200 @@
+//! Prometheus gates: the built-in queries over the sidecar's metric contract, custom PromQL
+//! templates with safe substitution, and measurements for candidate and stable over one window.
+
+use std::time::Duration;
+
+use modelrollout_contract::metrics as m;
+use prometheus_http_query::Client;
+
+use crate::core::{GateDef, GateKind, GateObservation, Measurement};
+
+/// Where and what to measure for one version.
+#[derive(Clone, Debug)]
+pub struct Selector {
+    pub namespace: String,
+    pub rollout: String,
+    pub model: String,
+    pub version: String,
+    pub role: String,
+}
+
+/// A PromQL string literal: every value a spec or object name supplies goes through this, so it can
+/// never close the literal and inject PromQL.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A Prometheus range duration (`30s`) from a window.
+pub fn range(window: Duration) -> String {
+    format!("{}s", window.as_secs().max(1))
+}
+
+impl Selector {
+    fn matchers(&self) -> String {
+        format!("namespace={},model={},version={}", quote(&self.namespace), quote(&self.model), quote(&self.version))
+    }
+
+    /// Substitutes `$namespace $name $model $version $role $interval` in a custom template.
+    /// Longest names first so `$name` does not eat the start of another variable.
+    pub fn substitute(&self, template: &str, window: Duration) -> String {
+        template
+            .replace("$namespace", &quote(&self.namespace))
+            .replace("$version", &quote(&self.version))
+            .replace("$interval", &range(window))
+            .replace("$model", &quote(&self.model))
+            .replace("$name", &quote(&self.rollout))
+            .replace("$role", &quote(&self.role))
+    }
+
+    /// (value query, sample-count query) for a gate.
+    pub fn queries(&self, kind: &GateKind, window: Duration) -> (String, String) {
+        let s = self.matchers();
+        let w = range(window);
+        let scoring = r#"route=~"predict|infer|rank""#;
+        let requests = format!("sum(increase({}{{{s},{scoring}}}[{w}]))", m::REQUESTS_TOTAL);
+        match kind {
+            GateKind::ErrorRate => (
+                format!(
+                    "sum(rate({r}{{{s},{scoring},code=~\"5..\"}}[{w}])) / sum(rate({r}{{{s},{scoring}}}[{w}]))",
+                    r = m::REQUESTS_TOTAL
+                ),
+                requests,
+            ),
+            GateKind::LatencyP95 => (
+                format!(
+                    "histogram_quantile(0.95, sum by (le) (rate({h}_bucket{{{s},{scoring}}}[{w}]))) * 1000",
+                    h = m::REQUEST_DURATION_SECONDS
+                ),
+                format!("sum(increase({h}_count{{{s},{scoring}}}[{w}]))", h = m::REQUEST_DURATION_SECONDS),
+            ),
+            GateKind::FalsePositiveRate => (
+                format!(
+                    "sum(increase({c}{{{s},outcome=\"fp\"}}[{w}])) / sum(increase({c}{{{s},outcome=~\"fp|tn\"}}[{w}]))",
+                    c = m::CONFUSION_TOTAL
+                ),
+                format!("sum(increase({c}{{{s},outcome=~\"fp|tn\"}}[{w}]))", c = m::CONFUSION_TOTAL),
+            ),
+            GateKind::CaptureRate => (
+                format!(
+                    "sum(increase({c}{{{s},outcome=\"tp\"}}[{w}])) / sum(increase({c}{{{s},outcome=~\"tp|fn\"}}[{w}]))",
+                    c = m::CONFUSION_TOTAL
+                ),
+                format!("sum(increase({c}{{{s},outcome=~\"tp|fn\"}}[{w}]))", c = m::CONFUSION_TOTAL),
+            ),
+            GateKind::Custom { query, samples_query } => (
+                self.substitute(query, window),
+                samples_query.as_ref().map(|q| self.substitute(q, window)).unwrap_or(requests),
+            ),
+        }
+    }
+}
+
+/// Runs one instant query that must return at most one sample.
+async fn scalar(client: &Client, query: &str, timeout: Duration) -> Result<Option<f64>, String> {
+    let fut = client.query(query).timeout(timeout.as_millis() as i64).get();
+    let res = tokio::time::timeout(timeout + Duration::from_millis(500), fut)
+        .await
+        .map_err(|_| format!("timed out after {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+    if let Some(v) = res.data().as_vector() {
+        return match v.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.sample().value())),
+            many => Err(format!("{} series returned; a gate query must return one", many.len())),
+        };
+    }
+    if let Some(s) = res.data().as_scalar() {
+        return Ok(Some(s.value()));
+    }
+    Err("the query did not return a vector or scalar".into())
+}
+
+/// Measures one version: value and samples, each failure its own variant.
+pub async fn measure(
+    client: &Client,
+    sel: &Selector,
+    kind: &GateKind,
+    window: Duration,
+    timeout: Duration,
+) -> Measurement {
+    let (value_q, samples_q) = sel.queries(kind, window);
+    let (value, samples) = tokio::join!(scalar(client, &value_q, timeout), scalar(client, &samples_q, timeout));
+    match (value, samples) {
+        (Err(e), _) | (_, Err(e)) => Measurement::QueryError(e),
+        (Ok(None), _) => Measurement::NoData,
+        (Ok(Some(v)), samples) => {
+            let n = samples.ok().flatten().filter(|n| n.is_finite() && *n >= 0.0).unwrap_or(0.0);
+            Measurement::sample(v, n.round() as u64)
+        }
+    }
+}
+
+/// Measures every gate for candidate and stable over the same window, concurrently.
+pub async fn observe(
+    client: &Client,
+    defs: &[GateDef],
+    candidate: &Selector,
+    stable: &Selector,
+    window: Duration,
+    timeout: Duration,
+) -> Vec<GateObservation> {
+    let futs = defs.iter().map(|d| async move {
+        let (c, s) = if d.is_relative() {
+            tokio::join!(
+                measure(client, candidate, &d.kind, window, timeout),
+                measure(client, stable, &d.kind, window, timeout)
+            )
+        } else {
+            (measure(client, candidate, &d.kind, window, timeout).await, Measurement::NoData)
+        };
+        GateObservation { gate: d.name.clone(), candidate: c, stable: s }
+    });
+    futures::future::join_all(futs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel() -> Selector {
+        Selector {
+            namespace: "ns".into(),
+            rollout: "fraud".into(),
+            model: "fraud".into(),
+            version: "v2\"} or vector(1) #".into(),
+            role: "canary".into(),
+        }
+    }
+
+    #[test]
+    fn values_are_escaped_string_literals() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+        let q = sel().substitute("sum(x{version=$version, ns=$namespace}[$interval]) / $name", Duration::from_secs(30));
+        assert_eq!(q, r#"sum(x{version="v2\"} or vector(1) #", ns="ns"}[30s]) / "fraud""#);
+    }
+
+    #[test]
+    fn built_in_queries_read_the_sidecar_contract() {
+        let s = Selector { version: "v2".into(), ..sel() };
+        let (v, n) = s.queries(&GateKind::FalsePositiveRate, Duration::from_secs(60));
+        assert!(v.contains("modelrollout_sidecar_confusion_total{") && v.contains(r#"outcome="fp""#), "{v}");
+        assert!(v.contains(r#"version="v2""#) && v.contains("[60s]"));
+        assert!(n.contains(r#"outcome=~"fp|tn""#));
+        let (v, _) = s.queries(&GateKind::LatencyP95, Duration::from_secs(60));
+        assert!(v.starts_with("histogram_quantile(0.95") && v.ends_with("* 1000"));
+    }
+}

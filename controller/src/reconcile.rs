@@ -1,0 +1,298 @@
+//! The reconcile loop: observe (Deployments, Prometheus) -> decide (pure core) -> act (workloads,
+//! router, events, webhooks) -> write status through the status subresource when it changed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::{ModelRollout, ModelRolloutStatus, ModelSpec, Phase, RouterKind};
+use crate::core::{self, Action, EventType, Observations, Role};
+use crate::error::Error;
+use crate::gates::{self, Selector};
+use crate::notify;
+use crate::routers::{Router, Split, TrafficRouter};
+use crate::telemetry::{GateLabel, Metrics, PhaseLabel, RolloutLabel};
+use crate::workloads::{self, MANAGER};
+
+pub const FINALIZER: &str = "modelrollout.dev/traffic-restore";
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+    /// `--prometheus-url`, used when a spec names none.
+    pub prometheus_url: Option<String>,
+}
+
+#[tracing::instrument(skip(guard, ctx), fields(namespace, name))]
+pub async fn reconcile(guard: Arc<DeserializeGuard<ModelRollout>>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let mr = match &guard.0 {
+        Ok(mr) => mr.clone(),
+        Err(invalid) => {
+            // An object we cannot read is reported and skipped; it never stops the controller.
+            tracing::warn!(name = ?invalid.metadata.name, namespace = ?invalid.metadata.namespace, error = %invalid.error, "skipping a ModelRollout that does not deserialize");
+            ctx.metrics.reconcile_errors.get_or_create(&crate::telemetry::ErrorLabel { error: "invalid_object" }).inc();
+            return Ok(Requeue::await_change());
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("namespace", mr.namespace().unwrap_or_default().as_str());
+    span.record("name", mr.name_any().as_str());
+    let start = Instant::now();
+    let api: Api<ModelRollout> = Api::namespaced(ctx.client.clone(), &mr.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, Arc::new(mr), |event| async {
+        match event {
+            Finalizer::Apply(mr) => apply(&mr, &ctx).await,
+            Finalizer::Cleanup(mr) => cleanup(&mr, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconcile_duration.observe(start.elapsed().as_secs_f64());
+    result
+}
+
+pub fn error_policy(_guard: Arc<DeserializeGuard<ModelRollout>>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    ctx.metrics.reconcile_errors.get_or_create(&crate::telemetry::ErrorLabel { error: error.metric_label() }).inc();
+    Requeue::requeue(Duration::from_secs(2))
+}
+
+/// Whether the candidate's Deployment has all its pods Ready.
+async fn deployment_ready(api: &Api<Deployment>, name: &str) -> Result<bool, Error> {
+    let Some(d) = api.get_opt(name).await? else { return Ok(false) };
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.unwrap_or_default();
+    let current = status.observed_generation >= d.metadata.generation;
+    Ok(want > 0
+        && current
+        && status.ready_replicas.unwrap_or(0) >= want
+        && status.updated_replicas.unwrap_or(0) >= want)
+}
+
+fn selector(mr: &ModelRollout, model: &ModelSpec, role: &str) -> Selector {
+    Selector {
+        namespace: mr.namespace().unwrap_or_default(),
+        rollout: mr.name_any(),
+        model: model.name.clone(),
+        version: model.version.clone(),
+        role: role.into(),
+    }
+}
+
+fn prometheus(ctx: &Context, mr: &ModelRollout) -> Option<prometheus_http_query::Client> {
+    let url = mr.spec.analysis.prometheus.address.clone().or_else(|| ctx.prometheus_url.clone())?;
+    prometheus_http_query::Client::from(ctx.http.clone(), &url).ok()
+}
+
+async fn apply(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = mr.namespace().unwrap_or_default();
+    let status = mr.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // Observe.
+    let candidate_differs = status.stable.as_ref().is_some_and(|s| !s.same_build(&mr.spec.model));
+    let candidate_ready = candidate_differs
+        && deployment_ready(&deployments, &workloads::deployment_name(mr, &mr.spec.model.version)).await?;
+    let mut analysis = None;
+    if candidate_ready && core::analysis_due(&mr.spec, &status, now) {
+        let stable = status.stable.clone().expect("a candidate implies a stable");
+        let defs = core::gate_defs(&mr.spec.analysis.gates);
+        let timings = core::Timings::of(&mr.spec).ok();
+        let window =
+            timings.as_ref().map_or(Duration::from_secs(60), |t| t.interval.unsigned_abs()).max(Duration::from_secs(5));
+        let timeout = timings.as_ref().map_or(Duration::from_secs(5), |t| t.query_timeout.unsigned_abs());
+        let role = if status.mirror_percent > 0 && status.canary_weight == 0 { "shadow" } else { "canary" };
+        analysis = Some(match prometheus(ctx, mr) {
+            Some(prom) => {
+                gates::observe(
+                    &prom,
+                    &defs,
+                    &selector(mr, &mr.spec.model, role),
+                    &selector(mr, &stable, "stable"),
+                    window,
+                    timeout,
+                )
+                .await
+            }
+            None => defs
+                .iter()
+                .map(|d| core::GateObservation {
+                    gate: d.name.clone(),
+                    candidate: core::Measurement::QueryError("no Prometheus address (spec or --prometheus-url)".into()),
+                    stable: core::Measurement::NoData,
+                })
+                .collect(),
+        });
+    }
+    let obs = Observations { generation: mr.meta().generation, candidate_ready, analysis };
+
+    // Decide.
+    let decision = core::decide(&mr.spec, &status, &obs, now);
+    let new = &decision.status;
+
+    // Act, then record: a crash in between repeats idempotent actions, never loses progress.
+    execute(mr, ctx, new, &decision.actions).await?;
+    if core::status_changed(&status, new) {
+        let api: Api<ModelRollout> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout", "status": new});
+        api.patch_status(&mr.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    record_metrics(ctx, mr, &status, new);
+    Ok(Requeue::requeue(decision.requeue_after.unwrap_or(Duration::from_secs(300)).max(Duration::from_millis(200))))
+}
+
+async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, actions: &[Action]) -> Result<(), Error> {
+    let ns = mr.namespace().unwrap_or_default();
+    let client = &ctx.client;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let ssa = PatchParams::apply(MANAGER).force();
+    let active = st.phase.is_some_and(Phase::is_active);
+    let ratio = mr.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
+    let (stable_replicas, candidate_replicas) =
+        workloads::replicas(mr.spec.workload.replicas, st.canary_weight, ratio, active);
+    let stable_version = st.stable.as_ref().map(|s| s.version.clone()).unwrap_or_default();
+    for action in actions {
+        match action {
+            Action::EnsureWorkload { role, model } => {
+                let (role_label, replicas) = match role {
+                    Role::Stable => ("stable", stable_replicas.max(if ratio { 0 } else { 1 })),
+                    Role::Candidate => (
+                        if st.canary_weight == 0 && st.mirror_percent > 0 { "shadow" } else { "canary" },
+                        candidate_replicas.max(1),
+                    ),
+                };
+                let name = workloads::deployment_name(mr, &model.version);
+                // The role a pod reports is fixed at start: keep the existing Deployment's role so a
+                // stage change never restarts the candidate's pods.
+                let role_label = match deployments.get_opt(&name).await? {
+                    Some(d) => d.labels().get(workloads::LABEL_ROLE).cloned().unwrap_or_else(|| role_label.to_string()),
+                    None => role_label.to_string(),
+                };
+                let role_label = if *role == Role::Stable && model.version == stable_version && !active {
+                    "stable".to_string()
+                } else {
+                    role_label
+                };
+                let d = workloads::deployment(mr, model, &role_label, replicas);
+                deployments.patch(&name, &ssa, &Patch::Apply(&d)).await?;
+            }
+            Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent } => {
+                let stable_svc = workloads::service(mr, workloads::stable_service(mr), Some(stable_version));
+                services.patch(&workloads::stable_service(mr), &ssa, &Patch::Apply(&stable_svc)).await?;
+                let canary_version = candidate_version.as_deref().unwrap_or(stable_version);
+                let canary_svc = workloads::service(mr, workloads::canary_service(mr), Some(canary_version));
+                services.patch(&workloads::canary_service(mr), &ssa, &Patch::Apply(&canary_svc)).await?;
+                let root = workloads::service(mr, workloads::root_service(mr), None);
+                services.patch(&workloads::root_service(mr), &ssa, &Patch::Apply(&root)).await?;
+                let split = Split {
+                    stable_service: workloads::stable_service(mr),
+                    canary_service: workloads::canary_service(mr),
+                    port: mr.spec.workload.service_port,
+                    candidate_active: candidate_version.is_some(),
+                    weight: *weight,
+                    mirror: *mirror_percent,
+                };
+                Router::of(mr).apply(client, mr, &split).await?;
+            }
+            Action::ScaleDown { version } => {
+                let name = workloads::deployment_name(mr, version);
+                if deployments.get_opt(&name).await?.is_some() {
+                    let patch = json!({"spec": {"replicas": 0}});
+                    deployments.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                }
+            }
+            Action::Event { kind, reason, message } => {
+                let ev = Event {
+                    type_: match kind {
+                        EventType::Normal => KubeEventType::Normal,
+                        EventType::Warning => KubeEventType::Warning,
+                    },
+                    reason: (*reason).into(),
+                    note: Some(message.chars().take(1000).collect()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                if let Err(e) = ctx.recorder.publish(&ev, &mr.object_ref(&())).await {
+                    tracing::warn!(error = %e, "publishing an event failed");
+                }
+            }
+            Action::Notify { event, message } => {
+                let body = notify::message(&ns, &mr.name_any(), *event, message);
+                notify::send(&ctx.http, &mr.spec.notifications.webhooks, *event, body);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, new: &ModelRolloutStatus) {
+    let m = &ctx.metrics;
+    let (namespace, name) = (mr.namespace().unwrap_or_default(), mr.name_any());
+    let rl = RolloutLabel { namespace: namespace.clone(), name: name.clone() };
+    m.weight.get_or_create(&rl).set(new.canary_weight as i64);
+    m.mirror.get_or_create(&rl).set(new.mirror_percent as i64);
+    for p in [Phase::Idle, Phase::Progressing, Phase::Paused, Phase::Promoted, Phase::RolledBack, Phase::Failed] {
+        let l = PhaseLabel { namespace: namespace.clone(), name: name.clone(), phase: p.as_str() };
+        m.phase.get_or_create(&l).set(i64::from(new.phase == Some(p)));
+    }
+    if new.phase != old.phase {
+        match new.phase {
+            Some(Phase::RolledBack | Phase::Failed) => m.rollbacks.get_or_create(&rl).inc(),
+            Some(Phase::Promoted) => m.promotions.get_or_create(&rl).inc(),
+            _ => 0,
+        };
+    }
+    if let Some(run) = &new.last_analysis {
+        for g in &run.gates {
+            for (version, value) in [("candidate", g.value), ("stable", g.stable_value)] {
+                if let Some(v) = value {
+                    let l =
+                        GateLabel { namespace: namespace.clone(), name: name.clone(), gate: g.name.clone(), version };
+                    m.gate_value.get_or_create(&l).set(v);
+                }
+            }
+        }
+    }
+}
+
+/// Before the object goes: all traffic back to stable, the controller's changes to a user-owned
+/// route removed. Owned objects are garbage-collected through their owner references.
+async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
+    let split = Split {
+        stable_service: workloads::stable_service(mr),
+        canary_service: workloads::canary_service(mr),
+        port: mr.spec.workload.service_port,
+        candidate_active: false,
+        weight: 0,
+        mirror: 0,
+    };
+    match Router::of(mr).apply(&ctx.client, mr, &split).await {
+        Ok(()) => {}
+        // A route already gone needs no restoring.
+        Err(Error::Router(msg)) if msg.contains("NotFound") || msg.contains("not found") => {}
+        Err(e) => return Err(e),
+    }
+    let m = &ctx.metrics;
+    let (namespace, name) = (mr.namespace().unwrap_or_default(), mr.name_any());
+    let rl = RolloutLabel { namespace: namespace.clone(), name: name.clone() };
+    m.weight.remove(&rl);
+    m.mirror.remove(&rl);
+    for p in [Phase::Idle, Phase::Progressing, Phase::Paused, Phase::Promoted, Phase::RolledBack, Phase::Failed] {
+        m.phase.remove(&PhaseLabel { namespace: namespace.clone(), name: name.clone(), phase: p.as_str() });
+    }
+    Ok(Requeue::await_change())
+}

@@ -1,0 +1,116 @@
+//! Controller metrics (prometheus-client, bounded labels) and the /metrics, /healthz, /readyz server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub error: &'static str,
+}
+
+/// Per-rollout series: namespace and name are bounded by the objects in the cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabel {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub namespace: String,
+    pub name: String,
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabel {
+    pub namespace: String,
+    pub name: String,
+    pub gate: String,
+    pub version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconcile_duration: Histogram,
+    pub reconcile_errors: Family<ErrorLabel, Counter>,
+    pub phase: Family<PhaseLabel, Gauge>,
+    pub weight: Family<RolloutLabel, Gauge>,
+    pub mirror: Family<RolloutLabel, Gauge>,
+    pub gate_value: Family<GateLabel, Gauge<f64, AtomicU64>>,
+    pub rollbacks: Family<RolloutLabel, Counter>,
+    pub promotions: Family<RolloutLabel, Counter>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            registry: Registry::default(),
+            reconcile_duration: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            reconcile_errors: Family::default(),
+            phase: Family::default(),
+            weight: Family::default(),
+            mirror: Family::default(),
+            gate_value: Family::default(),
+            rollbacks: Family::default(),
+            promotions: Family::default(),
+            leader: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("modelrollout");
+        r.register("reconcile_duration_seconds", "Reconcile duration", m.reconcile_duration.clone());
+        r.register("reconcile_errors", "Reconcile errors by kind", m.reconcile_errors.clone());
+        r.register("rollout_phase", "1 for the rollout's current phase", m.phase.clone());
+        r.register("rollout_canary_weight", "Percent of live traffic on the candidate", m.weight.clone());
+        r.register("rollout_mirror_percent", "Percent of traffic mirrored to the candidate", m.mirror.clone());
+        r.register("rollout_gate_value", "Last measured gate value (candidate, stable)", m.gate_value.clone());
+        r.register("rollbacks", "Rollbacks", m.rollbacks.clone());
+        r.register("promotions", "Promotions", m.promotions.clone());
+        r.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding to a String cannot fail");
+        out
+    }
+}
+
+pub struct Health {
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+}
+
+pub fn router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(h): State<Arc<Health>>| async move { h.metrics.encode() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(h): State<Arc<Health>>| async move {
+                if h.ready.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }),
+        )
+        .with_state(health)
+}

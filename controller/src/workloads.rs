@@ -1,0 +1,202 @@
+//! Pure builders for what a ModelRollout owns: one Deployment per model version running the
+//! inference sidecar, and the stable, canary and root Services.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
+    ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{ModelRollout, ModelSpec};
+
+pub const LABEL_ROLLOUT: &str = "modelrollout.dev/rollout";
+pub const LABEL_VERSION: &str = "modelrollout.dev/version";
+pub const LABEL_ROLE: &str = "modelrollout.dev/role";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "modelrollout-controller";
+
+/// A DNS-label-safe suffix for a version (`v2.1_rc` -> `v2-1-rc`).
+pub fn version_slug(version: &str) -> String {
+    let s: String =
+        version.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    s.trim_matches('-').to_string()
+}
+
+pub fn deployment_name(mr: &ModelRollout, version: &str) -> String {
+    let name = format!("{}-{}", mr.name_any(), version_slug(version));
+    name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+}
+
+pub fn stable_service(mr: &ModelRollout) -> String {
+    format!("{}-stable", mr.name_any())
+}
+
+pub fn canary_service(mr: &ModelRollout) -> String {
+    format!("{}-canary", mr.name_any())
+}
+
+pub fn root_service(mr: &ModelRollout) -> String {
+    mr.name_any()
+}
+
+pub fn owner_ref(mr: &ModelRollout) -> OwnerReference {
+    mr.controller_owner_ref(&()).expect("a ModelRollout from the apiserver has a uid")
+}
+
+fn meta(mr: &ModelRollout, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: mr.namespace(),
+        labels: Some(labels),
+        owner_references: Some(vec![owner_ref(mr)]),
+        ..Default::default()
+    }
+}
+
+fn selector_labels(mr: &ModelRollout, version: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([(LABEL_ROLLOUT.to_string(), mr.name_any())]);
+    if let Some(v) = version {
+        l.insert(LABEL_VERSION.to_string(), version_slug(v));
+    }
+    l
+}
+
+/// The sidecar Deployment for one model version. `role` is what the pods report in their metrics
+/// (`stable`, `canary`, `shadow`); it is a start-up argument, so it is fixed for the pods' life.
+pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: &str, replicas: i32) -> Deployment {
+    let w = &mr.spec.workload;
+    let port = w.service_port;
+    let pod_labels = selector_labels(mr, Some(&model.version));
+    let mut labels = pod_labels.clone();
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
+    labels.insert(LABEL_ROLE.into(), role.into());
+    let rt = &model.runtime;
+    let env = |k: &str, v: String| EnvVar { name: k.into(), value: Some(v), ..Default::default() };
+    let contract = serde_json::to_string(&model.contract).expect("a contract serializes");
+    let mut resources = w.resources.clone().unwrap_or_default();
+    if let Some(gpus) = w.gpus.filter(|g| *g > 0) {
+        let limits = resources.limits.get_or_insert_with(BTreeMap::new);
+        limits.insert("nvidia.com/gpu".into(), Quantity(gpus.to_string()));
+    }
+    let probe = |path: &str, period| Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(port), ..Default::default() }),
+        period_seconds: Some(period),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "sidecar".into(),
+        image: Some(w.sidecar_image.clone()),
+        env: Some(vec![
+            env("SIDECAR_MODEL_NAME", model.name.clone()),
+            env("SIDECAR_MODEL_VERSION", model.version.clone()),
+            env("SIDECAR_MODEL_URI", model.artifact.uri.clone()),
+            env("SIDECAR_MODEL_SHA256", model.artifact.sha256.clone()),
+            env("SIDECAR_CONTRACT_JSON", contract),
+            env("SIDECAR_ROLE", role.into()),
+            env("SIDECAR_LISTEN", format!("0.0.0.0:{port}")),
+            env(
+                "SIDECAR_DEVICE",
+                match rt.device {
+                    crate::api::Device::Cpu => "cpu",
+                    crate::api::Device::Cuda => "cuda",
+                }
+                .into(),
+            ),
+            env("SIDECAR_THREADS", rt.threads.to_string()),
+            env("SIDECAR_MAX_BATCH_SIZE", rt.max_batch_size.to_string()),
+            env("SIDECAR_MAX_BATCH_DELAY", rt.max_batch_delay.clone()),
+        ]),
+        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: port, ..Default::default() }]),
+        readiness_probe: Some(probe("/readyz", 2)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: Some(ResourceRequirements { ..resources }),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: meta(mr, deployment_name(mr, &model.version), labels),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(pod_labels.clone()), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([
+                        ("prometheus.io/scrape".into(), "true".into()),
+                        ("prometheus.io/port".into(), port.to_string()),
+                    ])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    node_selector: w.node_selector.clone(),
+                    tolerations: w.tolerations.clone(),
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// A Service selecting one version (`Some`) or every version of the rollout (`None`, the root).
+pub fn service(mr: &ModelRollout, name: String, version: Option<&str>) -> Service {
+    let mut labels = selector_labels(mr, None);
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
+    Service {
+        metadata: meta(mr, name, labels),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(mr, version)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: mr.spec.workload.service_port,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Replicas for (stable, candidate). With replica-ratio routing the split is the traffic split
+/// (approximate, in steps of one pod); with a mesh router both run the full count.
+pub fn replicas(total: i32, weight: i32, replica_ratio: bool, candidate_active: bool) -> (i32, i32) {
+    if !candidate_active {
+        return (total, 0);
+    }
+    if !replica_ratio {
+        return (total, total);
+    }
+    let canary = if weight <= 0 { 0 } else { ((total as i64 * weight as i64 + 99) / 100).max(1) as i32 };
+    let stable = if weight >= 100 { 0 } else { (total - canary).max(1) };
+    (stable, canary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_ratio_splits_in_whole_pods() {
+        assert_eq!(replicas(20, 5, true, true), (19, 1));
+        assert_eq!(replicas(20, 25, true, true), (15, 5));
+        assert_eq!(replicas(3, 5, true, true), (2, 1), "at least one canary pod once weight > 0");
+        assert_eq!(replicas(3, 0, true, true), (3, 0));
+        assert_eq!(replicas(3, 100, true, true), (0, 3));
+        assert_eq!(replicas(3, 25, false, true), (3, 3));
+        assert_eq!(replicas(3, 25, false, false), (3, 0));
+    }
+
+    #[test]
+    fn slugs_are_dns_labels() {
+        assert_eq!(version_slug("V2.1_rc"), "v2-1-rc");
+    }
+}
