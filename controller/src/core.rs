@@ -593,8 +593,37 @@ impl Ctx<'_> {
     fn analyse(&mut self, measurements: &[GateObservation]) -> bool {
         let spec = self.spec;
         let defs = gate_defs(&spec.analysis.gates);
-        let gates: Vec<GateResult> =
-            defs.iter().map(|d| judge(d, measurements.iter().find(|m| m.gate == d.name))).collect();
+        // At 100% the stable version answers no live traffic, so a relative gate has no fresh
+        // baseline: it keeps the one measured last (carried forward analysis to analysis).
+        let idx = self.st.stage_index.unwrap_or(0) as usize;
+        let full = spec.stages.get(idx).is_some_and(|s| s.weight >= 100);
+        let previous = self.st.last_analysis.clone();
+        let gates: Vec<GateResult> = defs
+            .iter()
+            .map(|d| {
+                let mut obs = measurements.iter().find(|m| m.gate == d.name).cloned();
+                let carried = previous
+                    .as_ref()
+                    .and_then(|run| run.gates.iter().find(|g| g.name == d.name))
+                    .and_then(|g| g.stable_value);
+                let stale =
+                    |m: &Measurement| !matches!(m, Measurement::Value { samples, .. } if *samples >= d.min_samples);
+                let mut note = None;
+                if full
+                    && d.is_relative()
+                    && let (Some(o), Some(baseline)) = (obs.as_mut(), carried)
+                    && stale(&o.stable)
+                {
+                    o.stable = Measurement::Value { value: baseline, samples: d.min_samples };
+                    note = Some(" (stable baseline carried from the last analysis: no stable traffic at 100%)");
+                }
+                let mut r = judge(d, obs.as_ref());
+                if let Some(n) = note {
+                    r.message.push_str(n);
+                }
+                r
+            })
+            .collect();
         let verdict = overall_verdict(&gates);
         match verdict {
             Verdict::Pass => {

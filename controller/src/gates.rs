@@ -69,7 +69,7 @@ impl Selector {
         match kind {
             GateKind::ErrorRate => (
                 format!(
-                    "sum(rate({r}{{{s},{scoring},code=~\"5..\"}}[{w}])) / sum(rate({r}{{{s},{scoring}}}[{w}]))",
+                    "(sum(rate({r}{{{s},{scoring},code=~\"5..\"}}[{w}])) or vector(0)) / sum(rate({r}{{{s},{scoring}}}[{w}]))",
                     r = m::REQUESTS_TOTAL
                 ),
                 requests,
@@ -83,14 +83,14 @@ impl Selector {
             ),
             GateKind::FalsePositiveRate => (
                 format!(
-                    "sum(increase({c}{{{s},outcome=\"fp\"}}[{w}])) / sum(increase({c}{{{s},outcome=~\"fp|tn\"}}[{w}]))",
+                    "(sum(increase({c}{{{s},outcome=\"fp\"}}[{w}])) or vector(0)) / sum(increase({c}{{{s},outcome=~\"fp|tn\"}}[{w}]))",
                     c = m::CONFUSION_TOTAL
                 ),
                 format!("sum(increase({c}{{{s},outcome=~\"fp|tn\"}}[{w}]))", c = m::CONFUSION_TOTAL),
             ),
             GateKind::CaptureRate => (
                 format!(
-                    "sum(increase({c}{{{s},outcome=\"tp\"}}[{w}])) / sum(increase({c}{{{s},outcome=~\"tp|fn\"}}[{w}]))",
+                    "(sum(increase({c}{{{s},outcome=\"tp\"}}[{w}])) or vector(0)) / sum(increase({c}{{{s},outcome=~\"tp|fn\"}}[{w}]))",
                     c = m::CONFUSION_TOTAL
                 ),
                 format!("sum(increase({c}{{{s},outcome=~\"tp|fn\"}}[{w}]))", c = m::CONFUSION_TOTAL),

@@ -835,3 +835,33 @@ fn history_is_bounded() {
     assert_eq!(st.history.len(), HISTORY_LIMIT);
     assert_eq!(st.history[0].version, "v24");
 }
+
+#[test]
+fn at_100_percent_relative_gates_keep_the_last_stable_baseline() {
+    let (s, st) = started();
+    let (st, now) = pass_stages(&s, st, 3, 0);
+    assert_eq!(st.stage_name.as_deref(), Some("full"));
+    // Stable serves nothing at 100%: its FPR is 0/0.
+    let no_baseline = with_gate(healthy(), GATE_FALSE_POSITIVE_RATE, v(0.010, 500), Measurement::NotANumber);
+    let no_baseline = with_gate(no_baseline, GATE_CAPTURE_RATE, v(0.93, 200), Measurement::NoData);
+    let no_baseline = with_gate(no_baseline, GATE_LATENCY_P95, v(40.0, 1000), Measurement::NoData);
+    let d = step(&s, &st, analysed(no_baseline.clone()), at(now + 10));
+    assert_eq!(d.status.phase, Some(Phase::Promoted), "{:?}", d.status.message);
+    // A candidate worse than the carried baseline still fails.
+    let worse = with_gate(no_baseline, GATE_FALSE_POSITIVE_RATE, v(0.05, 500), Measurement::NotANumber);
+    let d = step(&s, &st, analysed(worse), at(now + 5));
+    let fpr = d.status.last_analysis.unwrap().gates.into_iter().find(|g| g.name == GATE_FALSE_POSITIVE_RATE).unwrap();
+    assert_eq!(fpr.verdict, Verdict::Fail);
+    assert_eq!(fpr.stable_value, Some(0.011));
+    assert!(fpr.message.contains("carried"));
+}
+
+#[test]
+fn below_100_percent_a_missing_baseline_stays_inconclusive() {
+    let (s, st) = started();
+    let (st, now) = pass_stages(&s, st, 2, 0);
+    let gates = with_gate(healthy(), GATE_FALSE_POSITIVE_RATE, v(0.010, 500), Measurement::NotANumber);
+    let d = step(&s, &st, analysed(gates), at(now + 10));
+    assert_eq!(d.status.stage_index, Some(2));
+    assert_eq!(d.status.last_analysis.unwrap().verdict, Verdict::Inconclusive);
+}

@@ -182,11 +182,16 @@ impl Config {
                 .or(file)
                 .ok_or_else(|| StartError::Config(format!("missing {name} (flag, env or config file)")))
         };
-        let contract = match (&args.contract, file.contract) {
-            (Some(p), _) => read_yaml(p)?,
-            (None, Some(c)) => c,
-            (None, None) => {
-                return Err(StartError::Config("missing the data contract (--contract or config file)".into()));
+        let contract = match (&args.contract_json, &args.contract, file.contract) {
+            (Some(json), _, _) => {
+                serde_json::from_str(json).map_err(|e| StartError::Config(format!("--contract-json: {e}")))?
+            }
+            (None, Some(p), _) => read_yaml(p)?,
+            (None, None, Some(c)) => c,
+            (None, None, None) => {
+                return Err(StartError::Config(
+                    "missing the data contract (--contract, --contract-json or config file)".into(),
+                ));
             }
         };
         if contract.inputs.is_empty() {

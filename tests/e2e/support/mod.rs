@@ -114,3 +114,5 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+pub mod harness;

@@ -1,0 +1,436 @@
+//! The rollout harness: the real controller binary (as a service account bound to the chart's
+//! ClusterRole), real sidecar processes for every Deployment the controller creates (kwok pods do
+//! not run containers, so the harness runs each version's sidecar locally with the Deployment's own
+//! environment), Prometheus scraping them, and a load generator that sends traffic in the
+//! proportions the controller wrote into the HTTPRoute, mirrors during shadow and posts labels.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DynamicObject, ListParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+use super::{cluster_env, kubectl_ok, prometheus_targets_dir, root};
+
+/// A workspace binary next to the test executable (tests/run.sh builds them all first). The
+/// release build is preferred when present: the sidecars serve traffic and their latency is gated.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().unwrap().parent().unwrap();
+    let release = debug.parent().unwrap().join("release").join(name);
+    if release.exists() {
+        return release;
+    }
+    let p = debug.join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --workspace` (tests/run.sh does)", p.display());
+    p
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A kubeconfig for the `modelrollout-controller` service account in `ns`, bound to the chart's
+/// ClusterRole and nothing else.
+pub fn service_account_kubeconfig(ns: &str) -> PathBuf {
+    let role = root().join("charts/modelrollout/templates/clusterrole.yaml");
+    kubectl_ok(&["apply", "--server-side", "-f", role.to_str().unwrap()], None);
+    kubectl_ok(&["create", "serviceaccount", "modelrollout-controller", "-n", ns], None);
+    let binding = format!("modelrollout-controller-{ns}");
+    kubectl_ok(
+        &[
+            "create",
+            "clusterrolebinding",
+            &binding,
+            "--clusterrole",
+            "modelrollout-controller",
+            "--serviceaccount",
+            &format!("{ns}:modelrollout-controller"),
+        ],
+        None,
+    );
+    let token = kubectl_ok(&["create", "token", "modelrollout-controller", "-n", ns, "--duration", "2h"], None);
+    let admin: Value =
+        serde_json::from_str(&kubectl_ok(&["config", "view", "--raw", "--minify", "-o", "json"], None)).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let kc = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": ns}}],
+        "current-context": "sa"
+    });
+    let path = PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR")).join(format!("kubeconfig-sa-{ns}.json"));
+    std::fs::write(&path, kc.to_string()).unwrap();
+    path
+}
+
+/// The controller binary as a process; killed when dropped.
+pub struct ControllerProc {
+    pub child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl ControllerProc {
+    pub fn start(ns: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
+        let metrics_port = free_port();
+        let log =
+            PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR")).join(format!("controller-{ns}-{metrics_port}.log"));
+        let child = Command::new(bin("modelrollout-controller"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--namespaces", ns, "--prometheus-url", &cluster_env("MODELROLLOUT_PROMETHEUS_URL")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--log-format", "text"])
+            .args(["--leader-election-namespace", ns])
+            .args(extra)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the controller binary runs");
+        Self { child, metrics_port, log }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct SidecarProc {
+    child: Child,
+    base: String,
+    target: PathBuf,
+}
+
+impl Drop for SidecarProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.target);
+    }
+}
+
+/// One labelled request for the load generator.
+#[derive(Clone)]
+struct GoldenRow {
+    features: Value,
+    label: i64,
+}
+
+fn golden_rows() -> Vec<GoldenRow> {
+    let text = std::fs::read_to_string(root().join("models/fraud-v1.golden.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| GoldenRow { features: r["features"].clone(), label: r["label"].as_i64().unwrap() })
+        .collect()
+}
+
+/// What the load generator saw.
+#[derive(Default)]
+pub struct Traffic {
+    pub stable_ok: AtomicU64,
+    pub stable_errors: AtomicU64,
+    pub canary_ok: AtomicU64,
+    pub canary_errors: AtomicU64,
+    pub mirrored: AtomicU64,
+    /// The first few failures, for the assertion message.
+    pub error_samples: Mutex<Vec<String>>,
+}
+
+impl Traffic {
+    fn error(&self, what: String) {
+        let mut e = self.error_samples.lock().unwrap();
+        if e.len() < 10 {
+            e.push(what);
+        }
+    }
+}
+
+pub struct Harness {
+    pub ns: String,
+    pub rollout: String,
+    pub traffic: Arc<Traffic>,
+    sidecars: Arc<Mutex<HashMap<String, SidecarProc>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    /// Starts the sidecar manager and a load generator at `rps` for rollout `name` routed by
+    /// HTTPRoute `route`.
+    pub fn start(client: Client, ns: &str, name: &str, route: &str, rps: u32) -> Self {
+        let sidecars: Arc<Mutex<HashMap<String, SidecarProc>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let traffic = Arc::new(Traffic::default());
+        let manager = tokio::spawn(manage_sidecars(
+            client.clone(),
+            ns.to_string(),
+            name.to_string(),
+            sidecars.clone(),
+            stop.clone(),
+        ));
+        let load = tokio::spawn(generate_load(
+            client,
+            ns.to_string(),
+            name.to_string(),
+            route.to_string(),
+            rps,
+            sidecars.clone(),
+            traffic.clone(),
+            stop.clone(),
+        ));
+        Self { ns: ns.into(), rollout: name.into(), traffic, sidecars, stop, tasks: vec![manager, load] }
+    }
+
+    pub fn running_versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.sidecars.lock().unwrap().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.sidecars.lock().unwrap().clear();
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Ok(mut s) = self.sidecars.lock() {
+            s.clear();
+        }
+    }
+}
+
+fn env_of(d: &Deployment) -> Vec<(String, String)> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| (e.name, v)))
+        .collect()
+}
+
+/// Runs one local sidecar per Deployment with replicas > 0, with that Deployment's environment.
+async fn manage_sidecars(
+    client: Client,
+    ns: String,
+    rollout: String,
+    sidecars: Arc<Mutex<HashMap<String, SidecarProc>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let api: Api<Deployment> = Api::namespaced(client, &ns);
+    let lp = ListParams::default().labels(&format!("modelrollout.dev/rollout={rollout}"));
+    let sidecar_bin = bin("inference-sidecar");
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok(list) = api.list(&lp).await {
+            let wanted: HashMap<String, Deployment> = list
+                .items
+                .into_iter()
+                .filter(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0)
+                .filter_map(|d| d.labels().get("modelrollout.dev/version").cloned().map(|v| (v, d)))
+                .collect();
+            let mut running = sidecars.lock().unwrap();
+            running.retain(|v, _| wanted.contains_key(v));
+            for (version, d) in wanted {
+                if running.contains_key(&version) {
+                    continue;
+                }
+                let port = free_port();
+                let mut cmd = Command::new(&sidecar_bin);
+                for (k, v) in env_of(&d) {
+                    cmd.env(k, v);
+                }
+                let child = cmd
+                    .env("SIDECAR_LISTEN", format!("127.0.0.1:{port}"))
+                    .env("SIDECAR_LOG_FORMAT", "text")
+                    .env("SIDECAR_SHUTDOWN_GRACE", "0s")
+                    .env("SIDECAR_WARMUP", "2")
+                    .stdout(Stdio::null())
+                    .stderr(
+                        std::fs::File::create(
+                            PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR"))
+                                .join(format!("sidecar-{ns}-{version}-{port}.log")),
+                        )
+                        .unwrap(),
+                    )
+                    .spawn()
+                    .expect("the sidecar binary runs");
+                let target = prometheus_targets_dir().join(format!("{ns}-{version}.json"));
+                let labels = json!({"namespace": ns, "rollout": rollout});
+                std::fs::write(
+                    &target,
+                    json!([{"targets": [format!("127.0.0.1:{port}")], "labels": labels}]).to_string(),
+                )
+                .unwrap();
+                running.insert(version, SidecarProc { child, base: format!("http://127.0.0.1:{port}"), target });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The split the route currently says, and which version each Service selects.
+#[derive(Clone, Debug, Default)]
+struct Route {
+    stable_version: Option<String>,
+    canary_version: Option<String>,
+    weight: u32,
+    mirror: u32,
+}
+
+async fn read_route(client: &Client, ns: &str, rollout: &str, route: &str) -> Option<Route> {
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &modelrollout::routers::http_route_resource());
+    let r = routes.get(route).await.ok()?;
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let version = |s: Option<Service>| s.and_then(|s| s.spec?.selector?.get("modelrollout.dev/version").cloned());
+    let stable_svc = format!("{rollout}-stable");
+    let canary_svc = format!("{rollout}-canary");
+    let mut out = Route {
+        stable_version: version(services.get_opt(&stable_svc).await.ok()?),
+        canary_version: version(services.get_opt(&canary_svc).await.ok()?),
+        ..Default::default()
+    };
+    for rule in r.data["spec"]["rules"].as_array()? {
+        for b in rule["backendRefs"].as_array().into_iter().flatten() {
+            if b["name"] == canary_svc.as_str() {
+                out.weight = b["weight"].as_u64().unwrap_or(0) as u32;
+            }
+        }
+        for f in rule["filters"].as_array().into_iter().flatten() {
+            if f["type"] == "RequestMirror" && f["requestMirror"]["backendRef"]["name"] == canary_svc.as_str() {
+                out.mirror = f["requestMirror"]["percent"].as_u64().unwrap_or(100) as u32;
+            }
+        }
+    }
+    Some(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn generate_load(
+    client: Client,
+    ns: String,
+    rollout: String,
+    route_name: String,
+    rps: u32,
+    sidecars: Arc<Mutex<HashMap<String, SidecarProc>>>,
+    traffic: Arc<Traffic>,
+    stop: Arc<AtomicBool>,
+) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let rows = golden_rows();
+    let route = Arc::new(Mutex::new(Route::default()));
+    // Re-read the route twice a second, as a gateway would watch it.
+    {
+        let (client, ns, rollout, route_name, route, stop) =
+            (client.clone(), ns.clone(), rollout.clone(), route_name.clone(), route.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(r) = read_route(&client, &ns, &rollout, &route_name).await {
+                    *route.lock().unwrap() = r;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rps as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::SeqCst) {
+        tick.tick().await;
+        n += 1;
+        let r = route.lock().unwrap().clone();
+        let Some(stable_v) = r.stable_version.clone() else { continue };
+        let (stable_base, canary_base) = {
+            let s = sidecars.lock().unwrap();
+            (
+                s.get(&stable_v).map(|p| p.base.clone()),
+                r.canary_version.as_ref().and_then(|v| s.get(v)).map(|p| p.base.clone()),
+            )
+        };
+        let Some(stable_base) = stable_base else { continue };
+        // Deterministic spread: request n goes to the canary when its slot falls under the weight.
+        let to_canary = r.weight > 0 && (n * 7919 % 100) < r.weight as u64 && canary_base.is_some();
+        let mirror = r.mirror > 0 && (n * 104_729 % 100) < r.mirror as u64 && canary_base.is_some();
+        let row = rows[(n as usize) % rows.len()].clone();
+        let (base, is_canary) = if to_canary { (canary_base.clone().unwrap(), true) } else { (stable_base, false) };
+        let (http2, traffic2) = (http.clone(), traffic.clone());
+        let id = format!("{ns}-{n}");
+        let row2 = row.clone();
+        tokio::spawn(async move {
+            let ok = match predict_and_label(&http2, &base, &id, &row2).await {
+                Ok(()) => true,
+                Err(e) => {
+                    traffic2.error(format!("{} {id}: {e}", if is_canary { "canary" } else { "stable" }));
+                    false
+                }
+            };
+            let counter = match (is_canary, ok) {
+                (false, true) => &traffic2.stable_ok,
+                (false, false) => &traffic2.stable_errors,
+                (true, true) => &traffic2.canary_ok,
+                (true, false) => &traffic2.canary_errors,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        if mirror {
+            let (http2, traffic2, base) = (http.clone(), traffic.clone(), canary_base.unwrap());
+            let id = format!("{ns}-m{n}");
+            tokio::spawn(async move {
+                // The mirror's answer is discarded, as a gateway does; its labels still arrive.
+                let _ = predict_and_label(&http2, &base, &id, &row).await;
+                traffic2.mirrored.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    }
+}
+
+async fn predict_and_label(http: &reqwest::Client, base: &str, id: &str, row: &GoldenRow) -> Result<(), String> {
+    let resp = http
+        .post(format!("{base}/v1/models/fraud:predict"))
+        .header("x-request-id", id)
+        .json(&json!({"instances": [row.features]}))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let _ = http
+        .post(format!("{base}/v1/feedback"))
+        .json(&json!({"labels": [{"id": id, "label": row.label}]}))
+        .send()
+        .await;
+    Ok(())
+}
