@@ -53,6 +53,11 @@ teardown() {
   trap - EXIT INT TERM
   # A reader of our output (a pipe into tee) may be gone after Ctrl-C: never die mid-teardown.
   trap '' PIPE INT
+  # Tests may restart a component (Prometheus) and record its new PID in $DIR/<name>.pid.
+  for f in "$DIR"/*.pid; do
+    [[ -f $f ]] || continue
+    p=$(cat "$f"); [[ $p =~ ^[0-9]+$ ]] && [[ " ${PIDS[*]} " != *" $p "* ]] && [[ $p != $$ ]] && PIDS+=("$p")
+  done
   if ((${#PIDS[@]})); then
     log "tearing down (pids ${PIDS[*]})"
     # Reverse order: kwok, scheduler, controller-manager, apiserver, etcd, prometheus.

@@ -1,168 +1,16 @@
 //! Rollouts end to end: the controller binary (as the chart's service account), real sidecars
 //! serving the committed ONNX models, real Prometheus, traffic from the harness.
 
-use std::time::{Duration, Instant};
+#[path = "scenario/mod.rs"]
+mod scenario;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::DynamicObject;
-use kube::{Api, Client};
-use modelrollout::api::{ModelRollout, Outcome, Phase};
-use modelrollout_e2e::harness::{ControllerProc, Harness, service_account_kubeconfig};
+use std::time::Duration;
+
+use modelrollout::api::{Outcome, Phase};
+use modelrollout_e2e::harness::{ControllerProc, service_account_kubeconfig};
 use modelrollout_e2e::*;
+use scenario::*;
 use serde_json::{Value, json};
-
-fn sha(file: &str) -> String {
-    let sums = std::fs::read_to_string(root().join("models/SHA256SUMS")).unwrap();
-    sums.lines().find(|l| l.ends_with(&format!("  {file}"))).unwrap()[..64].to_string()
-}
-
-fn contract(extra: Option<&str>) -> Value {
-    let mut inputs = vec![
-        json!({"name": "amount", "type": "float", "min": 0, "max": 20000}),
-        json!({"name": "hour", "type": "int", "min": 0, "max": 23}),
-        json!({"name": "merchant_risk", "type": "float", "min": 0, "max": 1}),
-        json!({"name": "distance_km", "type": "float", "min": 0, "max": 20000}),
-        json!({"name": "card_age_days", "type": "int", "min": 0, "max": 20000}),
-        json!({"name": "foreign", "type": "int", "min": 0, "max": 1}),
-    ];
-    if let Some(name) = extra {
-        inputs.push(json!({"name": name, "type": "float"}));
-    }
-    json!({"inputs": inputs, "output": {"threshold": 0.5}})
-}
-
-/// The ModelRollout as a GitOps repository would hold it.
-fn manifest(version: &str, file: &str, stages: Value, gates: Value) -> Value {
-    json!({
-        "apiVersion": "modelrollout.dev/v1alpha1",
-        "kind": "ModelRollout",
-        "metadata": {"name": "fraud"},
-        "spec": {
-            "model": {
-                "name": "fraud", "version": version,
-                "artifact": {"uri": root().join("models").join(file).canonicalize().unwrap().display().to_string(), "sha256": sha(file)},
-                "contract": contract(None)
-            },
-            "workload": {"replicas": 2, "progressDeadline": "60s"},
-            "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}},
-            "stages": stages,
-            "analysis": {"interval": "3s", "failureLimit": 2, "inconclusiveLimit": 6, "gates": gates},
-            "rollback": {"scaleDownDelay": "2s", "previousStableScaleDownDelay": "3s"}
-        }
-    })
-}
-
-fn default_gates() -> Value {
-    json!({
-        "errorRate": {"max": 0.01, "minSamples": 20},
-        // The suite shares two cores with the control plane: the limit guards against a broken
-        // candidate, not this machine's noise.
-        "latencyP95": {"max": 1000, "minSamples": 20},
-        "falsePositiveRate": {"maxAboveStable": 0.08, "minSamples": 15},
-        "captureRate": {"maxBelowStable": 0.15, "minSamples": 8}
-    })
-}
-
-fn four_stages(secs: u32) -> Value {
-    let d = format!("{secs}s");
-    json!([
-        {"name": "shadow", "weight": 0, "mirrorPercent": 100, "minDuration": d},
-        {"name": "canary-5", "weight": 5, "minDuration": d},
-        {"name": "canary-25", "weight": 25, "minDuration": d},
-        {"name": "full", "weight": 100, "minDuration": d}
-    ])
-}
-
-/// `kubectl apply --server-side` as a GitOps tool does, with its own field manager.
-fn gitops_apply(ns: &str, obj: &Value) {
-    kubectl_ok(&["apply", "--server-side", "--field-manager", "gitops", "-n", ns, "-f", "-"], Some(&obj.to_string()));
-}
-
-struct Env {
-    ns: TestNamespace,
-    client: Client,
-    controller: ControllerProc,
-    harness: Harness,
-    kubeconfig: std::path::PathBuf,
-}
-
-/// A namespace with a user-owned HTTPRoute, the controller and the harness, and v1 as stable.
-async fn setup(prefix: &str, rps: u32) -> Env {
-    let ns = TestNamespace::new(prefix).await;
-    let route = json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "fraud", "namespace": ns.name},
-        "spec": {"parentRefs": [{"name": "public"}],
-                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                            "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]}]}
-    });
-    kubectl_ok(&["apply", "--server-side", "--field-manager", "platform-team", "-f", "-"], Some(&route.to_string()));
-    let kubeconfig = service_account_kubeconfig(&ns.name);
-    let controller = ControllerProc::start(&ns.name, &kubeconfig, &["--leader-election=false"]);
-    let client = client().await;
-    let harness = Harness::start(client.clone(), &ns.name, "fraud", "fraud", rps);
-    gitops_apply(&ns.name, &manifest("v1", "fraud-v1.onnx", four_stages(5), default_gates()));
-    let env = Env { ns, client, controller, harness, kubeconfig };
-    wait_phase(&env, Duration::from_secs(60), |s| s.phase == Some(Phase::Idle)).await;
-    wait_for("the stable sidecar", Duration::from_secs(30), || async {
-        env.harness.running_versions().contains(&"v1".to_string()).then_some(())
-    })
-    .await;
-    env
-}
-
-async fn get(env: &Env) -> ModelRollout {
-    Api::<ModelRollout>::namespaced(env.client.clone(), &env.ns.name).get("fraud").await.unwrap()
-}
-
-async fn wait_phase(
-    env: &Env,
-    timeout: Duration,
-    mut ok: impl FnMut(&modelrollout::api::ModelRolloutStatus) -> bool,
-) -> ModelRollout {
-    let start = Instant::now();
-    loop {
-        let mr = get(env).await;
-        if let Some(s) = &mr.status
-            && ok(s)
-        {
-            return mr;
-        }
-        if start.elapsed() > timeout {
-            panic!(
-                "timed out; status: {}\ncontroller log tail:\n{}",
-                serde_json::to_string_pretty(&mr.status).unwrap(),
-                env.controller
-                    .logs()
-                    .lines()
-                    .rev()
-                    .take(8)
-                    .map(|l| l.chars().take(400).collect::<String>())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The route's first rule, with backendRefs reduced to name/port/weight (the CRD defaults group/kind).
-async fn route_rule(env: &Env) -> Value {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(env.client.clone(), &env.ns.name, &modelrollout::routers::http_route_resource());
-    let mut rule = api.get("fraud").await.unwrap().data["spec"]["rules"][0].clone();
-    if let Some(refs) = rule["backendRefs"].as_array_mut() {
-        for r in refs {
-            *r = json!({"name": r["name"], "port": r["port"], "weight": r["weight"]});
-        }
-    }
-    rule
-}
-
-async fn replicas(env: &Env, name: &str) -> Option<i32> {
-    let api: Api<Deployment> = Api::namespaced(env.client.clone(), &env.ns.name);
-    api.get_opt(name).await.unwrap().and_then(|d| d.spec?.replicas)
-}
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
@@ -350,4 +198,33 @@ async fn h_the_controller_runs_with_exactly_the_chart_role() {
         assert!(!can(verb, resource), "the role must not allow {verb} {resource}");
     }
     ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn i_two_controllers_one_leader_and_the_other_takes_over_when_it_dies() {
+    let lease = ["--leader-election=true", "--lease-seconds", "4"];
+    let mut env = setup_with("leader", 150, &lease).await;
+    let mut second = ControllerProc::start(&env.ns.name, &env.kubeconfig, &lease);
+    gitops_apply(&env.ns.name, &manifest("v2", "fraud-v2.onnx", four_stages(8), default_gates()));
+    wait_phase(&env, Duration::from_secs(90), |s| s.stage_index == Some(1)).await;
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.client.clone(), &env.ns.name);
+    let holder =
+        |l: k8s_openapi::api::coordination::v1::Lease| l.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    let first_holder = holder(leases.get("modelrollout-controller").await.unwrap());
+    // Only the leader acts: the other has not published a leader gauge of 1.
+    let leader_gauge = |port: u16| async move {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()?;
+        text.lines().find(|l| l.starts_with("modelrollout_leader ")).map(|l| l.ends_with(" 1"))
+    };
+    let (a, b) = (leader_gauge(env.controller.metrics_port).await, leader_gauge(second.metrics_port).await);
+    assert_eq!((a, b), (Some(true), Some(false)), "exactly one leader (the first started)");
+    env.controller.kill();
+    let mr = wait_phase(&env, Duration::from_secs(120), |s| s.phase == Some(Phase::Promoted)).await;
+    assert_eq!(mr.status.unwrap().stable_version.as_deref(), Some("v2"));
+    assert_ne!(holder(leases.get("modelrollout-controller").await.unwrap()), first_holder, "the lease changed hands");
+    assert_eq!(leader_gauge(second.metrics_port).await, Some(true));
+    second.kill();
+    env.harness.shutdown().await;
 }

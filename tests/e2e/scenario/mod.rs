@@ -1,0 +1,170 @@
+//! Shared scenario helpers for the rollout end-to-end tests.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::DynamicObject;
+use kube::{Api, Client};
+use modelrollout::api::{ModelRollout, Phase};
+use modelrollout_e2e::harness::{ControllerProc, Harness, service_account_kubeconfig};
+use modelrollout_e2e::*;
+use serde_json::{Value, json};
+
+pub fn sha(file: &str) -> String {
+    let sums = std::fs::read_to_string(root().join("models/SHA256SUMS")).unwrap();
+    sums.lines().find(|l| l.ends_with(&format!("  {file}"))).unwrap()[..64].to_string()
+}
+
+pub fn contract(extra: Option<&str>) -> Value {
+    let mut inputs = vec![
+        json!({"name": "amount", "type": "float", "min": 0, "max": 20000}),
+        json!({"name": "hour", "type": "int", "min": 0, "max": 23}),
+        json!({"name": "merchant_risk", "type": "float", "min": 0, "max": 1}),
+        json!({"name": "distance_km", "type": "float", "min": 0, "max": 20000}),
+        json!({"name": "card_age_days", "type": "int", "min": 0, "max": 20000}),
+        json!({"name": "foreign", "type": "int", "min": 0, "max": 1}),
+    ];
+    if let Some(name) = extra {
+        inputs.push(json!({"name": name, "type": "float"}));
+    }
+    json!({"inputs": inputs, "output": {"threshold": 0.5}})
+}
+
+/// The ModelRollout as a GitOps repository would hold it.
+pub fn manifest(version: &str, file: &str, stages: Value, gates: Value) -> Value {
+    json!({
+        "apiVersion": "modelrollout.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": "fraud"},
+        "spec": {
+            "model": {
+                "name": "fraud", "version": version,
+                "artifact": {"uri": root().join("models").join(file).canonicalize().unwrap().display().to_string(), "sha256": sha(file)},
+                "contract": contract(None)
+            },
+            "workload": {"replicas": 2, "progressDeadline": "60s"},
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}},
+            "stages": stages,
+            "analysis": {"interval": "3s", "failureLimit": 2, "inconclusiveLimit": 6, "gates": gates},
+            "rollback": {"scaleDownDelay": "2s", "previousStableScaleDownDelay": "3s"}
+        }
+    })
+}
+
+pub fn default_gates() -> Value {
+    json!({
+        "errorRate": {"max": 0.01, "minSamples": 20},
+        // The suite shares two cores with the control plane: the limit guards against a broken
+        // candidate, not this machine's noise.
+        "latencyP95": {"max": 1000, "minSamples": 20},
+        "falsePositiveRate": {"maxAboveStable": 0.08, "minSamples": 15},
+        "captureRate": {"maxBelowStable": 0.15, "minSamples": 8}
+    })
+}
+
+pub fn four_stages(secs: u32) -> Value {
+    let d = format!("{secs}s");
+    json!([
+        {"name": "shadow", "weight": 0, "mirrorPercent": 100, "minDuration": d},
+        {"name": "canary-5", "weight": 5, "minDuration": d},
+        {"name": "canary-25", "weight": 25, "minDuration": d},
+        {"name": "full", "weight": 100, "minDuration": d}
+    ])
+}
+
+/// `kubectl apply --server-side` as a GitOps tool does, with its own field manager.
+pub fn gitops_apply(ns: &str, obj: &Value) {
+    kubectl_ok(&["apply", "--server-side", "--field-manager", "gitops", "-n", ns, "-f", "-"], Some(&obj.to_string()));
+}
+
+pub struct Env {
+    pub ns: TestNamespace,
+    pub client: Client,
+    pub controller: ControllerProc,
+    pub harness: Harness,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+/// A namespace with a user-owned HTTPRoute, the controller and the harness, and v1 as stable.
+pub async fn setup(prefix: &str, rps: u32) -> Env {
+    setup_with(prefix, rps, &["--leader-election=false"]).await
+}
+
+/// `setup` with the controller's extra flags.
+pub async fn setup_with(prefix: &str, rps: u32, controller_args: &[&str]) -> Env {
+    let ns = TestNamespace::new(prefix).await;
+    let route = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "fraud", "namespace": ns.name},
+        "spec": {"parentRefs": [{"name": "public"}],
+                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                            "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]}]}
+    });
+    kubectl_ok(&["apply", "--server-side", "--field-manager", "platform-team", "-f", "-"], Some(&route.to_string()));
+    let kubeconfig = service_account_kubeconfig(&ns.name);
+    let controller = ControllerProc::start(&ns.name, &kubeconfig, controller_args);
+    let client = client().await;
+    let harness = Harness::start(client.clone(), &ns.name, "fraud", "fraud", rps);
+    gitops_apply(&ns.name, &manifest("v1", "fraud-v1.onnx", four_stages(5), default_gates()));
+    let env = Env { ns, client, controller, harness, kubeconfig };
+    wait_phase(&env, Duration::from_secs(60), |s| s.phase == Some(Phase::Idle)).await;
+    wait_for("the stable sidecar", Duration::from_secs(30), || async {
+        env.harness.running_versions().contains(&"v1".to_string()).then_some(())
+    })
+    .await;
+    env
+}
+
+pub async fn get(env: &Env) -> ModelRollout {
+    Api::<ModelRollout>::namespaced(env.client.clone(), &env.ns.name).get("fraud").await.unwrap()
+}
+
+pub async fn wait_phase(
+    env: &Env,
+    timeout: Duration,
+    mut ok: impl FnMut(&modelrollout::api::ModelRolloutStatus) -> bool,
+) -> ModelRollout {
+    let start = Instant::now();
+    loop {
+        let mr = get(env).await;
+        if let Some(s) = &mr.status
+            && ok(s)
+        {
+            return mr;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out; status: {}\ncontroller log tail:\n{}",
+                serde_json::to_string_pretty(&mr.status).unwrap(),
+                env.controller
+                    .logs()
+                    .lines()
+                    .rev()
+                    .take(8)
+                    .map(|l| l.chars().take(400).collect::<String>())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The route's first rule, with backendRefs reduced to name/port/weight (the CRD defaults group/kind).
+pub async fn route_rule(env: &Env) -> Value {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &env.ns.name, &modelrollout::routers::http_route_resource());
+    let mut rule = api.get("fraud").await.unwrap().data["spec"]["rules"][0].clone();
+    if let Some(refs) = rule["backendRefs"].as_array_mut() {
+        for r in refs {
+            *r = json!({"name": r["name"], "port": r["port"], "weight": r["weight"]});
+        }
+    }
+    rule
+}
+
+pub async fn replicas(env: &Env, name: &str) -> Option<i32> {
+    let api: Api<Deployment> = Api::namespaced(env.client.clone(), &env.ns.name);
+    api.get_opt(name).await.unwrap().and_then(|d| d.spec?.replicas)
+}
