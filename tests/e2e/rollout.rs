@@ -16,7 +16,12 @@ use serde_json::{Value, json};
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn a_good_candidate_goes_through_every_stage_and_becomes_stable() {
     let env = setup("good", 150).await;
-    gitops_apply(&env.ns.name, &manifest("v2", "fraud-v2.onnx", four_stages(5), default_gates()));
+    // A webhook that refuses the first two deliveries: they are retried, and never hold the rollout.
+    let hook = Webhook::start(2).await;
+    let mut m = manifest("v2", "fraud-v2.onnx", four_stages(5), default_gates());
+    m["spec"]["notifications"] =
+        json!({"webhooks": [{"url": hook.url, "events": ["StageChanged", "Promoted", "RolledBack"]}]});
+    gitops_apply(&env.ns.name, &m);
     let mut seen = Vec::new();
     let mr = wait_phase(&env, Duration::from_secs(180), |s| {
         if let Some(name) = &s.stage_name
@@ -46,6 +51,42 @@ async fn a_good_candidate_goes_through_every_stage_and_becomes_stable() {
     );
     assert!(env.harness.traffic.mirrored.load(std::sync::atomic::Ordering::Relaxed) > 0, "shadow traffic was mirrored");
     assert_eq!(env.harness.traffic.stable_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Every stage change and the promotion reached the webhook (after its refusals), Slack-style.
+    let events = wait_for("webhook deliveries", Duration::from_secs(30), || async {
+        let e = hook.events();
+        (e.iter().filter(|e| *e == "StageChanged").count() >= 4 && e.iter().any(|e| e == "Promoted")).then_some(e)
+    })
+    .await;
+    assert!(!events.iter().any(|e| e == "RolledBack"), "{events:?}");
+    let first = hook.received.lock().unwrap()[0].clone();
+    assert!(first["text"].as_str().unwrap().contains(&env.ns.name), "{first}");
+    // The Kubernetes Events say the same.
+    let events = kubectl_ok(&["get", "events", "-n", &env.ns.name, "-o", "json"], None);
+    assert!(events.contains("StageAdvanced") && events.contains("Promoted"), "events missing");
+    env.harness.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn j_deleting_a_rollout_mid_stage_restores_all_traffic_to_stable_first() {
+    let env = setup("delete", 100).await;
+    let mut stages = four_stages(60);
+    stages[0] = json!({"name": "canary-5", "weight": 5, "minDuration": "60s"});
+    stages[1] = json!({"name": "canary-10", "weight": 10, "minDuration": "60s"});
+    gitops_apply(&env.ns.name, &manifest("v2", "fraud-v2.onnx", stages, default_gates()));
+    wait_phase(&env, Duration::from_secs(60), |s| s.canary_weight == 5).await;
+    wait_for("the canary in the route", Duration::from_secs(20), || async {
+        (route_rule(&env).await["backendRefs"].as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
+    kubectl_ok(&["delete", "modelrollout", "fraud", "-n", &env.ns.name, "--wait=true", "--timeout=60s"], None);
+    let rule = route_rule(&env).await;
+    assert_eq!(
+        rule["backendRefs"],
+        json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]),
+        "restored before deletion"
+    );
+    assert_eq!(rule["matches"][0]["path"]["value"], "/", "the user's route itself stays");
     env.harness.shutdown().await;
 }
 

@@ -168,3 +168,79 @@ pub async fn replicas(env: &Env, name: &str) -> Option<i32> {
     let api: Api<Deployment> = Api::namespaced(env.client.clone(), &env.ns.name);
     api.get_opt(name).await.unwrap().and_then(|d| d.spec?.replicas)
 }
+
+/// A webhook receiver on 127.0.0.1: answers 500 to the first `fail_first` requests (to exercise
+/// retries), then 200, and keeps every JSON body it accepted.
+pub struct Webhook {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Webhook {
+    pub async fn start(fail_first: usize) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let store = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let (store, seen) = (store.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    // Read headers and the body announced by Content-Length.
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf);
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                let body = &buf[end + 4..end + 4 + len];
+                                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                let status = if n < fail_first { "500 Internal Server Error" } else { "200 OK" };
+                                if n >= fail_first
+                                    && let Ok(v) = serde_json::from_slice::<Value>(body)
+                                {
+                                    store.lock().unwrap().push(v);
+                                }
+                                let _ = sock
+                                    .write_all(
+                                        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                            .as_bytes(),
+                                    )
+                                    .await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, received, task }
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.received.lock().unwrap().iter().filter_map(|v| v["event"].as_str().map(str::to_string)).collect()
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
