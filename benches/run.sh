@@ -28,7 +28,7 @@ if [[ ! -f $PYENV/.complete ]]; then
 fi
 # Load generator.
 OHA="$MODELROLLOUT_CACHE/tools/bin/oha"
-[[ -x $OHA ]] || cargo install --locked --root "$MODELROLLOUT_CACHE/tools" oha@1.14.0
+[[ -x $OHA ]] || cargo install --locked --root "$MODELROLLOUT_CACHE/tools" oha@1.16.0
 cargo build --release --locked -p inference-sidecar --bin inference-sidecar --examples
 BIN="$CARGO_TARGET_DIR/release"
 
@@ -70,7 +70,7 @@ trap stop EXIT
 # run KIND PORT LABEL ARGS...: one oha run, its JSON plus the server's RSS after it.
 run() {
   local kind=$1 port=$2 label=$3; shift 3
-  "$OHA" -z "${SECS}s" --no-tui --output-format json -m POST -H 'content-type: application/json' -d "$BODY" "$@" \
+  "$OHA" -z "${SECS}s" -w --no-tui --output-format json -m POST -H 'content-type: application/json' -d "$BODY" "$@" \
     "http://127.0.0.1:$port/v1/models/fraud:predict" >"$OUT/$kind-$label.json"
   local rss; rss=$(ps -o rss= -p "$PID" | tr -d ' ')
   python3 - "$OUT/$kind-$label.json" "$kind" "$label" "$rss" >>"$OUT/results.jsonl" <<'PY'
