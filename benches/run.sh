@@ -34,16 +34,7 @@ BIN="$CARGO_TARGET_DIR/release"
 
 MODEL="$ROOT/models/fraud-v2.onnx"
 SHA=$(grep " fraud-v2.onnx" models/SHA256SUMS | cut -c1-64)
-CONTRACT="$OUT/fraud-contract.yaml"
-cat >"$CONTRACT" <<'YAML'
-inputs:
-  - {name: amount, type: float, min: 0, max: 20000}
-  - {name: hour, type: int, min: 0, max: 23}
-  - {name: merchant_risk, type: float, min: 0, max: 1}
-  - {name: distance_km, type: float, min: 0, max: 20000}
-  - {name: card_age_days, type: int, min: 0, max: 20000}
-  - {name: foreign, type: int, min: 0, max: 1}
-YAML
+CONTRACT="$ROOT/models/fraud.contract.yaml"
 BODY='{"instances":[{"amount":120.5,"hour":3,"merchant_risk":0.8,"distance_km":300,"card_age_days":20,"foreign":1}]}'
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

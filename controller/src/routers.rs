@@ -170,17 +170,25 @@ async fn gateway_api(client: &Client, mr: &ModelRollout, g: &GatewayApiRouting, 
     if new_rule == rules[idx] {
         return Ok(());
     }
+    replace_guarded(&api, &g.http_route, route.resource_version(), &format!("/spec/rules/{idx}"), new_rule).await
+}
+
+/// Replaces one list item of a user-owned object, only if nobody changed the object since we read
+/// it (a JSON patch `test` on the resourceVersion): everything else in the object stays theirs.
+async fn replace_guarded(
+    api: &Api<DynamicObject>,
+    name: &str,
+    resource_version: Option<String>,
+    path: &str,
+    value: Value,
+) -> Result<(), Error> {
     let patch = json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": route.resource_version()},
-        {"op": "replace", "path": format!("/spec/rules/{idx}"), "value": new_rule}
+        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+        {"op": "replace", "path": path, "value": value}
     ]);
     let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
-    api.patch(
-        &g.http_route,
-        &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() },
-        &Patch::Json::<()>(patch),
-    )
-    .await?;
+    let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    api.patch(name, &params, &Patch::Json::<()>(patch)).await?;
     Ok(())
 }
 
@@ -266,18 +274,7 @@ async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Spl
     if new_route == routes[idx] {
         return Ok(());
     }
-    let patch = json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": vs.resource_version()},
-        {"op": "replace", "path": format!("/spec/http/{idx}"), "value": new_route}
-    ]);
-    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
-    api.patch(
-        &i.virtual_service,
-        &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() },
-        &Patch::Json::<()>(patch),
-    )
-    .await?;
-    Ok(())
+    replace_guarded(&api, &i.virtual_service, vs.resource_version(), &format!("/spec/http/{idx}"), new_route).await
 }
 
 #[cfg(test)]

@@ -29,16 +29,7 @@ pub fn require_ort() {
     );
 }
 
-pub const FRAUD_CONTRACT: &str = r#"
-inputs:
-  - {name: amount, type: float, min: 0, max: 20000}
-  - {name: hour, type: int, min: 0, max: 23}
-  - {name: merchant_risk, type: float, min: 0, max: 1}
-  - {name: distance_km, type: float, min: 0, max: 20000}
-  - {name: card_age_days, type: int, min: 0, max: 20000}
-  - {name: foreign, type: int, min: 0, max: 1}
-output: {threshold: 0.5}
-"#;
+pub const FRAUD_CONTRACT: &str = include_str!("../../models/fraud.contract.yaml");
 
 pub const TOXICITY_CONTRACT: &str = "inputs: [{name: text, type: string, maxLength: 200}]\n";
 

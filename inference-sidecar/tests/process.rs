@@ -77,6 +77,7 @@ fn a_digest_mismatch_is_never_served_and_names_both_digests() {
 fn a_model_that_disagrees_with_its_contract_fails_at_start() {
     // Five features in the contract, six inputs in the graph.
     let five = FRAUD_CONTRACT.replace("  - {name: foreign, type: int, min: 0, max: 1}\n", "");
+    assert_ne!(five, FRAUD_CONTRACT, "the contract lost its sixth feature");
     let c = contract_file(&five);
     let mut child = spawn("fraud", "fraud-v2.onnx", &sha("fraud-v2.onnx"), &c.0, free_port(), &[]);
     let (code, stderr) = wait_exit(&mut child, Duration::from_secs(20));
