@@ -96,8 +96,13 @@ fn prometheus(ctx: &Context, mr: &ModelRollout) -> Option<prometheus_http_query:
     prometheus_http_query::Client::from(ctx.http.clone(), &url).ok()
 }
 
-async fn apply(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
-    let ns = mr.namespace().unwrap_or_default();
+async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = cached.namespace().unwrap_or_default();
+    // Decide on the latest object, never on a watch cache that has not yet seen our last status
+    // write: a stale status would repeat or undo a transition.
+    let api: Api<ModelRollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(fresh) = api.get_opt(&cached.name_any()).await? else { return Ok(Requeue::await_change()) };
+    let mr = &fresh;
     let status = mr.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
@@ -146,8 +151,10 @@ async fn apply(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     // Act, then record: a crash in between repeats idempotent actions, never loses progress.
     execute(mr, ctx, new, &decision.actions).await?;
     if core::status_changed(&status, new) {
-        let api: Api<ModelRollout> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout", "status": new});
+        // Conditional on the version we decided from: if anything changed meanwhile, the write fails
+        // with a conflict and the next reconcile decides again.
+        let patch = json!({"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
+                           "metadata": {"resourceVersion": mr.resource_version()}, "status": new});
         api.patch_status(&mr.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
     record_metrics(ctx, mr, &status, new);
@@ -164,7 +171,6 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
     let ratio = mr.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
     let (stable_replicas, candidate_replicas) =
         workloads::replicas(mr.spec.workload.replicas, st.canary_weight, ratio, active);
-    let stable_version = st.stable.as_ref().map(|s| s.version.clone()).unwrap_or_default();
     for action in actions {
         match action {
             Action::EnsureWorkload { role, model } => {
@@ -176,16 +182,11 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
                     ),
                 };
                 let name = workloads::deployment_name(mr, &model.version);
-                // The role a pod reports is fixed at start: keep the existing Deployment's role so a
-                // stage change never restarts the candidate's pods.
+                // The role a pod reports is fixed when its Deployment is created: neither a stage
+                // change nor the promotion itself restarts the pods that serve.
                 let role_label = match deployments.get_opt(&name).await? {
                     Some(d) => d.labels().get(workloads::LABEL_ROLE).cloned().unwrap_or_else(|| role_label.to_string()),
                     None => role_label.to_string(),
-                };
-                let role_label = if *role == Role::Stable && model.version == stable_version && !active {
-                    "stable".to_string()
-                } else {
-                    role_label
                 };
                 let d = workloads::deployment(mr, model, &role_label, replicas);
                 deployments.patch(&name, &ssa, &Patch::Apply(&d)).await?;

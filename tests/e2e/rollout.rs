@@ -50,7 +50,8 @@ async fn a_good_candidate_goes_through_every_stage_and_becomes_stable() {
         "the candidate served live traffic"
     );
     assert!(env.harness.traffic.mirrored.load(std::sync::atomic::Ordering::Relaxed) > 0, "shadow traffic was mirrored");
-    assert_eq!(env.harness.traffic.stable_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let t = &env.harness.traffic;
+    assert_eq!(t.stable_errors.load(std::sync::atomic::Ordering::Relaxed), 0, "{:?}", t.error_samples.lock().unwrap());
     // Every stage change and the promotion reached the webhook (after its refusals), Slack-style.
     let events = wait_for("webhook deliveries", Duration::from_secs(30), || async {
         let e = hook.events();

@@ -119,6 +119,8 @@ struct SidecarProc {
     child: Child,
     base: String,
     target: PathBuf,
+    /// Like a pod's readiness: traffic goes to a sidecar only once its /readyz answers 200.
+    ready: Arc<AtomicBool>,
 }
 
 impl Drop for SidecarProc {
@@ -292,7 +294,23 @@ async fn manage_sidecars(
                     json!([{"targets": [format!("127.0.0.1:{port}")], "labels": labels}]).to_string(),
                 )
                 .unwrap();
-                running.insert(version, SidecarProc { child, base: format!("http://127.0.0.1:{port}"), target });
+                let base = format!("http://127.0.0.1:{port}");
+                let ready = Arc::new(AtomicBool::new(false));
+                let (probe_base, probe_ready) = (base.clone(), ready.clone());
+                tokio::spawn(async move {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    let http = reqwest::Client::new();
+                    for _ in 0..600 {
+                        if let Ok(r) = http.get(format!("{probe_base}/readyz")).send().await
+                            && r.status().is_success()
+                        {
+                            probe_ready.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                });
+                running.insert(version, SidecarProc { child, base, target, ready });
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
