@@ -392,9 +392,10 @@ async fn generate_load(
         let Some(stable_v) = r.stable_version.clone() else { continue };
         let (stable_base, canary_base) = {
             let s = sidecars.lock().unwrap();
+            let routable = |p: &&SidecarProc| p.ready.load(Ordering::SeqCst);
             (
-                s.get(&stable_v).map(|p| p.base.clone()),
-                r.canary_version.as_ref().and_then(|v| s.get(v)).map(|p| p.base.clone()),
+                s.get(&stable_v).filter(routable).map(|p| p.base.clone()),
+                r.canary_version.as_ref().and_then(|v| s.get(v)).filter(routable).map(|p| p.base.clone()),
             )
         };
         let Some(stable_base) = stable_base else { continue };
