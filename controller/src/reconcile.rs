@@ -149,7 +149,18 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     let new = &decision.status;
 
     // Act, then record: a crash in between repeats idempotent actions, never loses progress.
+    let rolling_back = status.phase.is_some_and(Phase::is_active)
+        && matches!(new.phase, Some(Phase::RolledBack | Phase::Failed | Phase::Idle));
+    let decided = (Instant::now(), std::time::SystemTime::now());
     execute(mr, ctx, new, &decision.actions).await?;
+    if rolling_back {
+        let took = decided.0.elapsed();
+        let unix = decided.1.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        ctx.metrics.rollback_restore.observe(took.as_secs_f64());
+        let rl = RolloutLabel { namespace: ns.clone(), name: mr.name_any() };
+        ctx.metrics.rollback_decided.get_or_create(&rl).set(unix);
+        tracing::info!(restore_ms = took.as_secs_f64() * 1e3, reason = ?new.reason, "rolled back: all traffic on stable");
+    }
     if core::status_changed(&status, new) {
         // Conditional on the version we decided from: if anything changed meanwhile, the write fails
         // with a conflict and the next reconcile decides again.

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub rollbacks: Family<RolloutLabel, Counter>,
     pub promotions: Family<RolloutLabel, Counter>,
     pub leader: Gauge,
+    /// From the decision to roll back (right after the failing analysis) to the route patched.
+    pub rollback_restore: Histogram,
+    /// When the last rollback was decided (unix seconds, µs precision), to measure end to end.
+    pub rollback_decided: Family<RolloutLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -70,6 +74,8 @@ impl Default for Metrics {
             rollbacks: Family::default(),
             promotions: Family::default(),
             leader: Gauge::default(),
+            rollback_restore: Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            rollback_decided: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("modelrollout");
         r.register("reconcile_duration_seconds", "Reconcile duration", m.reconcile_duration.clone());
@@ -81,6 +87,16 @@ impl Default for Metrics {
         r.register("rollbacks", "Rollbacks", m.rollbacks.clone());
         r.register("promotions", "Promotions", m.promotions.clone());
         r.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
+        r.register(
+            "rollback_traffic_restore_seconds",
+            "From the rollback decision to all traffic routed to stable",
+            m.rollback_restore.clone(),
+        );
+        r.register(
+            "rollback_decided_timestamp_seconds",
+            "Unix time of the last rollback decision",
+            m.rollback_decided.clone(),
+        );
         Self { registry, ..m }
     }
 }

@@ -100,10 +100,53 @@ async fn b_a_candidate_with_a_higher_false_positive_rate_is_rolled_back_at_5_per
         {"name": "canary-25", "weight": 25, "minDuration": "20s"},
         {"name": "full", "weight": 100, "minDuration": "20s"}
     ]);
+    // Watch the route as a gateway would, noting when the canary's weight goes back to 0.
+    let routes: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(env.client.clone(), &env.ns.name, &modelrollout::routers::http_route_resource());
+    let weight_zero_at = tokio::spawn(async move {
+        use futures::StreamExt;
+        let cfg = kube::runtime::watcher::Config::default().fields("metadata.name=fraud");
+        let mut stream = std::pin::pin!(kube::runtime::watcher(routes, cfg));
+        let mut canary_seen = false;
+        while let Some(Ok(ev)) = stream.next().await {
+            let o = match ev {
+                kube::runtime::watcher::Event::Apply(o) | kube::runtime::watcher::Event::InitApply(o) => o,
+                _ => continue,
+            };
+            let w = o.data["spec"]["rules"][0]["backendRefs"]
+                .as_array()
+                .and_then(|refs| refs.iter().find(|r| r["name"] == "fraud-canary"))
+                .and_then(|r| r["weight"].as_u64())
+                .unwrap_or(0);
+            if w > 0 {
+                canary_seen = true;
+            } else if canary_seen {
+                return std::time::SystemTime::now();
+            }
+        }
+        panic!("route watch ended");
+    });
     gitops_apply(&env.ns.name, &manifest("v2-bad", "fraud-v2-bad-fpr.onnx", stages, default_gates()));
     let mr =
         wait_phase(&env, Duration::from_secs(120), |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))
             .await;
+    // Rollback speed, for BENCHMARKS.md (printed, not asserted: benches/rollback.sh collects it).
+    let seen =
+        tokio::time::timeout(Duration::from_secs(10), weight_zero_at).await.expect("the route went back").unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.controller.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let decided: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("modelrollout_rollback_decided_timestamp_seconds{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("the controller exports the rollback decision time");
+    let seen = seen.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    println!("ROLLBACK_SPEED decision_to_route_weight_0_ms={:.1}", (seen - decided) * 1e3);
     let st = mr.status.unwrap();
     assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
     assert_eq!(st.stage_name.as_deref(), Some("canary-5"));
