@@ -106,7 +106,7 @@ PKI="$DIR/pki"; mkdir -p "$PKI"
   cd "$PKI"
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=modelrollout-test-ca" -keyout ca.key -out ca.crt
   openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc,IP:10.0.0.1\nextendedKeyUsage=serverAuth\n' > apiserver.ext
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc,IP:10.96.0.1\nextendedKeyUsage=serverAuth\n' > apiserver.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile apiserver.ext -out apiserver.crt
   openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=admin" -keyout admin.key -out admin.csr
   printf 'extendedKeyUsage=clientAuth\n' > client.ext
@@ -132,7 +132,7 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --secure-port "$API_PORT" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" --authorization-mode RBAC \
-  --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
+  --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
   --service-account-issuer "https://127.0.0.1:$API_PORT" \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key"
 KUBECONFIG="$DIR/kubeconfig"

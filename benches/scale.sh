@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Controller at scale: N ModelRollouts (default 1000) with their Deployments and Services on the
+# local control plane; the controller's RSS and reconcile latency idle, then with P of them
+# progressing (default 100).
+#
+#   bash benches/scale.sh [N] [P]
+set -Eeuo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+N=${1:-1000}
+P=${2:-100}
+export MODELROLLOUT_CACHE=${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$MODELROLLOUT_CACHE/target}
+cargo build --release --locked -p modelrollout-controller
+export SCALE_N=$N SCALE_P=$P CONTROLLER="$CARGO_TARGET_DIR/release/modelrollout-controller"
+bash tests/cluster/cluster.sh run -- python3 benches/scale.py
