@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -634,10 +634,4 @@ async fn feedback(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesReje
         m.feedback_unmatched.get_or_create(&metrics::ReasonLabel { reason: "expired" }).inc_by(expired);
     }
     Ok(Json(json!({"matched": matched, "unknown": unknown, "expired": expired})).into_response())
-}
-
-/// For tests and `run`: a response body as JSON.
-pub async fn body_json(resp: Response<Body>) -> Value {
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap_or_default();
-    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }

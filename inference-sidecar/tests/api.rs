@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::*;
-use inference_sidecar::server::{AppState, app, body_json};
+use inference_sidecar::server::{AppState, app};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -20,6 +20,11 @@ async fn fraud(extra: &[&str]) -> (Arc<AppState>, common::tempfile_lite::TempFil
 
 fn row() -> Value {
     json!({"amount": 120.5, "hour": 3, "merchant_risk": 0.8, "distance_km": 300, "card_age_days": 20, "foreign": 1})
+}
+
+async fn body_json(resp: axum::response::Response) -> Value {
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
 async fn call(

@@ -16,19 +16,14 @@ pub fn sha(file: &str) -> String {
     sums.lines().find(|l| l.ends_with(&format!("  {file}"))).unwrap()[..64].to_string()
 }
 
+/// The fraud models' data contract (models/fraud.contract.yaml), optionally needing one more input.
 pub fn contract(extra: Option<&str>) -> Value {
-    let mut inputs = vec![
-        json!({"name": "amount", "type": "float", "min": 0, "max": 20000}),
-        json!({"name": "hour", "type": "int", "min": 0, "max": 23}),
-        json!({"name": "merchant_risk", "type": "float", "min": 0, "max": 1}),
-        json!({"name": "distance_km", "type": "float", "min": 0, "max": 20000}),
-        json!({"name": "card_age_days", "type": "int", "min": 0, "max": 20000}),
-        json!({"name": "foreign", "type": "int", "min": 0, "max": 1}),
-    ];
+    let text = std::fs::read_to_string(root().join("models/fraud.contract.yaml")).unwrap();
+    let mut contract: Value = serde_yaml::from_str(&text).unwrap();
     if let Some(name) = extra {
-        inputs.push(json!({"name": name, "type": "float"}));
+        contract["inputs"].as_array_mut().unwrap().push(json!({"name": name, "type": "float"}));
     }
-    json!({"inputs": inputs, "output": {"threshold": 0.5}})
+    contract
 }
 
 /// The ModelRollout as a GitOps repository would hold it.
