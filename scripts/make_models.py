@@ -4,6 +4,7 @@ Outputs (committed, each well under 1 MB) in models/:
   fraud-v1.onnx          logistic regression, the stable fraud model
   fraud-v2.onnx          gradient boosting, a better candidate (higher recall, no more false positives)
   fraud-v2-bad-fpr.onnx  a candidate with a clearly higher false-positive rate at the same threshold
+  fraud-v2-slow.onnx     fraud-v2 plus real extra compute (~10 ms/row): a latency-regression candidate
   toxicity-v1.onnx       TF-IDF + logistic regression over a string input (real-time text classifier)
   ranker-v1.onnx         logistic regression scoring (user, item) pairs for the ranking example
   <model>.reference.json feature statistics (quantile bins) the sidecar computes drift (PSI) against
@@ -19,7 +20,9 @@ import os
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.ensemble import GradientBoostingClassifier
@@ -122,6 +125,42 @@ def reference_stats(x, features, bins=10):
     return {"features": stats}
 
 
+def slow_variant(onnx_bytes, width=1024, layers=64):
+    """The same classifier plus a branch that really computes (`layers` width x width MatMul + Tanh
+    on the input) and then adds exactly 0 to the probabilities: identical scores and decisions,
+    about 10 ms more per row on one core. The latency-regression candidate of the end-to-end tests.
+    The weights come from ConstantOfShape, so the file stays a few KB."""
+    m = onnx.load_from_string(onnx_bytes)
+    g = m.graph
+    for node in g.node:
+        for i, out in enumerate(node.output):
+            if out == "probabilities":
+                node.output[i] = "probabilities_fast"
+    g.initializer.extend([
+        numpy_helper.from_array(np.array([6, width], dtype=np.int64), "slow_in_shape"),
+        numpy_helper.from_array(np.array([width, width], dtype=np.int64), "slow_w_shape"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "slow_axes"),
+        numpy_helper.from_array(np.array([0.0], dtype=np.float32), "slow_zero"),
+    ])
+    fill = lambda v: helper.make_tensor("value", TensorProto.FLOAT, [1], [v])
+    nodes = [
+        helper.make_node("ConstantOfShape", ["slow_in_shape"], ["slow_w_in"], value=fill(1e-3)),
+        helper.make_node("ConstantOfShape", ["slow_w_shape"], ["slow_w"], value=fill(1.0 / width)),
+        helper.make_node("MatMul", ["input", "slow_w_in"], ["slow_h0"]),
+    ]
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"slow_h{i}", "slow_w"], [f"slow_m{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"slow_m{i}"], [f"slow_h{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"slow_h{layers}", "slow_axes"], ["slow_sum"], keepdims=1),
+        helper.make_node("Mul", ["slow_sum", "slow_zero"], ["slow_nothing"]),
+        helper.make_node("Add", ["probabilities_fast", "slow_nothing"], ["probabilities"]),
+    ]
+    g.node.extend(nodes)
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
 def write(name, data):
     path = os.path.join(OUT, name)
     mode = "wb" if isinstance(data, bytes) else "w"
@@ -187,6 +226,13 @@ def main():
         report[name] = rates(y_test, probs)
         write(f"{name}.golden.json", json.dumps({"threshold": THRESHOLD, "rows": golden_rows(x_test, y_test, probs, FRAUD_FEATURES)}, indent=1))
         write(f"{name}.reference.json", json.dumps(reference_stats(x_train, FRAUD_FEATURES), indent=1))
+
+    slow = write("fraud-v2-slow.onnx", slow_variant(open(os.path.join(OUT, "fraud-v2.onnx"), "rb").read()))
+    probs = onnx_probabilities(slow, x_test)
+    assert np.array_equal(probs, onnx_probabilities(os.path.join(OUT, "fraud-v2.onnx"), x_test)), "slow == v2"
+    report["fraud-v2-slow"] = rates(y_test, probs)
+    write("fraud-v2-slow.golden.json", json.dumps({"threshold": THRESHOLD, "rows": golden_rows(x_test, y_test, probs, FRAUD_FEATURES)}, indent=1))
+    write("fraud-v2-slow.reference.json", json.dumps(reference_stats(x_train, FRAUD_FEATURES), indent=1))
 
     xr, yr = ranker_data(rng, 20000)
     ranker = LogisticRegression(max_iter=2000).fit(xr, yr)

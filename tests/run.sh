@@ -15,8 +15,18 @@ phase() { printf '\n\033[1m== %s (%ds)\033[0m\n' "$*" $((SECONDS - START)); }
 phase "Python environment (model toolchain, ONNX Runtime library)"
 eval "$(bash scripts/python-env.sh)"
 
+phase "Debian tools the tests call (lua5.4 runs the Argo CD health check)"
+bash scripts/debian-packages.sh lua5.4
+
 phase "control-plane binaries"
-bash tests/cluster/build.sh >/dev/null
+eval "$(bash tests/cluster/build.sh | grep -E '^BIN=')"
+
+phase "Helm chart: lint and template (defaults and every option on)"
+"$BIN/helm" lint --strict charts/modelrollout
+"$BIN/helm" template modelrollout charts/modelrollout >/dev/null
+"$BIN/helm" template modelrollout charts/modelrollout --namespace modelrollout-system \
+  --set replicas=2,metrics.serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true \
+  --set argocdHealthCheck.enabled=true --set 'watchNamespaces={team-a,team-b}' >/dev/null
 
 phase "cargo build"
 cargo build --workspace --all-targets --locked

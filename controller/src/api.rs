@@ -281,6 +281,16 @@ pub enum RouterKind {
     ReplicaRatio,
 }
 
+impl RouterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouterKind::GatewayApi => "gatewayAPI",
+            RouterKind::Istio => "istio",
+            RouterKind::ReplicaRatio => "replicaRatio",
+        }
+    }
+}
+
 impl TrafficRouting {
     pub fn kind(&self) -> RouterKind {
         if self.gateway_api.is_some() {
@@ -820,6 +830,10 @@ pub struct GateResult {
     pub limit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<u64>,
+    /// The effective numeric limit: the tightest upper bound (or, for gates with only lower limits,
+    /// the tightest lower bound) after relative limits are resolved against stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<f64>,
     pub message: String,
 }
 

@@ -256,6 +256,7 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
         stable_value: None,
         limit: None,
         samples: None,
+        bound: None,
         message: String::new(),
     };
     let Some(obs) = obs else {
@@ -283,13 +284,16 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
 
     let mut limits = Vec::new();
     let mut failures = Vec::new();
+    let (mut upper, mut lower) = (None::<f64>, None::<f64>);
     if let Some(max) = def.max {
+        upper = Some(max);
         limits.push(format!("<= {max}"));
         if value > max + EPSILON {
             failures.push(format!("{value} > max {max}"));
         }
     }
     if let Some(min) = def.min {
+        lower = Some(min);
         limits.push(format!(">= {min}"));
         if value < min - EPSILON {
             failures.push(format!("{value} < min {min}"));
@@ -302,6 +306,7 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
                 result.stable_value = Some(*stable);
                 if let Some(above) = def.max_above_stable {
                     let bound = stable + above;
+                    upper = Some(upper.map_or(bound, |u| u.min(bound)));
                     limits.push(format!("<= {bound} (stable {stable} + {above})"));
                     if value > bound + EPSILON {
                         failures.push(format!("{value} > stable {stable} + {above}"));
@@ -309,6 +314,7 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
                 }
                 if let Some(below) = def.max_below_stable {
                     let bound = stable - below;
+                    lower = Some(lower.map_or(bound, |l| l.max(bound)));
                     limits.push(format!(">= {bound} (stable {stable} - {below})"));
                     if value < bound - EPSILON {
                         failures.push(format!("{value} < stable {stable} - {below}"));
@@ -324,6 +330,7 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
         }
     }
     result.limit = (!limits.is_empty()).then(|| limits.join(" and "));
+    result.bound = upper.or(lower);
     if !failures.is_empty() {
         result.verdict = Verdict::Fail;
         result.message = failures.join("; ");

@@ -7,6 +7,8 @@ use crate::api::ModelRollout;
 
 /// Where the generated CRD is committed, relative to the workspace root.
 pub const CRD_PATH: &str = "crds/modelrollout.dev_modelrollouts.yaml";
+/// The Helm chart's copy (Helm installs `crds/` before templates); kept identical by a test.
+pub const CHART_CRD_PATH: &str = "charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml";
 
 pub fn crd_yaml() -> String {
     let mut crd = serde_json::to_value(ModelRollout::crd()).expect("the CRD serializes");

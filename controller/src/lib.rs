@@ -3,6 +3,7 @@
 //! * [`api`]: the `ModelRollout` custom resource.
 //! * [`core`]: the pure decision core.
 //! * [`conditions`]: condition types and reasons.
+//! * [`plugin`]: the `kubectl modelrollout` plugin.
 //! * [`reconcile`]: the loop that observes, decides and acts; [`workloads`], [`routers`], [`gates`]
 //!   and [`notify`] are its adapters.
 
@@ -15,6 +16,7 @@ pub mod error;
 pub mod gates;
 pub mod leader;
 pub mod notify;
+pub mod plugin;
 pub mod reconcile;
 pub mod routers;
 pub mod telemetry;

@@ -270,7 +270,7 @@ fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, ne
     }
     if let Some(run) = &new.last_analysis {
         for g in &run.gates {
-            for (version, value) in [("candidate", g.value), ("stable", g.stable_value)] {
+            for (version, value) in [("candidate", g.value), ("stable", g.stable_value), ("limit", g.bound)] {
                 if let Some(v) = value {
                     let l =
                         GateLabel { namespace: namespace.clone(), name: name.clone(), gate: g.name.clone(), version };

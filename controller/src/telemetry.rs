@@ -38,6 +38,7 @@ pub struct GateLabel {
     pub namespace: String,
     pub name: String,
     pub gate: String,
+    /// candidate, stable, or limit (the gate's effective bound).
     pub version: &'static str,
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use modelrollout::api::{ModelRollout, ModelRolloutSpec};
-use modelrollout::crd::{CRD_PATH, crd_yaml};
+use modelrollout::crd::{CHART_CRD_PATH, CRD_PATH, crd_yaml};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -15,6 +15,16 @@ fn committed_crd_matches_the_types() {
     assert!(
         committed == crd_yaml(),
         "{CRD_PATH} is stale: run `cargo run -p modelrollout-controller --bin crdgen -- --write` and commit it"
+    );
+}
+
+#[test]
+fn the_chart_ships_the_same_crd() {
+    let chart = std::fs::read_to_string(root().join(CHART_CRD_PATH)).expect("the chart has the CRD");
+    let committed = std::fs::read_to_string(root().join(CRD_PATH)).unwrap();
+    assert!(
+        chart == committed,
+        "{CHART_CRD_PATH} differs from {CRD_PATH}: run `cargo run -p modelrollout-controller --bin crdgen -- --write`"
     );
 }
 

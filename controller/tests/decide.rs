@@ -522,6 +522,7 @@ fn overall_verdict_is_the_worst_gate() {
         stable_value: None,
         limit: None,
         samples: None,
+        bound: None,
         message: String::new(),
     };
     use Verdict::*;

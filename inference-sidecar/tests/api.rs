@@ -244,6 +244,7 @@ async fn committed_models_score_as_python_onnxruntime_does() {
     golden("fraud", "fraud-v1.onnx", FRAUD_CONTRACT).await;
     golden("fraud", "fraud-v2.onnx", FRAUD_CONTRACT).await;
     golden("fraud", "fraud-v2-bad-fpr.onnx", FRAUD_CONTRACT).await;
+    golden("fraud", "fraud-v2-slow.onnx", FRAUD_CONTRACT).await;
     golden("toxicity", "toxicity-v1.onnx", TOXICITY_CONTRACT).await;
     golden("ranker", "ranker-v1.onnx", RANKER_CONTRACT).await;
 }

@@ -7,7 +7,7 @@ mod scenario;
 use std::time::Duration;
 
 use modelrollout::api::{Outcome, Phase};
-use modelrollout_e2e::harness::{ControllerProc, service_account_kubeconfig};
+use modelrollout_e2e::harness::{ControllerProc, chart_release, service_account_kubeconfig};
 use modelrollout_e2e::*;
 use scenario::*;
 use serde_json::{Value, json};
@@ -265,7 +265,7 @@ async fn f_pause_abort_retry_and_promote_through_the_spec_survive_gitops_reapply
 async fn h_the_controller_runs_with_exactly_the_chart_role() {
     let ns = TestNamespace::new("rbac").await;
     service_account_kubeconfig(&ns.name);
-    let sa = format!("system:serviceaccount:{}:modelrollout-controller", ns.name);
+    let sa = format!("system:serviceaccount:{}:{}-controller", ns.name, chart_release(&ns.name));
     let can = |verb: &str, resource: &str| {
         let out = kubectl(&["auth", "can-i", verb, resource, "-n", &ns.name, "--as", &sa], None);
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
@@ -273,6 +273,10 @@ async fn h_the_controller_runs_with_exactly_the_chart_role() {
     assert!(can("patch", "deployments.apps"));
     assert!(can("patch", "modelrollouts.modelrollout.dev/status"));
     assert!(can("patch", "httproutes.gateway.networking.k8s.io"));
+    assert!(can("patch", "leases.coordination.k8s.io"));
+    let elsewhere =
+        kubectl(&["auth", "can-i", "patch", "leases.coordination.k8s.io", "-n", "default", "--as", &sa], None);
+    assert_eq!(String::from_utf8_lossy(&elsewhere.stdout).trim(), "no", "leases only in the release namespace");
     for (verb, resource) in [
         ("delete", "deployments.apps"),
         ("get", "secrets"),

@@ -6,9 +6,11 @@ fn main() -> std::io::Result<()> {
     let yaml = modelrollout::crd::crd_yaml();
     if std::env::args().any(|a| a == "--write") {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let path = root.join(modelrollout::crd::CRD_PATH);
-        std::fs::write(&path, &yaml)?;
-        eprintln!("wrote {}", path.display());
+        for rel in [modelrollout::crd::CRD_PATH, modelrollout::crd::CHART_CRD_PATH] {
+            let path = root.join(rel);
+            std::fs::write(&path, &yaml)?;
+            eprintln!("wrote {}", path.display());
+        }
     } else {
         print!("{yaml}");
     }

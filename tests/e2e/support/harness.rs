@@ -17,19 +17,27 @@ use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use super::{cluster_env, kubectl_ok, prometheus_targets_dir, root};
+use super::{cluster_env, helm_ok, kubectl_ok, prometheus_targets_dir, root};
 
-/// A workspace binary next to the test executable (tests/run.sh builds them all first). The
-/// release build is preferred when present: the sidecars serve traffic and their latency is gated.
-pub fn bin(name: &str) -> PathBuf {
+/// The profile directory of this build (`target/debug`), for tests (in `deps/`) and binaries alike.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().unwrap().parent().unwrap();
-    let release = debug.parent().unwrap().join("release").join(name);
-    if release.exists() {
-        return release;
-    }
-    let p = debug.join(name);
+    let dir = exe.parent().unwrap();
+    if dir.ends_with("deps") { dir.parent().unwrap().to_path_buf() } else { dir.to_path_buf() }
+}
+
+/// A workspace binary of this build (tests/run.sh builds them all).
+pub fn bin(name: &str) -> PathBuf {
+    let p = profile_dir().join(name);
     assert!(p.exists(), "{} not built: run `cargo build --workspace` (tests/run.sh does)", p.display());
+    p
+}
+
+/// The sidecar's optimised build (tests/run.sh builds it): the sidecars serve traffic whose latency
+/// is gated, so the debug build would be the wrong thing to measure.
+pub fn release_bin(name: &str) -> PathBuf {
+    let p = profile_dir().parent().unwrap().join("release").join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --release -p {name}` (tests/run.sh does)", p.display());
     p
 }
 
@@ -37,26 +45,34 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A kubeconfig for the `modelrollout-controller` service account in `ns`, bound to the chart's
-/// ClusterRole and nothing else.
+/// The Helm release the tests install (or render) in `ns`; the chart names everything after it.
+pub fn chart_release(ns: &str) -> String {
+    format!("modelrollout-{ns}")
+}
+
+/// The chart's service account and RBAC for `ns` (`helm template`, applied), and a kubeconfig for
+/// that service account: the controller then runs with exactly the rights the chart grants.
 pub fn service_account_kubeconfig(ns: &str) -> PathBuf {
-    let role = root().join("charts/modelrollout/templates/clusterrole.yaml");
-    kubectl_ok(&["apply", "--server-side", "-f", role.to_str().unwrap()], None);
-    kubectl_ok(&["create", "serviceaccount", "modelrollout-controller", "-n", ns], None);
-    let binding = format!("modelrollout-controller-{ns}");
-    kubectl_ok(
-        &[
-            "create",
-            "clusterrolebinding",
-            &binding,
-            "--clusterrole",
-            "modelrollout-controller",
-            "--serviceaccount",
-            &format!("{ns}:modelrollout-controller"),
-        ],
-        None,
-    );
-    let token = kubectl_ok(&["create", "token", "modelrollout-controller", "-n", ns, "--duration", "2h"], None);
+    let release = chart_release(ns);
+    let chart = root().join("charts/modelrollout");
+    let rbac = helm_ok(&[
+        "template",
+        &release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        ns,
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ]);
+    kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&rbac));
+    token_kubeconfig(ns, &format!("{release}-controller"))
+}
+
+/// A kubeconfig that authenticates as service account `sa` in `ns` (a fresh token).
+pub fn token_kubeconfig(ns: &str, sa: &str) -> PathBuf {
+    let token = kubectl_ok(&["create", "token", sa, "-n", ns, "--duration", "2h"], None);
     let admin: Value =
         serde_json::from_str(&kubectl_ok(&["config", "view", "--raw", "--minify", "-o", "json"], None)).unwrap();
     let cluster = &admin["clusters"][0]["cluster"];
@@ -67,7 +83,7 @@ pub fn service_account_kubeconfig(ns: &str) -> PathBuf {
         "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": ns}}],
         "current-context": "sa"
     });
-    let path = PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR")).join(format!("kubeconfig-sa-{ns}.json"));
+    let path = PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR")).join(format!("kubeconfig-{sa}-{ns}.json"));
     std::fs::write(&path, kc.to_string()).unwrap();
     path
 }
@@ -80,17 +96,31 @@ pub struct ControllerProc {
 }
 
 impl ControllerProc {
+    /// The controller watching `ns` with the test Prometheus, plus `extra` flags.
     pub fn start(ns: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
         let metrics_port = free_port();
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
+        let prometheus = cluster_env("MODELROLLOUT_PROMETHEUS_URL");
+        let mut args = vec!["--namespaces", ns, "--prometheus-url", &prometheus, "--metrics-addr", &metrics_addr];
+        args.extend(["--log-format", "text", "--leader-election-namespace", ns]);
+        args.extend(extra);
+        Self::spawn(ns, kubeconfig, &args, metrics_port)
+    }
+
+    /// The controller with exactly these flags (e.g. a Deployment's container args).
+    pub fn start_with_args(ns: &str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
+        let metrics_port =
+            args.iter().find_map(|a| a.strip_prefix("--metrics-addr=")?.rsplit(':').next()?.parse().ok()).unwrap_or(0);
+        Self::spawn(ns, kubeconfig, args, metrics_port)
+    }
+
+    fn spawn(ns: &str, kubeconfig: &std::path::Path, args: &[&str], metrics_port: u16) -> Self {
         let log =
             PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR")).join(format!("controller-{ns}-{metrics_port}.log"));
         let child = Command::new(bin("modelrollout-controller"))
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--namespaces", ns, "--prometheus-url", &cluster_env("MODELROLLOUT_PROMETHEUS_URL")])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--log-format", "text"])
-            .args(["--leader-election-namespace", ns])
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -252,7 +282,7 @@ async fn manage_sidecars(
 ) {
     let api: Api<Deployment> = Api::namespaced(client, &ns);
     let lp = ListParams::default().labels(&format!("modelrollout.dev/rollout={rollout}"));
-    let sidecar_bin = bin("inference-sidecar");
+    let sidecar_bin = release_bin("inference-sidecar");
     while !stop.load(Ordering::SeqCst) {
         if let Ok(list) = api.list(&lp).await {
             let wanted: HashMap<String, Deployment> = list

@@ -38,14 +38,28 @@ pub async fn client() -> Client {
 
 /// Runs kubectl (the cluster's, first on PATH) with optional stdin.
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    tool("kubectl", args, stdin)
+}
+
+/// Runs helm (the pinned build, first on PATH inside `cluster.sh run`).
+pub fn helm(args: &[&str]) -> Output {
+    tool("helm", args, None)
+}
+
+/// helm that must succeed; returns stdout.
+pub fn helm_ok(args: &[&str]) -> String {
+    succeeded("helm", args, helm(args))
+}
+
+fn tool(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
     cluster_env("KUBECONFIG");
-    let mut child = Command::new("kubectl")
+    let mut child = Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kubectl runs");
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
     if let Some(input) = stdin {
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     }
@@ -54,10 +68,13 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
 
 /// kubectl that must succeed; returns stdout.
 pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
-    let out = kubectl(args, stdin);
+    succeeded("kubectl", args, kubectl(args, stdin))
+}
+
+fn succeeded(program: &str, args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
-        "kubectl {} failed: {}{}",
+        "{program} {} failed: {}{}",
         args.join(" "),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -1,0 +1,288 @@
+//! What `kubectl modelrollout` prints: pure functions from objects to text, so they are tested
+//! without a cluster.
+
+use std::fmt::Write;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::api::{ModelRollout, Outcome, Phase, Verdict};
+
+/// ANSI styling, or none (not a terminal, or `NO_COLOR` set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Style {
+    pub colour: bool,
+}
+
+impl Style {
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.colour { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+    fn bold(self, text: &str) -> String {
+        self.paint("1", text)
+    }
+    fn phase(self, phase: Option<Phase>) -> String {
+        let text = phase.map_or("Unknown", Phase::as_str);
+        match phase {
+            Some(Phase::Promoted | Phase::Idle) => self.paint("32", text),
+            Some(Phase::Progressing) => self.paint("36", text),
+            Some(Phase::Paused) => self.paint("33", text),
+            Some(Phase::RolledBack | Phase::Failed) => self.paint("31", text),
+            None => text.to_string(),
+        }
+    }
+    fn verdict(self, verdict: Verdict) -> String {
+        let text = verdict.as_str();
+        match verdict {
+            Verdict::Pass => self.paint("32", text),
+            Verdict::Fail | Verdict::Error => self.paint("31", text),
+            Verdict::Inconclusive => self.paint("33", text),
+        }
+    }
+}
+
+/// kubectl's age format: `45s`, `12m`, `3h`, `5d`.
+pub fn age(since: &Time, now: Timestamp) -> String {
+    let secs = now.duration_since(since.0).as_secs().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn number(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.5}")
+    }
+}
+
+/// Lays rows out in columns separated by three spaces, like kubectl.
+fn table(rows: &[Vec<String>], style: Style) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width = |i: usize| rows.iter().filter_map(|r| r.get(i)).map(|c| visible_len(c)).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols).map(width).collect();
+    let mut out = String::new();
+    for (n, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let cell = if n == 0 { style.bold(cell) } else { cell.clone() };
+            line.push_str(&cell);
+            if i + 1 < row.len() {
+                line.push_str(&" ".repeat(widths[i] - visible_len(row[i].as_str()) + 3));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The text without ANSI colour sequences.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_escape = false;
+    for c in s.chars() {
+        match (in_escape, c) {
+            (false, '\x1b') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+fn visible_len(s: &str) -> usize {
+    strip_ansi(s).chars().count()
+}
+
+/// `kubectl modelrollout list`.
+pub fn list(items: &[ModelRollout], all_namespaces: bool, now: Timestamp, style: Style) -> String {
+    if items.is_empty() {
+        return "No ModelRollouts found.\n".to_string();
+    }
+    let mut rows = vec![];
+    let mut header = vec![];
+    if all_namespaces {
+        header.push("NAMESPACE");
+    }
+    header.extend(["NAME", "PHASE", "STAGE", "WEIGHT", "STABLE", "CANDIDATE", "LAST ANALYSIS", "AGE"]);
+    rows.push(header.into_iter().map(String::from).collect());
+    for mr in items {
+        let st = mr.status.clone().unwrap_or_default();
+        let mut row = vec![];
+        if all_namespaces {
+            row.push(mr.namespace().unwrap_or_default());
+        }
+        row.push(mr.name_any());
+        row.push(style.phase(st.phase));
+        row.push(st.stage_name.clone().unwrap_or_else(|| "-".into()));
+        row.push(format!("{}%", st.canary_weight));
+        row.push(st.stable_version.clone().unwrap_or_else(|| "-".into()));
+        row.push(st.candidate_version.clone().unwrap_or_else(|| "-".into()));
+        row.push(st.last_analysis.as_ref().map_or("-".into(), |a| style.verdict(a.verdict)));
+        row.push(mr.metadata.creation_timestamp.as_ref().map_or("-".into(), |t| age(t, now)));
+        rows.push(row);
+    }
+    table(&rows, style)
+}
+
+/// `kubectl modelrollout status NAME`: what on-call needs to see at a glance.
+pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
+    let st = mr.status.clone().unwrap_or_default();
+    let spec = &mr.spec;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} {}/{}", style.bold("ModelRollout"), mr.namespace().unwrap_or_default(), mr.name_any());
+    let reason = st.reason.as_deref().unwrap_or("-");
+    let _ = writeln!(out, "Phase:      {}  ({reason})", style.phase(st.phase));
+    if let Some(msg) = &st.message {
+        let _ = writeln!(out, "Message:    {msg}");
+    }
+    if st.observed_generation.unwrap_or(0) < mr.metadata.generation.unwrap_or(0) {
+        let _ = writeln!(out, "            (the controller has not yet seen the latest spec change)");
+    }
+    let stable = st.stable_version.as_deref().unwrap_or("-");
+    match &st.candidate_version {
+        Some(candidate) => {
+            let _ = writeln!(out, "Model:      {}  stable {stable} -> candidate {candidate}", spec.model.name);
+        }
+        None => {
+            let _ = writeln!(out, "Model:      {}  stable {stable}", spec.model.name);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Traffic:    candidate {}%, stable {}%, mirror {}%   (router: {})",
+        st.canary_weight,
+        100 - st.canary_weight,
+        st.mirror_percent,
+        spec.traffic_routing.kind().as_str()
+    );
+    if spec.paused {
+        let _ = writeln!(out, "Paused:     spec.paused is true (`kubectl modelrollout resume` releases it)");
+    }
+
+    // The stage timeline: done, current, pending; the stage it failed in when rolled back.
+    let current = st.stage_index.map(|i| i as usize);
+    let mut marks = vec![];
+    for (i, stage) in spec.stages.iter().enumerate() {
+        let traffic = match stage.mirror_percent {
+            Some(m) if stage.weight == 0 => format!("mirror {m}%"),
+            _ => format!("{}%", stage.weight),
+        };
+        let label = format!("{} ({traffic})", stage.name);
+        let mark = match (st.phase, current) {
+            (Some(Phase::Promoted), _) => style.paint("32", &format!("✔ {label}")),
+            (Some(Phase::RolledBack | Phase::Failed), Some(c)) if i == c => style.paint("31", &format!("✘ {label}")),
+            (_, Some(c)) if i < c => style.paint("32", &format!("✔ {label}")),
+            (Some(Phase::Progressing | Phase::Paused), Some(c)) if i == c => {
+                let since = st.stage_start_time.as_ref().map(|t| format!(", {}", age(t, now))).unwrap_or_default();
+                style.paint("1;36", &format!("▶ {} ({traffic}{since})", stage.name))
+            }
+            _ => format!("· {label}"),
+        };
+        marks.push(mark);
+    }
+    let _ = writeln!(out, "Stages:     {}", marks.join("  "));
+    if let Some(t) = &st.rollout_start_time {
+        let _ = writeln!(out, "Started:    {} ago", age(t, now));
+    }
+
+    if let Some(run) = &st.last_analysis {
+        let stage = spec.stages.get(run.stage_index as usize).map_or("?", |s| s.name.as_str());
+        let _ = writeln!(
+            out,
+            "\nLast analysis: {} ({} ago, stage {stage}; failures in a row {}/{}, inconclusive {}/{})",
+            style.verdict(run.verdict),
+            age(&run.time, now),
+            st.consecutive_failures,
+            spec.analysis.failure_limit,
+            st.consecutive_inconclusive,
+            spec.analysis.inconclusive_limit,
+        );
+        let mut rows =
+            vec![["GATE", "VERDICT", "CANDIDATE", "STABLE", "LIMIT", "SAMPLES", "NOTE"].map(String::from).to_vec()];
+        for g in &run.gates {
+            rows.push(vec![
+                format!("  {}", g.name),
+                style.verdict(g.verdict),
+                g.value.map_or("-".into(), number),
+                g.stable_value.map_or("-".into(), number),
+                g.limit.clone().unwrap_or_else(|| "-".into()),
+                g.samples.map_or("-".into(), |s| s.to_string()),
+                if g.verdict == Verdict::Pass { String::new() } else { g.message.clone() },
+            ]);
+        }
+        rows[0][0] = "  GATE".into();
+        out.push_str(&table(&rows, style));
+    } else if st.phase.is_some_and(Phase::is_active) {
+        let _ = writeln!(out, "\nLast analysis: none yet in this rollout");
+    }
+
+    if !st.conditions.is_empty() {
+        let conds: Vec<String> = st.conditions.iter().map(|c| format!("{}={}", c.type_, c.status)).collect();
+        let _ = writeln!(out, "\nConditions: {}", conds.join(" "));
+    }
+    if !st.history.is_empty() {
+        let _ = writeln!(out, "\nRecent history:");
+        out.push_str(&history_table(mr, now, style, 3));
+    }
+    out
+}
+
+fn outcome_text(o: Outcome, style: Style) -> String {
+    let text = format!("{o:?}");
+    match o {
+        Outcome::Promoted => style.paint("32", &text),
+        Outcome::RolledBack | Outcome::Failed | Outcome::Aborted => style.paint("31", &text),
+        Outcome::Superseded => text,
+    }
+}
+
+fn history_table(mr: &ModelRollout, now: Timestamp, style: Style, limit: usize) -> String {
+    let history = mr.status.as_ref().map(|s| s.history.as_slice()).unwrap_or_default();
+    let mut rows = vec![["  VERSION", "OUTCOME", "WHEN", "REASON"].map(String::from).to_vec()];
+    for h in history.iter().take(limit) {
+        rows.push(vec![
+            format!("  {}", h.version),
+            outcome_text(h.outcome, style),
+            format!("{} ago", age(&h.time, now)),
+            h.reason.clone(),
+        ]);
+    }
+    table(&rows, style)
+}
+
+/// `kubectl modelrollout history NAME`.
+pub fn history(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
+    if mr.status.as_ref().is_none_or(|s| s.history.is_empty()) {
+        return format!("No rollouts recorded for {} yet.\n", mr.name_any());
+    }
+    history_table(mr, now, style, usize::MAX)
+}
+
+/// Where a rollout stands for a script: `None` while it is still moving (or the controller has not
+/// seen the latest spec), otherwise its outcome.
+pub fn settled(mr: &ModelRollout) -> Option<Phase> {
+    let st = mr.status.as_ref()?;
+    if st.observed_generation.unwrap_or(0) < mr.metadata.generation.unwrap_or(0) {
+        return None;
+    }
+    st.phase.filter(|p| !p.is_active())
+}
+
+/// Parses `--timeout` values like `90s`, `10m`.
+pub fn parse_timeout(s: &str) -> Result<SignedDuration, String> {
+    crate::core::parse_duration("--timeout", s)
+}

@@ -1,0 +1,74 @@
+//! The demo's helper: `demo-driver manifest v1|v2|bad` prints the fraud example adapted to the
+//! local demo (models from this checkout, stages of seconds instead of minutes); `demo-driver
+//! traffic NS` runs the sidecars for every Deployment the controller creates, Prometheus scraping
+//! them, and live traffic with label feedback (the same harness the end-to-end tests use), until
+//! Ctrl-C or SIGTERM.
+
+use modelrollout_e2e::harness::Harness;
+use modelrollout_e2e::root;
+use serde_json::{Value, json};
+
+fn sha(file: &str) -> String {
+    let sums = std::fs::read_to_string(root().join("models/SHA256SUMS")).expect("models/SHA256SUMS");
+    sums.lines().find(|l| l.ends_with(&format!("  {file}"))).expect("model listed")[..64].to_string()
+}
+
+fn manifest(which: &str) -> Value {
+    let (version, file) = match which {
+        "v1" => ("v1", "fraud-v1.onnx"),
+        "v2" => ("v2", "fraud-v2.onnx"),
+        "bad" => ("v2-bad-fpr", "fraud-v2-bad-fpr.onnx"),
+        other => panic!("unknown model {other}: v1, v2 or bad"),
+    };
+    let text = std::fs::read_to_string(root().join("examples/fraud-gateway-api.yaml")).expect("the example");
+    let mut m: Value = serde_yaml::from_str(&text).expect("the example parses");
+    let model = &mut m["spec"]["model"];
+    model["version"] = json!(version);
+    let path = root().join("models").join(file).canonicalize().unwrap();
+    model["artifact"] = json!({"uri": path.display().to_string(), "sha256": sha(file)});
+    let spec = &mut m["spec"];
+    spec["workload"] = json!({"replicas": 2, "progressDeadline": "90s"});
+    spec["trafficRouting"] =
+        json!({"gatewayAPI": {"httpRoute": "fraud", "create": true, "parentRefs": [{"name": "public"}]}});
+    // The example's plan with demo timings: seconds instead of minutes, fewer samples per gate.
+    spec["stages"] = json!([
+        {"name": "shadow", "weight": 0, "mirrorPercent": 100, "minDuration": "15s"},
+        {"name": "canary-5", "weight": 5, "minDuration": "20s"},
+        {"name": "canary-25", "weight": 25, "minDuration": "20s"},
+        {"name": "full", "weight": 100, "minDuration": "15s"}
+    ]);
+    spec["analysis"]["interval"] = json!("5s");
+    spec["analysis"]["gates"] = json!({
+        "errorRate": {"max": 0.002, "minSamples": 50},
+        "latencyP95": {"max": 120, "minSamples": 50},
+        "captureRate": {"maxBelowStable": 0.1, "minSamples": 10},
+        "falsePositiveRate": {"maxAboveStable": 0.05, "minSamples": 20}
+    });
+    spec["rollback"] =
+        json!({"scaleDownDelay": "5s", "previousStableScaleDownDelay": "30s", "onInconclusive": "Pause"});
+    spec.as_object_mut().unwrap().remove("notifications");
+    m
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["manifest", which] => print!("{}", serde_yaml::to_string(&manifest(which)).unwrap()),
+        ["traffic", ns] => {
+            let client = kube::Client::try_default().await.expect("KUBECONFIG from cluster.sh");
+            let harness = Harness::start(client, ns, "fraud", "fraud", 200);
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            harness.shutdown().await;
+        }
+        _ => {
+            eprintln!("usage: demo-driver manifest v1|v2|bad | demo-driver traffic NAMESPACE");
+            std::process::exit(2);
+        }
+    }
+}

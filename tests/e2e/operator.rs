@@ -1,0 +1,233 @@
+//! The operator's tools end to end: `kubectl modelrollout` (found by kubectl as a plugin on PATH)
+//! driving real rollouts, and the Helm chart installed into the test apiserver.
+
+#[path = "scenario/mod.rs"]
+mod scenario;
+
+use std::process::{Output, Stdio};
+
+use std::time::Duration;
+use tokio::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use modelrollout::api::{Outcome, Phase};
+use modelrollout_e2e::harness::{ControllerProc, Harness, bin, chart_release, free_port, token_kubeconfig};
+use modelrollout_e2e::*;
+use scenario::*;
+use serde_json::{Value, json};
+
+/// `kubectl modelrollout ARGS`: kubectl finds the plugin on PATH, as on a user's machine.
+fn plugin_command(args: &[&str], kubeconfig: Option<&std::path::Path>) -> Command {
+    let plugin_dir = bin("kubectl-modelrollout").parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap());
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("modelrollout").args(args).env("PATH", path).stdin(Stdio::null());
+    if let Some(kc) = kubeconfig {
+        cmd.env("KUBECONFIG", kc);
+    }
+    cmd
+}
+
+/// Runs the plugin without blocking the test's runtime (the harness's traffic runs on it too).
+async fn plugin(args: &[&str]) -> (i32, String, String) {
+    plugin_as(args, None).await
+}
+
+async fn plugin_as(args: &[&str], kubeconfig: Option<&std::path::Path>) -> (i32, String, String) {
+    let out: Output = plugin_command(args, kubeconfig).output().await.expect("kubectl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn k_kubectl_plugin_watches_pauses_resumes_aborts_retries_and_promotes() {
+    let env = setup("plugin", 150).await;
+    let ns = env.ns.name.clone();
+
+    // Idle v1: status exits 0, list shows it, -o json is the object.
+    let (code, out, err) = plugin(&["status", "fraud", "-n", &ns]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Phase:      Idle") && out.contains("stable v1"), "{out}");
+    let (code, out, _) = plugin(&["list", "-A"]).await;
+    assert_eq!(code, 0);
+    let row = out.lines().find(|l| l.starts_with(&ns)).unwrap_or_else(|| panic!("{ns} not in\n{out}"));
+    assert!(row.contains("fraud") && row.contains("Idle") && row.contains("v1"), "{row}");
+    let (_, out, _) = plugin(&["status", "fraud", "-n", &ns, "-o", "json"]).await;
+    let obj: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(obj["kind"], "ModelRollout");
+    assert!(obj["metadata"].get("managedFields").is_none(), "managedFields are noise for on-call");
+
+    // Clear errors with exit code 1.
+    let (code, _, err) = plugin(&["status", "nope", "-n", &ns]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("ModelRollout \"nope\" not found in namespace \"{ns}\"")), "{err}");
+    let (code, _, err) = plugin(&["abort", "fraud", "-n", &ns]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing to abort: fraud is Idle"), "{err}");
+    let (code, _, _) = plugin(&["status", "--bogus"]).await;
+    assert_eq!(code, 2, "usage errors exit 2");
+
+    // v2 starts; pause holds it, and a GitOps re-apply (which does not own spec.paused) keeps it held.
+    let v2 = manifest("v2", "fraud-v2.onnx", four_stages(4), default_gates());
+    gitops_apply(&ns, &v2);
+    wait_phase(&env, Duration::from_secs(60), |s| s.phase == Some(Phase::Progressing)).await;
+    let (code, out, err) = plugin(&["pause", "fraud", "-n", &ns]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::Paused)).await;
+    gitops_apply(&ns, &v2);
+    let mr = get(&env).await;
+    assert!(mr.spec.paused, "the pause survives a GitOps re-apply");
+    let managers: Vec<String> =
+        mr.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
+    assert!(managers.contains(&"kubectl-modelrollout".to_string()), "{managers:?}");
+    let (_, out, _) = plugin(&["status", "fraud", "-n", &ns]).await;
+    assert!(out.contains("spec.paused is true"), "{out}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(get(&env).await.status.unwrap().phase, Some(Phase::Paused), "held while paused");
+    let (code, out, _) = plugin(&["resume", "fraud", "-n", &ns]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("resumed"), "{out}");
+
+    // `status --watch` follows the rollout and ends by itself, exit 0, when v2 is promoted.
+    let (code, out, err) = plugin(&["status", "fraud", "-n", &ns, "--watch", "--timeout", "4m"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Phase:      Promoted"), "{out}");
+    assert!(out.contains("▶ canary-25"), "the watch showed the stages as they went: {out}");
+    assert!(out.contains("✔ shadow (mirror 100%)  ✔ canary-5 (5%)  ✔ canary-25 (25%)  ✔ full (100%)"), "{out}");
+    let (_, out, _) = plugin(&["history", "fraud", "-n", &ns]).await;
+    assert!(out.lines().nth(1).is_some_and(|l| l.contains("v2") && l.contains("Promoted")), "{out}");
+
+    // A bad candidate: a watcher started before the abort ends with exit 3 when it is rolled back.
+    let v3 = manifest("v3", "fraud-v2-bad-fpr.onnx", four_stages(60), default_gates());
+    gitops_apply(&ns, &v3);
+    wait_phase(&env, Duration::from_secs(60), |s| s.candidate_version.as_deref() == Some("v3")).await;
+    let watcher = plugin_command(&["status", "fraud", "-n", &ns, "-w", "--timeout", "2m"], None)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, out, err) = plugin(&["abort", "fraud", "-n", &ns, "--reason", "on-call: FPR complaints"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("controller acted: phase RolledBack"), "{out}");
+    let watched = watcher.wait_with_output().await.unwrap();
+    assert_eq!(watched.status.code(), Some(3), "{}", String::from_utf8_lossy(&watched.stderr));
+    let (code, out, _) = plugin(&["status", "fraud", "-n", &ns]).await;
+    assert_eq!(code, 3, "status exits 3 after a rollback: {out}");
+    assert!(out.contains("on-call: FPR complaints"), "{out}");
+    let st = get(&env).await.status.unwrap();
+    assert_eq!(st.history[0].outcome, Outcome::Aborted);
+    assert_eq!(route_rule(&env).await["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
+
+    // retry starts v3 again; promote --full makes it stable at once.
+    let (code, out, err) = plugin(&["retry", "fraud", "-n", &ns]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    wait_phase(&env, Duration::from_secs(30), |s| s.phase == Some(Phase::Progressing)).await;
+    let (code, out, err) = plugin(&["promote", "fraud", "-n", &ns, "--full"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("controller acted: phase Promoted"), "{out}");
+    let (code, out, _) = plugin(&["status", "fraud", "-n", &ns]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("stable v3"), "{out}");
+    env.harness.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn l_kubectl_plugin_says_when_it_has_no_permission() {
+    let ns = TestNamespace::new("noperm").await;
+    kubectl_ok(&["create", "serviceaccount", "nobody", "-n", &ns.name], None);
+    let kubeconfig = token_kubeconfig(&ns.name, "nobody");
+    let (code, _, err) = plugin_as(&["status", "fraud"], Some(&kubeconfig)).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no permission") && err.contains("cannot get resource \"modelrollouts\""), "{err}");
+    let (code, _, err) = plugin_as(&["list"], Some(&kubeconfig)).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no permission"), "{err}");
+    ns.delete().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn m_helm_install_brings_the_controller_up_and_a_rollout_progresses() {
+    let ns = TestNamespace::new("helm").await;
+    let release = chart_release(&ns.name);
+    let chart = root().join("charts/modelrollout");
+    helm_ok(&["lint", chart.to_str().unwrap()]);
+    helm_ok(&[
+        "install",
+        &release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        &ns.name,
+        "--set",
+        &format!("watchNamespaces={{{}}}", ns.name),
+        "--set",
+        &format!("prometheus.address={}", prometheus_url()),
+        "--set",
+        "logFormat=text",
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    let client = client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let d = deployments.get(&format!("{release}-controller")).await.unwrap();
+    assert_eq!(d.status.as_ref().and_then(|s| s.available_replicas), Some(1), "the chart's Deployment is up");
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let container = &pod.containers[0];
+    let sc = container.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+
+    // kwok pods run no containers: the controller binary runs here with the Deployment's own
+    // arguments, as the chart's service account with the chart's RBAC.
+    let args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| if a.starts_with("--metrics-addr=") { format!("--metrics-addr=127.0.0.1:{}", free_port()) } else { a })
+        .collect();
+    assert!(args.contains(&format!("--namespaces={}", ns.name)), "{args:?}");
+    assert!(args.contains(&format!("--leader-election-namespace={}", ns.name)), "{args:?}");
+    let kubeconfig = token_kubeconfig(&ns.name, pod.service_account_name.as_deref().unwrap());
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let controller = ControllerProc::start_with_args(&ns.name, &kubeconfig, &arg_refs);
+    let harness = Harness::start(client.clone(), &ns.name, "fraud", "fraud", 150);
+    let mut v1 = manifest("v1", "fraud-v1.onnx", four_stages(4), default_gates());
+    v1["spec"]["trafficRouting"] =
+        json!({"gatewayAPI": {"httpRoute": "fraud", "create": true, "parentRefs": [{"name": "public"}]}});
+    gitops_apply(&ns.name, &v1);
+    let mut v2 = manifest("v2", "fraud-v2.onnx", four_stages(4), default_gates());
+    v2["spec"]["trafficRouting"] = v1["spec"]["trafficRouting"].clone();
+    let api: Api<modelrollout::api::ModelRollout> = Api::namespaced(client.clone(), &ns.name);
+    let phase = |api: Api<modelrollout::api::ModelRollout>| async move { api.get("fraud").await.ok()?.status?.phase };
+    wait_for("v1 stable", Duration::from_secs(60), || async {
+        (phase(api.clone()).await == Some(Phase::Idle)).then_some(())
+    })
+    .await;
+    wait_for("the stable sidecar", Duration::from_secs(30), || async {
+        harness.running_versions().contains(&"v1".to_string()).then_some(())
+    })
+    .await;
+    gitops_apply(&ns.name, &v2);
+    wait_for("v2 promoted", Duration::from_secs(180), || async {
+        (phase(api.clone()).await == Some(Phase::Promoted)).then_some(())
+    })
+    .await;
+    let logs = controller.logs();
+    assert!(!logs.contains("forbidden"), "the chart's RBAC is enough: {logs}");
+    harness.shutdown().await;
+    drop(controller);
+    helm_ok(&["uninstall", &release, "--namespace", &ns.name]);
+    ns.delete().await;
+}
