@@ -7,19 +7,19 @@ NS=demo
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
 export PATH="$DEMO_BIN:$PATH" # kubectl finds kubectl-modelrollout here
 
+kubectl create namespace "$NS" >/dev/null
 say "installing the Helm chart (CRD, RBAC, controller Deployment) into modelrollout-system"
 helm install modelrollout charts/modelrollout --namespace modelrollout-system --create-namespace \
   --set watchNamespaces="{$NS}" --set prometheus.address="$MODELROLLOUT_PROMETHEUS_URL" --set logFormat=text \
   --wait --timeout 90s >/dev/null
-kubectl create namespace "$NS" >/dev/null
 
 # kwok pods run no containers: the controller runs here, with the chart's arguments, as the
 # chart's service account (so it has exactly the chart's RBAC).
 TOKEN=$(kubectl create token modelrollout-controller -n modelrollout-system --duration 2h)
 SERVER=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$DIR/demo-ca.crt"
+CA=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')
 KC="$DIR/kubeconfig-demo-controller"
-kubectl config --kubeconfig "$KC" set-cluster demo --server "$SERVER" --certificate-authority "$DIR/demo-ca.crt" >/dev/null
+kubectl config --kubeconfig "$KC" set-cluster demo --server "$SERVER" --certificate-authority "$CA" --embed-certs >/dev/null
 kubectl config --kubeconfig "$KC" set-credentials controller --token "$TOKEN" >/dev/null
 kubectl config --kubeconfig "$KC" set-context demo --cluster demo --user controller >/dev/null
 kubectl config --kubeconfig "$KC" use-context demo >/dev/null

@@ -30,7 +30,7 @@ step() { printf '\n\033[1;34m==> %s\033[0m (%ds)\n' "$*" $((SECONDS - START)); }
 step "1/4 Python environment with ONNX Runtime (cached after the first run)"
 eval "$(bash scripts/python-env.sh)"
 step "2/4 control-plane binaries: kube-apiserver, etcd, kwok, kubectl, helm (first run: ~12 min of Go builds)"
-bash tests/cluster/build.sh | tail -n 1
+bash tests/cluster/build.sh >/dev/null
 step "3/4 Rust binaries: controller, kubectl plugin, sidecar (release), demo driver"
 cargo build --locked -p modelrollout-controller --bins
 cargo build --locked --release -p inference-sidecar

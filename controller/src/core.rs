@@ -248,6 +248,17 @@ impl GateDef {
 
 /// Judges one gate. A definite failure of an absolute limit fails even without a baseline; anything
 /// short of enough finite data is inconclusive (or error, for a failed query), never a pass.
+/// A measured value for people: six significant digits, no float noise (`0.193898`, not
+/// `0.19389799635701277`). Verdicts are computed on the exact values.
+pub fn num(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    let decimals = (5 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
 pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
     let mut result = GateResult {
         name: def.name.clone(),
@@ -287,16 +298,16 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
     let (mut upper, mut lower) = (None::<f64>, None::<f64>);
     if let Some(max) = def.max {
         upper = Some(max);
-        limits.push(format!("<= {max}"));
+        limits.push(format!("<= {}", num(max)));
         if value > max + EPSILON {
-            failures.push(format!("{value} > max {max}"));
+            failures.push(format!("{} > max {}", num(value), num(max)));
         }
     }
     if let Some(min) = def.min {
         lower = Some(min);
-        limits.push(format!(">= {min}"));
+        limits.push(format!(">= {}", num(min)));
         if value < min - EPSILON {
-            failures.push(format!("{value} < min {min}"));
+            failures.push(format!("{} < min {}", num(value), num(min)));
         }
     }
     let mut baseline_problem = None;
@@ -307,17 +318,17 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
                 if let Some(above) = def.max_above_stable {
                     let bound = stable + above;
                     upper = Some(upper.map_or(bound, |u| u.min(bound)));
-                    limits.push(format!("<= {bound} (stable {stable} + {above})"));
+                    limits.push(format!("<= {} (stable {} + {})", num(bound), num(*stable), num(above)));
                     if value > bound + EPSILON {
-                        failures.push(format!("{value} > stable {stable} + {above}"));
+                        failures.push(format!("{} > stable {} + {}", num(value), num(*stable), num(above)));
                     }
                 }
                 if let Some(below) = def.max_below_stable {
                     let bound = stable - below;
                     lower = Some(lower.map_or(bound, |l| l.max(bound)));
-                    limits.push(format!(">= {bound} (stable {stable} - {below})"));
+                    limits.push(format!(">= {} (stable {} - {})", num(bound), num(*stable), num(below)));
                     if value < bound - EPSILON {
-                        failures.push(format!("{value} < stable {stable} - {below}"));
+                        failures.push(format!("{} < stable {} - {}", num(value), num(*stable), num(below)));
                     }
                 }
             }
@@ -340,7 +351,7 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
         result.message = problem;
     } else {
         result.verdict = Verdict::Pass;
-        result.message = format!("{value} within limits ({samples} samples)");
+        result.message = format!("{} within limits ({samples} samples)", num(value));
     }
     result
 }

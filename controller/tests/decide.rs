@@ -866,3 +866,15 @@ fn below_100_percent_a_missing_baseline_stays_inconclusive() {
     assert_eq!(d.status.stage_index, Some(2));
     assert_eq!(d.status.last_analysis.unwrap().verdict, Verdict::Inconclusive);
 }
+
+#[test]
+fn measured_values_read_without_float_noise() {
+    use modelrollout::core::num;
+    assert_eq!(num(0.193_897_996_357_012_77), "0.193898");
+    assert_eq!(num(0.002), "0.002");
+    assert_eq!(num(120.0), "120");
+    assert_eq!(num(4.868_123), "4.86812");
+    assert_eq!(num(1_234_567.0), "1234567");
+    assert_eq!(num(0.0), "0");
+    assert_eq!(num(-0.05), "-0.05");
+}

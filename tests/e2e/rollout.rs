@@ -172,6 +172,40 @@ async fn b_a_candidate_with_a_higher_false_positive_rate_is_rolled_back_at_5_per
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn c_a_candidate_with_a_latency_regression_over_the_p95_gate_is_rolled_back() {
+    let env = setup("slow", 150).await;
+    // fraud-v2-slow scores exactly as v2 does (same decisions: the quality gates pass) but really
+    // computes ~10 ms more per row; the p95 gate allows 6 ms. The other gates stay as in (a).
+    let mut gates = default_gates();
+    gates["latencyP95"] = json!({"max": 6, "minSamples": 20});
+    let stages = json!([
+        {"name": "canary-5", "weight": 5, "minDuration": "20s"},
+        {"name": "canary-25", "weight": 25, "minDuration": "20s"},
+        {"name": "full", "weight": 100, "minDuration": "20s"}
+    ]);
+    gitops_apply(&env.ns.name, &manifest("v2-slow", "fraud-v2-slow.onnx", stages, gates));
+    let mr =
+        wait_phase(&env, Duration::from_secs(120), |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))
+            .await;
+    let st = mr.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
+    assert_eq!(st.stage_name.as_deref(), Some("canary-5"), "rolled back in the first stage");
+    let gates = st.last_analysis.unwrap().gates;
+    let p95 = gates.iter().find(|g| g.name == "latencyP95").unwrap();
+    assert_eq!(p95.verdict, modelrollout::api::Verdict::Fail, "{p95:?}");
+    assert!(p95.value.unwrap() > 6.0, "{p95:?}");
+    for g in gates.iter().filter(|g| g.name != "latencyP95") {
+        assert_ne!(g.verdict, modelrollout::api::Verdict::Fail, "only latency regressed: {g:?}");
+    }
+    assert!(st.message.unwrap().contains("latencyP95"));
+    assert_eq!(route_rule(&env).await["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
+    let t = &env.harness.traffic;
+    assert_eq!(t.stable_errors.load(std::sync::atomic::Ordering::Relaxed), 0, "{:?}", t.error_samples.lock().unwrap());
+    env.harness.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn g_a_candidate_needing_an_input_stable_lacks_is_refused_before_traffic_moves() {
     let env = setup("contract", 50).await;
     let mut m = manifest("v3", "fraud-v2.onnx", four_stages(5), default_gates());
@@ -315,5 +349,32 @@ async fn i_two_controllers_one_leader_and_the_other_takes_over_when_it_dies() {
     assert_ne!(holder(leases.get("modelrollout-controller").await.unwrap()), first_holder, "the lease changed hands");
     assert_eq!(leader_gauge(second.metrics_port).await, Some(true));
     second.kill();
+    env.harness.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn n_sigterm_exits_cleanly_and_hands_the_lease_over_at_once() {
+    // A long lease: only an explicit release lets the standby act within it.
+    let lease = ["--leader-election=true", "--lease-seconds", "40"];
+    let mut env = setup_with("sigterm", 120, &lease).await;
+    let second = ControllerProc::start(&env.ns.name, &env.kubeconfig, &lease);
+    let pid = env.controller.child.id().to_string();
+    let asked = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = loop {
+        if let Some(status) = env.controller.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(15), "still running 15 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let exited_after = asked.elapsed();
+    assert!(status.success(), "exit status {status:?}: {}", env.controller.logs());
+    // The standby acts long before the 40 s lease would have expired: the leader released it.
+    gitops_apply(&env.ns.name, &manifest("v2", "fraud-v2.onnx", four_stages(5), default_gates()));
+    wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::Progressing)).await;
+    println!("SIGTERM exit after {exited_after:?}; standby took over within the lease");
+    drop(second);
     env.harness.shutdown().await;
 }
