@@ -11,6 +11,6 @@ N=${1:-1000}
 P=${2:-100}
 export MODELROLLOUT_CACHE=${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$MODELROLLOUT_CACHE/target}
-cargo build --release --locked -p modelrollout-controller
-export SCALE_N=$N SCALE_P=$P CONTROLLER="$CARGO_TARGET_DIR/release/modelrollout-controller"
+[[ -n ${CONTROLLER:-} ]] || cargo build --release --locked -p modelrollout-controller
+export SCALE_N=$N SCALE_P=$P CONTROLLER=${CONTROLLER:-$CARGO_TARGET_DIR/release/modelrollout-controller}
 bash tests/cluster/cluster.sh run -- python3 benches/scale.py

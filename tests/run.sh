@@ -15,8 +15,8 @@ phase() { printf '\n\033[1m== %s (%ds)\033[0m\n' "$*" $((SECONDS - START)); }
 phase "Python environment (model toolchain, ONNX Runtime library)"
 eval "$(bash scripts/python-env.sh)"
 
-phase "Debian tools the tests call (lua5.4 runs the Argo CD health check)"
-bash scripts/debian-packages.sh lua5.4
+phase "Debian tools the tests call (lua5.4 runs the Argo CD health check; prometheus: the server and promtool)"
+bash scripts/debian-packages.sh lua5.4 prometheus
 
 phase "control-plane binaries"
 eval "$(bash tests/cluster/build.sh | grep -E '^BIN=')"
@@ -27,6 +27,12 @@ phase "Helm chart: lint and template (defaults and every option on)"
 "$BIN/helm" template modelrollout charts/modelrollout --namespace modelrollout-system \
   --set replicas=2,metrics.serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true \
   --set argocdHealthCheck.enabled=true --set 'watchNamespaces={team-a,team-b}' >/dev/null
+# The alerts' PromQL, checked by Prometheus's own promtool (the PrometheusRule's spec is a rules file).
+RULES=$(mktemp --suffix .yaml)
+"$BIN/helm" template modelrollout charts/modelrollout --set prometheusRule.enabled=true \
+  --show-only templates/prometheusrule.yaml | sed -n '/^spec:/,$p' | sed '1d; s/^  //' >"$RULES"
+promtool check rules "$RULES"
+rm -f "$RULES"
 
 phase "cargo build"
 cargo build --workspace --all-targets --locked

@@ -9,9 +9,10 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 
 use crate::api::ModelRollout;
@@ -104,7 +105,19 @@ async fn run_controller(client: Client, args: &Args, ctx: Arc<Context>) {
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         let ctx = ctx.clone();
-        Controller::new(mrs, watch_cfg.clone())
+        // The cache keeps each ModelRollout without its managedFields: they are the largest part of
+        // a cached object and nothing here reads them (memory at 1,000s of rollouts).
+        let (reader, writer) = reflector::store();
+        let rollouts = watcher(mrs, watch_cfg.clone())
+            .default_backoff()
+            .modify(|guard: &mut DeserializeGuard<ModelRollout>| {
+                if let Ok(mr) = &mut guard.0 {
+                    mr.managed_fields_mut().clear();
+                }
+            })
+            .reflect(writer)
+            .applied_objects();
+        Controller::for_stream(rollouts, reader)
             .owns(deps, owned_cfg.clone())
             .graceful_shutdown_on(shutdown_signal())
             .run(reconcile, error_policy, ctx)
@@ -160,6 +173,8 @@ pub async fn run(args: Args) -> i32 {
         metrics: metrics.clone(),
         http: reqwest::Client::new(),
         prometheus_url: args.prometheus_url.clone(),
+        last_writes: Default::default(),
+        applied_traffic: Default::default(),
     });
     if !args.leader_election {
         health.ready.store(true, Ordering::Release);

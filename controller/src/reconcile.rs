@@ -33,6 +33,63 @@ pub struct Context {
     pub http: reqwest::Client,
     /// `--prometheus-url`, used when a spec names none.
     pub prometheus_url: Option<String>,
+    /// The resourceVersion of our last status write per rollout.
+    pub last_writes: LastWrites,
+    /// The traffic split last applied per rollout, and when.
+    pub applied_traffic: AppliedTraffic,
+}
+
+/// Services and routes change only when the split does, yet every reconcile (each Deployment status
+/// change, each requeue) would re-apply all of them. The split last applied is remembered and the
+/// apply skipped while it is unchanged and recent; a changed split (a stage, a rollback) is applied
+/// at once, and an unchanged one again after `REAPPLY_AFTER`, which repairs a hand-edited route.
+#[derive(Default)]
+pub struct AppliedTraffic(std::sync::Mutex<std::collections::HashMap<(String, String), (String, Instant)>>);
+
+const REAPPLY_AFTER: Duration = Duration::from_secs(300);
+
+impl AppliedTraffic {
+    fn fresh(&self, key: &(String, String), split: &str) -> bool {
+        let applied = self.0.lock().expect("not poisoned");
+        applied.get(key).is_some_and(|(s, at)| s == split && at.elapsed() < REAPPLY_AFTER)
+    }
+
+    fn record(&self, key: (String, String), split: String) {
+        self.0.lock().expect("not poisoned").insert(key, (split, Instant::now()));
+    }
+
+    fn forget(&self, key: &(String, String)) {
+        self.0.lock().expect("not poisoned").remove(key);
+    }
+}
+
+/// Decides whether the watch cache can be trusted for a rollout: a reconcile must never decide on
+/// a copy older than our own last status write (it would repeat or undo a transition), but a GET per
+/// reconcile doubles the apiserver traffic at scale. The cached copy is current when it carries the
+/// resourceVersion our last write returned, or when we have not written it since we started (the
+/// watch then lists it fresh); otherwise the reconcile reads the object first.
+#[derive(Default)]
+pub struct LastWrites(std::sync::Mutex<std::collections::HashMap<(String, String), String>>);
+
+impl LastWrites {
+    fn key(mr: &ModelRollout) -> (String, String) {
+        (mr.namespace().unwrap_or_default(), mr.name_any())
+    }
+
+    pub fn cache_is_current(&self, cached: &ModelRollout) -> bool {
+        let written = self.0.lock().expect("not poisoned");
+        written.get(&Self::key(cached)).is_none_or(|rv| cached.resource_version().as_ref() == Some(rv))
+    }
+
+    pub fn record(&self, written: &ModelRollout) {
+        if let Some(rv) = written.resource_version() {
+            self.0.lock().expect("not poisoned").insert(Self::key(written), rv);
+        }
+    }
+
+    pub fn forget(&self, mr: &ModelRollout) {
+        self.0.lock().expect("not poisoned").remove(&Self::key(mr));
+    }
 }
 
 #[tracing::instrument(skip(guard, ctx), fields(namespace, name))]
@@ -101,7 +158,12 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     // Decide on the latest object, never on a watch cache that has not yet seen our last status
     // write: a stale status would repeat or undo a transition.
     let api: Api<ModelRollout> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(fresh) = api.get_opt(&cached.name_any()).await? else { return Ok(Requeue::await_change()) };
+    let fresh = if ctx.last_writes.cache_is_current(cached) {
+        cached.clone()
+    } else {
+        let Some(fresh) = api.get_opt(&cached.name_any()).await? else { return Ok(Requeue::await_change()) };
+        fresh
+    };
     let mr = &fresh;
     let status = mr.status.clone().unwrap_or_default();
     let now = Timestamp::now();
@@ -166,7 +228,9 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         // with a conflict and the next reconcile decides again.
         let patch = json!({"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
                            "metadata": {"resourceVersion": mr.resource_version()}, "status": new});
-        api.patch_status(&mr.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+        let written =
+            api.patch_status(&mr.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+        ctx.last_writes.record(&written);
     }
     record_metrics(ctx, mr, &status, new);
     Ok(Requeue::requeue(decision.requeue_after.unwrap_or(Duration::from_secs(300)).max(Duration::from_millis(200))))
@@ -203,6 +267,12 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
                 deployments.patch(&name, &ssa, &Patch::Apply(&d)).await?;
             }
             Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent } => {
+                // The spec's generation and uid are part of it: a changed router or port applies.
+                let key = LastWrites::key(mr);
+                let fingerprint = format!("{action:?}/{:?}/{:?}", mr.metadata.generation, mr.metadata.uid);
+                if ctx.applied_traffic.fresh(&key, &fingerprint) {
+                    continue;
+                }
                 let stable_svc = workloads::service(mr, workloads::stable_service(mr), Some(stable_version));
                 services.patch(&workloads::stable_service(mr), &ssa, &Patch::Apply(&stable_svc)).await?;
                 let canary_version = candidate_version.as_deref().unwrap_or(stable_version);
@@ -219,6 +289,7 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
                     mirror: *mirror_percent,
                 };
                 Router::of(mr).apply(client, mr, &split).await?;
+                ctx.applied_traffic.record(key, fingerprint);
             }
             Action::ScaleDown { version } => {
                 let name = workloads::deployment_name(mr, version);
@@ -284,6 +355,8 @@ fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, ne
 /// Before the object goes: all traffic back to stable, the controller's changes to a user-owned
 /// route removed. Owned objects are garbage-collected through their owner references.
 async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
+    ctx.last_writes.forget(mr);
+    ctx.applied_traffic.forget(&LastWrites::key(mr));
     let split = Split {
         stable_service: workloads::stable_service(mr),
         canary_service: workloads::canary_service(mr),

@@ -34,6 +34,8 @@ async fn a_model_rollout_that_does_not_deserialize_is_skipped_and_counted() {
         metrics: metrics.clone(),
         http: reqwest::Client::new(),
         prometheus_url: None,
+        last_writes: Default::default(),
+        applied_traffic: Default::default(),
     });
     let action = reconcile(Arc::new(guard), ctx).await.expect("skipped, not an error that retries");
     assert_eq!(action, kube::runtime::controller::Action::await_change());

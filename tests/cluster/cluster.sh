@@ -186,8 +186,8 @@ metadata:
   annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
   labels: {kubernetes.io/hostname: kwok-node-0, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
 status:
-  allocatable: {cpu: "64", memory: 256Gi, pods: "1000", nvidia.com/gpu: "8"}
-  capacity: {cpu: "64", memory: 256Gi, pods: "1000", nvidia.com/gpu: "8"}
+  allocatable: {cpu: "64", memory: 256Gi, pods: "50000", nvidia.com/gpu: "8"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "50000", nvidia.com/gpu: "8"}
 NODE
 wait_for kwok 60 bash -c "kubectl get node kwok-node-0 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 

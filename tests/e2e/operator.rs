@@ -149,6 +149,13 @@ async fn l_kubectl_plugin_says_when_it_has_no_permission() {
     let (code, _, err) = plugin_as(&["list"], Some(&kubeconfig)).await;
     assert_eq!(code, 1);
     assert!(err.contains("no permission"), "{err}");
+    // --context picks the kubeconfig context, as kubectl's does.
+    let (code, _, err) = plugin_as(&["list", "--context", "sa"], Some(&kubeconfig)).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no permission"), "{err}");
+    let (code, _, err) = plugin_as(&["list", "--context", "no-such-context"], Some(&kubeconfig)).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("kubeconfig") && err.contains("no-such-context"), "{err}");
     ns.delete().await;
 }
 
