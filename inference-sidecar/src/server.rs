@@ -315,19 +315,35 @@ async fn predict(
     }
     let n = rows.len();
     let (scores, decisions) = state.score(rows, |i| instance_id(&rid, n, i)).await?;
-    let predictions: Vec<Value> = scores
+    // Serialized straight from borrowed data: no intermediate JSON tree on the hot path.
+    let predictions = scores
         .iter()
         .zip(&decisions)
         .enumerate()
-        .map(|(i, (s, d))| json!({"id": instance_id(&rid, n, i), "score": s, "decision": d}))
+        .map(|(i, (&score, &decision))| Prediction { id: instance_id(&rid, n, i), score, decision })
         .collect();
-    Ok(Json(json!({
-        "model_name": state.model_name,
-        "model_version": state.model_version,
-        "request_id": rid,
-        "predictions": predictions
-    }))
-    .into_response())
+    let response = PredictResponse {
+        model_name: &state.model_name,
+        model_version: &state.model_version,
+        request_id: &rid,
+        predictions,
+    };
+    Ok(Json(response).into_response())
+}
+
+#[derive(serde::Serialize)]
+struct Prediction {
+    id: String,
+    score: f32,
+    decision: bool,
+}
+
+#[derive(serde::Serialize)]
+struct PredictResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    request_id: &'a str,
+    predictions: Vec<Prediction>,
 }
 
 #[derive(Deserialize)]
