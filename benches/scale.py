@@ -1,5 +1,5 @@
 """Driven by benches/scale.sh inside the local control plane's environment."""
-import json, os, re, socket, subprocess, sys, time, urllib.request
+import ctypes, json, os, re, signal, socket, subprocess, sys, time, urllib.request
 
 N, P = int(os.environ["SCALE_N"]), int(os.environ["SCALE_P"])
 NS = "scale"
@@ -85,7 +85,12 @@ def phases():
 
 kubectl("create", "namespace", NS)
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-ctl = subprocess.Popen([os.environ["CONTROLLER"], "--namespaces", NS, "--metrics-addr", f"127.0.0.1:{port}",
+def die_with_parent():
+    # The controller goes when this script goes, even on SIGKILL (PR_SET_PDEATHSIG).
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
+
+
+ctl = subprocess.Popen(preexec_fn=die_with_parent, args=[os.environ["CONTROLLER"], "--namespaces", NS, "--metrics-addr", f"127.0.0.1:{port}",
                         "--leader-election=false", "--log-format", "text"], stderr=open(os.environ["MODELROLLOUT_CLUSTER_DIR"] + "/scale-controller.log", "w"))
 t0 = time.time()
 apply_all([manifest(i, "v1") for i in range(N)])
@@ -124,4 +129,7 @@ time.sleep(15)  # let the rollouts start and take a first analysis
 window(port, 90, f"PROGRESSING p={P} of n={N}", sample_analyses)
 print(f"PROGRESSING phases={phases()} analysed={len(last)} worst_gap_between_analyses={worst[0]:.1f}s "
       f"(interval 10s; on time means <= 11s) rollout={worst[1]}", flush=True)
+st = json.loads(kubectl("get", "modelrollout", "m0", "-n", NS, "-o", "json")).get("status") or {}
+print(f"m0: phase={st.get('phase')} reason={st.get('reason')} message={st.get('message')} "
+      f"lastAnalysis={(st.get('lastAnalysis') or {}).get('time')}", flush=True)
 ctl.terminate(); ctl.wait(timeout=20)

@@ -50,6 +50,11 @@ pub struct Args {
     pub identity: Option<String>,
     #[arg(long, env = "MODELROLLOUT_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
+    /// Reconciles in flight at once (per watched namespace). Bounded so that a burst (thousands of
+    /// rollouts created or relisted) queues in the controller instead of holding thousands of
+    /// objects and requests in memory and flooding the apiserver.
+    #[arg(long, env = "MODELROLLOUT_MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
+    pub max_concurrent_reconciles: u16,
 }
 
 fn init_logging(format: &str) {
@@ -118,6 +123,7 @@ async fn run_controller(client: Client, args: &Args, ctx: Arc<Context>) {
             .reflect(writer)
             .applied_objects();
         Controller::for_stream(rollouts, reader)
+            .with_config(kube::runtime::controller::Config::default().concurrency(args.max_concurrent_reconciles))
             .owns(deps, owned_cfg.clone())
             .graceful_shutdown_on(shutdown_signal())
             .run(reconcile, error_policy, ctx)
