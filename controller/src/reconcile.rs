@@ -39,57 +39,50 @@ pub struct Context {
     pub applied_traffic: AppliedTraffic,
 }
 
+/// A small memo per rollout (keyed by namespace and name), forgotten when the rollout goes.
+pub struct PerRollout<T>(std::sync::Mutex<std::collections::HashMap<(String, String), T>>);
+
+impl<T> Default for PerRollout<T> {
+    fn default() -> Self {
+        Self(Default::default())
+    }
+}
+
+impl<T> PerRollout<T> {
+    fn key(mr: &ModelRollout) -> (String, String) {
+        (mr.namespace().unwrap_or_default(), mr.name_any())
+    }
+
+    fn with<R>(&self, mr: &ModelRollout, f: impl FnOnce(Option<&T>) -> R) -> R {
+        f(self.0.lock().expect("not poisoned").get(&Self::key(mr)))
+    }
+
+    fn set(&self, mr: &ModelRollout, value: T) {
+        self.0.lock().expect("not poisoned").insert(Self::key(mr), value);
+    }
+
+    fn forget(&self, mr: &ModelRollout) {
+        self.0.lock().expect("not poisoned").remove(&Self::key(mr));
+    }
+}
+
 /// Services and routes change only when the split does, yet every reconcile (each Deployment status
 /// change, each requeue) would re-apply all of them. The split last applied is remembered and the
 /// apply skipped while it is unchanged and recent; a changed split (a stage, a rollback) is applied
 /// at once, and an unchanged one again after `REAPPLY_AFTER`, which repairs a hand-edited route.
-#[derive(Default)]
-pub struct AppliedTraffic(std::sync::Mutex<std::collections::HashMap<(String, String), (String, Instant)>>);
+pub type AppliedTraffic = PerRollout<(String, Instant)>;
 
 const REAPPLY_AFTER: Duration = Duration::from_secs(300);
-
-impl AppliedTraffic {
-    fn fresh(&self, key: &(String, String), split: &str) -> bool {
-        let applied = self.0.lock().expect("not poisoned");
-        applied.get(key).is_some_and(|(s, at)| s == split && at.elapsed() < REAPPLY_AFTER)
-    }
-
-    fn record(&self, key: (String, String), split: String) {
-        self.0.lock().expect("not poisoned").insert(key, (split, Instant::now()));
-    }
-
-    fn forget(&self, key: &(String, String)) {
-        self.0.lock().expect("not poisoned").remove(key);
-    }
-}
 
 /// Decides whether the watch cache can be trusted for a rollout: a reconcile must never decide on
 /// a copy older than our own last status write (it would repeat or undo a transition), but a GET per
 /// reconcile doubles the apiserver traffic at scale. The cached copy is current when it carries the
 /// resourceVersion our last write returned, or when we have not written it since we started (the
 /// watch then lists it fresh); otherwise the reconcile reads the object first.
-#[derive(Default)]
-pub struct LastWrites(std::sync::Mutex<std::collections::HashMap<(String, String), String>>);
+pub type LastWrites = PerRollout<String>;
 
-impl LastWrites {
-    fn key(mr: &ModelRollout) -> (String, String) {
-        (mr.namespace().unwrap_or_default(), mr.name_any())
-    }
-
-    pub fn cache_is_current(&self, cached: &ModelRollout) -> bool {
-        let written = self.0.lock().expect("not poisoned");
-        written.get(&Self::key(cached)).is_none_or(|rv| cached.resource_version().as_ref() == Some(rv))
-    }
-
-    pub fn record(&self, written: &ModelRollout) {
-        if let Some(rv) = written.resource_version() {
-            self.0.lock().expect("not poisoned").insert(Self::key(written), rv);
-        }
-    }
-
-    pub fn forget(&self, mr: &ModelRollout) {
-        self.0.lock().expect("not poisoned").remove(&Self::key(mr));
-    }
+fn cache_is_current(last_writes: &LastWrites, cached: &ModelRollout) -> bool {
+    last_writes.with(cached, |rv| rv.is_none_or(|rv| cached.resource_version().as_ref() == Some(rv)))
 }
 
 #[tracing::instrument(skip(guard, ctx), fields(namespace, name))]
@@ -158,7 +151,7 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     // Decide on the latest object, never on a watch cache that has not yet seen our last status
     // write: a stale status would repeat or undo a transition.
     let api: Api<ModelRollout> = Api::namespaced(ctx.client.clone(), &ns);
-    let fresh = if ctx.last_writes.cache_is_current(cached) {
+    let fresh = if cache_is_current(&ctx.last_writes, cached) {
         cached.clone()
     } else {
         let Some(fresh) = api.get_opt(&cached.name_any()).await? else { return Ok(Requeue::await_change()) };
@@ -230,7 +223,9 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
                            "metadata": {"resourceVersion": mr.resource_version()}, "status": new});
         let written =
             api.patch_status(&mr.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
-        ctx.last_writes.record(&written);
+        if let Some(rv) = written.resource_version() {
+            ctx.last_writes.set(&written, rv);
+        }
     }
     record_metrics(ctx, mr, &status, new);
     Ok(Requeue::requeue(decision.requeue_after.unwrap_or(Duration::from_secs(300)).max(Duration::from_millis(200))))
@@ -268,9 +263,11 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
             }
             Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent } => {
                 // The spec's generation and uid are part of it: a changed router or port applies.
-                let key = LastWrites::key(mr);
                 let fingerprint = format!("{action:?}/{:?}/{:?}", mr.metadata.generation, mr.metadata.uid);
-                if ctx.applied_traffic.fresh(&key, &fingerprint) {
+                let fresh = |applied: Option<&(String, Instant)>| {
+                    applied.is_some_and(|(split, at)| *split == fingerprint && at.elapsed() < REAPPLY_AFTER)
+                };
+                if ctx.applied_traffic.with(mr, fresh) {
                     continue;
                 }
                 let stable_svc = workloads::service(mr, workloads::stable_service(mr), Some(stable_version));
@@ -289,7 +286,7 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
                     mirror: *mirror_percent,
                 };
                 Router::of(mr).apply(client, mr, &split).await?;
-                ctx.applied_traffic.record(key, fingerprint);
+                ctx.applied_traffic.set(mr, (fingerprint, Instant::now()));
             }
             Action::ScaleDown { version } => {
                 let name = workloads::deployment_name(mr, version);
@@ -356,7 +353,7 @@ fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, ne
 /// route removed. Owned objects are garbage-collected through their owner references.
 async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     ctx.last_writes.forget(mr);
-    ctx.applied_traffic.forget(&LastWrites::key(mr));
+    ctx.applied_traffic.forget(mr);
     let split = Split {
         stable_service: workloads::stable_service(mr),
         canary_service: workloads::canary_service(mr),

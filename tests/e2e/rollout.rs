@@ -95,11 +95,7 @@ async fn j_deleting_a_rollout_mid_stage_restores_all_traffic_to_stable_first() {
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn b_a_candidate_with_a_higher_false_positive_rate_is_rolled_back_at_5_percent() {
     let env = setup("badfpr", 150).await;
-    let stages = json!([
-        {"name": "canary-5", "weight": 5, "minDuration": "20s"},
-        {"name": "canary-25", "weight": 25, "minDuration": "20s"},
-        {"name": "full", "weight": 100, "minDuration": "20s"}
-    ]);
+    let stages = canary_stages(20);
     // Watch the route as a gateway would, noting when the canary's weight goes back to 0.
     let routes: kube::Api<kube::api::DynamicObject> =
         kube::Api::namespaced_with(env.client.clone(), &env.ns.name, &modelrollout::routers::http_route_resource());
@@ -178,11 +174,7 @@ async fn c_a_candidate_with_a_latency_regression_over_the_p95_gate_is_rolled_bac
     // computes ~10 ms more per row; the p95 gate allows 6 ms. The other gates stay as in (a).
     let mut gates = default_gates();
     gates["latencyP95"] = json!({"max": 6, "minSamples": 20});
-    let stages = json!([
-        {"name": "canary-5", "weight": 5, "minDuration": "20s"},
-        {"name": "canary-25", "weight": 25, "minDuration": "20s"},
-        {"name": "full", "weight": 100, "minDuration": "20s"}
-    ]);
+    let stages = canary_stages(20);
     gitops_apply(&env.ns.name, &manifest("v2-slow", "fraud-v2-slow.onnx", stages, gates));
     let mr =
         wait_phase(&env, Duration::from_secs(120), |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))

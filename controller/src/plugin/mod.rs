@@ -285,7 +285,7 @@ async fn execute(args: Args) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Pause { name } => {
-            s.get(&name).await?;
+            // A missing rollout is explained by `patch_spec` like by `get`.
             s.patch_spec(&name, json!({"paused": true})).await?;
             println!("modelrollout {name} paused: weights held until `kubectl modelrollout resume {name}`");
             Ok(exit::OK)

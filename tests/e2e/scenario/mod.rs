@@ -68,6 +68,16 @@ pub fn four_stages(secs: u32) -> Value {
     ])
 }
 
+/// Live-traffic stages only (no shadow): 5%, 25%, 100%, each `secs` long.
+pub fn canary_stages(secs: u32) -> Value {
+    let d = format!("{secs}s");
+    json!([
+        {"name": "canary-5", "weight": 5, "minDuration": d},
+        {"name": "canary-25", "weight": 25, "minDuration": d},
+        {"name": "full", "weight": 100, "minDuration": d}
+    ])
+}
+
 /// `kubectl apply --server-side` as a GitOps tool does, with its own field manager.
 pub fn gitops_apply(ns: &str, obj: &Value) {
     kubectl_ok(&["apply", "--server-side", "--field-manager", "gitops", "-n", ns, "-f", "-"], Some(&obj.to_string()));
