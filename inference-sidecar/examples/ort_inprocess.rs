@@ -1,6 +1,7 @@
-//! Benchmark floor: the model's own cost. ONNX Runtime called in-process, one row per call, no server.
+//! Benchmark floor: the model's own cost. ONNX Runtime called in-process, no server; one row per
+//! call unless ROWS says how many rows each call scores (the cost of a batch).
 //!
-//!   ORT_DYLIB_PATH=... cargo run --release -p inference-sidecar --example ort_inprocess -- MODEL.onnx [N]
+//!   ORT_DYLIB_PATH=... cargo run --release -p inference-sidecar --example ort_inprocess -- MODEL.onnx [N] [ROWS]
 
 use std::time::Instant;
 
@@ -12,9 +13,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let bytes = std::fs::read(args.next().expect("model file")).unwrap();
     let n: usize = args.next().map_or(20_000, |s| s.parse().unwrap());
+    let rows_per_call: usize = args.next().map_or(1, |s| s.parse().unwrap());
     let env = init_runtime().unwrap();
     let mut engine = Engine::new(&env, &bytes, 1, Device::Cpu, InputKind::Numeric { width: 6 }).unwrap();
-    let row = Rows::Numeric { width: 6, values: vec![120.5, 3.0, 0.8, 300.0, 20.0, 1.0] };
+    let row = Rows::Numeric { width: 6, values: [120.5, 3.0, 0.8, 300.0, 20.0, 1.0].repeat(rows_per_call) };
     for _ in 0..1000 {
         engine.score(&row).unwrap();
     }
@@ -29,7 +31,7 @@ fn main() {
     lat.sort_by(f64::total_cmp);
     let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "{{\"calls\": {n}, \"per_second\": {:.0}, \"p50_us\": {:.2}, \"p95_us\": {:.2}, \"p99_us\": {:.2}}}",
+        "{{\"calls\": {n}, \"rows_per_call\": {rows_per_call}, \"per_second\": {:.0}, \"p50_us\": {:.2}, \"p95_us\": {:.2}, \"p99_us\": {:.2}}}",
         n as f64 / total,
         q(0.50),
         q(0.95),

@@ -1,14 +1,22 @@
 //! Dynamic batching off the async runtime: a bounded queue feeds dedicated inference threads, each
 //! with its own session. A full queue sheds load (429) instead of growing latency without bound.
 //!
-//! A worker takes the first waiting request, then everything already queued up to the batch size;
-//! only when other requests are queued with it (real concurrency) does it wait up to the batch delay
-//! for more. A lone request under light load is never held back.
+//! A worker takes the first waiting request, then everything already queued up to the batch size.
+//! It waits (up to the batch delay) only for requests known to be on their way — already being
+//! decoded and validated by a handler — never on the chance that more will come: a fixed wait
+//! taxes every request under light load, and under heavy load the queue fills by itself while the
+//! previous batch runs.
+//!
+//! Answers go back to the runtime once per batch, not once per request: waking a task from a
+//! foreign thread can cost a syscall (an idle runtime worker has to be unparked), so one delivery
+//! task on the runtime receives the whole batch and completes each request there, where a wake is
+//! a push on the local run queue.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -16,15 +24,33 @@ use crate::metrics::Metrics;
 use crate::model::Engine;
 use crate::validate::Rows;
 
+type Reply = oneshot::Sender<Result<Vec<f32>, String>>;
+
 struct Job {
     rows: Rows,
-    reply: oneshot::Sender<Result<Vec<f32>, String>>,
+    reply: Reply,
 }
+
+/// One finished batch's answers, handed back to the async runtime in one piece.
+type Answers = Vec<(Reply, Result<Vec<f32>, String>)>;
+
+/// How often a waiting worker re-checks whether requests are still on their way.
+const ARRIVAL_POLL: Duration = Duration::from_micros(50);
 
 #[derive(Clone)]
 pub struct Batcher {
     tx: Sender<Job>,
     metrics: Arc<Metrics>,
+    arriving: Arc<AtomicUsize>,
+}
+
+/// A request on its way to the queue; counted until it is queued or refused (dropped).
+pub struct Arrival(Arc<AtomicUsize>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl Batcher {
@@ -36,21 +62,34 @@ impl Batcher {
         metrics: Arc<Metrics>,
     ) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
+        let arriving = Arc::new(AtomicUsize::new(0));
+        let (answers_tx, answers_rx) = tokio::sync::mpsc::unbounded_channel::<Answers>();
+        tokio::spawn(deliver(answers_rx));
         for (i, engine) in engines.into_iter().enumerate() {
             let rx = rx.clone();
             let metrics = metrics.clone();
+            let arriving = arriving.clone();
+            let answers = answers_tx.clone();
             std::thread::Builder::new()
                 .name(format!("inference-{i}"))
-                .spawn(move || worker(engine, rx, max_batch, max_delay, metrics))
+                .spawn(move || worker(engine, rx, max_batch, max_delay, &arriving, &answers, metrics))
                 .expect("spawning an inference thread");
         }
-        Self { tx, metrics }
+        Self { tx, metrics, arriving }
+    }
+
+    /// Announces a request that will be scored once decoded: workers may wait for it.
+    pub fn arrival(&self) -> Arrival {
+        self.arriving.fetch_add(1, Ordering::Release);
+        Arrival(self.arriving.clone())
     }
 
     /// Scores rows through the queue.
-    pub async fn score(&self, rows: Rows) -> Result<Vec<f32>, ApiError> {
+    pub async fn score(&self, rows: Rows, arrival: Arrival) -> Result<Vec<f32>, ApiError> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { rows, reply }) {
+        let sent = self.tx.try_send(Job { rows, reply });
+        drop(arrival);
+        match sent {
             Ok(()) => self.metrics.queue_depth.inc(),
             Err(TrySendError::Full(_)) => return Err(ApiError::ResourceExhausted),
             Err(TrySendError::Disconnected(_)) => return Err(ApiError::Unavailable),
@@ -63,7 +102,15 @@ impl Batcher {
     }
 }
 
-fn worker(mut engine: Engine, rx: Receiver<Job>, max_batch: usize, max_delay: Duration, metrics: Arc<Metrics>) {
+fn worker(
+    mut engine: Engine,
+    rx: Receiver<Job>,
+    max_batch: usize,
+    max_delay: Duration,
+    arriving: &AtomicUsize,
+    answers: &tokio::sync::mpsc::UnboundedSender<Answers>,
+    metrics: Arc<Metrics>,
+) {
     while let Ok(first) = rx.recv() {
         let mut rows = first.rows.len();
         let mut jobs = vec![first];
@@ -76,15 +123,20 @@ fn worker(mut engine: Engine, rx: Receiver<Job>, max_batch: usize, max_delay: Du
                 Err(_) => break,
             }
         }
-        if jobs.len() > 1 && rows < max_batch && !max_delay.is_zero() {
+        if rows < max_batch && !max_delay.is_zero() && arriving.load(Ordering::Acquire) > 0 {
             let deadline = Instant::now() + max_delay;
-            while rows < max_batch {
-                match rx.recv_deadline(deadline) {
+            while rows < max_batch && arriving.load(Ordering::Acquire) > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match rx.recv_timeout(left.min(ARRIVAL_POLL)) {
                     Ok(job) => {
                         rows += job.rows.len();
                         jobs.push(job);
                     }
-                    Err(_) => break,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
         }
@@ -99,21 +151,33 @@ fn worker(mut engine: Engine, rx: Receiver<Job>, max_batch: usize, max_delay: Du
             }
             engine.score(&all)
         };
-        match result {
+        let delivered: Answers = match result {
             Ok(scores) => {
                 let mut offset = 0;
-                for job in jobs {
-                    let n = job.rows.len();
-                    let _ = job.reply.send(Ok(scores[offset..offset + n].to_vec()));
-                    offset += n;
-                }
+                jobs.into_iter()
+                    .map(|job| {
+                        let n = job.rows.len();
+                        offset += n;
+                        (job.reply, Ok(scores[offset - n..offset].to_vec()))
+                    })
+                    .collect()
             }
             Err(e) => {
                 tracing::error!(error = %e, rows, "inference failed");
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
+                jobs.into_iter().map(|job| (job.reply, Err(e.clone()))).collect()
             }
+        };
+        if answers.send(delivered).is_err() {
+            return; // the runtime is gone: nobody is waiting
+        }
+    }
+}
+
+/// Completes each request of each finished batch, on the runtime.
+async fn deliver(mut batches: tokio::sync::mpsc::UnboundedReceiver<Answers>) {
+    while let Some(batch) = batches.recv().await {
+        for (reply, answer) in batch {
+            let _ = reply.send(answer);
         }
     }
 }

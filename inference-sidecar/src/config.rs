@@ -83,6 +83,11 @@ pub struct Args {
     /// Inference threads, each with its own session.
     #[arg(long, env = "SIDECAR_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    /// Threads of the async runtime (HTTP, validation, metrics). Default: the CPUs this process may
+    /// use (affinity and cgroup quota) less those the inference threads keep busy, at least one —
+    /// more runtime threads than free cores only adds context switches.
+    #[arg(long, env = "SIDECAR_RUNTIME_THREADS")]
+    pub runtime_threads: Option<usize>,
     #[arg(long, env = "SIDECAR_MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
     /// How long a batch waits to fill, e.g. `1ms`, `500us`.
@@ -120,6 +125,16 @@ pub struct Args {
     /// Where downloaded models are kept.
     #[arg(long, env = "SIDECAR_CACHE_DIR", default_value = "/tmp/inference-sidecar")]
     pub cache_dir: PathBuf,
+}
+
+impl Args {
+    /// The async runtime's thread count (see `runtime_threads`).
+    pub fn runtime_threads(&self) -> usize {
+        self.runtime_threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cpus.saturating_sub(self.workers * self.threads).max(1)
+        })
+    }
 }
 
 /// Parses `500us`, `1ms`, `2s`, `5m`, `1h`.

@@ -1,6 +1,7 @@
 //! HTTP API: Open Inference Protocol v2, JSON prediction by feature name, ranking, label feedback,
 //! health and metrics. `app(state)` builds the router so tests drive it in-process or on port 0.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -16,7 +17,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::batcher::Batcher;
+use crate::batcher::{Arrival, Batcher};
 use crate::drift::Drift;
 use crate::error::{ApiError, Reason};
 use crate::feedback::{Lookup, PredictionMemory};
@@ -40,6 +41,7 @@ pub struct AppState {
     pub max_payload_bytes: usize,
     pub max_candidates: usize,
     pub threshold: f32,
+    version_header: Option<HeaderValue>,
     id_prefix: String,
     next_id: AtomicU64,
 }
@@ -55,6 +57,7 @@ impl AppState {
         max_candidates: usize,
     ) -> Self {
         let threshold = validator.contract.output.threshold as f32;
+        let version_header = HeaderValue::from_str(&model_version).ok();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Self {
             model_name,
@@ -68,6 +71,7 @@ impl AppState {
             max_payload_bytes,
             max_candidates,
             threshold,
+            version_header,
             id_prefix: format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff),
             next_id: AtomicU64::new(0),
         }
@@ -77,6 +81,11 @@ impl AppState {
     /// readiness drops (so no new traffic is routed here) but requests that still arrive are served.
     fn batcher(&self) -> Result<&Batcher, ApiError> {
         self.batcher.get().ok_or(ApiError::Unavailable)
+    }
+
+    /// Announces a request that will reach the batcher once decoded (nothing before the model loads).
+    fn arrival(&self) -> Option<Arrival> {
+        self.batcher.get().map(Batcher::arrival)
     }
 }
 
@@ -155,8 +164,8 @@ async fn around(State(state): State<Arc<AppState>>, mut req: Request, next: Next
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&state.model_version) {
-        headers.insert(MODEL_VERSION, v);
+    if let Some(v) = &state.version_header {
+        headers.insert(MODEL_VERSION, v.clone());
     }
     if let Some(route) = route {
         let m = &state.metrics;
@@ -251,15 +260,21 @@ impl AppState {
     }
 
     /// Scores validated rows, records decisions, scores, drift and the prediction memory.
-    async fn score(&self, rows: Rows, ids: impl Fn(usize) -> String) -> Result<(Vec<f32>, Vec<bool>), ApiError> {
+    async fn score<'id>(
+        &self,
+        rows: Rows,
+        arrival: Option<Arrival>,
+        ids: impl Fn(usize) -> Cow<'id, str>,
+    ) -> Result<(Vec<f32>, Vec<bool>), ApiError> {
         let batcher = self.batcher()?;
+        let arrival = arrival.unwrap_or_else(|| batcher.arrival());
         if let Rows::Numeric { width, values } = &rows
             && let Ok(mut drift) = self.drift.lock()
             && let Some(d) = drift.as_mut()
         {
             d.observe(*width, values);
         }
-        let scores = batcher.score(rows).await?;
+        let scores = batcher.score(rows, arrival).await?;
         let decisions: Vec<bool> = scores.iter().map(|s| *s >= self.threshold).collect();
         let m = &self.metrics;
         let (mut pos, mut neg) = (0u64, 0u64);
@@ -281,8 +296,8 @@ impl AppState {
     }
 }
 
-fn instance_id(request_id: &str, n: usize, i: usize) -> String {
-    if n == 1 { request_id.to_string() } else { format!("{request_id}/{i}") }
+fn instance_id(request_id: &str, n: usize, i: usize) -> Cow<'_, str> {
+    if n == 1 { Cow::Borrowed(request_id) } else { Cow::Owned(format!("{request_id}/{i}")) }
 }
 
 #[derive(Deserialize)]
@@ -300,6 +315,7 @@ async fn predict(
         return Err(ApiError::NotFound(target).into());
     };
     check_name(&state, name)?;
+    let arrival = state.arrival();
     let bytes = body(b, state.max_payload_bytes)?;
     let req: PredictRequest = parse(&bytes)?;
     if req.instances.is_empty() {
@@ -314,7 +330,7 @@ async fn predict(
         state.validator.encode_instance(obj, &path, &mut rows).map_err(|v| state.refuse(v))?;
     }
     let n = rows.len();
-    let (scores, decisions) = state.score(rows, |i| instance_id(&rid, n, i)).await?;
+    let (scores, decisions) = state.score(rows, arrival, |i| instance_id(&rid, n, i)).await?;
     // Serialized straight from borrowed data: no intermediate JSON tree on the hot path.
     let predictions = scores
         .iter()
@@ -332,8 +348,8 @@ async fn predict(
 }
 
 #[derive(serde::Serialize)]
-struct Prediction {
-    id: String,
+struct Prediction<'a> {
+    id: Cow<'a, str>,
     score: f32,
     decision: bool,
 }
@@ -343,7 +359,7 @@ struct PredictResponse<'a> {
     model_name: &'a str,
     model_version: &'a str,
     request_id: &'a str,
-    predictions: Vec<Prediction>,
+    predictions: Vec<Prediction<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -358,6 +374,7 @@ async fn rank(
     Extension(RequestId(rid)): Extension<RequestId>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
+    let arrival = state.arrival();
     let bytes = body(b, state.max_payload_bytes)?;
     let req: RankRequest = parse(&bytes)?;
     if req.candidates.is_empty() {
@@ -411,7 +428,7 @@ async fn rank(
             .encode_with(|name| obj.get(name).or_else(|| req.context.get(name)), &path, &mut rows)
             .map_err(|v| state.refuse(v))?;
     }
-    let (scores, _) = state.score(rows, |i| format!("{rid}/{i}")).await?;
+    let (scores, _) = state.score(rows, arrival, |i| Cow::Owned(format!("{rid}/{i}"))).await?;
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
     Ok(Json(json!({"model_version": state.model_version, "request_id": rid, "scores": scores, "order": order}))
@@ -448,6 +465,7 @@ async fn infer(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     check_name(&state, &name)?;
+    let arrival = state.arrival();
     let bytes = body(b, state.max_payload_bytes)?;
     let req: InferRequest = parse(&bytes)?;
     let rows = infer_rows(&state, &req).map_err(|e| match e {
@@ -456,7 +474,7 @@ async fn infer(
     })?;
     let id = req.id.clone().unwrap_or_else(|| rid.clone());
     let n = rows.len();
-    let (scores, decisions) = state.score(rows, |i| instance_id(&id, n, i)).await?;
+    let (scores, decisions) = state.score(rows, arrival, |i| instance_id(&id, n, i)).await?;
     Ok(Json(json!({
         "model_name": state.model_name,
         "model_version": state.model_version,

@@ -205,6 +205,45 @@ async fn a_full_queue_sheds_load_with_429() {
     assert_eq!(codes.keys().filter(|c| **c != 200 && **c != 429).count(), 0, "{codes:?}");
 }
 
+/// The batch-size histogram's (count, sum) from the metrics text.
+async fn batches(state: &Arc<AppState>) -> (f64, f64) {
+    let text = state.metrics.encode();
+    let read = |suffix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("modelrollout_sidecar_batch_size_{suffix}{{")))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    (read("count"), read("sum"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn concurrent_requests_share_batches_and_a_lone_request_is_not_held_back() {
+    // A batch delay far longer than any scoring: a lone request that waited for it would show.
+    let (state, _c) = fraud(&["--max-batch-delay", "2s", "--max-batch-size", "64"]).await;
+    let (before, _) = batches(&state).await;
+    let started = std::time::Instant::now();
+    let (status, v, _) = post(&state, "/v1/models/fraud:predict", json!({"instances": [row()]})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "a lone request waited {:?}", started.elapsed());
+    assert_eq!(batches(&state).await, (before + 1.0, before + 1.0));
+
+    let (count0, sum0) = batches(&state).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move { post(&state, "/v1/models/fraud:predict", json!({"instances": [row()]})).await.0 })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let (count, sum) = batches(&state).await;
+    assert_eq!(sum - sum0, 200.0, "every row scored once");
+    assert!(count - count0 < 200.0, "200 concurrent requests ran in {} batches", count - count0);
+}
+
 /// Scores the golden rows of a model on a real socket and compares with Python onnxruntime.
 async fn golden(name: &str, file: &str, contract: &str) -> (String, Vec<(Value, i64, f64)>) {
     let c = contract_file(contract);
