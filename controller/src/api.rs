@@ -151,7 +151,8 @@ pub struct RuntimeSpec {
     #[serde(default = "default_max_batch_size")]
     #[schemars(range(min = 1, max = 4096))]
     pub max_batch_size: u32,
-    /// Longest a request waits for a batch to fill.
+    /// Longest the sidecar waits for requests already being decoded to join a batch (it never
+    /// waits on the chance that more will come).
     #[serde(default = "default_max_batch_delay")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub max_batch_delay: String,

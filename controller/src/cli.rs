@@ -99,12 +99,20 @@ async fn wait_for_crd(client: &Client) {
     }
 }
 
-async fn run_controller(client: Client, args: &Args, ctx: Arc<Context>) {
+/// The namespaces watched: all (`None`) or the configured ones.
+fn watched_namespaces(args: &Args) -> Vec<Option<String>> {
+    if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() }
+}
+
+async fn run_controller(
+    client: Client,
+    args: &Args,
+    ctx: Arc<Context>,
+    deployment_writers: Vec<reflector::store::Writer<Deployment>>,
+) {
     let watch_cfg = watcher::Config::default().any_semantic();
     let owned_cfg = watcher::Config::default().labels("app.kubernetes.io/managed-by=modelrollout-controller");
-    let namespaces: Vec<Option<String>> =
-        if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
-    let runs = namespaces.into_iter().map(|ns| {
+    let runs = watched_namespaces(args).into_iter().zip(deployment_writers).map(|(ns, deployment_writer)| {
         let (mrs, deps): (Api<DeserializeGuard<ModelRollout>>, Api<Deployment>) = match &ns {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
             None => (Api::all(client.clone()), Api::all(client.clone())),
@@ -122,9 +130,22 @@ async fn run_controller(client: Client, args: &Args, ctx: Arc<Context>) {
             })
             .reflect(writer)
             .applied_objects();
+        // The managed Deployments are cached too (reconciles read readiness and role labels from
+        // here, not with a GET each): without the pod template and managedFields, which nothing
+        // reads, they cost little.
+        let deployments = watcher(deps, owned_cfg.clone())
+            .default_backoff()
+            .modify(|d: &mut Deployment| {
+                d.managed_fields_mut().clear();
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.template = Default::default();
+                }
+            })
+            .reflect(deployment_writer)
+            .touched_objects();
         Controller::for_stream(rollouts, reader)
             .with_config(kube::runtime::controller::Config::default().concurrency(args.max_concurrent_reconciles))
-            .owns(deps, owned_cfg.clone())
+            .owns_stream(deployments)
             .graceful_shutdown_on(shutdown_signal())
             .run(reconcile, error_policy, ctx)
             .for_each(|r| async move {
@@ -173,6 +194,8 @@ pub async fn run(args: Args) -> i32 {
         format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "controller".into()), std::process::id())
     });
     let reporter = Reporter { controller: "modelrollout-controller".into(), instance: Some(identity.clone()) };
+    let (deployment_readers, deployment_writers): (Vec<_>, Vec<_>) =
+        watched_namespaces(&args).iter().map(|_| reflector::store::<Deployment>()).unzip();
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
@@ -181,10 +204,12 @@ pub async fn run(args: Args) -> i32 {
         prometheus_url: args.prometheus_url.clone(),
         last_writes: Default::default(),
         applied_traffic: Default::default(),
+        deployments: deployment_readers,
+        applied_workloads: Default::default(),
     });
     if !args.leader_election {
         health.ready.store(true, Ordering::Release);
-        run_controller(client, &args, ctx).await;
+        run_controller(client, &args, ctx, deployment_writers).await;
         return 0;
     }
     let elector = LeaderElector::new(
@@ -202,7 +227,7 @@ pub async fn run(args: Args) -> i32 {
     tracing::info!(%identity, "acquired the leader lease");
     metrics.leader.set(1);
     let code = tokio::select! {
-        _ = run_controller(client, &args, ctx) => {
+        _ = run_controller(client, &args, ctx, deployment_writers) => {
             elector.release().await;
             0
         }

@@ -12,6 +12,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -37,6 +38,27 @@ pub struct Context {
     pub last_writes: LastWrites,
     /// The traffic split last applied per rollout, and when.
     pub applied_traffic: AppliedTraffic,
+    /// The Deployments this controller manages, as the watch last saw them (one store per watched
+    /// namespace set; pod templates and managedFields dropped).
+    pub deployments: Vec<reflector::Store<Deployment>>,
+    /// The Deployments last applied per rollout.
+    pub applied_workloads: AppliedWorkloads,
+}
+
+impl Context {
+    /// The managed Deployment `name` in `ns` from the watch cache.
+    fn cached_deployment(&self, ns: &str, name: &str) -> Option<Arc<Deployment>> {
+        let key = reflector::ObjectRef::new(name).within(ns);
+        self.deployments.iter().find_map(|store| store.get(&key))
+    }
+
+    /// Waits until every Deployment store has listed once: an empty cache at start-up would read
+    /// as "no Deployment" and re-label the pods that serve.
+    async fn deployments_listed(&self) {
+        for store in &self.deployments {
+            let _ = store.wait_until_ready().await;
+        }
+    }
 }
 
 /// A small memo per rollout (keyed by namespace and name), forgotten when the rollout goes.
@@ -61,6 +83,13 @@ impl<T> PerRollout<T> {
         self.0.lock().expect("not poisoned").insert(Self::key(mr), value);
     }
 
+    fn update(&self, mr: &ModelRollout, f: impl FnOnce(&mut T))
+    where
+        T: Default,
+    {
+        f(self.0.lock().expect("not poisoned").entry(Self::key(mr)).or_default());
+    }
+
     fn forget(&self, mr: &ModelRollout) {
         self.0.lock().expect("not poisoned").remove(&Self::key(mr));
     }
@@ -73,6 +102,27 @@ impl<T> PerRollout<T> {
 pub type AppliedTraffic = PerRollout<(String, Instant)>;
 
 const REAPPLY_AFTER: Duration = Duration::from_secs(300);
+
+/// A Deployment as last applied: what was applied (a hash of the object), the role label it got,
+/// the generation the apiserver gave it, and when.
+pub struct AppliedWorkload {
+    fingerprint: u64,
+    role: String,
+    generation: Option<i64>,
+    at: Instant,
+}
+
+/// Every reconcile of an active rollout ensures both Deployments; applying an unchanged object is
+/// an apiserver round trip for nothing. An apply is skipped while the object we would send is the
+/// one we last sent, the cached Deployment still has the generation our apply produced (nobody
+/// changed its spec since) and the apply is recent (`REAPPLY_AFTER`).
+pub type AppliedWorkloads = PerRollout<std::collections::HashMap<String, AppliedWorkload>>;
+
+fn fingerprint(d: &Deployment) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let bytes = serde_json::to_vec(d).unwrap_or_default();
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(bytes)
+}
 
 /// Decides whether the watch cache can be trusted for a rollout: a reconcile must never decide on
 /// a copy older than our own last status write (it would repeat or undo a transition), but a GET per
@@ -119,16 +169,14 @@ pub fn error_policy(_guard: Arc<DeserializeGuard<ModelRollout>>, error: &Error, 
     Requeue::requeue(Duration::from_secs(2))
 }
 
-/// Whether the candidate's Deployment has all its pods Ready.
-async fn deployment_ready(api: &Api<Deployment>, name: &str) -> Result<bool, Error> {
-    let Some(d) = api.get_opt(name).await? else { return Ok(false) };
+/// Whether a Deployment (from the watch cache: its changes trigger a reconcile, so the cache is as
+/// new as what the reconcile reacts to) has all its pods Ready.
+fn deployment_ready(d: Option<&Deployment>) -> bool {
+    let Some(d) = d else { return false };
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = d.status.unwrap_or_default();
+    let status = d.status.clone().unwrap_or_default();
     let current = status.observed_generation >= d.metadata.generation;
-    Ok(want > 0
-        && current
-        && status.ready_replicas.unwrap_or(0) >= want
-        && status.updated_replicas.unwrap_or(0) >= want)
+    want > 0 && current && status.ready_replicas.unwrap_or(0) >= want && status.updated_replicas.unwrap_or(0) >= want
 }
 
 fn selector(mr: &ModelRollout, model: &ModelSpec, role: &str) -> Selector {
@@ -160,12 +208,14 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     let mr = &fresh;
     let status = mr.status.clone().unwrap_or_default();
     let now = Timestamp::now();
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    ctx.deployments_listed().await;
 
     // Observe.
     let candidate_differs = status.stable.as_ref().is_some_and(|s| !s.same_build(&mr.spec.model));
     let candidate_ready = candidate_differs
-        && deployment_ready(&deployments, &workloads::deployment_name(mr, &mr.spec.model.version)).await?;
+        && deployment_ready(
+            ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &mr.spec.model.version)).as_deref(),
+        );
     let mut analysis = None;
     if candidate_ready && core::analysis_due(&mr.spec, &status, now) {
         let stable = status.stable.clone().expect("a candidate implies a stable");
@@ -252,14 +302,39 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
                     ),
                 };
                 let name = workloads::deployment_name(mr, &model.version);
+                let cached = ctx.cached_deployment(&ns, &name);
                 // The role a pod reports is fixed when its Deployment is created: neither a stage
-                // change nor the promotion itself restarts the pods that serve.
-                let role_label = match deployments.get_opt(&name).await? {
-                    Some(d) => d.labels().get(workloads::LABEL_ROLE).cloned().unwrap_or_else(|| role_label.to_string()),
-                    None => role_label.to_string(),
-                };
+                // change nor the promotion itself restarts the pods that serve. (The memo covers
+                // the moment between our create and the watch delivering it.)
+                let role_label = cached
+                    .as_ref()
+                    .and_then(|d| d.labels().get(workloads::LABEL_ROLE).cloned())
+                    .or_else(|| {
+                        ctx.applied_workloads.with(mr, |m| m.and_then(|m| m.get(&name)).map(|a| a.role.clone()))
+                    })
+                    .unwrap_or_else(|| role_label.to_string());
                 let d = workloads::deployment(mr, model, &role_label, replicas);
-                deployments.patch(&name, &ssa, &Patch::Apply(&d)).await?;
+                let print = fingerprint(&d);
+                let unchanged = ctx.applied_workloads.with(mr, |m| {
+                    m.and_then(|m| m.get(&name)).is_some_and(|a| {
+                        a.fingerprint == print
+                            && a.at.elapsed() < REAPPLY_AFTER
+                            && cached.as_ref().is_some_and(|c| c.metadata.generation == a.generation)
+                    })
+                });
+                if unchanged {
+                    continue;
+                }
+                let applied = deployments.patch(&name, &ssa, &Patch::Apply(&d)).await?;
+                let record = AppliedWorkload {
+                    fingerprint: print,
+                    role: role_label,
+                    generation: applied.metadata.generation,
+                    at: Instant::now(),
+                };
+                ctx.applied_workloads.update(mr, |m| {
+                    m.insert(name, record);
+                });
             }
             Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent } => {
                 // The spec's generation and uid are part of it: a changed router or port applies.
@@ -290,7 +365,8 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
             }
             Action::ScaleDown { version } => {
                 let name = workloads::deployment_name(mr, version);
-                if deployments.get_opt(&name).await?.is_some() {
+                let cached = ctx.cached_deployment(&ns, &name);
+                if cached.is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas) != Some(0)) {
                     let patch = json!({"spec": {"replicas": 0}});
                     deployments.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
                 }
@@ -354,6 +430,7 @@ fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, ne
 async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     ctx.last_writes.forget(mr);
     ctx.applied_traffic.forget(mr);
+    ctx.applied_workloads.forget(mr);
     let split = Split {
         stable_service: workloads::stable_service(mr),
         canary_service: workloads::canary_service(mr),

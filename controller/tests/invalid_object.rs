@@ -36,6 +36,8 @@ async fn a_model_rollout_that_does_not_deserialize_is_skipped_and_counted() {
         prometheus_url: None,
         last_writes: Default::default(),
         applied_traffic: Default::default(),
+        deployments: Vec::new(),
+        applied_workloads: Default::default(),
     });
     let action = reconcile(Arc::new(guard), ctx).await.expect("skipped, not an error that retries");
     assert_eq!(action, kube::runtime::controller::Action::await_change());
