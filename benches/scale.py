@@ -101,6 +101,19 @@ while (idle := phases().get("Idle", 0)) < N:
         print(f"  {time.time() - t0:.0f}s: {idle} Idle, rss_mib={rss_mib(ctl.pid):.1f}", flush=True)
     time.sleep(3 if N <= 2000 else 30)
 print(f"all {N} Idle (Deployment + 3 Services each) after {time.time() - t0:.1f}s", flush=True)
+
+
+def available():
+    out = kubectl("get", "deployments", "-n", NS, "-o", "jsonpath={range .items[*]}{.status.availableReplicas}{\"\\n\"}{end}")
+    return sum(1 for line in out.splitlines() if line.strip() not in ("", "0"))
+
+
+# The steady state starts once the controller-manager and kwok have caught up too: every stable
+# Deployment available (its pod Running and Ready).
+while (ready := available()) < N:
+    print(f"  {time.time() - t0:.0f}s: {ready} of {N} Deployments available", flush=True)
+    time.sleep(3 if N <= 2000 else 30)
+print(f"all {N} Deployments available after {time.time() - t0:.1f}s", flush=True)
 time.sleep(20)
 print(f"after the creation burst: rss_mib={rss_mib(ctl.pid):.1f}", flush=True)
 window(port, 60, f"IDLE n={N} steady")
