@@ -126,14 +126,16 @@ last, worst = {}, [0.0, None]
 
 
 def sample_analyses():
-    out = json.loads(kubectl("get", "modelrollouts", "-n", NS, "-l", "bench-progressing=true", "-o", "json"))
-    for it in out["items"]:
-        st = it.get("status") or {}
-        t = (st.get("lastAnalysis") or {}).get("time")
-        if st.get("phase") not in ("Progressing", "Paused") or not t:
+    """Reads each progressing rollout's last-analysis time from the controller's metrics (a kubectl
+    process a second would load the two cores being measured)."""
+    text = metrics(port)
+    progressing = {m.group(1) for m in re.finditer(
+        r'^modelrollout_rollout_phase\{[^}]*name="(m\d+)"[^}]*phase="Progressing"[^}]*\} 1$', text, re.M)}
+    for m in re.finditer(
+            r'^modelrollout_rollout_last_analysis_timestamp_seconds\{[^}]*name="(m\d+)"[^}]*\} (\S+)$', text, re.M):
+        name, ts = m.group(1), float(m.group(2))
+        if name not in progressing:
             continue
-        ts = time.mktime(time.strptime(t.rstrip("Z").split(".")[0], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-        name = it["metadata"]["name"]
         if name in last and ts != last[name]:
             gap = ts - last[name]
             if gap > worst[0]:

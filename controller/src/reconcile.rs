@@ -413,6 +413,7 @@ fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, ne
         };
     }
     if let Some(run) = &new.last_analysis {
+        m.last_analysis.get_or_create(&rl).set(run.time.0.as_millisecond() as f64 / 1e3);
         for g in &run.gates {
             for (version, value) in [("candidate", g.value), ("stable", g.stable_value), ("limit", g.bound)] {
                 if let Some(v) = value {
@@ -450,6 +451,7 @@ async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     let rl = RolloutLabel { namespace: namespace.clone(), name: name.clone() };
     m.weight.remove(&rl);
     m.mirror.remove(&rl);
+    m.last_analysis.remove(&rl);
     for p in [Phase::Idle, Phase::Progressing, Phase::Paused, Phase::Promoted, Phase::RolledBack, Phase::Failed] {
         m.phase.remove(&PhaseLabel { namespace: namespace.clone(), name: name.clone(), phase: p.as_str() });
     }

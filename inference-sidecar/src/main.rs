@@ -7,10 +7,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args = inference_sidecar::config::Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.runtime_threads())
-        .enable_all()
-        .build()
-        .expect("building the async runtime");
+    // One runtime thread: the single-threaded scheduler (no work stealing to pay for).
+    let mut builder = match args.runtime_threads() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let runtime = builder.enable_all().build().expect("building the async runtime");
     std::process::exit(runtime.block_on(inference_sidecar::run::run(args)));
 }

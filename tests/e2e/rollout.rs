@@ -146,6 +146,16 @@ async fn b_a_candidate_with_a_higher_false_positive_rate_is_rolled_back_at_5_per
     let st = mr.status.unwrap();
     assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
     assert_eq!(st.stage_name.as_deref(), Some("canary-5"));
+    // The last analysis is exported as a timestamp (what an "analysis overdue" alert reads).
+    let analysed = st.last_analysis.as_ref().expect("analysed").time.0.as_millisecond() as f64 / 1e3;
+    let series = format!("modelrollout_rollout_last_analysis_timestamp_seconds{{namespace=\"{}\",name=", env.ns.name);
+    let exported: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with(&series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("the controller exports the last analysis time");
+    assert!((exported - analysed).abs() < 0.002, "exported {exported}, status {analysed}");
     let msg = st.message.unwrap();
     assert!(msg.contains("falsePositiveRate"), "{msg}");
     let fpr = st.last_analysis.unwrap().gates.into_iter().find(|g| g.name == "falsePositiveRate").unwrap();
