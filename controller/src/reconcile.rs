@@ -103,6 +103,9 @@ pub type AppliedTraffic = PerRollout<(String, Instant)>;
 
 const REAPPLY_AFTER: Duration = Duration::from_secs(300);
 
+/// A reconcile slower than this logs where its time went.
+const SLOW_RECONCILE: Duration = Duration::from_millis(100);
+
 /// A Deployment as last applied: what was applied (a hash of the object), the role label it got,
 /// the generation the apiserver gave it, and when.
 pub struct AppliedWorkload {
@@ -216,6 +219,7 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         && deployment_ready(
             ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &mr.spec.model.version)).as_deref(),
         );
+    let started = Instant::now();
     let mut analysis = None;
     if candidate_ready && core::analysis_due(&mr.spec, &status, now) {
         let stable = status.stable.clone().expect("a candidate implies a stable");
@@ -247,6 +251,7 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
                 .collect(),
         });
     }
+    let observed = started.elapsed();
     let obs = Observations { generation: mr.meta().generation, candidate_ready, analysis };
 
     // Decide.
@@ -258,6 +263,7 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         && matches!(new.phase, Some(Phase::RolledBack | Phase::Failed | Phase::Idle));
     let decided = (Instant::now(), std::time::SystemTime::now());
     execute(mr, ctx, new, &decision.actions).await?;
+    let acted = started.elapsed();
     if rolling_back {
         let took = decided.0.elapsed();
         let unix = decided.1.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
@@ -278,6 +284,18 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         }
     }
     record_metrics(ctx, mr, &status, new);
+    let took = started.elapsed();
+    // Which step a slow reconcile spent its time in (the histogram only says that it was slow).
+    if took > SLOW_RECONCILE {
+        tracing::info!(
+            total_ms = took.as_millis() as u64,
+            observe_ms = observed.as_millis() as u64,
+            act_ms = (acted - observed).as_millis() as u64,
+            status_ms = (took - acted).as_millis() as u64,
+            actions = decision.actions.len(),
+            "slow reconcile"
+        );
+    }
     Ok(Requeue::requeue(decision.requeue_after.unwrap_or(Duration::from_secs(300)).max(Duration::from_millis(200))))
 }
 
