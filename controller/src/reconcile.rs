@@ -108,6 +108,7 @@ const SLOW_RECONCILE: Duration = Duration::from_millis(100);
 
 /// A Deployment as last applied: what was applied (a hash of the object), the role label it got,
 /// the generation the apiserver gave it, and when.
+#[derive(Clone)]
 pub struct AppliedWorkload {
     fingerprint: u64,
     role: String,
@@ -177,7 +178,7 @@ pub fn error_policy(_guard: Arc<DeserializeGuard<ModelRollout>>, error: &Error, 
 fn deployment_ready(d: Option<&Deployment>) -> bool {
     let Some(d) = d else { return false };
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = d.status.clone().unwrap_or_default();
+    let Some(status) = &d.status else { return false };
     let current = status.observed_generation >= d.metadata.generation;
     want > 0 && current && status.ready_replicas.unwrap_or(0) >= want && status.updated_replicas.unwrap_or(0) >= want
 }
@@ -198,6 +199,7 @@ fn prometheus(ctx: &Context, mr: &ModelRollout) -> Option<prometheus_http_query:
 }
 
 async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
+    let started = Instant::now();
     let ns = cached.namespace().unwrap_or_default();
     // Decide on the latest object, never on a watch cache that has not yet seen our last status
     // write: a stale status would repeat or undo a transition.
@@ -219,7 +221,6 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         && deployment_ready(
             ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &mr.spec.model.version)).as_deref(),
         );
-    let started = Instant::now();
     let mut analysis = None;
     if candidate_ready && core::analysis_due(&mr.spec, &status, now) {
         let stable = status.stable.clone().expect("a candidate implies a stable");
@@ -321,24 +322,21 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
                 };
                 let name = workloads::deployment_name(mr, &model.version);
                 let cached = ctx.cached_deployment(&ns, &name);
+                let last = ctx.applied_workloads.with(mr, |m| m.and_then(|m| m.get(&name)).cloned());
                 // The role a pod reports is fixed when its Deployment is created: neither a stage
                 // change nor the promotion itself restarts the pods that serve. (The memo covers
                 // the moment between our create and the watch delivering it.)
                 let role_label = cached
                     .as_ref()
                     .and_then(|d| d.labels().get(workloads::LABEL_ROLE).cloned())
-                    .or_else(|| {
-                        ctx.applied_workloads.with(mr, |m| m.and_then(|m| m.get(&name)).map(|a| a.role.clone()))
-                    })
+                    .or_else(|| last.as_ref().map(|a| a.role.clone()))
                     .unwrap_or_else(|| role_label.to_string());
                 let d = workloads::deployment(mr, model, &role_label, replicas);
                 let print = fingerprint(&d);
-                let unchanged = ctx.applied_workloads.with(mr, |m| {
-                    m.and_then(|m| m.get(&name)).is_some_and(|a| {
-                        a.fingerprint == print
-                            && a.at.elapsed() < REAPPLY_AFTER
-                            && cached.as_ref().is_some_and(|c| c.metadata.generation == a.generation)
-                    })
+                let unchanged = last.is_some_and(|a| {
+                    a.fingerprint == print
+                        && a.at.elapsed() < REAPPLY_AFTER
+                        && cached.as_ref().is_some_and(|c| c.metadata.generation == a.generation)
                 });
                 if unchanged {
                     continue;

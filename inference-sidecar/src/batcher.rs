@@ -85,7 +85,7 @@ impl Batcher {
     }
 
     /// Scores rows through the queue.
-    pub async fn score(&self, rows: Rows, arrival: Arrival) -> Result<Vec<f32>, ApiError> {
+    pub async fn score(&self, rows: Rows, arrival: Option<Arrival>) -> Result<Vec<f32>, ApiError> {
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.try_send(Job { rows, reply });
         drop(arrival);

@@ -267,7 +267,6 @@ impl AppState {
         ids: impl Fn(usize) -> Cow<'id, str>,
     ) -> Result<(Vec<f32>, Vec<bool>), ApiError> {
         let batcher = self.batcher()?;
-        let arrival = arrival.unwrap_or_else(|| batcher.arrival());
         if let Rows::Numeric { width, values } = &rows
             && let Ok(mut drift) = self.drift.lock()
             && let Some(d) = drift.as_mut()

@@ -380,3 +380,17 @@ async fn n_sigterm_exits_cleanly_and_hands_the_lease_over_at_once() {
     drop(second);
     env.harness.shutdown().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn o_a_hand_edited_deployment_is_put_back_at_once() {
+    // The controller skips re-applying a Deployment it applied recently — but only while the
+    // cached Deployment still has the generation its apply produced: an edit is repaired at once.
+    let env = setup("edit", 20).await;
+    let want = replicas(&env, "fraud-v1").await.expect("the stable Deployment");
+    kubectl_ok(&["scale", "deployment", "fraud-v1", "-n", &env.ns.name, "--replicas", &(want + 3).to_string()], None);
+    wait_for("the replicas put back", Duration::from_secs(30), || async {
+        (replicas(&env, "fraud-v1").await == Some(want)).then_some(())
+    })
+    .await;
+}
