@@ -30,6 +30,35 @@ pub struct Observations {
     pub candidate_ready: bool,
     /// Gate measurements, when an analysis was due and ran (see [`analysis_due`]).
     pub analysis: Option<Vec<GateObservation>>,
+    /// Where this rollout's first analysis of a stage falls within the spread.
+    pub analysis_slot: AnalysisSlot,
+}
+
+/// A fixed place per rollout within a short spread after its stage starts, where its analyses
+/// fall (see [`next_analysis_at`]). Rollouts started together (one GitOps sync, one `kubectl
+/// apply` of many) would otherwise query Prometheus and write status in the same instant at every
+/// interval for as long as they run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnalysisSlot(u16);
+
+impl AnalysisSlot {
+    /// The slot of a rollout, from a key that outlives restarts (its uid): a fixed hash, not the
+    /// std hasher, whose seed differs per process.
+    pub fn of(key: &str) -> Self {
+        let fnv = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        // FNV's last byte reaches only the low bits: mix them up (the splitmix64 finalizer).
+        let mut h = fnv;
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Self(((h ^ (h >> 31)) >> 48) as u16)
+    }
+
+    /// How far the rollout's analyses sit after the interval's beat: up to a fifth of the
+    /// interval, at most 10 s.
+    pub fn delay(self, interval: SignedDuration) -> SignedDuration {
+        let spread = (interval / 5).min(SignedDuration::from_secs(10));
+        spread.mul_f64(f64::from(self.0) / 65_536.0)
+    }
 }
 
 /// One gate's measurement for the candidate and for the stable baseline over the same window.
@@ -388,23 +417,40 @@ fn until(at: Timestamp, now: Timestamp) -> Duration {
 }
 
 /// When the next analysis of the current stage is due, if the rollout is in a phase that analyses.
-pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus) -> Option<Timestamp> {
+///
+/// A stage's analyses fall on a grid: the stage start, plus the rollout's [`AnalysisSlot`], plus
+/// every interval. The next one is the first grid point at least a second after the last analysis,
+/// because status keeps times to the second: the analysis just taken must not come due again, and
+/// a late analysis is not made up for by a burst.
+pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, slot: AnalysisSlot) -> Option<Timestamp> {
     let phase = status.phase?;
     if !phase.is_active() || spec.paused || status.candidate_unready_since.is_some() {
         return None;
     }
     let interval = parse_duration("interval", &spec.analysis.interval).ok()?;
     let stage_start = ts(status.stage_start_time.as_ref()?);
-    let base = match &status.last_analysis {
+    let first = whole_second(stage_start).checked_add(slot.delay(interval)).ok()?.checked_add(interval).ok()?;
+    let last = match &status.last_analysis {
         Some(run) if Some(run.stage_index) == status.stage_index && ts(&run.time) >= stage_start => ts(&run.time),
-        _ => stage_start,
+        _ => return Some(first),
     };
-    base.checked_add(interval).ok()
+    let after = whole_second(last).checked_add(SignedDuration::from_secs(1)).ok()?;
+    if after <= first {
+        return Some(first);
+    }
+    let behind = u128::try_from(after.duration_since(first).as_nanos()).ok()?;
+    let steps = behind.div_ceil(u128::try_from(interval.as_nanos()).ok()?);
+    first.checked_add(interval.checked_mul(i32::try_from(steps).ok()?)?).ok()
+}
+
+/// `t` without its fraction of a second, as status stores it.
+fn whole_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 /// Whether the controller should query the gates now. A clock that went backwards is not due.
-pub fn analysis_due(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, now: Timestamp) -> bool {
-    next_analysis_at(spec, status).is_some_and(|at| now >= at)
+pub fn analysis_due(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, slot: AnalysisSlot, now: Timestamp) -> bool {
+    next_analysis_at(spec, status, slot).is_some_and(|at| now >= at)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -421,6 +467,7 @@ struct Ctx<'a> {
     timings: Timings,
     ensure_candidate: bool,
     events: Vec<Action>,
+    analysis_slot: AnalysisSlot,
 }
 
 /// Decides what a rollout does next. See the module docs and README for the rules.
@@ -441,7 +488,8 @@ pub fn decide(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, obs: &Observ
             };
         }
     };
-    let mut ctx = Ctx { spec, st, now, timings, ensure_candidate: false, events: Vec::new() };
+    let mut ctx =
+        Ctx { spec, st, now, timings, ensure_candidate: false, events: Vec::new(), analysis_slot: obs.analysis_slot };
     ctx.step(obs);
     ctx.finish()
 }
@@ -921,7 +969,7 @@ impl Ctx<'_> {
         set_conditions(&mut self.st, now);
 
         let mut wake: Vec<Timestamp> = self.st.pending_scale_downs.iter().map(|p| p.at.0).collect();
-        if let Some(at) = next_analysis_at(self.spec, &self.st) {
+        if let Some(at) = next_analysis_at(self.spec, &self.st, self.analysis_slot) {
             wake.push(at);
         }
         if active

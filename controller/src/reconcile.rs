@@ -222,7 +222,8 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
             ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &mr.spec.model.version)).as_deref(),
         );
     let mut analysis = None;
-    if candidate_ready && core::analysis_due(&mr.spec, &status, now) {
+    let analysis_slot = core::AnalysisSlot::of(mr.metadata.uid.as_deref().unwrap_or_default());
+    if candidate_ready && core::analysis_due(&mr.spec, &status, analysis_slot, now) {
         let stable = status.stable.clone().expect("a candidate implies a stable");
         let defs = core::gate_defs(&mr.spec.analysis.gates);
         let timings = core::Timings::of(&mr.spec).ok();
@@ -253,7 +254,7 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         });
     }
     let observed = started.elapsed();
-    let obs = Observations { generation: mr.meta().generation, candidate_ready, analysis };
+    let obs = Observations { generation: mr.meta().generation, candidate_ready, analysis, analysis_slot };
 
     // Decide.
     let decision = core::decide(&mr.spec, &status, &obs, now);

@@ -79,7 +79,7 @@ fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
 }
 
 fn obs(ready: bool) -> Observations {
-    Observations { generation: Some(1), candidate_ready: ready, analysis: None }
+    Observations { generation: Some(1), candidate_ready: ready, analysis: None, analysis_slot: AnalysisSlot::default() }
 }
 
 fn v(value: f64, samples: u64) -> Measurement {
@@ -612,7 +612,7 @@ fn paused_holds_weights_and_does_not_advance() {
     assert_eq!(d.status.phase, Some(Phase::Paused));
     assert_eq!(d.status.reason.as_deref(), Some(reasons::PAUSED_BY_SPEC));
     assert_eq!((d.status.stage_index, traffic(&d).2), (Some(2), 25));
-    assert!(!analysis_due(&paused, &d.status, at(now + 600)));
+    assert!(!analysis_due(&paused, &d.status, AnalysisSlot::default(), at(now + 600)));
     let resumed = step(&s, &d.status, obs(true), at(now + 61));
     assert_eq!(resumed.status.phase, Some(Phase::Progressing));
     assert_eq!(resumed.status.reason.as_deref(), Some(reasons::RESUMED));
@@ -788,9 +788,9 @@ fn replica_ratio_skips_shadow_and_says_so() {
 #[test]
 fn a_clock_that_goes_backwards_neither_advances_nor_analyses() {
     let (s, st) = started();
-    assert!(!analysis_due(&s, &st, at(-30)));
-    assert!(!analysis_due(&s, &st, at(4)));
-    assert!(analysis_due(&s, &st, at(5)));
+    assert!(!analysis_due(&s, &st, AnalysisSlot::default(), at(-30)));
+    assert!(!analysis_due(&s, &st, AnalysisSlot::default(), at(4)));
+    assert!(analysis_due(&s, &st, AnalysisSlot::default(), at(5)));
     let d = step(&s, &st, analysed(healthy()), at(-30));
     assert_eq!(d.status.stage_index, Some(0), "min duration cannot be met in the past");
     let d = step(&s, &d.status, obs(true), at(-20));
@@ -801,9 +801,57 @@ fn a_clock_that_goes_backwards_neither_advances_nor_analyses() {
 fn analysis_interval_counts_from_the_last_analysis_in_the_stage() {
     let (s, st) = started();
     let st = step(&s, &st, analysed(healthy()), at(5)).status;
-    assert!(!analysis_due(&s, &st, at(9)));
-    assert!(analysis_due(&s, &st, at(10)));
-    assert_eq!(next_analysis_at(&s, &st), Some(at(10)));
+    assert!(!analysis_due(&s, &st, AnalysisSlot::default(), at(9)));
+    assert!(analysis_due(&s, &st, AnalysisSlot::default(), at(10)));
+    assert_eq!(next_analysis_at(&s, &st, AnalysisSlot::default()), Some(at(10)));
+}
+
+/// Status as the apiserver stores it: times to the second.
+fn stored(mut st: ModelRolloutStatus) -> ModelRolloutStatus {
+    let round = |t: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+        t.0 = Timestamp::from_second(t.0.as_second()).unwrap();
+    };
+    st.stage_start_time.iter_mut().for_each(round);
+    st.last_analysis.iter_mut().for_each(|run| round(&mut run.time));
+    st
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.duration_since(t0()).as_millis() as i64
+}
+
+#[test]
+fn rollouts_started_together_analyse_apart_and_stay_apart() {
+    let (s, st) = started(); // interval 5 s: a spread of 1 s
+    let slots: Vec<AnalysisSlot> = (0..200).map(|i| AnalysisSlot::of(&format!("0b6f1c2e-uid-{i}"))).collect();
+    assert_eq!(AnalysisSlot::of("0b6f1c2e-uid-7"), slots[7], "a restart keeps the slot");
+    let mut per_100ms = [0; 10];
+    for &slot in &slots {
+        let first = ms(next_analysis_at(&s, &st, slot).unwrap());
+        assert!((5000..6000).contains(&first), "{first} ms");
+        per_100ms[(first as usize - 5000) / 100] += 1;
+    }
+    assert!(per_100ms.iter().all(|&n| (5..=40).contains(&n)), "spread over the second: {per_100ms:?}");
+
+    // Later analyses keep the rollout's place on the beat, although status drops the fraction.
+    let slot = slots[3];
+    let first = next_analysis_at(&s, &st, slot).unwrap();
+    let waiting = step(&s, &st, Observations { analysis_slot: slot, ..obs(true) }, at(1));
+    assert_eq!(waiting.requeue_after, Some(first.duration_since(at(1)).unsigned_abs()));
+    let taken = first.checked_add(SignedDuration::from_millis(30)).unwrap();
+    let d = step(&s, &st, Observations { analysis_slot: slot, ..analysed(healthy()) }, taken);
+    let st = stored(d.status);
+    assert!(!analysis_due(&s, &st, slot, taken), "the analysis just taken is not due again");
+    let second = first.checked_add(SignedDuration::from_secs(5)).unwrap();
+    assert_eq!(next_analysis_at(&s, &st, slot), Some(second));
+    assert!(d.requeue_after.unwrap() <= second.duration_since(taken).unsigned_abs());
+
+    // A late analysis is followed by the next beat, not by a burst and not by a drift.
+    let (s, st) = started();
+    let late = first.checked_add(SignedDuration::from_millis(2300)).unwrap();
+    let st = stored(step(&s, &st, Observations { analysis_slot: slot, ..analysed(healthy()) }, late).status);
+    assert_eq!(st.stage_index, Some(0));
+    assert_eq!(next_analysis_at(&s, &st, slot), Some(second));
 }
 
 #[test]
