@@ -7,6 +7,9 @@
 //! taxes every request under light load, and under heavy load the queue fills by itself while the
 //! previous batch runs.
 //!
+//! Before a batch is answered, the worker records it (metrics, drift, prediction memory: see
+//! [`crate::bookkeeping`]).
+//!
 //! Answers go back to the runtime once per batch, not once per request: waking a task from a
 //! foreign thread can cost a syscall (an idle runtime worker has to be unparked), so one delivery
 //! task on the runtime receives the whole batch and completes each request there, where a wake is
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
+use crate::bookkeeping::{Bookkeeping, RowIds};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::Engine;
@@ -28,6 +32,7 @@ type Reply = oneshot::Sender<Result<Vec<f32>, String>>;
 
 struct Job {
     rows: Rows,
+    ids: RowIds,
     reply: Reply,
 }
 
@@ -60,7 +65,9 @@ impl Batcher {
         max_delay: Duration,
         capacity: usize,
         metrics: Arc<Metrics>,
+        bookkeeping: Bookkeeping,
     ) -> Self {
+        let bookkeeping = Arc::new(bookkeeping);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
         let arriving = Arc::new(AtomicUsize::new(0));
         let (answers_tx, answers_rx) = tokio::sync::mpsc::unbounded_channel::<Answers>();
@@ -70,9 +77,10 @@ impl Batcher {
             let metrics = metrics.clone();
             let arriving = arriving.clone();
             let answers = answers_tx.clone();
+            let bookkeeping = bookkeeping.clone();
             std::thread::Builder::new()
                 .name(format!("inference-{i}"))
-                .spawn(move || worker(engine, rx, max_batch, max_delay, &arriving, &answers, metrics))
+                .spawn(move || worker(engine, rx, max_batch, max_delay, &arriving, &answers, metrics, &bookkeeping))
                 .expect("spawning an inference thread");
         }
         Self { tx, metrics, arriving }
@@ -84,10 +92,10 @@ impl Batcher {
         Arrival(self.arriving.clone())
     }
 
-    /// Scores rows through the queue.
-    pub async fn score(&self, rows: Rows, arrival: Option<Arrival>) -> Result<Vec<f32>, ApiError> {
+    /// Scores rows through the queue; the rows are remembered under `ids` for label feedback.
+    pub async fn score(&self, rows: Rows, ids: RowIds, arrival: Option<Arrival>) -> Result<Vec<f32>, ApiError> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.try_send(Job { rows, reply });
+        let sent = self.tx.try_send(Job { rows, ids, reply });
         drop(arrival);
         match sent {
             Ok(()) => self.metrics.queue_depth.inc(),
@@ -102,6 +110,7 @@ impl Batcher {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn worker(
     mut engine: Engine,
     rx: Receiver<Job>,
@@ -110,6 +119,7 @@ fn worker(
     arriving: &AtomicUsize,
     answers: &tokio::sync::mpsc::UnboundedSender<Answers>,
     metrics: Arc<Metrics>,
+    bookkeeping: &Bookkeeping,
 ) {
     while let Ok(first) = rx.recv() {
         let mut rows = first.rows.len();
@@ -142,15 +152,21 @@ fn worker(
         }
         metrics.queue_depth.dec_by(jobs.len() as i64);
         metrics.batch_size.observe(rows as f64);
-        let result = if jobs.len() == 1 {
-            engine.score(&jobs[0].rows)
+        let batch;
+        let input = if jobs.len() == 1 {
+            &jobs[0].rows
         } else {
             let mut all = Rows::empty_like(engine.kind);
             for j in &jobs {
                 all.extend(&j.rows);
             }
-            engine.score(&all)
+            batch = all;
+            &batch
         };
+        let result = engine.score(input);
+        if let Ok(scores) = &result {
+            bookkeeping.record(input, scores, jobs.iter().map(|j| (&j.ids, j.rows.len())));
+        }
         let delivered: Answers = match result {
             Ok(scores) => {
                 let mut offset = 0;

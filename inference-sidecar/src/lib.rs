@@ -2,6 +2,7 @@
 //! metrics the rollout gates read.
 
 pub mod batcher;
+pub mod bookkeeping;
 pub mod config;
 pub mod drift;
 pub mod error;

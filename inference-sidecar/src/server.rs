@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::batcher::{Arrival, Batcher};
+use crate::bookkeeping::{Bookkeeping, RowIds, instance_id};
 use crate::drift::Drift;
 use crate::error::{ApiError, Reason};
 use crate::feedback::{Lookup, PredictionMemory};
@@ -33,8 +34,8 @@ pub struct AppState {
     pub model_version: String,
     pub validator: Validator,
     pub metrics: Arc<Metrics>,
-    pub memory: PredictionMemory,
-    pub drift: std::sync::Mutex<Option<Drift>>,
+    pub memory: Arc<PredictionMemory>,
+    pub drift: Arc<std::sync::Mutex<Option<Drift>>>,
     pub ready: AtomicBool,
     /// Set once the model is loaded.
     pub batcher: std::sync::OnceLock<Batcher>,
@@ -64,8 +65,8 @@ impl AppState {
             model_version,
             validator,
             metrics,
-            memory,
-            drift: std::sync::Mutex::new(None),
+            memory: Arc::new(memory),
+            drift: Arc::default(),
             ready: AtomicBool::new(false),
             batcher: std::sync::OnceLock::new(),
             max_payload_bytes,
@@ -81,6 +82,16 @@ impl AppState {
     /// readiness drops (so no new traffic is routed here) but requests that still arrive are served.
     fn batcher(&self) -> Result<&Batcher, ApiError> {
         self.batcher.get().ok_or(ApiError::Unavailable)
+    }
+
+    /// What the inference threads record about each scored batch.
+    pub fn bookkeeping(&self) -> Bookkeeping {
+        Bookkeeping {
+            threshold: self.threshold,
+            metrics: self.metrics.clone(),
+            memory: self.memory.clone(),
+            drift: self.drift.clone(),
+        }
     }
 
     /// Announces a request that will reach the batcher once decoded (nothing before the model loads).
@@ -259,44 +270,18 @@ impl AppState {
         v.error
     }
 
-    /// Scores validated rows, records decisions, scores, drift and the prediction memory.
-    async fn score<'id>(
+    /// Scores validated rows (recorded by the inference thread, see [`crate::bookkeeping`]); the
+    /// scores and the decisions at the contract's threshold.
+    async fn score(
         &self,
         rows: Rows,
+        ids: RowIds,
         arrival: Option<Arrival>,
-        ids: impl Fn(usize) -> Cow<'id, str>,
     ) -> Result<(Vec<f32>, Vec<bool>), ApiError> {
-        let batcher = self.batcher()?;
-        if let Rows::Numeric { width, values } = &rows
-            && let Ok(mut drift) = self.drift.lock()
-            && let Some(d) = drift.as_mut()
-        {
-            d.observe(*width, values);
-        }
-        let scores = batcher.score(rows, arrival).await?;
-        let decisions: Vec<bool> = scores.iter().map(|s| *s >= self.threshold).collect();
-        let m = &self.metrics;
-        let (mut pos, mut neg) = (0u64, 0u64);
-        for (s, d) in scores.iter().zip(&decisions) {
-            m.score.observe(*s as f64);
-            if *d { pos += 1 } else { neg += 1 }
-        }
-        if pos > 0 {
-            m.decisions.get_or_create(&metrics::Decision { decision: "positive" }).inc_by(pos);
-        }
-        if neg > 0 {
-            m.decisions.get_or_create(&metrics::Decision { decision: "negative" }).inc_by(neg);
-        }
-        let evicted = self.memory.remember(decisions.iter().enumerate().map(|(i, d)| (ids(i), *d)), Instant::now());
-        if evicted > 0 {
-            m.memory_evictions.inc_by(evicted);
-        }
+        let scores = self.batcher()?.score(rows, ids, arrival).await?;
+        let decisions = scores.iter().map(|s| *s >= self.threshold).collect();
         Ok((scores, decisions))
     }
-}
-
-fn instance_id(request_id: &str, n: usize, i: usize) -> Cow<'_, str> {
-    if n == 1 { Cow::Borrowed(request_id) } else { Cow::Owned(format!("{request_id}/{i}")) }
 }
 
 #[derive(Deserialize)]
@@ -329,7 +314,7 @@ async fn predict(
         state.validator.encode_instance(obj, &path, &mut rows).map_err(|v| state.refuse(v))?;
     }
     let n = rows.len();
-    let (scores, decisions) = state.score(rows, arrival, |i| instance_id(&rid, n, i)).await?;
+    let (scores, decisions) = state.score(rows, RowIds::instances(rid.clone()), arrival).await?;
     // Serialized straight from borrowed data: no intermediate JSON tree on the hot path.
     let predictions = scores
         .iter()
@@ -427,7 +412,7 @@ async fn rank(
             .encode_with(|name| obj.get(name).or_else(|| req.context.get(name)), &path, &mut rows)
             .map_err(|v| state.refuse(v))?;
     }
-    let (scores, _) = state.score(rows, arrival, |i| Cow::Owned(format!("{rid}/{i}"))).await?;
+    let (scores, _) = state.score(rows, RowIds::candidates(rid.clone()), arrival).await?;
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
     Ok(Json(json!({"model_version": state.model_version, "request_id": rid, "scores": scores, "order": order}))
@@ -473,7 +458,7 @@ async fn infer(
     })?;
     let id = req.id.clone().unwrap_or_else(|| rid.clone());
     let n = rows.len();
-    let (scores, decisions) = state.score(rows, arrival, |i| instance_id(&id, n, i)).await?;
+    let (scores, decisions) = state.score(rows, RowIds::instances(id.clone()), arrival).await?;
     Ok(Json(json!({
         "model_name": state.model_name,
         "model_version": state.model_version,

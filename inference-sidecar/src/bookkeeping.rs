@@ -1,0 +1,88 @@
+//! What the sidecar records about every scored row: the score and decision metrics, the feature
+//! drift window, and the prediction memory that label feedback joins to.
+//!
+//! It runs on the inference thread, once per batch, before the batch is answered: under load the
+//! async runtime's thread is the sidecar's bottleneck and the inference thread has time to spare;
+//! a batch takes the drift and memory locks once instead of once per request; and a label can never
+//! arrive for a prediction that is not yet remembered.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::drift::Drift;
+use crate::feedback::PredictionMemory;
+use crate::metrics::{self, Metrics};
+use crate::validate::Rows;
+
+/// How the prediction memory names a request's rows.
+#[derive(Clone, Debug)]
+pub struct RowIds {
+    request_id: String,
+    always_indexed: bool,
+}
+
+impl RowIds {
+    /// The request id for a single row, `id/i` for row `i` of several.
+    pub fn instances(request_id: String) -> Self {
+        Self { request_id, always_indexed: false }
+    }
+
+    /// `id/i` for every row, even a single one (ranking candidates).
+    pub fn candidates(request_id: String) -> Self {
+        Self { request_id, always_indexed: true }
+    }
+
+    /// The id row `i` of `n` is remembered (and answered) under.
+    pub fn id(&self, n: usize, i: usize) -> Cow<'_, str> {
+        instance_id(&self.request_id, if self.always_indexed { 0 } else { n }, i)
+    }
+}
+
+/// The id of instance `i` of `n` in a request: the request id itself when it is the only one.
+pub fn instance_id(request_id: &str, n: usize, i: usize) -> Cow<'_, str> {
+    if n == 1 { Cow::Borrowed(request_id) } else { Cow::Owned(format!("{request_id}/{i}")) }
+}
+
+pub struct Bookkeeping {
+    pub threshold: f32,
+    pub metrics: Arc<Metrics>,
+    pub memory: Arc<PredictionMemory>,
+    pub drift: Arc<Mutex<Option<Drift>>>,
+}
+
+impl Bookkeeping {
+    /// Records one scored batch: `rows` and `scores` in batch order, `requests` the ids and row
+    /// count of each request in that order.
+    pub fn record<'a>(&self, rows: &Rows, scores: &[f32], requests: impl IntoIterator<Item = (&'a RowIds, usize)>) {
+        if let Rows::Numeric { width, values } = rows
+            && let Ok(mut drift) = self.drift.lock()
+            && let Some(d) = drift.as_mut()
+        {
+            d.observe(*width, values);
+        }
+        let m = &self.metrics;
+        let mut positive = 0;
+        for &s in scores {
+            m.score.observe(f64::from(s));
+            positive += u64::from(s >= self.threshold);
+        }
+        let negative = scores.len() as u64 - positive;
+        if positive > 0 {
+            m.decisions.get_or_create(&metrics::Decision { decision: "positive" }).inc_by(positive);
+        }
+        if negative > 0 {
+            m.decisions.get_or_create(&metrics::Decision { decision: "negative" }).inc_by(negative);
+        }
+        let mut offset = 0;
+        let remembered = requests.into_iter().flat_map(|(ids, n)| {
+            let start = offset;
+            offset += n;
+            (0..n).map(move |i| (ids.id(n, i), scores[start + i] >= self.threshold))
+        });
+        let evicted = self.memory.remember(remembered, Instant::now());
+        if evicted > 0 {
+            m.memory_evictions.inc_by(evicted);
+        }
+    }
+}
