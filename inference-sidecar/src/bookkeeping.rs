@@ -18,18 +18,18 @@ use crate::validate::Rows;
 /// How the prediction memory names a request's rows.
 #[derive(Clone, Debug)]
 pub struct RowIds {
-    request_id: String,
+    request_id: Arc<str>,
     always_indexed: bool,
 }
 
 impl RowIds {
     /// The request id for a single row, `id/i` for row `i` of several.
-    pub fn instances(request_id: String) -> Self {
+    pub fn instances(request_id: Arc<str>) -> Self {
         Self { request_id, always_indexed: false }
     }
 
     /// `id/i` for every row, even a single one (ranking candidates).
-    pub fn candidates(request_id: String) -> Self {
+    pub fn candidates(request_id: Arc<str>) -> Self {
         Self { request_id, always_indexed: true }
     }
 

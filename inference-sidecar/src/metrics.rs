@@ -60,8 +60,21 @@ pub const LATENCY_BUCKETS: [f64; 22] = [
     0.01, 0.025, 0.05, 0.08, 0.12, 0.25, 0.5, 1.0,
 ];
 
+/// The routes counted per request, in the order of [`Metrics::routes`].
+pub const ROUTES: [&str; 4] = ["predict", "infer", "rank", "feedback"];
+
+/// One route's series, resolved once: the request path reaches them without hashing a label set
+/// under the family's lock.
+pub struct RouteSeries {
+    pub latency: Histogram,
+    /// Requests answered 200 (other codes go through the family).
+    pub ok: Counter,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    /// Per route of [`ROUTES`].
+    pub routes: Vec<RouteSeries>,
     pub requests: Family<RouteCode, Counter>,
     pub latency: Family<RouteLabel, Histogram>,
     pub queue_depth: Gauge,
@@ -86,10 +99,20 @@ impl Metrics {
             (Cow::Borrowed("version"), Cow::Owned(version.to_string())),
             (Cow::Borrowed("role"), Cow::Owned(role.to_string())),
         ];
+        let requests: Family<RouteCode, Counter> = Family::default();
+        let latency: Family<RouteLabel, Histogram> = Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let routes = ROUTES
+            .iter()
+            .map(|&route| RouteSeries {
+                latency: latency.get_or_create(&RouteLabel { route }).clone(),
+                ok: requests.get_or_create(&RouteCode { route, code: 200 }).clone(),
+            })
+            .collect();
         let m = Self {
             registry: Registry::default(),
-            requests: Family::default(),
-            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            routes,
+            requests,
+            latency,
             queue_depth: Gauge::default(),
             batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
             score: Histogram::new((1..=20).map(|i| i as f64 * 0.05)),

@@ -102,7 +102,7 @@ impl AppState {
 
 /// The request id of this request (from `x-request-id`, or generated).
 #[derive(Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub Arc<str>);
 
 /// An API error as a response with the version and request id headers added by the middleware.
 struct Failure(ApiError);
@@ -143,45 +143,51 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The bounded route label of a matched path; `None` for health and metrics (not counted).
-fn route_label(path: &str) -> Option<&'static str> {
-    match path {
-        "/v1/models/{target}" => Some("predict"),
-        "/v2/models/{name}/infer" => Some("infer"),
-        "/v1/rank:score" => Some("rank"),
-        "/v1/feedback" => Some("feedback"),
-        _ => None,
-    }
+/// The counted route of a matched path, as an index into [`metrics::ROUTES`]; `None` for health and
+/// metrics (not counted).
+fn route_index(path: &str) -> Option<usize> {
+    let route = match path {
+        "/v1/models/{target}" => "predict",
+        "/v2/models/{name}/infer" => "infer",
+        "/v1/rank:score" => "rank",
+        "/v1/feedback" => "feedback",
+        _ => return None,
+    };
+    metrics::ROUTES.iter().position(|r| *r == route)
 }
 
 /// Request id in, version and request id out, latency and status counted per route.
 async fn around(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{}-{}", state.id_prefix, state.next_id.fetch_add(1, Ordering::Relaxed)));
-    let route = req.extensions().get::<MatchedPath>().and_then(|p| route_label(p.as_str()));
-    req.extensions_mut().insert(RequestId(id.clone()));
+    // The id is shared (Arc) by the handler, the prediction memory and the response header.
+    let given = req.headers().get(&REQUEST_ID).and_then(|v| {
+        let id = v.to_str().ok().filter(|id| !id.is_empty() && id.len() <= 128)?;
+        Some((Arc::<str>::from(id), v.clone()))
+    });
+    let (id, id_header) = given.unzip();
+    let id = id.unwrap_or_else(|| format!("{}-{}", state.id_prefix, state.next_id.fetch_add(1, Ordering::Relaxed)).into());
+    let id_header = id_header.or_else(|| HeaderValue::from_str(&id).ok());
+    let route = req.extensions().get::<MatchedPath>().and_then(|p| route_index(p.as_str()));
+    req.extensions_mut().insert(RequestId(id));
     let mut resp = next.run(req).await;
     // A body over the limit is refused by axum before our handler runs: render it our way.
     if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && resp.extensions().get::<ApiError>().is_none() {
         resp = Failure(ApiError::PayloadTooLarge { limit: state.max_payload_bytes }).into_response();
     }
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Some(v) = id_header {
         headers.insert(REQUEST_ID, v);
     }
     if let Some(v) = &state.version_header {
         headers.insert(MODEL_VERSION, v.clone());
     }
-    if let Some(route) = route {
-        let m = &state.metrics;
-        m.requests.get_or_create(&metrics::RouteCode { route, code: resp.status().as_u16() }).inc();
-        m.latency.get_or_create(&metrics::RouteLabel { route }).observe(start.elapsed().as_secs_f64());
+    if let Some(i) = route {
+        let (m, series) = (&state.metrics, &state.metrics.routes[i]);
+        match resp.status().as_u16() {
+            200 => series.ok.inc(),
+            code => m.requests.get_or_create(&metrics::RouteCode { route: metrics::ROUTES[i], code }).inc(),
+        };
+        series.latency.observe(start.elapsed().as_secs_f64());
     }
     resp
 }
@@ -415,7 +421,7 @@ async fn rank(
     let (scores, _) = state.score(rows, RowIds::candidates(rid.clone()), arrival).await?;
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-    Ok(Json(json!({"model_version": state.model_version, "request_id": rid, "scores": scores, "order": order}))
+    Ok(Json(json!({"model_version": state.model_version, "request_id": &*rid, "scores": scores, "order": order}))
         .into_response())
 }
 
@@ -456,13 +462,13 @@ async fn infer(
         Ok(v) => state.refuse(v),
         Err(e) => e,
     })?;
-    let id = req.id.clone().unwrap_or_else(|| rid.clone());
+    let id: Arc<str> = req.id.as_deref().map_or(rid, Arc::from);
     let n = rows.len();
     let (scores, decisions) = state.score(rows, RowIds::instances(id.clone()), arrival).await?;
     Ok(Json(json!({
         "model_name": state.model_name,
         "model_version": state.model_version,
-        "id": id,
+        "id": &*id,
         "outputs": [
             {"name": "probability", "datatype": "FP32", "shape": [n], "data": scores},
             {"name": "decision", "datatype": "BOOL", "shape": [n], "data": decisions}
