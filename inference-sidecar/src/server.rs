@@ -165,7 +165,8 @@ async fn around(State(state): State<Arc<AppState>>, mut req: Request, next: Next
         Some((Arc::<str>::from(id), v.clone()))
     });
     let (id, id_header) = given.unzip();
-    let id = id.unwrap_or_else(|| format!("{}-{}", state.id_prefix, state.next_id.fetch_add(1, Ordering::Relaxed)).into());
+    let id =
+        id.unwrap_or_else(|| format!("{}-{}", state.id_prefix, state.next_id.fetch_add(1, Ordering::Relaxed)).into());
     let id_header = id_header.or_else(|| HeaderValue::from_str(&id).ok());
     let route = req.extensions().get::<MatchedPath>().and_then(|p| route_index(p.as_str()));
     req.extensions_mut().insert(RequestId(id));
