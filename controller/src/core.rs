@@ -53,11 +53,16 @@ impl AnalysisSlot {
         Self(((h ^ (h >> 31)) >> 48) as u16)
     }
 
+    /// The slot as a fraction in [0, 1): other periodic work spreads by it too.
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / 65_536.0
+    }
+
     /// How far the rollout's analyses sit after the interval's beat: up to a fifth of the
     /// interval, at most 10 s.
     pub fn delay(self, interval: SignedDuration) -> SignedDuration {
         let spread = (interval / 5).min(SignedDuration::from_secs(10));
-        spread.mul_f64(f64::from(self.0) / 65_536.0)
+        spread.mul_f64(self.fraction())
     }
 }
 
