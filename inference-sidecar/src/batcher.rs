@@ -64,9 +64,9 @@ impl Batcher {
         max_batch: usize,
         max_delay: Duration,
         capacity: usize,
-        metrics: Arc<Metrics>,
         bookkeeping: Bookkeeping,
     ) -> Self {
+        let metrics = bookkeeping.metrics.clone();
         let bookkeeping = Arc::new(bookkeeping);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
         let arriving = Arc::new(AtomicUsize::new(0));
@@ -74,13 +74,12 @@ impl Batcher {
         tokio::spawn(deliver(answers_rx));
         for (i, engine) in engines.into_iter().enumerate() {
             let rx = rx.clone();
-            let metrics = metrics.clone();
             let arriving = arriving.clone();
             let answers = answers_tx.clone();
             let bookkeeping = bookkeeping.clone();
             std::thread::Builder::new()
                 .name(format!("inference-{i}"))
-                .spawn(move || worker(engine, rx, max_batch, max_delay, &arriving, &answers, metrics, &bookkeeping))
+                .spawn(move || worker(engine, rx, max_batch, max_delay, &arriving, &answers, &bookkeeping))
                 .expect("spawning an inference thread");
         }
         Self { tx, metrics, arriving }
@@ -110,7 +109,6 @@ impl Batcher {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn worker(
     mut engine: Engine,
     rx: Receiver<Job>,
@@ -118,9 +116,9 @@ fn worker(
     max_delay: Duration,
     arriving: &AtomicUsize,
     answers: &tokio::sync::mpsc::UnboundedSender<Answers>,
-    metrics: Arc<Metrics>,
     bookkeeping: &Bookkeeping,
 ) {
+    let metrics = &bookkeeping.metrics;
     while let Ok(first) = rx.recv() {
         let mut rows = first.rows.len();
         let mut jobs = vec![first];

@@ -94,14 +94,8 @@ pub async fn load(cfg: &Config, state: &Arc<AppState>) -> Result<(), StartError>
         *state.drift.lock().expect("drift lock") = Some(drift);
         tokio::spawn(publish_drift(state.clone()));
     }
-    let batcher = Batcher::start(
-        engines,
-        args.max_batch_size,
-        args.max_batch_delay,
-        args.queue_capacity,
-        state.metrics.clone(),
-        state.bookkeeping(),
-    );
+    let batcher =
+        Batcher::start(engines, args.max_batch_size, args.max_batch_delay, args.queue_capacity, state.bookkeeping());
     let _ = state.batcher.set(batcher);
     state.metrics.load_seconds.set(start.elapsed().as_secs_f64());
     state.metrics.ready.set(1);
