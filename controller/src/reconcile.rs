@@ -99,7 +99,17 @@ impl<T> PerRollout<T> {
 /// change, each requeue) would re-apply all of them. The split last applied is remembered and the
 /// apply skipped while it is unchanged and recent; a changed split (a stage, a rollback) is applied
 /// at once, and an unchanged one again after `REAPPLY_AFTER`, which repairs a hand-edited route.
-pub type AppliedTraffic = PerRollout<(String, Instant)>;
+/// The Services are remembered on their own: they select versions and do not change with a weight,
+/// so a stage change re-applies the route (or, with replica ratios, nothing) but not the Services —
+/// while rollouts start, re-applied Services were a third of all writes to the apiserver.
+pub type AppliedTraffic = PerRollout<AppliedSplit>;
+
+#[derive(Default)]
+pub struct AppliedSplit {
+    split: Option<(String, Instant)>,
+    /// A hash of the three Services as last applied.
+    services: Option<(u64, Instant)>,
+}
 
 const REAPPLY_AFTER: Duration = Duration::from_secs(300);
 
@@ -135,9 +145,9 @@ pub struct AppliedWorkload {
 /// changed its spec since) and the apply is recent (`REAPPLY_AFTER`).
 pub type AppliedWorkloads = PerRollout<std::collections::HashMap<String, AppliedWorkload>>;
 
-fn fingerprint(d: &Deployment) -> u64 {
+fn fingerprint(object: &impl serde::Serialize) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let bytes = serde_json::to_vec(d).unwrap_or_default();
+    let bytes = serde_json::to_vec(object).unwrap_or_default();
     BuildHasherDefault::<DefaultHasher>::default().hash_one(bytes)
 }
 
@@ -373,20 +383,34 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
             }
             Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent } => {
                 // The spec's generation and uid are part of it: a changed router or port applies.
-                let fingerprint = format!("{action:?}/{:?}/{:?}", mr.metadata.generation, mr.metadata.uid);
-                let fresh = |applied: Option<&(String, Instant)>| {
-                    applied.is_some_and(|(split, at)| *split == fingerprint && at.elapsed() < REAPPLY_AFTER)
+                let split_print = format!("{action:?}/{:?}/{:?}", mr.metadata.generation, mr.metadata.uid);
+                let fresh = |at: &Instant| at.elapsed() < REAPPLY_AFTER;
+                let split_fresh = |a: Option<&AppliedSplit>| {
+                    a.and_then(|a| a.split.as_ref()).is_some_and(|(split, at)| *split == split_print && fresh(at))
                 };
-                if ctx.applied_traffic.with(mr, fresh) {
+                if ctx.applied_traffic.with(mr, split_fresh) {
                     continue;
                 }
-                let stable_svc = workloads::service(mr, workloads::stable_service(mr), Some(stable_version));
-                services.patch(&workloads::stable_service(mr), &ssa, &Patch::Apply(&stable_svc)).await?;
                 let canary_version = candidate_version.as_deref().unwrap_or(stable_version);
-                let canary_svc = workloads::service(mr, workloads::canary_service(mr), Some(canary_version));
-                services.patch(&workloads::canary_service(mr), &ssa, &Patch::Apply(&canary_svc)).await?;
-                let root = workloads::service(mr, workloads::root_service(mr), None);
-                services.patch(&workloads::root_service(mr), &ssa, &Patch::Apply(&root)).await?;
+                let wanted = [
+                    (workloads::stable_service(mr), Some(stable_version.as_str())),
+                    (workloads::canary_service(mr), Some(canary_version)),
+                    (workloads::root_service(mr), None),
+                ]
+                .map(|(name, version)| {
+                    let svc = workloads::service(mr, name.clone(), version);
+                    (name, svc)
+                });
+                let services_print = fingerprint(&wanted);
+                let services_fresh = ctx.applied_traffic.with(mr, |a| {
+                    a.and_then(|a| a.services).is_some_and(|(print, at)| print == services_print && fresh(&at))
+                });
+                if !services_fresh {
+                    for (name, svc) in &wanted {
+                        services.patch(name, &ssa, &Patch::Apply(svc)).await?;
+                    }
+                    ctx.applied_traffic.update(mr, |a| a.services = Some((services_print, Instant::now())));
+                }
                 let split = Split {
                     stable_service: workloads::stable_service(mr),
                     canary_service: workloads::canary_service(mr),
@@ -396,7 +420,7 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
                     mirror: *mirror_percent,
                 };
                 Router::of(mr).apply(client, mr, &split).await?;
-                ctx.applied_traffic.set(mr, (fingerprint, Instant::now()));
+                ctx.applied_traffic.update(mr, |a| a.split = Some((split_print, Instant::now())));
             }
             Action::ScaleDown { version } => {
                 let name = workloads::deployment_name(mr, version);
