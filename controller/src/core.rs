@@ -534,7 +534,7 @@ impl Ctx<'_> {
                 self.push_history(&old, Outcome::Superseded, &msg);
                 self.schedule_scale_down(&old, SignedDuration::ZERO);
             }
-            self.start_rollout(reasons::ROLLOUT_STARTED, &stable);
+            self.start_rollout(reasons::ROLLOUT_STARTED, &stable, obs);
             return;
         }
 
@@ -545,7 +545,7 @@ impl Ctx<'_> {
                 {
                     self.st.handled_operations.retry = Some(id.to_string());
                     self.mark_operations_handled();
-                    self.start_rollout(reasons::RETRIED, &stable);
+                    self.start_rollout(reasons::RETRIED, &stable, obs);
                 } else {
                     self.mark_operations_handled();
                 }
@@ -555,7 +555,7 @@ impl Ctx<'_> {
             Some(Phase::Idle | Phase::Promoted) | None => {
                 // The candidate matches status but no rollout is active: only possible if status was
                 // edited by hand. Start over rather than guess.
-                self.start_rollout(reasons::ROLLOUT_STARTED, &stable);
+                self.start_rollout(reasons::ROLLOUT_STARTED, &stable, obs);
                 return;
             }
         }
@@ -762,7 +762,7 @@ impl Ctx<'_> {
         false
     }
 
-    fn start_rollout(&mut self, reason: &'static str, stable: &ModelSpec) {
+    fn start_rollout(&mut self, reason: &'static str, stable: &ModelSpec, obs: &Observations) {
         let spec = self.spec;
         let candidate = &spec.model;
         self.st.candidate_version = Some(candidate.version.clone());
@@ -798,6 +798,11 @@ impl Ctx<'_> {
         let msg = format!("rolling out {} against stable {}", candidate.version, stable.version);
         self.event(EventType::Normal, reason, msg.clone());
         self.enter_stage(0, reason, msg);
+        // The first stage's traffic waits for Ready candidate pods like any other stage's. Deciding
+        // that now rather than on the next reconcile never sends traffic the candidate cannot take
+        // (nor, with replica ratios, scales stable down for it), and the start is one status write.
+        // An analysis taken before the start belongs to no stage of this rollout.
+        self.progress(&Observations { analysis: None, ..*obs });
     }
 
     /// Moves to stage `idx`, skipping shadow-only stages the router cannot mirror to.

@@ -99,16 +99,17 @@ impl<T> PerRollout<T> {
 /// change, each requeue) would re-apply all of them. The split last applied is remembered and the
 /// apply skipped while it is unchanged and recent; a changed split (a stage, a rollback) is applied
 /// at once, and an unchanged one again after `REAPPLY_AFTER`, which repairs a hand-edited route.
-/// The Services are remembered on their own: they select versions and do not change with a weight,
-/// so a stage change re-applies the route (or, with replica ratios, nothing) but not the Services —
-/// while rollouts start, re-applied Services were a third of all writes to the apiserver.
+/// The Services are remembered on their own, one by one: they select versions and do not change
+/// with a weight, so a stage change re-applies the route (or, with replica ratios, nothing) but no
+/// Service, and a new candidate only the canary Service — while rollouts start, re-applied Services
+/// were a third of all writes to the apiserver.
 pub type AppliedTraffic = PerRollout<AppliedSplit>;
 
 #[derive(Default)]
 pub struct AppliedSplit {
     split: Option<(String, Instant)>,
-    /// A hash of the three Services as last applied.
-    services: Option<(u64, Instant)>,
+    /// A hash of each Service as last applied, by name.
+    services: std::collections::HashMap<String, (u64, Instant)>,
 }
 
 const REAPPLY_AFTER: Duration = Duration::from_secs(300);
@@ -151,15 +152,42 @@ fn fingerprint(object: &impl serde::Serialize) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(bytes)
 }
 
-/// Decides whether the watch cache can be trusted for a rollout: a reconcile must never decide on
-/// a copy older than our own last status write (it would repeat or undo a transition), but a GET per
-/// reconcile doubles the apiserver traffic at scale. The cached copy is current when it carries the
-/// resourceVersion our last write returned, or when we have not written it since we started (the
-/// watch then lists it fresh); otherwise the reconcile reads the object first.
-pub type LastWrites = PerRollout<String>;
+/// A reconcile must never decide on a copy older than our own last status write (it would repeat
+/// or undo a transition), but the watch delivers that write some milliseconds after the write
+/// returns, and meanwhile other changes (a Deployment's status, a spec edit) trigger reconciles.
+/// Reading the object first each time is a round trip to a busy apiserver in the reconciles that
+/// are already the slowest (a start, a stage change). So the object our write returned is kept until
+/// the watch has caught up with it, and a reconcile decides on whichever copy is newer. Entries live
+/// only between a write and its watch event, so this holds few objects even at 10,000 rollouts.
+pub type LastWrites = PerRollout<LastWrite>;
 
-fn cache_is_current(last_writes: &LastWrites, cached: &ModelRollout) -> bool {
-    last_writes.with(cached, |rv| rv.is_none_or(|rv| cached.resource_version().as_ref() == Some(rv)))
+pub struct LastWrite {
+    object: Arc<ModelRollout>,
+    /// A hash of the status we wrote: a cached copy with this status has seen our write even when a
+    /// later spec change gave it a newer resourceVersion.
+    status: u64,
+}
+
+impl LastWrite {
+    fn of(written: ModelRollout) -> Self {
+        Self { status: fingerprint(&written.status), object: Arc::new(written) }
+    }
+}
+
+/// The newest copy of a rollout this controller knows: the cached one, unless our last status
+/// write is newer than it.
+fn newest_copy(last_writes: &LastWrites, cached: &ModelRollout) -> ModelRollout {
+    let mut memo = last_writes.0.lock().expect("not poisoned");
+    let key = LastWrites::key(cached);
+    let Some(last) = memo.get(&key) else { return cached.clone() };
+    let caught_up =
+        cached.resource_version() == last.object.resource_version() || fingerprint(&cached.status) == last.status;
+    if caught_up {
+        memo.remove(&key);
+        cached.clone()
+    } else {
+        (*last.object).clone()
+    }
 }
 
 #[tracing::instrument(skip(guard, ctx), fields(namespace, name))]
@@ -227,13 +255,8 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     // Decide on the latest object, never on a watch cache that has not yet seen our last status
     // write: a stale status would repeat or undo a transition.
     let api: Api<ModelRollout> = Api::namespaced(ctx.client.clone(), &ns);
-    let fresh = if cache_is_current(&ctx.last_writes, cached) {
-        cached.clone()
-    } else {
-        let Some(fresh) = api.get_opt(&cached.name_any()).await? else { return Ok(Requeue::await_change()) };
-        fresh
-    };
-    let mr = &fresh;
+    let newest = newest_copy(&ctx.last_writes, cached);
+    let mr = &newest;
     let status = mr.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     ctx.deployments_listed().await;
@@ -297,16 +320,31 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         ctx.metrics.rollback_decided.get_or_create(&rl).set(unix);
         tracing::info!(restore_ms = took.as_secs_f64() * 1e3, reason = ?new.reason, "rolled back: all traffic on stable");
     }
-    if core::status_changed(&status, new) {
+    // The status write and the events it reports go out together: an event records a decision
+    // already carried out, and waiting for one before the other was a round trip per transition.
+    let write_status = async {
+        if !core::status_changed(&status, new) {
+            return Ok(());
+        }
         // Conditional on the version we decided from: if anything changed meanwhile, the write fails
         // with a conflict and the next reconcile decides again.
         let patch = json!({"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
                            "metadata": {"resourceVersion": mr.resource_version()}, "status": new});
         let written =
             api.patch_status(&mr.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
-        if let Some(rv) = written.resource_version() {
-            ctx.last_writes.set(&written, rv);
+        ctx.last_writes.set(mr, LastWrite::of(written));
+        Ok(())
+    };
+    let announced = futures::future::join_all(decision.actions.iter().map(|action| announce(mr, ctx, action)));
+    match futures::future::join(write_status, announced).await.0 {
+        Ok(()) => {}
+        // The object changed since the copy we decided on (a spec edit the watch has not delivered
+        // yet): nothing is lost, the change's own watch event decides again.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!("status write conflicted with a newer object; deciding again");
+            return Ok(Requeue::requeue(Duration::from_millis(200)));
         }
+        Err(e) => return Err(e.into()),
     }
     record_metrics(ctx, mr, &status, new);
     let took = started.elapsed();
@@ -329,88 +367,34 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     Ok(Requeue::requeue(decision.requeue_after.unwrap_or(resync).max(Duration::from_millis(200))))
 }
 
+/// Carries out the core's writes (events and notifications go out with the status write). The
+/// core lists them in a fixed order: workloads, traffic, scale-downs. Writes that do not depend on
+/// one another go out together: each apiserver round trip under load is tens of milliseconds, and
+/// a start or a settled resync done one write after another was most of the reconciles over
+/// 100 ms. What does depend is kept in order: the route follows its Services, and a version is
+/// scaled down only after the route has moved off it.
 async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, actions: &[Action]) -> Result<(), Error> {
-    let ns = mr.namespace().unwrap_or_default();
-    let client = &ctx.client;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let ssa = PatchParams::apply(MANAGER).force();
-    let active = st.phase.is_some_and(Phase::is_active);
-    let ratio = mr.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
-    let (stable_replicas, candidate_replicas) =
-        workloads::replicas(mr.spec.workload.replicas, st.canary_weight, ratio, active);
+    use futures::future::{try_join, try_join_all};
+    let mut workloads = Vec::new();
+    let mut traffic = None;
+    let mut scale_downs = Vec::new();
     for action in actions {
         match action {
-            Action::EnsureWorkload { role, model } => {
-                let (role_label, replicas) = match role {
-                    Role::Stable => ("stable", stable_replicas.max(if ratio { 0 } else { 1 })),
-                    Role::Candidate => (
-                        if st.canary_weight == 0 && st.mirror_percent > 0 { "shadow" } else { "canary" },
-                        candidate_replicas.max(1),
-                    ),
-                };
-                let name = workloads::deployment_name(mr, &model.version);
-                let cached = ctx.cached_deployment(&ns, &name);
-                let last = ctx.applied_workloads.with(mr, |m| m.and_then(|m| m.get(&name)).cloned());
-                // The role a pod reports is fixed when its Deployment is created: neither a stage
-                // change nor the promotion itself restarts the pods that serve. (The memo covers
-                // the moment between our create and the watch delivering it.)
-                let role_label = cached
-                    .as_ref()
-                    .and_then(|d| d.labels().get(workloads::LABEL_ROLE).cloned())
-                    .or_else(|| last.as_ref().map(|a| a.role.clone()))
-                    .unwrap_or_else(|| role_label.to_string());
-                let d = workloads::deployment(mr, model, &role_label, replicas);
-                let print = fingerprint(&d);
-                let unchanged = last.is_some_and(|a| {
-                    a.fingerprint == print
-                        && a.at.elapsed() < REAPPLY_AFTER
-                        && cached.as_ref().is_some_and(|c| c.metadata.generation == a.generation)
-                });
-                if unchanged {
-                    continue;
-                }
-                let applied = deployments.patch(&name, &ssa, &Patch::Apply(&d)).await?;
-                let record = AppliedWorkload {
-                    fingerprint: print,
-                    role: role_label,
-                    generation: applied.metadata.generation,
-                    at: Instant::now(),
-                };
-                ctx.applied_workloads.update(mr, |m| {
-                    m.insert(name, record);
-                });
-            }
-            Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent } => {
-                // The spec's generation and uid are part of it: a changed router or port applies.
-                let split_print = format!("{action:?}/{:?}/{:?}", mr.metadata.generation, mr.metadata.uid);
-                let fresh = |at: &Instant| at.elapsed() < REAPPLY_AFTER;
-                let split_fresh = |a: Option<&AppliedSplit>| {
-                    a.and_then(|a| a.split.as_ref()).is_some_and(|(split, at)| *split == split_print && fresh(at))
-                };
-                if ctx.applied_traffic.with(mr, split_fresh) {
-                    continue;
-                }
-                let canary_version = candidate_version.as_deref().unwrap_or(stable_version);
-                let wanted = [
-                    (workloads::stable_service(mr), Some(stable_version.as_str())),
-                    (workloads::canary_service(mr), Some(canary_version)),
-                    (workloads::root_service(mr), None),
-                ]
-                .map(|(name, version)| {
-                    let svc = workloads::service(mr, name.clone(), version);
-                    (name, svc)
-                });
-                let services_print = fingerprint(&wanted);
-                let services_fresh = ctx.applied_traffic.with(mr, |a| {
-                    a.and_then(|a| a.services).is_some_and(|(print, at)| print == services_print && fresh(&at))
-                });
-                if !services_fresh {
-                    for (name, svc) in &wanted {
-                        services.patch(name, &ssa, &Patch::Apply(svc)).await?;
-                    }
-                    ctx.applied_traffic.update(mr, |a| a.services = Some((services_print, Instant::now())));
-                }
+            Action::EnsureWorkload { role, model } => workloads.push(ensure_workload(mr, ctx, st, *role, model)),
+            Action::SetTraffic { .. } => traffic = Some(action),
+            Action::ScaleDown { version } => scale_downs.push(scale_down(mr, ctx, version)),
+            // Published with the status write (see `apply`).
+            Action::Event { .. } | Action::Notify { .. } => {}
+        }
+    }
+    let route = match traffic {
+        Some(Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent }) => {
+            // The spec's generation and uid are part of it: a changed router or port applies.
+            let split_print = format!("{traffic:?}/{:?}/{:?}", mr.metadata.generation, mr.metadata.uid);
+            let split_fresh = |a: Option<&AppliedSplit>| {
+                a.and_then(|a| a.split.as_ref()).is_some_and(|(split, at)| *split == split_print && recent(at))
+            };
+            (!ctx.applied_traffic.with(mr, split_fresh)).then(|| {
                 let split = Split {
                     stable_service: workloads::stable_service(mr),
                     canary_service: workloads::canary_service(mr),
@@ -419,39 +403,160 @@ async fn execute(mr: &ModelRollout, ctx: &Context, st: &ModelRolloutStatus, acti
                     weight: *weight,
                     mirror: *mirror_percent,
                 };
-                Router::of(mr).apply(client, mr, &split).await?;
-                ctx.applied_traffic.update(mr, |a| a.split = Some((split_print, Instant::now())));
-            }
-            Action::ScaleDown { version } => {
-                let name = workloads::deployment_name(mr, version);
-                let cached = ctx.cached_deployment(&ns, &name);
-                if cached.is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas) != Some(0)) {
-                    let patch = json!({"spec": {"replicas": 0}});
-                    deployments.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-                }
-            }
-            Action::Event { kind, reason, message } => {
-                let ev = Event {
-                    type_: match kind {
-                        EventType::Normal => KubeEventType::Normal,
-                        EventType::Warning => KubeEventType::Warning,
-                    },
-                    reason: (*reason).into(),
-                    note: Some(message.chars().take(1000).collect()),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                if let Err(e) = ctx.recorder.publish(&ev, &mr.object_ref(&())).await {
-                    tracing::warn!(error = %e, "publishing an event failed");
-                }
-            }
-            Action::Notify { event, message } => {
-                let body = notify::message(&ns, &mr.name_any(), *event, message);
-                notify::send(&ctx.http, &mr.spec.notifications.webhooks, *event, body);
-            }
+                (split_print, split, stable_version.as_str(), candidate_version.as_deref())
+            })
         }
+        _ => None,
+    };
+    let services = async {
+        match &route {
+            Some((_, _, stable, candidate)) => ensure_services(mr, ctx, stable, *candidate).await,
+            None => Ok(()),
+        }
+    };
+    try_join(try_join_all(workloads), services).await?;
+    if let Some((split_print, split, ..)) = route {
+        Router::of(mr).apply(&ctx.client, mr, &split).await?;
+        ctx.applied_traffic.update(mr, |a| a.split = Some((split_print, Instant::now())));
+    }
+    try_join_all(scale_downs).await?;
+    Ok(())
+}
+
+fn recent(at: &Instant) -> bool {
+    at.elapsed() < REAPPLY_AFTER
+}
+
+async fn ensure_workload(
+    mr: &ModelRollout,
+    ctx: &Context,
+    st: &ModelRolloutStatus,
+    role: Role,
+    model: &ModelSpec,
+) -> Result<(), Error> {
+    let ns = mr.namespace().unwrap_or_default();
+    let active = st.phase.is_some_and(Phase::is_active);
+    let ratio = mr.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
+    let (stable_replicas, candidate_replicas) =
+        workloads::replicas(mr.spec.workload.replicas, st.canary_weight, ratio, active);
+    let (role_label, replicas) = match role {
+        Role::Stable => ("stable", stable_replicas.max(if ratio { 0 } else { 1 })),
+        Role::Candidate => (
+            if st.canary_weight == 0 && st.mirror_percent > 0 { "shadow" } else { "canary" },
+            candidate_replicas.max(1),
+        ),
+    };
+    let name = workloads::deployment_name(mr, &model.version);
+    let cached = ctx.cached_deployment(&ns, &name);
+    let last = ctx.applied_workloads.with(mr, |m| m.and_then(|m| m.get(&name)).cloned());
+    // The role a pod reports is fixed when its Deployment is created: neither a stage change nor
+    // the promotion itself restarts the pods that serve. (The memo covers the moment between our
+    // create and the watch delivering it.)
+    let role_label = cached
+        .as_ref()
+        .and_then(|d| d.labels().get(workloads::LABEL_ROLE).cloned())
+        .or_else(|| last.as_ref().map(|a| a.role.clone()))
+        .unwrap_or_else(|| role_label.to_string());
+    let d = workloads::deployment(mr, model, &role_label, replicas);
+    let print = fingerprint(&d);
+    let unchanged = last.is_some_and(|a| {
+        a.fingerprint == print
+            && recent(&a.at)
+            && cached.as_ref().is_some_and(|c| c.metadata.generation == a.generation)
+    });
+    if unchanged {
+        return Ok(());
+    }
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let applied = deployments.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&d)).await?;
+    let record = AppliedWorkload {
+        fingerprint: print,
+        role: role_label,
+        generation: applied.metadata.generation,
+        at: Instant::now(),
+    };
+    ctx.applied_workloads.update(mr, |m| {
+        m.insert(name, record);
+    });
+    Ok(())
+}
+
+/// The stable, canary and root Services: each applied when it differs from what was last applied
+/// (or that apply is no longer recent), together. A new candidate changes only the canary Service.
+async fn ensure_services(
+    mr: &ModelRollout,
+    ctx: &Context,
+    stable_version: &str,
+    candidate_version: Option<&str>,
+) -> Result<(), Error> {
+    let canary_version = candidate_version.unwrap_or(stable_version);
+    let wanted = [
+        (workloads::stable_service(mr), Some(stable_version)),
+        (workloads::canary_service(mr), Some(canary_version)),
+        (workloads::root_service(mr), None),
+    ];
+    let stale: Vec<(String, u64, Patch<Service>)> = ctx.applied_traffic.with(mr, |a| {
+        wanted
+            .into_iter()
+            .filter_map(|(name, version)| {
+                let svc = workloads::service(mr, name.clone(), version);
+                let print = fingerprint(&svc);
+                let last = a.and_then(|a| a.services.get(&name));
+                (!last.is_some_and(|(p, at)| *p == print && recent(at))).then_some((name, print, Patch::Apply(svc)))
+            })
+            .collect()
+    });
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &mr.namespace().unwrap_or_default());
+    let ssa = PatchParams::apply(MANAGER).force();
+    futures::future::try_join_all(stale.iter().map(|(name, _, patch)| services.patch(name, &ssa, patch))).await?;
+    let now = Instant::now();
+    ctx.applied_traffic.update(mr, |a| {
+        for (name, print, _) in stale {
+            a.services.insert(name, (print, now));
+        }
+    });
+    Ok(())
+}
+
+async fn scale_down(mr: &ModelRollout, ctx: &Context, version: &str) -> Result<(), Error> {
+    let ns = mr.namespace().unwrap_or_default();
+    let name = workloads::deployment_name(mr, version);
+    let cached = ctx.cached_deployment(&ns, &name);
+    if cached.is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas) != Some(0)) {
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({"spec": {"replicas": 0}});
+        deployments.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
     Ok(())
+}
+
+/// A Kubernetes Event or a webhook notification; neither failing fails the reconcile.
+async fn announce(mr: &ModelRollout, ctx: &Context, action: &Action) {
+    match action {
+        Action::Event { kind, reason, message } => {
+            let ev = Event {
+                type_: match kind {
+                    EventType::Normal => KubeEventType::Normal,
+                    EventType::Warning => KubeEventType::Warning,
+                },
+                reason: (*reason).into(),
+                note: Some(message.chars().take(1000).collect()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&ev, &mr.object_ref(&())).await {
+                tracing::warn!(error = %e, "publishing an event failed");
+            }
+        }
+        Action::Notify { event, message } => {
+            let body = notify::message(&mr.namespace().unwrap_or_default(), &mr.name_any(), *event, message);
+            notify::send(&ctx.http, &mr.spec.notifications.webhooks, *event, body);
+        }
+        _ => {}
+    }
 }
 
 fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, new: &ModelRolloutStatus) {

@@ -926,3 +926,18 @@ fn measured_values_read_without_float_noise() {
     assert_eq!(num(0.0), "0");
     assert_eq!(num(-0.05), "-0.05");
 }
+
+#[test]
+fn a_rollout_starting_with_its_candidate_not_ready_moves_no_traffic() {
+    let first = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-10));
+    let mut s = spec("v2", SHA_V2);
+    s.stages.remove(0); // no shadow stage: the first stage sends 5%
+    let d = decide(&s, &first.status, &obs(false), t0());
+    assert_eq!(d.status.phase, Some(Phase::Progressing));
+    assert_eq!(traffic(&d).2, 0, "the candidate has no Ready pod yet");
+    assert_eq!(d.status.canary_weight, 0);
+    assert!(d.actions.iter().any(|a| matches!(a, Action::EnsureWorkload { role: Role::Candidate, .. })));
+    let ready = decide(&s, &d.status, &obs(true), at(5));
+    assert_eq!(traffic(&ready).2, 5);
+    assert_eq!(ready.status.stage_start_time.unwrap().0, at(5), "the stage's clock starts with its traffic");
+}

@@ -71,7 +71,8 @@ teardown() {
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
   fi
-  if [[ -n ${KEEP_CLUSTER_DIR:-} ]]; then log "kept $DIR"; else rm -rf "$DIR"; fi
+  # A kept dir loses its owner.pid, so the next start's clean-up of dead runs leaves it alone.
+  if [[ -n ${KEEP_CLUSTER_DIR:-} ]]; then rm -f "$DIR/owner.pid"; log "kept $DIR"; else rm -rf "$DIR"; fi
   exit "$code"
 }
 trap teardown EXIT
