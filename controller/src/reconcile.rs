@@ -166,27 +166,36 @@ pub struct LastWrite {
     /// A hash of the status we wrote: a cached copy with this status has seen our write even when a
     /// later spec change gave it a newer resourceVersion.
     status: u64,
+    at: Instant,
 }
 
 impl LastWrite {
     fn of(written: ModelRollout) -> Self {
-        Self { status: fingerprint(&written.status), object: Arc::new(written) }
+        Self { status: fingerprint(&written.status), object: Arc::new(written), at: Instant::now() }
     }
 }
 
+/// A watch delivers a write within milliseconds, seconds on an overloaded apiserver. A cache still
+/// behind our write after this long more likely holds someone else's later status (a replica that
+/// led meanwhile, a hand edit): the reconcile reads the object instead.
+const WATCH_CATCH_UP: Duration = Duration::from_secs(10);
+
 /// The newest copy of a rollout this controller knows: the cached one, unless our last status
-/// write is newer than it.
-fn newest_copy(last_writes: &LastWrites, cached: &ModelRollout) -> ModelRollout {
+/// write is newer than it. `None`: neither can be trusted; read the object.
+fn newest_copy(last_writes: &LastWrites, cached: &ModelRollout) -> Option<ModelRollout> {
     let mut memo = last_writes.0.lock().expect("not poisoned");
     let key = LastWrites::key(cached);
-    let Some(last) = memo.get(&key) else { return cached.clone() };
+    let Some(last) = memo.get(&key) else { return Some(cached.clone()) };
     let caught_up =
         cached.resource_version() == last.object.resource_version() || fingerprint(&cached.status) == last.status;
     if caught_up {
         memo.remove(&key);
-        cached.clone()
+        Some(cached.clone())
+    } else if last.at.elapsed() < WATCH_CATCH_UP {
+        Some((*last.object).clone())
     } else {
-        (*last.object).clone()
+        memo.remove(&key);
+        None
     }
 }
 
@@ -255,7 +264,13 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     // Decide on the latest object, never on a watch cache that has not yet seen our last status
     // write: a stale status would repeat or undo a transition.
     let api: Api<ModelRollout> = Api::namespaced(ctx.client.clone(), &ns);
-    let newest = newest_copy(&ctx.last_writes, cached);
+    let newest = match newest_copy(&ctx.last_writes, cached) {
+        Some(copy) => copy,
+        None => match api.get_opt(&cached.name_any()).await? {
+            Some(read) => read,
+            None => return Ok(Requeue::await_change()),
+        },
+    };
     let mr = &newest;
     let status = mr.status.clone().unwrap_or_default();
     let now = Timestamp::now();
@@ -342,6 +357,8 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         // yet): nothing is lost, the change's own watch event decides again.
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!("status write conflicted with a newer object; deciding again");
+            // The copy we decided on is behind: the next reconcile goes by the watch cache.
+            ctx.last_writes.forget(mr);
             return Ok(Requeue::requeue(Duration::from_millis(200)));
         }
         Err(e) => return Err(e.into()),
@@ -620,4 +637,52 @@ async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         m.phase.remove(&PhaseLabel { namespace: namespace.clone(), name: name.clone(), phase: p.as_str() });
     }
     Ok(Requeue::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(resource_version: &str, candidate: Option<&str>) -> ModelRollout {
+        serde_json::from_value(json!({
+            "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
+            "metadata": {"name": "fraud", "namespace": "team-a", "resourceVersion": resource_version},
+            "spec": {"model": {"name": "fraud", "version": "v2",
+                               "artifact": {"uri": "/models/fraud.onnx", "sha256": "0".repeat(64)},
+                               "contract": {"inputs": [{"name": "amount", "type": "float"}]}}},
+            "status": {"stableVersion": "v1", "candidateVersion": candidate},
+        }))
+        .expect("a valid ModelRollout")
+    }
+
+    #[test]
+    fn a_cache_behind_our_status_write_gives_way_to_the_written_object_until_it_catches_up() {
+        let memo = LastWrites::default();
+        let before = rollout("10", None);
+        assert_eq!(newest_copy(&memo, &before).unwrap().resource_version().as_deref(), Some("10"), "no write yet");
+
+        let written = rollout("11", Some("v2"));
+        memo.set(&written, LastWrite::of(written.clone()));
+        let decided_on = newest_copy(&memo, &before).expect("trusted");
+        assert_eq!(decided_on.resource_version().as_deref(), Some("11"), "the cache has not seen our write");
+
+        // A spec edit on top of our write: newer resourceVersion, our status.
+        let edited = rollout("12", Some("v2"));
+        assert_eq!(newest_copy(&memo, &edited).unwrap().resource_version().as_deref(), Some("12"));
+        // Caught up: the memo is gone, the cache is trusted from now on.
+        assert!(memo.with(&edited, |m| m.is_none()));
+        assert_eq!(newest_copy(&memo, &before).unwrap().resource_version().as_deref(), Some("10"));
+    }
+
+    #[test]
+    fn a_cache_that_never_shows_our_write_is_read_again_after_a_while() {
+        let memo = LastWrites::default();
+        let written = rollout("11", Some("v2"));
+        let mut last = LastWrite::of(written.clone());
+        last.at -= WATCH_CATCH_UP;
+        memo.set(&written, last);
+        // Someone else's status (another replica, a hand edit): neither copy can be trusted.
+        assert!(newest_copy(&memo, &rollout("13", Some("v3"))).is_none());
+        assert!(memo.with(&written, |m| m.is_none()), "forgotten once read");
+    }
 }
