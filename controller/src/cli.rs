@@ -69,7 +69,7 @@ fn init_logging(format: &str) {
 
 /// A client whose requests in flight at once are capped (`None`: uncapped); beyond the cap they
 /// queue in the client.
-fn client(config: kube::Config, in_flight: Option<usize>) -> Result<Client, Error> {
+pub fn client(config: kube::Config, in_flight: Option<usize>) -> Result<Client, Error> {
     let builder = kube::client::ClientBuilder::try_from(config)?;
     Ok(match in_flight {
         Some(n) => builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(n.max(1))).build(),

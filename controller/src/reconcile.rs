@@ -90,6 +90,18 @@ impl<T> PerRollout<T> {
         f(self.0.lock().expect("not poisoned").entry(Self::key(mr)).or_default());
     }
 
+    /// Reads and may change or clear the memo of `mr` (`None` when it has none).
+    fn with_entry<R>(&self, mr: &ModelRollout, f: impl FnOnce(&mut Option<T>) -> R) -> R {
+        let mut memo = self.0.lock().expect("not poisoned");
+        let key = Self::key(mr);
+        let mut entry = memo.remove(&key);
+        let result = f(&mut entry);
+        if let Some(value) = entry {
+            memo.insert(key, value);
+        }
+        result
+    }
+
     fn forget(&self, mr: &ModelRollout) {
         self.0.lock().expect("not poisoned").remove(&Self::key(mr));
     }
@@ -108,8 +120,8 @@ pub type AppliedTraffic = PerRollout<AppliedSplit>;
 #[derive(Default)]
 pub struct AppliedSplit {
     split: Option<(String, Instant)>,
-    /// A hash of each Service as last applied, by name.
-    services: std::collections::HashMap<String, (u64, Instant)>,
+    /// A hash of each Service (stable, canary, root) as last applied, and when.
+    services: [Option<(u64, Instant)>; 3],
 }
 
 const REAPPLY_AFTER: Duration = Duration::from_secs(300);
@@ -183,20 +195,16 @@ const WATCH_CATCH_UP: Duration = Duration::from_secs(10);
 /// The newest copy of a rollout this controller knows: the cached one, unless our last status
 /// write is newer than it. `None`: neither can be trusted; read the object.
 fn newest_copy(last_writes: &LastWrites, cached: &ModelRollout) -> Option<ModelRollout> {
-    let mut memo = last_writes.0.lock().expect("not poisoned");
-    let key = LastWrites::key(cached);
-    let Some(last) = memo.get(&key) else { return Some(cached.clone()) };
-    let caught_up =
-        cached.resource_version() == last.object.resource_version() || fingerprint(&cached.status) == last.status;
-    if caught_up {
-        memo.remove(&key);
-        Some(cached.clone())
-    } else if last.at.elapsed() < WATCH_CATCH_UP {
-        Some((*last.object).clone())
-    } else {
-        memo.remove(&key);
-        None
-    }
+    last_writes.with_entry(cached, |entry| {
+        let Some(last) = entry else { return Some(cached.clone()) };
+        let caught_up =
+            cached.resource_version() == last.object.resource_version() || fingerprint(&cached.status) == last.status;
+        if !caught_up && last.at.elapsed() < WATCH_CATCH_UP {
+            return Some((*last.object).clone());
+        }
+        *entry = None;
+        caught_up.then(|| cached.clone())
+    })
 }
 
 #[tracing::instrument(skip(guard, ctx), fields(namespace, name))]
@@ -512,14 +520,16 @@ async fn ensure_services(
         (workloads::canary_service(mr), Some(canary_version)),
         (workloads::root_service(mr), None),
     ];
-    let stale: Vec<(String, u64, Patch<Service>)> = ctx.applied_traffic.with(mr, |a| {
+    let stale: Vec<(usize, String, u64, Patch<Service>)> = ctx.applied_traffic.with(mr, |a| {
         wanted
             .into_iter()
-            .filter_map(|(name, version)| {
+            .enumerate()
+            .filter_map(|(slot, (name, version))| {
                 let svc = workloads::service(mr, name.clone(), version);
                 let print = fingerprint(&svc);
-                let last = a.and_then(|a| a.services.get(&name));
-                (!last.is_some_and(|(p, at)| *p == print && recent(at))).then_some((name, print, Patch::Apply(svc)))
+                let last = a.and_then(|a| a.services[slot]);
+                let fresh = last.is_some_and(|(p, at)| p == print && recent(&at));
+                (!fresh).then_some((slot, name, print, Patch::Apply(svc)))
             })
             .collect()
     });
@@ -528,11 +538,11 @@ async fn ensure_services(
     }
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &mr.namespace().unwrap_or_default());
     let ssa = PatchParams::apply(MANAGER).force();
-    futures::future::try_join_all(stale.iter().map(|(name, _, patch)| services.patch(name, &ssa, patch))).await?;
+    futures::future::try_join_all(stale.iter().map(|(_, name, _, patch)| services.patch(name, &ssa, patch))).await?;
     let now = Instant::now();
     ctx.applied_traffic.update(mr, |a| {
-        for (name, print, _) in stale {
-            a.services.insert(name, (print, now));
+        for (slot, _, print, _) in stale {
+            a.services[slot] = Some((print, now));
         }
     });
     Ok(())
