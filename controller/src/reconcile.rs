@@ -329,20 +329,28 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     let decision = core::decide(&mr.spec, &status, &obs, now);
     let new = &decision.status;
 
-    // Act, then record: a crash in between repeats idempotent actions, never loses progress.
+    // Act, then record: a crash in between repeats idempotent actions, never loses progress. A
+    // decision that moves no traffic (a start, whose candidate is not Ready yet; an analysis that
+    // passes) records together with its writes instead: whatever it had to create is ensured again
+    // from the recorded status by the next reconcile, and no traffic can go ahead of its record.
     let rolling_back = status.phase.is_some_and(Phase::is_active)
         && matches!(new.phase, Some(Phase::RolledBack | Phase::Failed | Phase::Idle));
+    let moves_traffic = (status.canary_weight, status.mirror_percent) != (new.canary_weight, new.mirror_percent)
+        || status.stable.as_ref().map(|s| &s.version) != new.stable.as_ref().map(|s| &s.version)
+        || decision.actions.iter().any(|a| matches!(a, Action::ScaleDown { .. }));
     let decided = (Instant::now(), std::time::SystemTime::now());
-    execute(mr, ctx, new, &decision.actions).await?;
-    let acted = started.elapsed();
-    if rolling_back {
-        let took = decided.0.elapsed();
-        let unix = decided.1.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        ctx.metrics.rollback_restore.observe(took.as_secs_f64());
-        let rl = RolloutLabel { namespace: ns.clone(), name: mr.name_any() };
-        ctx.metrics.rollback_decided.get_or_create(&rl).set(unix);
-        tracing::info!(restore_ms = took.as_secs_f64() * 1e3, reason = ?new.reason, "rolled back: all traffic on stable");
-    }
+    let act = async {
+        let result = execute(mr, ctx, new, &decision.actions).await;
+        if rolling_back && result.is_ok() {
+            let took = decided.0.elapsed();
+            let unix = decided.1.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            ctx.metrics.rollback_restore.observe(took.as_secs_f64());
+            let rl = RolloutLabel { namespace: ns.clone(), name: mr.name_any() };
+            ctx.metrics.rollback_decided.get_or_create(&rl).set(unix);
+            tracing::info!(restore_ms = took.as_secs_f64() * 1e3, reason = ?new.reason, "rolled back: all traffic on stable");
+        }
+        (result, started.elapsed())
+    };
     // The status write and the events it reports go out together: an event records a decision
     // already carried out, and waiting for one before the other was a round trip per transition.
     let write_status = async {
@@ -358,8 +366,18 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         ctx.last_writes.set(mr, LastWrite::of(written));
         Ok(())
     };
-    let announced = futures::future::join_all(decision.actions.iter().map(|action| announce(mr, ctx, action)));
-    match futures::future::join(write_status, announced).await.0 {
+    let record = async {
+        let announced = futures::future::join_all(decision.actions.iter().map(|action| announce(mr, ctx, action)));
+        futures::future::join(write_status, announced).await.0
+    };
+    let ((acted, act_took), recorded) = if moves_traffic {
+        let acted = act.await;
+        if acted.0.is_err() { (acted, Ok(())) } else { (acted, record.await) }
+    } else {
+        futures::future::join(act, record).await
+    };
+    acted?;
+    match recorded {
         Ok(()) => {}
         // The object changed since the copy we decided on (a spec edit the watch has not delivered
         // yet): nothing is lost, the change's own watch event decides again.
@@ -378,8 +396,9 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         tracing::info!(
             total_ms = took.as_millis() as u64,
             observe_ms = observed.as_millis() as u64,
-            act_ms = (acted - observed).as_millis() as u64,
-            status_ms = (took - acted).as_millis() as u64,
+            act_ms = (act_took - observed).as_millis() as u64,
+            status_ms = took.saturating_sub(act_took).as_millis() as u64,
+            together = !moves_traffic,
             actions = decision.actions.len(),
             "slow reconcile"
         );
@@ -604,7 +623,10 @@ fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, ne
         };
     }
     if let Some(run) = &new.last_analysis {
-        m.last_analysis.get_or_create(&rl).set(run.time.0.as_millisecond() as f64 / 1e3);
+        let gauge = m.last_analysis.get_or_create(&rl);
+        if let Some(t) = analysis_time_to_export(gauge.get(), run.time.0) {
+            gauge.set(t);
+        }
         for g in &run.gates {
             for (version, value) in [("candidate", g.value), ("stable", g.stable_value), ("limit", g.bound)] {
                 if let Some(v) = value {
@@ -615,6 +637,15 @@ fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, ne
             }
         }
     }
+}
+
+/// The last-analysis time to export, if it changes the gauge. The analysis itself knows its time
+/// to the millisecond, but status keeps whole seconds: a later reconcile that reads it back must not
+/// move the gauge to the truncated second (that made gaps between analyses look up to a second
+/// longer, and back).
+fn analysis_time_to_export(exported: f64, analysed: Timestamp) -> Option<f64> {
+    let t = analysed.as_millisecond() as f64 / 1e3;
+    (exported.floor() != t.floor()).then_some(t)
 }
 
 /// Before the object goes: all traffic back to stable, the controller's changes to a user-owned
@@ -663,6 +694,19 @@ mod tests {
             "status": {"stableVersion": "v1", "candidateVersion": candidate},
         }))
         .expect("a valid ModelRollout")
+    }
+
+    #[test]
+    fn the_exported_analysis_time_keeps_its_fraction_when_status_reads_back_in_whole_seconds() {
+        let analysed: Timestamp = "2026-11-26T10:00:07.850Z".parse().unwrap();
+        let read_back: Timestamp = "2026-11-26T10:00:07Z".parse().unwrap();
+        let exported = analysis_time_to_export(0.0, analysed).expect("a first analysis is exported");
+        assert_eq!(exported, analysed.as_millisecond() as f64 / 1e3);
+        assert_eq!(analysis_time_to_export(exported, read_back), None, "the same analysis, truncated");
+        let next: Timestamp = "2026-11-26T10:00:17.851Z".parse().unwrap();
+        assert_eq!(analysis_time_to_export(exported, next), Some(next.as_millisecond() as f64 / 1e3));
+        // After a restart the gauge starts from status, whole seconds: better than nothing.
+        assert_eq!(analysis_time_to_export(0.0, read_back), Some(read_back.as_millisecond() as f64 / 1e3));
     }
 
     #[test]
