@@ -12,6 +12,8 @@ use crate::error::StartError;
 use crate::feedback::PredictionMemory;
 use crate::metrics::{DeviceLabel, FeatureLabel, Metrics};
 use crate::model::{self, Engine};
+use axum::ServiceExt as _;
+
 use crate::server::{AppState, app};
 use crate::validate::{InputKind, Rows, Validator};
 
@@ -158,7 +160,7 @@ pub async fn run(args: Args) -> i32 {
     };
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (not ready yet)");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async {
+    let server = axum::serve(listener, app(state.clone()).into_make_service()).with_graceful_shutdown(async {
         let _ = stop_rx.await;
     });
     let server = tokio::spawn(async move { server.await });

@@ -66,6 +66,50 @@ async fn predict_returns_score_decision_version_and_request_id() {
     assert_eq!(v["predictions"][1]["id"], format!("{id}/1"));
 }
 
+/// The predict route is answered ahead of the router (`server::Sidecar`); a path the fast
+/// dispatch does not take (here percent-encoded) goes through the router. Both answer alike and
+/// are counted alike.
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn predict_answers_alike_with_and_without_the_router() {
+    let (state, _c) = fraud(&["--max-payload-bytes", "2048"]).await;
+    let body = serde_json::to_vec(&json!({"instances": [row()]})).unwrap();
+    let big = serde_json::to_vec(&json!({"instances": vec![row(); 40]})).unwrap();
+    let mut answers = Vec::new();
+    for (path, id) in [("/v1/models/fraud:predict", "inline"), ("/v1/models/fraud%3Apredict", "routed")] {
+        let (status, mut v, headers) = call(&state, "POST", path, body.clone(), Some(id)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {v}");
+        assert_eq!((v["request_id"].as_str(), v["predictions"][0]["id"].as_str()), (Some(id), Some(id)), "{path}");
+        assert_eq!(headers["x-request-id"], id, "{path}");
+        assert_eq!(headers["x-model-version"], "v2", "{path}");
+        assert_eq!(headers["content-type"], "application/json", "{path}");
+        v["request_id"] = Value::Null;
+        v["predictions"][0]["id"] = Value::Null;
+        answers.push(v);
+        let (status, v, headers) = call(&state, "POST", path, big.clone(), None).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("PAYLOAD_TOO_LARGE")));
+        assert!(headers.contains_key("x-request-id"), "{path}");
+        let (status, v, _) = call(&state, "POST", path, b"{nope".to_vec(), None).await;
+        assert_eq!((status, v["error"]["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed")), "{path}");
+    }
+    assert_eq!(answers[0], answers[1]);
+    // Another model's name and another method still get the router's answers.
+    let (got, _, _) = call(&state, "POST", "/v1/models/fraudx:predict", body.clone(), None).await;
+    assert_eq!(got, StatusCode::NOT_FOUND);
+    let (got, _, _) = call(&state, "GET", "/v1/models/fraud:predict", Vec::new(), None).await;
+    assert_eq!(got, StatusCode::METHOD_NOT_ALLOWED);
+    let text = state.metrics.encode();
+    let count = |code: &str| {
+        let series = format!(r#"route="predict",code="{code}"}} "#);
+        text.lines()
+            .filter(|l| l.starts_with("modelrollout_sidecar_requests_total{"))
+            .find_map(|l| l.split_once(&series).map(|(_, n)| n.to_string()))
+    };
+    assert_eq!(count("200").as_deref(), Some("2"), "{text}");
+    assert_eq!(count("413").as_deref(), Some("2"), "{text}");
+    assert_eq!(count("400").as_deref(), Some("2"), "{text}");
+}
+
 #[tokio::test]
 #[ignore = "needs ONNX Runtime: bash tests/run.sh"]
 async fn every_error_case_has_its_status_code_and_field() {

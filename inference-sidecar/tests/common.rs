@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::ServiceExt as _;
 use clap::Parser;
 use inference_sidecar::config::{Args, Config};
 use inference_sidecar::run;
@@ -111,7 +112,7 @@ pub async fn loaded(args: Args) -> Arc<AppState> {
 pub async fn serve(state: Arc<AppState>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+    tokio::spawn(async move { axum::serve(listener, app(state).into_make_service()).await.unwrap() });
     format!("http://{addr}")
 }
 
