@@ -370,13 +370,15 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         let announced = futures::future::join_all(decision.actions.iter().map(|action| announce(mr, ctx, action)));
         futures::future::join(write_status, announced).await.0
     };
-    let ((acted, act_took), recorded) = if moves_traffic {
-        let acted = act.await;
-        if acted.0.is_err() { (acted, Ok(())) } else { (acted, record.await) }
+    let (act_took, recorded) = if moves_traffic {
+        let (acted, took) = act.await;
+        acted?;
+        (took, record.await)
     } else {
-        futures::future::join(act, record).await
+        let ((acted, took), recorded) = futures::future::join(act, record).await;
+        acted?;
+        (took, recorded)
     };
-    acted?;
     match recorded {
         Ok(()) => {}
         // The object changed since the copy we decided on (a spec edit the watch has not delivered

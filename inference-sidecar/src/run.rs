@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use axum::ServiceExt as _;
+
 use crate::batcher::Batcher;
 use crate::config::{Args, Config, LogFormat};
 use crate::drift::{Drift, Reference};
@@ -12,8 +14,6 @@ use crate::error::StartError;
 use crate::feedback::PredictionMemory;
 use crate::metrics::{DeviceLabel, FeatureLabel, Metrics};
 use crate::model::{self, Engine};
-use axum::ServiceExt as _;
-
 use crate::server::{AppState, app};
 use crate::validate::{InputKind, Rows, Validator};
 

@@ -1,5 +1,6 @@
 //! HTTP API: Open Inference Protocol v2, JSON prediction by feature name, ranking, label feedback,
-//! health and metrics. `app(state)` builds the router so tests drive it in-process or on port 0.
+//! health and metrics. `app(state)` builds the service (the router, with the predict route answered
+//! ahead of it: see [`Sidecar`]) so tests drive it in-process or on port 0.
 
 use std::convert::Infallible;
 use std::future::Future;
