@@ -67,11 +67,13 @@ def delta(after, before):
 
 
 def apiserver_writes():
-    """The apiserver's count of write requests by verb and resource (its own metrics)."""
+    """The apiserver's count of write requests by verb and resource (its own metrics), and of
+    single-object reads of Services (the controller's drift checks)."""
     counts = {}
     for m in re.finditer(r'^apiserver_request_total\{([^}]*)\} (\S+)$', kubectl("get", "--raw", "/metrics"), re.M):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        if labels.get("verb") in ("APPLY", "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE"):
+        if labels.get("verb") in ("APPLY", "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE") or \
+                (labels.get("verb") == "GET" and labels.get("resource") == "services"):
             key = (labels["verb"], labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else ""))
             counts[key] = counts.get(key, 0) + float(m.group(2))
     return counts
@@ -79,9 +81,9 @@ def apiserver_writes():
 
 def window(port, seconds, label, sample=None, first=None):
     """Reconcile latency of the reconciles that ran in the next `seconds` (histogram difference),
-    counted from before `first` runs when one is given; with it, the apiserver's writes too."""
+    counted from before `first` runs when one is given, and the apiserver's writes."""
     h0 = histogram(metrics(port))
-    w0 = apiserver_writes() if first else None
+    w0 = apiserver_writes()
     if first:
         first()
     end = time.time() + seconds
@@ -94,11 +96,10 @@ def window(port, seconds, label, sample=None, first=None):
     print(f"{label} reconciles={d[-1][1]:.0f} in {seconds}s p50_le={quantile(d, 0.5)}s p99_le={quantile(d, 0.99)}s "
           f"max_le={quantile(d, 1.0)}s over_100ms={d[-1][1] - within_100ms:.0f} rss_mib={rss_mib(ctl.pid):.1f}",
           flush=True)
-    if w0 is not None:
-        w1 = apiserver_writes()
-        writes = sorted(((w1[k] - w0.get(k, 0), k) for k in w1 if w1[k] - w0.get(k, 0) > 0), reverse=True)
-        print("  apiserver writes in the window: " + ", ".join(f"{v:.0f} {verb} {res}" for v, (verb, res) in writes),
-              flush=True)
+    w1 = apiserver_writes()
+    writes = sorted(((w1[k] - w0.get(k, 0), k) for k in w1 if w1[k] - w0.get(k, 0) > 0), reverse=True)
+    print("  apiserver writes (and Service GETs) in the window: "
+          + ", ".join(f"{v:.0f} {verb} {res}" for v, (verb, res) in writes), flush=True)
 
 def rss_mib(pid):
     for line in open(f"/proc/{pid}/status"):

@@ -58,6 +58,17 @@ pub struct Args {
     /// that completed ~17 a second, until they timed out (504) and were retried.
     #[arg(long, env = "MODELROLLOUT_MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
     pub max_concurrent_reconciles: u16,
+    /// How long an applied split or Service is trusted: on the first reconcile after this, an
+    /// unchanged split is applied again and each Service read and applied again if it drifted (a
+    /// hand edit, a GitOps sync reverting it). Progressing rollouts are reconciled at least every
+    /// 5 minutes, settled ones about every 30. Deployments are watched: an edit is undone at once.
+    #[arg(long, env = "MODELROLLOUT_REAPPLY_AFTER", default_value = "5m", value_parser = parse_duration)]
+    pub reapply_after: std::time::Duration,
+}
+
+fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    let d = crate::core::parse_duration("--reapply-after", value)?;
+    std::time::Duration::try_from(d).map_err(|e| format!("--reapply-after: {e}"))
 }
 
 fn init_logging(format: &str) {
@@ -223,6 +234,7 @@ pub async fn run(args: Args) -> i32 {
         applied_traffic: Default::default(),
         deployments: deployment_readers,
         applied_workloads: Default::default(),
+        reapply_after: args.reapply_after,
     });
     if !args.leader_election {
         health.ready.store(true, Ordering::Release);
@@ -255,4 +267,17 @@ pub async fn run(args: Args) -> i32 {
     };
     metrics.leader.set(0);
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reapply_after_reads_as_a_duration() {
+        assert_eq!(parse_duration("5m"), Ok(std::time::Duration::from_secs(300)));
+        assert_eq!(parse_duration("2s"), Ok(std::time::Duration::from_secs(2)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
 }

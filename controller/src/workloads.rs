@@ -182,6 +182,29 @@ pub fn service(mr: &ModelRollout, name: String, version: Option<&str>) -> Servic
     }
 }
 
+/// Whether a live object's metadata still carries ours: our labels and annotations with our
+/// values, and our owner reference. (What others added is theirs: our apply would not remove it.)
+pub fn metadata_holds(live: &ObjectMeta, ours: &ObjectMeta) -> bool {
+    let map_holds = |live: &Option<BTreeMap<String, String>>, ours: &Option<BTreeMap<String, String>>| {
+        ours.iter().flatten().all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
+    };
+    map_holds(&live.labels, &ours.labels)
+        && map_holds(&live.annotations, &ours.annotations)
+        && ours.owner_references.iter().flatten().all(|o| live.owner_references.iter().flatten().any(|l| l == o))
+}
+
+/// Whether a live Service still routes as ours does: our metadata, exactly our selector (it is
+/// atomic: a key added by hand would select other pods, or none) and our port.
+pub fn service_holds(live: &Service, ours: &Service) -> bool {
+    let (Some(live_spec), Some(our_spec)) = (&live.spec, &ours.spec) else { return false };
+    let port_held = |p: &ServicePort| {
+        live_spec.ports.iter().flatten().any(|l| l.name == p.name && l.port == p.port && l.target_port == p.target_port)
+    };
+    metadata_holds(&live.metadata, &ours.metadata)
+        && live_spec.selector == our_spec.selector
+        && our_spec.ports.iter().flatten().all(port_held)
+}
+
 /// Replicas for (stable, candidate). With replica-ratio routing the split is the traffic split
 /// (approximate, in steps of one pod); with a mesh router both run the full count.
 pub fn replicas(total: i32, weight: i32, replica_ratio: bool, candidate_active: bool) -> (i32, i32) {
@@ -209,6 +232,77 @@ mod tests {
         assert_eq!(replicas(3, 100, true, true), (0, 3));
         assert_eq!(replicas(3, 25, false, true), (3, 3));
         assert_eq!(replicas(3, 25, false, false), (3, 0));
+    }
+
+    fn rollout() -> ModelRollout {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
+            "metadata": {"name": "fraud", "namespace": "team-a", "uid": "3f1c"},
+            "spec": {"model": {"name": "fraud", "version": "v2",
+                               "artifact": {"uri": "/models/fraud.onnx", "sha256": "0".repeat(64)},
+                               "contract": {"inputs": [{"name": "amount", "type": "float"}]}}},
+        }))
+        .expect("a valid ModelRollout")
+    }
+
+    /// Ours as the apiserver returns it: defaults filled in and fields of other managers added.
+    fn live(ours: &Service) -> Service {
+        let mut live = ours.clone();
+        live.metadata.labels.get_or_insert_default().insert("team".into(), "fraud".into());
+        live.metadata.annotations = Some(BTreeMap::from([("argocd.argoproj.io/tracking-id".into(), "x".into())]));
+        live.metadata.resource_version = Some("42".into());
+        let spec = live.spec.as_mut().unwrap();
+        spec.cluster_ip = Some("10.96.0.12".into());
+        spec.type_ = Some("ClusterIP".into());
+        for p in spec.ports.iter_mut().flatten() {
+            p.protocol = Some("TCP".into());
+        }
+        live
+    }
+
+    #[test]
+    fn a_service_holds_while_what_we_apply_is_unchanged_whatever_others_added() {
+        let mr = rollout();
+        let ours = service(&mr, stable_service(&mr), Some("v1"));
+        assert!(service_holds(&live(&ours), &ours));
+
+        type Edit = fn(&mut Service);
+        let drifted: [(&str, Edit); 6] = [
+            ("selector edited", |s| {
+                s.spec.as_mut().unwrap().selector.get_or_insert_default().insert(LABEL_VERSION.into(), "v2".into());
+            }),
+            ("selector key added", |s| {
+                s.spec.as_mut().unwrap().selector.get_or_insert_default().insert("extra".into(), "x".into());
+            }),
+            ("port changed", |s| s.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 9000),
+            ("target port changed", |s| {
+                s.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].target_port = Some(IntOrString::Int(8080));
+            }),
+            ("our label removed", |s| {
+                s.metadata.labels.as_mut().unwrap().remove(LABEL_MANAGED_BY);
+            }),
+            ("owner reference removed", |s| s.metadata.owner_references = None),
+        ];
+        for (what, edit) in drifted {
+            let mut l = live(&ours);
+            edit(&mut l);
+            assert!(!service_holds(&l, &ours), "{what}: not noticed");
+        }
+    }
+
+    #[test]
+    fn deployment_metadata_holds_until_our_labels_or_owner_change() {
+        let mr = rollout();
+        let ours = deployment(&mr, &mr.spec.model, "stable", 2);
+        let mut live = ours.clone();
+        live.metadata.labels.as_mut().unwrap().insert("team".into(), "fraud".into());
+        live.metadata.generation = Some(3);
+        assert!(metadata_holds(&live.metadata, &ours.metadata));
+        live.metadata.labels.as_mut().unwrap().insert(LABEL_ROLE.into(), "canary".into());
+        assert!(!metadata_holds(&live.metadata, &ours.metadata));
+        let mut orphaned = ours.clone();
+        orphaned.metadata.owner_references = Some(vec![]);
+        assert!(!metadata_holds(&orphaned.metadata, &ours.metadata));
     }
 
     #[test]

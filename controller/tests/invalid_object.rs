@@ -38,6 +38,7 @@ async fn a_model_rollout_that_does_not_deserialize_is_skipped_and_counted() {
         applied_traffic: Default::default(),
         deployments: Vec::new(),
         applied_workloads: Default::default(),
+        reapply_after: std::time::Duration::from_secs(300),
     });
     let action = reconcile(Arc::new(guard), ctx).await.expect("skipped, not an error that retries");
     assert_eq!(action, kube::runtime::controller::Action::await_change());

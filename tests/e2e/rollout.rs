@@ -394,4 +394,46 @@ async fn o_a_hand_edited_deployment_is_put_back_at_once() {
         (replicas(&env, "fraud-v1").await == Some(want)).then_some(())
     })
     .await;
+    // A label edit does not move the generation; the watch still sees it and the label comes back.
+    let label = "modelrollout.dev/version";
+    let version = || {
+        kubectl_ok(
+            &[
+                "get",
+                "deployment",
+                "fraud-v1",
+                "-n",
+                &env.ns.name,
+                "-o",
+                "jsonpath={.metadata.labels.modelrollout\\.dev/version}",
+            ],
+            None,
+        )
+    };
+    let want = version();
+    kubectl_ok(
+        &["label", "deployment", "fraud-v1", "-n", &env.ns.name, &format!("{label}=edited"), "--overwrite"],
+        None,
+    );
+    wait_for("the label put back", Duration::from_secs(30), || async { (version() == want).then_some(()) }).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn p_a_hand_edited_service_is_put_back_by_the_first_reconcile_after_reapply_after() {
+    // Services are not watched: a reconcile after `--reapply-after` reads each one (from the
+    // apiserver's watch cache) and applies it again only if it drifted. The test asks for that
+    // reconcile by touching the rollout; in a cluster the periodic resync brings it.
+    let env = setup_with("svc", 20, &["--leader-election=false", "--reapply-after", "2s"]).await;
+    let ns = env.ns.name.clone();
+    let selector =
+        || kubectl_ok(&["get", "service", "fraud-stable", "-n", &ns, "-o", "jsonpath={.spec.selector}"], None);
+    let want = selector();
+    assert!(want.contains(r#""modelrollout.dev/version":"v1""#), "stable selects v1: {want}");
+    let edit = r#"{"spec":{"selector":{"modelrollout.dev/version":"v9"}}}"#;
+    kubectl_ok(&["patch", "service", "fraud-stable", "-n", &ns, "--type", "merge", "-p", edit], None);
+    assert_ne!(selector(), want, "the edit took");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    kubectl_ok(&["annotate", "modelrollout", "fraud", "-n", &ns, "test/touched=1", "--overwrite"], None);
+    wait_for("the selector put back", Duration::from_secs(30), || async { (selector() == want).then_some(()) }).await;
 }
