@@ -213,6 +213,11 @@ impl Harness {
     /// Starts the sidecar manager and a load generator at `rps` for rollout `name` routed by
     /// HTTPRoute `route`.
     pub fn start(client: Client, ns: &str, name: &str, route: &str, rps: u32) -> Self {
+        // Without it every sidecar stays unready and a test times out minutes later on "no data".
+        assert!(
+            std::env::var_os("ORT_DYLIB_PATH").is_some(),
+            "ORT_DYLIB_PATH is not set: run through tests/run.sh, or eval \"$(bash scripts/python-env.sh)\" first"
+        );
         let sidecars: Arc<Mutex<HashMap<String, SidecarProc>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let traffic = Arc::new(Traffic::default());
