@@ -66,7 +66,7 @@ def delta(after, before):
     return [(le, c - c0) for (le, c), (_, c0) in zip(after, before)]
 
 
-def apiserver_writes():
+def apiserver_requests():
     """The apiserver's count of write requests by verb and resource (its own metrics), and of
     single-object reads of Services (the controller's drift checks)."""
     counts = {}
@@ -83,7 +83,7 @@ def window(port, seconds, label, sample=None, first=None):
     """Reconcile latency of the reconciles that ran in the next `seconds` (histogram difference),
     counted from before `first` runs when one is given, and the apiserver's writes."""
     h0 = histogram(metrics(port))
-    w0 = apiserver_writes()
+    w0 = apiserver_requests()
     if first:
         first()
     end = time.time() + seconds
@@ -96,7 +96,7 @@ def window(port, seconds, label, sample=None, first=None):
     print(f"{label} reconciles={d[-1][1]:.0f} in {seconds}s p50_le={quantile(d, 0.5)}s p99_le={quantile(d, 0.99)}s "
           f"max_le={quantile(d, 1.0)}s over_100ms={d[-1][1] - within_100ms:.0f} rss_mib={rss_mib(ctl.pid):.1f}",
           flush=True)
-    w1 = apiserver_writes()
+    w1 = apiserver_requests()
     writes = sorted(((w1[k] - w0.get(k, 0), k) for k in w1 if w1[k] - w0.get(k, 0) > 0), reverse=True)
     print("  apiserver writes (and Service GETs) in the window: "
           + ", ".join(f"{v:.0f} {verb} {res}" for v, (verb, res) in writes), flush=True)

@@ -545,19 +545,19 @@ async fn ensure_services(
         (workloads::canary_service(mr), Some(canary_version)),
         (workloads::root_service(mr), None),
     ];
-    // (slot, name, fingerprint, the Service, whether only its age makes it due)
-    let due: Vec<(usize, String, u64, Service, bool)> = ctx.applied_traffic.with(mr, |a| {
+    let due: Vec<DueService> = ctx.applied_traffic.with(mr, |a| {
         wanted
             .into_iter()
             .enumerate()
             .filter_map(|(slot, (name, version))| {
-                let svc = workloads::service(mr, name.clone(), version);
-                let print = fingerprint(&svc);
-                match a.and_then(|a| a.services[slot]) {
-                    Some((p, at)) if p == print && ctx.recent(&at) => None,
-                    Some((p, _)) => Some((slot, name, print, svc, p == print)),
-                    None => Some((slot, name, print, svc, false)),
-                }
+                let service = workloads::service(mr, name.clone(), version);
+                let print = fingerprint(&service);
+                let aged = match a.and_then(|a| a.services[slot]) {
+                    Some((p, at)) if p == print && ctx.recent(&at) => return None,
+                    Some((p, _)) => p == print,
+                    None => false,
+                };
+                Some(DueService { slot, name, print, service, aged })
             })
             .collect()
     });
@@ -566,36 +566,37 @@ async fn ensure_services(
     }
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &mr.namespace().unwrap_or_default());
     let ssa = PatchParams::apply(MANAGER).force();
-    futures::future::try_join_all(
-        due.iter().map(|(_, name, _, svc, aged)| ensure_service(&services, &ssa, name, svc, *aged)),
-    )
-    .await?;
+    futures::future::try_join_all(due.iter().map(|d| ensure_service(&services, &ssa, d))).await?;
     let now = Instant::now();
     ctx.applied_traffic.update(mr, |a| {
-        for (slot, _, print, ..) in due {
-            a.services[slot] = Some((print, now));
+        for d in due {
+            a.services[d.slot] = Some((d.print, now));
         }
     });
     Ok(())
 }
 
-/// Applies a Service; one only due by age (`aged`) only when the live one no longer holds ours.
-async fn ensure_service(
-    services: &Api<Service>,
-    ssa: &PatchParams,
-    name: &str,
-    svc: &Service,
+/// A Service to apply, or (`aged`: unchanged, only its last apply is old) to check first.
+struct DueService {
+    /// Its index in [`AppliedSplit::services`].
+    slot: usize,
+    name: String,
+    print: u64,
+    service: Service,
     aged: bool,
-) -> Result<(), kube::Error> {
-    if aged {
-        match services.get_with(name, &GetParams::any()).await {
-            Ok(live) if workloads::service_holds(&live, svc) => return Ok(()),
+}
+
+/// Applies a due Service; an aged one only when the live one no longer holds ours.
+async fn ensure_service(services: &Api<Service>, ssa: &PatchParams, due: &DueService) -> Result<(), kube::Error> {
+    if due.aged {
+        match services.get_with(&due.name, &GetParams::any()).await {
+            Ok(live) if workloads::service_holds(&live, &due.service) => return Ok(()),
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
     }
-    services.patch(name, ssa, &Patch::Apply(svc)).await.map(drop)
+    services.patch(&due.name, ssa, &Patch::Apply(&due.service)).await.map(drop)
 }
 
 async fn scale_down(mr: &ModelRollout, ctx: &Context, version: &str) -> Result<(), Error> {
