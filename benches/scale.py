@@ -67,15 +67,18 @@ def delta(after, before):
 
 
 def apiserver_requests():
-    """The apiserver's count of write requests by verb and resource (its own metrics), and of
-    single-object reads of Services (the controller's drift checks)."""
+    """The apiserver's own count of write requests by verb and resource, and of single-object reads
+    of Services (the controller's drift checks), with the seconds it spent serving them (the sum of
+    its request-duration histogram): (count, seconds) per (verb, resource)."""
     counts = {}
-    for m in re.finditer(r'^apiserver_request_total\{([^}]*)\} (\S+)$', kubectl("get", "--raw", "/metrics"), re.M):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+    for m in re.finditer(r'^apiserver_request_(total|duration_seconds_sum)\{([^}]*)\} (\S+)$',
+                         kubectl("get", "--raw", "/metrics"), re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
         if labels.get("verb") in ("APPLY", "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE") or \
                 (labels.get("verb") == "GET" and labels.get("resource") == "services"):
             key = (labels["verb"], labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else ""))
-            counts[key] = counts.get(key, 0) + float(m.group(2))
+            n, secs = counts.get(key, (0.0, 0.0))
+            counts[key] = (n + float(m.group(3)), secs) if m.group(1) == "total" else (n, secs + float(m.group(3)))
     return counts
 
 
@@ -97,9 +100,13 @@ def window(port, seconds, label, sample=None, first=None):
           f"max_le={quantile(d, 1.0)}s over_100ms={d[-1][1] - within_100ms:.0f} rss_mib={rss_mib(ctl.pid):.1f}",
           flush=True)
     w1 = apiserver_requests()
-    writes = sorted(((w1[k] - w0.get(k, 0), k) for k in w1 if w1[k] - w0.get(k, 0) > 0), reverse=True)
-    print("  apiserver writes (and Service GETs) in the window: "
-          + ", ".join(f"{v:.0f} {verb} {res}" for v, (verb, res) in writes), flush=True)
+    writes = sorted(((n - w0.get(k, (0, 0))[0], secs - w0.get(k, (0, 0))[1], k) for k, (n, secs) in w1.items()
+                     if n - w0.get(k, (0, 0))[0] > 0), reverse=True)
+    # The mean time the apiserver took to serve each kind (from its own histogram's sum): a slow
+    # reconcile that waited on these is the apiserver's time, not the controller's.
+    print("  apiserver writes (and Service GETs) in the window, mean ms each as the apiserver timed them: "
+          + ", ".join(f"{n:.0f} {verb} {res} ({1e3 * secs / n:.0f} ms)" for n, secs, (verb, res) in writes),
+          flush=True)
 
 def rss_mib(pid):
     for line in open(f"/proc/{pid}/status"):
