@@ -56,6 +56,11 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 rnd, label, secs, cpu, idle, total = sys.argv[2], sys.argv[3], *map(int, sys.argv[4:])
 rps = d["summary"]["requestsPerSec"]
+# Only answered requests count: a refused body (400) or a shed one (429) skips the model and is faster.
+codes = d.get("statusCodeDistribution", {})
+bad = sum(n for code, n in codes.items() if code != "200") + sum(d.get("errorDistribution", {}).values())
+if bad:
+    sys.exit(f"round {rnd} {label}: {bad} requests not answered 200 ({codes}, {d.get('errorDistribution')})")
 clk = 100  # USER_HZ
 print(f"round {rnd} {label:>10}: {rps:8.0f} req/s  p99 {d['latencyPercentiles']['p99'] * 1e3:5.2f} ms  "
       f"server CPU {cpu / clk / (rps * secs) * 1e6:5.1f} us/req  cores idle {100 * idle / total:4.1f}%")
