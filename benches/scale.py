@@ -82,18 +82,44 @@ def apiserver_requests():
     return counts
 
 
+COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "prometheus"]
+
+
+def cpu_ticks():
+    """CPU ticks (user + system, children excluded) of each control-plane component and of the
+    controller, and the machine's idle and total ticks: who had the two cores in a window."""
+    ticks = {}
+    pids = {name: open(f"{os.environ['MODELROLLOUT_CLUSTER_DIR']}/{name}.pid").read().strip() for name in COMPONENTS
+            if os.path.exists(f"{os.environ['MODELROLLOUT_CLUSTER_DIR']}/{name}.pid")}
+    pids["controller"] = str(ctl.pid)
+    for name, pid in pids.items():
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            ticks[name] = int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    cpu = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    # steal: time the hypervisor gave this VM's CPUs to someone else.
+    ticks["(idle)"], ticks["(steal)"], ticks["(all)"] = cpu[3] + cpu[4], cpu[7], sum(cpu[:8])
+    return ticks
+
+
 def window(port, seconds, label, sample=None, first=None):
     """Reconcile latency of the reconciles that ran in the next `seconds` (histogram difference),
     counted from before `first` runs when one is given, and the apiserver's writes."""
     h0 = histogram(metrics(port))
     w0 = apiserver_requests()
+    c0 = cpu_ticks()
     if first:
         first()
     end = time.time() + seconds
+    per_second = [c0]
     while time.time() < end:
         if sample:
             sample()
         time.sleep(1)
+        per_second.append(cpu_ticks())
+    c1 = per_second[-1]
     d = delta(histogram(metrics(port)), h0)
     within_100ms = next((c for le, c in d if le == 0.1), float("nan"))
     print(f"{label} reconciles={d[-1][1]:.0f} in {seconds}s p50_le={quantile(d, 0.5)}s p99_le={quantile(d, 0.99)}s "
@@ -107,6 +133,18 @@ def window(port, seconds, label, sample=None, first=None):
     print("  apiserver writes (and Service GETs) in the window, mean ms each as the apiserver timed them: "
           + ", ".join(f"{n:.0f} {verb} {res} ({1e3 * secs / n:.0f} ms)" for n, secs, (verb, res) in writes),
           flush=True)
+    def shares(a, b):
+        all_ticks = max(1, b["(all)"] - a["(all)"])
+        used = {k: b[k] - a.get(k, b[k]) for k in b if k != "(all)"}
+        # Short-lived processes (kubectl) and the kernel's own threads.
+        used["(other)"] = all_ticks - sum(used.values())
+        return ", ".join(f"{name} {100 * v / all_ticks:.0f}%" for v, name in sorted(
+            ((v, k) for k, v in used.items() if v), reverse=True))
+    print(f"  share of both cores' time in the window: {shares(c0, c1)}", flush=True)
+    # A burst can saturate the cores for a few seconds of a mostly idle window.
+    busiest = min(zip(per_second, per_second[1:]), key=lambda ab: (ab[1]["(idle)"] - ab[0]["(idle)"]) /
+                  max(1, ab[1]["(all)"] - ab[0]["(all)"]))
+    print(f"  in its busiest second: {shares(*busiest)}", flush=True)
 
 def rss_mib(pid):
     for line in open(f"/proc/{pid}/status"):
