@@ -85,14 +85,22 @@ def apiserver_requests():
 COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "prometheus"]
 
 
-def cpu_ticks():
-    """CPU ticks (user + system, children excluded) of each control-plane component and of the
-    controller, and the machine's idle and total ticks: who had the two cores in a window."""
-    ticks = {}
-    pids = {name: open(f"{os.environ['MODELROLLOUT_CLUSTER_DIR']}/{name}.pid").read().strip() for name in COMPONENTS
-            if os.path.exists(f"{os.environ['MODELROLLOUT_CLUSTER_DIR']}/{name}.pid")}
+def component_pids():
+    """The control-plane processes by name (cluster.sh writes their pid files) and the controller."""
+    pids = {}
+    for name in COMPONENTS:
+        path = f"{os.environ['MODELROLLOUT_CLUSTER_DIR']}/{name}.pid"
+        if os.path.exists(path):
+            pids[name] = open(path).read().strip()
     pids["controller"] = str(ctl.pid)
-    for name, pid in pids.items():
+    return pids
+
+
+def cpu_ticks():
+    """CPU ticks (user + system, children excluded) of each process in PIDS, and the machine's
+    idle, steal and total ticks: who had the two cores in a window."""
+    ticks = {}
+    for name, pid in PIDS.items():
         try:
             fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
             ticks[name] = int(fields[11]) + int(fields[12])
@@ -102,6 +110,20 @@ def cpu_ticks():
     # steal: time the hypervisor gave this VM's CPUs to someone else.
     ticks["(idle)"], ticks["(steal)"], ticks["(all)"] = cpu[3] + cpu[4], cpu[7], sum(cpu[:8])
     return ticks
+
+
+def idle_share(a, b):
+    return (b["(idle)"] - a["(idle)"]) / max(1, b["(all)"] - a["(all)"])
+
+
+def cpu_shares(a, b):
+    """Each process's share of both cores between two `cpu_ticks` readings, largest first."""
+    all_ticks = max(1, b["(all)"] - a["(all)"])
+    used = {k: b[k] - a.get(k, b[k]) for k in b if k != "(all)"}
+    # Short-lived processes (kubectl) and the kernel's own threads.
+    used["(other)"] = all_ticks - sum(used.values())
+    return ", ".join(f"{name} {100 * v / all_ticks:.0f}%"
+                     for v, name in sorted(((v, k) for k, v in used.items() if v), reverse=True))
 
 
 def window(port, seconds, label, sample=None, first=None):
@@ -126,25 +148,19 @@ def window(port, seconds, label, sample=None, first=None):
           f"max_le={quantile(d, 1.0)}s over_100ms={d[-1][1] - within_100ms:.0f} rss_mib={rss_mib(ctl.pid):.1f}",
           flush=True)
     w1 = apiserver_requests()
-    writes = sorted(((n - w0.get(k, (0, 0))[0], secs - w0.get(k, (0, 0))[1], k) for k, (n, secs) in w1.items()
-                     if n - w0.get(k, (0, 0))[0] > 0), reverse=True)
+    writes = sorted(((n - w0.get(k, (0, 0))[0], secs - w0.get(k, (0, 0))[1], k) for k, (n, secs) in w1.items()),
+                    reverse=True)
+    writes = [w for w in writes if w[0] > 0]
     # The mean time the apiserver took to serve each kind (from its own histogram's sum): a slow
     # reconcile that waited on these is the apiserver's time, not the controller's.
     print("  apiserver writes (and Service GETs) in the window, mean ms each as the apiserver timed them: "
           + ", ".join(f"{n:.0f} {verb} {res} ({1e3 * secs / n:.0f} ms)" for n, secs, (verb, res) in writes),
           flush=True)
-    def shares(a, b):
-        all_ticks = max(1, b["(all)"] - a["(all)"])
-        used = {k: b[k] - a.get(k, b[k]) for k in b if k != "(all)"}
-        # Short-lived processes (kubectl) and the kernel's own threads.
-        used["(other)"] = all_ticks - sum(used.values())
-        return ", ".join(f"{name} {100 * v / all_ticks:.0f}%" for v, name in sorted(
-            ((v, k) for k, v in used.items() if v), reverse=True))
-    print(f"  share of both cores' time in the window: {shares(c0, c1)}", flush=True)
+    print(f"  share of both cores' time in the window: {cpu_shares(c0, c1)}", flush=True)
     # A burst can saturate the cores for a few seconds of a mostly idle window.
-    busiest = min(zip(per_second, per_second[1:]), key=lambda ab: (ab[1]["(idle)"] - ab[0]["(idle)"]) /
-                  max(1, ab[1]["(all)"] - ab[0]["(all)"]))
-    print(f"  in its busiest second: {shares(*busiest)}", flush=True)
+    busiest = min(zip(per_second, per_second[1:]), key=lambda ab: idle_share(*ab))
+    print(f"  in its busiest second: {cpu_shares(*busiest)}", flush=True)
+
 
 def rss_mib(pid):
     for line in open(f"/proc/{pid}/status"):
@@ -171,6 +187,7 @@ def die_with_parent():
 
 ctl = subprocess.Popen(preexec_fn=die_with_parent, args=[os.environ["CONTROLLER"], *(["--namespaces", NAMESPACES[0]] if K == 1 else []), "--metrics-addr", f"127.0.0.1:{port}",
                         "--leader-election=false", "--log-format", "text"], stderr=open(os.environ["MODELROLLOUT_CLUSTER_DIR"] + "/scale-controller.log", "w"))
+PIDS = component_pids()
 t0 = time.time()
 apply_all([manifest(i, "v1") for i in range(N)])
 print(f"applied {N} ModelRollouts in {time.time() - t0:.1f}s", flush=True)
