@@ -42,6 +42,10 @@ cargo build --release --locked -p inference-sidecar
 phase "unit and in-process tests"
 cargo test --workspace --locked --exclude modelrollout-e2e -- --include-ignored
 
+phase "the sidecar built with --features cuda: CUDA asked for, no CUDA provider here, falls back to CPU"
+# The GPU side of this (a real H100, and a GPU the process cannot see) is benches/gpu.sh.
+cargo test --locked -p inference-sidecar --features cuda --test process -- --include-ignored cuda_requested
+
 phase "end-to-end tests on the local control plane"
 bash tests/cluster/cluster.sh run -- cargo test --locked -p modelrollout-e2e -- --include-ignored --test-threads 4
 

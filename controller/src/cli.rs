@@ -72,7 +72,11 @@ fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty()) // an empty RUST_LOG (a blank env entry) would mean errors only
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| "info,kube=warn".into());
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ =
         if format == "json" { b.json().flatten_event(true).with_current_span(true).try_init() } else { b.try_init() };

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
@@ -96,42 +96,48 @@ pub struct Engine {
     pub device: DeviceUsed,
 }
 
+/// Opens a session on the requested device. CUDA that cannot serve (no provider library, no CUDA
+/// libraries, or no GPU visible to the process, which only shows when the session is created) falls
+/// back to the CPU with one warning; the device gauge then says `device="cpu",requested="cuda"`.
 fn open_session(
     env: &Environment,
     bytes: &[u8],
     threads: usize,
     device: Device,
 ) -> Result<(Session, DeviceUsed), StartError> {
-    let rt = |e: String| StartError::Runtime(e);
-    let builder = Session::builder(env)
-        .map_err(|e| rt(e.to_string()))?
+    if device == Device::Cuda {
+        match cuda_session(builder(env, threads)?, bytes) {
+            Ok(session) => return Ok((session, DeviceUsed::Cuda)),
+            Err(reason) => tracing::warn!(error = %reason, "CUDA requested but unavailable; serving on CPU"),
+        }
+    }
+    let session = builder(env, threads)?
+        .commit_from_memory(bytes)
+        .map_err(|e| StartError::Runtime(format!("loading the graph: {e}")))?;
+    Ok((session, DeviceUsed::Cpu))
+}
+
+fn builder(env: &Environment, threads: usize) -> Result<SessionBuilder, StartError> {
+    let rt = |e: ort::Error| StartError::Runtime(e.to_string());
+    Session::builder(env)
+        .map_err(rt)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(|e| rt(e.to_string()))?
+        .map_err(|e| rt(e.into()))?
         .with_intra_threads(threads)
-        .map_err(|e| rt(e.to_string()))?;
-    let (mut builder, used) = match device {
-        Device::Cpu => (builder, DeviceUsed::Cpu),
-        Device::Cuda => cuda(builder),
-    };
-    let session = builder.commit_from_memory(bytes).map_err(|e| rt(format!("loading the graph: {e}")))?;
-    Ok((session, used))
+        .map_err(|e| rt(e.into()))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(builder: ort::session::builder::SessionBuilder) -> (ort::session::builder::SessionBuilder, DeviceUsed) {
-    match builder.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()]) {
-        Ok(b) => (b, DeviceUsed::Cuda),
-        Err(e) => {
-            tracing::warn!(error = %e, "CUDA requested but unavailable; serving on CPU");
-            (e.recover(), DeviceUsed::Cpu)
-        }
-    }
+fn cuda_session(builder: SessionBuilder, bytes: &[u8]) -> Result<Session, String> {
+    let mut builder = builder
+        .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+        .map_err(|e| e.to_string())?;
+    builder.commit_from_memory(bytes).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(builder: ort::session::builder::SessionBuilder) -> (ort::session::builder::SessionBuilder, DeviceUsed) {
-    tracing::warn!("CUDA requested but this sidecar was built without the `cuda` feature; serving on CPU");
-    (builder, DeviceUsed::Cpu)
+fn cuda_session(_: SessionBuilder, _: &[u8]) -> Result<Session, String> {
+    Err("this sidecar was built without the `cuda` feature".into())
 }
 
 impl Engine {
