@@ -202,7 +202,8 @@ pub struct WorkloadSpec {
     #[serde(default = "default_service_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub service_port: i32,
-    /// Inference sidecar image.
+    /// Inference sidecar image. Left at its default, a model whose `runtime.device` is `cuda` gets
+    /// the CUDA build of the same version (the tag with `-cuda`).
     #[serde(default = "default_sidecar_image")]
     #[schemars(length(min = 1, max = 512))]
     pub sidecar_image: String,
@@ -244,8 +245,12 @@ fn default_replicas() -> i32 {
 fn default_service_port() -> i32 {
     8080
 }
+/// The sidecar image a rollout gets by default, and its CUDA build (`inference-sidecar/Dockerfile.cuda`).
+pub const SIDECAR_IMAGE: &str = "ghcr.io/modelrollout/inference-sidecar:0.1.0";
+pub const SIDECAR_IMAGE_CUDA: &str = "ghcr.io/modelrollout/inference-sidecar:0.1.0-cuda";
+
 fn default_sidecar_image() -> String {
-    "ghcr.io/modelrollout/inference-sidecar:0.1.0".into()
+    SIDECAR_IMAGE.into()
 }
 fn default_progress_deadline() -> String {
     "10m".into()

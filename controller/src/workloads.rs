@@ -68,6 +68,15 @@ fn selector_labels(mr: &ModelRollout, version: Option<&str>) -> BTreeMap<String,
     l
 }
 
+/// The image a model's sidecar runs: the one the rollout names, except that the default image is
+/// swapped for its CUDA build when the model asks for CUDA (the default build serves on the CPU only).
+fn sidecar_image(named: &str, device: crate::api::Device) -> &str {
+    match device {
+        crate::api::Device::Cuda if named == crate::api::SIDECAR_IMAGE => crate::api::SIDECAR_IMAGE_CUDA,
+        _ => named,
+    }
+}
+
 /// The sidecar Deployment for one model version. `role` is what the pods report in their metrics
 /// (`stable`, `canary`, `shadow`); it is a start-up argument, so it is fixed for the pods' life.
 pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: &str, replicas: i32) -> Deployment {
@@ -92,7 +101,7 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: &str, replicas: i3
     };
     let container = Container {
         name: "sidecar".into(),
-        image: Some(w.sidecar_image.clone()),
+        image: Some(sidecar_image(&w.sidecar_image, rt.device).into()),
         env: Some(vec![
             env("SIDECAR_MODEL_NAME", model.name.clone()),
             env("SIDECAR_MODEL_VERSION", model.version.clone()),
@@ -303,6 +312,20 @@ mod tests {
         let mut orphaned = ours.clone();
         orphaned.metadata.owner_references = Some(vec![]);
         assert!(!metadata_holds(&orphaned.metadata, &ours.metadata));
+    }
+
+    #[test]
+    fn a_cuda_model_gets_the_cuda_build_unless_the_rollout_names_an_image() {
+        let image = |mr: &ModelRollout| {
+            let d = deployment(mr, &mr.spec.model, "stable", 1);
+            d.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap()
+        };
+        let mut mr = rollout();
+        assert_eq!(image(&mr), crate::api::SIDECAR_IMAGE);
+        mr.spec.model.runtime.device = crate::api::Device::Cuda;
+        assert_eq!(image(&mr), crate::api::SIDECAR_IMAGE_CUDA);
+        mr.spec.workload.sidecar_image = "registry.example/sidecar:gpu".into();
+        assert_eq!(image(&mr), "registry.example/sidecar:gpu", "a named image is the platform team's choice");
     }
 
     #[test]
