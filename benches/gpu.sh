@@ -7,8 +7,9 @@
 #      fraud-v2-slow (its 64 x 1024x1024 MatMul+Tanh branch has CUDA kernels), fraud-v2 (tree ensemble:
 #      ai.onnx.ml ops, which have no CUDA kernels, so ONNX Runtime places them on the CPU) and the
 #      string-input toxicity model (mixed placement);
-#   3. fraud-v2-slow's latency (1 connection) and throughput (32 connections) on the GPU and on the same
-#      machine's CPU (one session given every core);
+#   3. fraud-v2-slow's latency (1 connection) and throughput (32 connections) on the GPU (one inference
+#      thread, then two with a CUDA session each) and on the same machine's CPU (one session given every
+#      core);
 #   4. CUDA asked for where the process sees no GPU (CUDA_VISIBLE_DEVICES= , a pod without
 #      nvidia.com/gpu) falls back to CPU with a warning and device="cpu",requested="cuda".
 # Exits non-zero if a check fails. Writes oha's JSON and the logs to $OUT (default /tmp/gpu-out).
@@ -112,6 +113,12 @@ if start fraud fraud-v2-slow.onnx cuda cuda-slow; then
   expect_device cuda cuda cuda-slow; golden fraud fraud-v2-slow.onnx cuda-slow
   echo "   GPU memory (pid, used): $(gpu_memory cuda-slow)"
   load cuda-slow-c1 1; load cuda-slow-c32 32; stop
+fi
+# Two inference threads, each with its own CUDA session on the one GPU.
+if start fraud fraud-v2-slow.onnx cuda cuda-slow-w2 --workers 2; then
+  expect_device cuda cuda cuda-slow-w2; golden fraud fraud-v2-slow.onnx cuda-slow-w2
+  echo "   GPU memory (pid, used): $(gpu_memory cuda-slow-w2)"
+  load cuda-slow-w2-c32 32; stop
 fi
 if start fraud fraud-v2-slow.onnx cpu cpu-slow --threads "$(nproc)"; then
   expect_device cpu cpu cpu-slow; golden fraud fraud-v2-slow.onnx cpu-slow
