@@ -437,3 +437,60 @@ async fn p_a_hand_edited_service_is_put_back_by_the_first_reconcile_after_reappl
     kubectl_ok(&["annotate", "modelrollout", "fraud", "-n", &ns, "test/touched=1", "--overwrite"], None);
     wait_for("the selector put back", Duration::from_secs(30), || async { (selector() == want).then_some(()) }).await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn q_a_cuda_candidate_gets_the_cuda_image_and_a_gpu_and_is_gated_on_what_it_serves_on() {
+    // The candidate asks for CUDA and one GPU. The scheduler places its pods on the fake node's
+    // GPUs; the sidecar the harness runs for it (on this GPU-less machine) serves on the CPU and
+    // says so; the rollout is gated on its metrics as any other.
+    let env = setup("cuda", 150).await;
+    let mut m = manifest("v2", "fraud-v2.onnx", canary_stages(5), default_gates());
+    m["spec"]["model"]["runtime"] = json!({"device": "cuda"});
+    m["spec"]["workload"]["gpus"] = json!(1);
+    gitops_apply(&env.ns.name, &m);
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(env.client.clone(), &env.ns.name);
+    let candidate = wait_for("the candidate's Deployment", Duration::from_secs(30), || async {
+        api.get_opt("fraud-v2").await.unwrap()
+    })
+    .await;
+    let container = candidate.spec.unwrap().template.spec.unwrap().containers.remove(0);
+    assert_eq!(container.image.as_deref(), Some(modelrollout::api::SIDECAR_IMAGE_CUDA));
+    let limits = container.resources.unwrap().limits.unwrap();
+    assert_eq!(limits["nvidia.com/gpu"].0, "1");
+    let env_var = |name: &str| container.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(env_var("SIDECAR_DEVICE").as_deref(), Some("cuda"));
+
+    let mr = wait_phase(&env, Duration::from_secs(120), |s| {
+        matches!(s.phase, Some(Phase::Promoted | Phase::RolledBack | Phase::Failed))
+    })
+    .await;
+    assert_eq!(mr.status.unwrap().phase, Some(Phase::Promoted), "a CPU fallback is gated, not refused");
+    let pods = kubectl_ok(
+        &[
+            "get",
+            "pods",
+            "-n",
+            &env.ns.name,
+            "-l",
+            "modelrollout.dev/version=v2",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ],
+        None,
+    );
+    assert!(pods.contains("kwok-node-0"), "the candidate's pods were scheduled on the GPU node: {pods:?}");
+    let prom = prometheus_http_query::Client::try_from(prometheus_url().as_str()).unwrap();
+    let query = format!(
+        r#"modelrollout_sidecar_device{{namespace="{}",version="v2",device="cpu",requested="cuda"}}"#,
+        env.ns.name
+    );
+    let device = wait_for("the candidate's device gauge in Prometheus", Duration::from_secs(30), || async {
+        let res = prom.query(query.as_str()).get().await.ok()?;
+        res.data().as_vector()?.first().map(|s| s.sample().value())
+    })
+    .await;
+    assert_eq!(device, 1.0);
+    env.harness.shutdown().await;
+}
