@@ -481,7 +481,7 @@ async fn q_a_cuda_candidate_gets_the_cuda_image_and_a_gpu_and_is_gated_on_what_i
         None,
     );
     assert!(pods.contains("kwok-node-0"), "the candidate's pods were scheduled on the GPU node: {pods:?}");
-    let prom = prometheus_http_query::Client::try_from(prometheus_url().as_str()).unwrap();
+    let prom = prometheus();
     let query = format!(
         r#"modelrollout_sidecar_device{{namespace="{}",version="v2",device="cpu",requested="cuda"}}"#,
         env.ns.name
@@ -492,5 +492,31 @@ async fn q_a_cuda_candidate_gets_the_cuda_image_and_a_gpu_and_is_gated_on_what_i
     })
     .await;
     assert_eq!(device, 1.0);
+    env.harness.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn r_a_candidate_required_to_serve_on_the_gpu_is_rolled_back_when_it_falls_back_to_the_cpu() {
+    // The README's recipe: a custom gate on the sidecar's device gauge makes "on the GPU" a
+    // condition of promotion. Here no GPU is usable, so the candidate serves on the CPU and fails it.
+    let env = setup("ongpu", 150).await;
+    let mut gates = default_gates();
+    gates["custom"] = json!([{"name": "onGpu", "query": ON_GPU_GATE_QUERY, "min": 1, "minSamples": 0}]);
+    let mut m = manifest("v2", "fraud-v2.onnx", canary_stages(5), gates);
+    m["spec"]["model"]["runtime"] = json!({"device": "cuda"});
+    gitops_apply(&env.ns.name, &m);
+    let mr =
+        wait_phase(&env, Duration::from_secs(120), |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))
+            .await;
+    let st = mr.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
+    assert_eq!(st.stage_name.as_deref(), Some("canary-5"));
+    let gate = st.last_analysis.unwrap().gates.into_iter().find(|g| g.name == "onGpu").expect("the custom gate ran");
+    assert_eq!(gate.verdict, modelrollout::api::Verdict::Fail);
+    assert_eq!(gate.value, Some(0.0), "{gate:?}");
+    assert!(st.message.unwrap().contains("onGpu"));
+    let rule = route_rule(&env).await;
+    assert_eq!(rule["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
     env.harness.shutdown().await;
 }

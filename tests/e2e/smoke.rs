@@ -342,28 +342,9 @@ spec:
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn prometheus_scrapes_a_target_and_answers_promql() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = sock.read(&mut buf).await;
-                let body = "# TYPE modelrollout_smoke_value gauge\nmodelrollout_smoke_value 42.5\n";
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    let target = prometheus_targets_dir().join("smoke.json");
-    std::fs::write(&target, json!([{"targets": [addr.to_string()], "labels": {"smoke": "yes"}}]).to_string()).unwrap();
-
-    let prom = prometheus_http_query::Client::try_from(prometheus_url().as_str()).unwrap();
+    let body = "# TYPE modelrollout_smoke_value gauge\nmodelrollout_smoke_value 42.5\n";
+    let target = FakeTarget::start("smoke", json!({"smoke": "yes"}), body.into()).await;
+    let prom = prometheus();
     let value = wait_for("Prometheus to scrape the smoke target", Duration::from_secs(60), || async {
         let res = prom.query(r#"modelrollout_smoke_value{smoke="yes"}"#).get().await.ok()?;
         let vector = res.data().as_vector()?.to_vec();
@@ -371,6 +352,54 @@ async fn prometheus_scrapes_a_target_and_answers_promql() {
     })
     .await;
     assert_eq!(value, 42.5);
-    std::fs::remove_file(target).unwrap();
-    server.abort();
+    drop(target);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn the_on_gpu_gate_recipe_reads_1_on_cuda_0_after_a_cpu_fallback_and_nothing_before_a_scrape() {
+    // The README gives the recipe as a folded YAML string: the same PromQL as tested here.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let folded = readme.split_once("        query: >-\n").expect("the recipe in the README").1;
+    let lines: Vec<&str> = folded.lines().take_while(|l| l.starts_with("          ")).map(str::trim).collect();
+    assert_eq!(lines.join(" "), ON_GPU_GATE_QUERY, "the README's recipe and the tested query differ");
+    // The recipe's PromQL, substituted as the controller substitutes a custom gate, over sidecar
+    // device gauges as the sidecar writes them (one fake target per pod).
+    let namespace = format!("gpu-recipe-{}", std::process::id());
+    let selector = modelrollout::gates::Selector {
+        namespace: namespace.clone(),
+        rollout: "fraud".into(),
+        model: "fraud".into(),
+        version: "v2".into(),
+        role: "canary".into(),
+    };
+    let query = selector.substitute(ON_GPU_GATE_QUERY, Duration::from_secs(30));
+    let prom = prometheus();
+    let value = || async {
+        let res = prom.query(query.as_str()).get().await.expect("the recipe is valid PromQL");
+        res.data().as_vector().expect("a vector").first().map(|s| s.sample().value())
+    };
+    assert_eq!(value().await, None, "no data before a scrape: inconclusive, not a failure");
+    let gauge = |device: &str| {
+        format!(
+            "# TYPE modelrollout_sidecar_device gauge\nmodelrollout_sidecar_device{{model=\"fraud\",version=\"v2\",role=\"canary\",device=\"{device}\",requested=\"cuda\"}} 1\n"
+        )
+    };
+    let pod = |name: &str, device: &str| {
+        let (file, labels, body) =
+            (format!("{namespace}-{name}"), json!({"namespace": namespace, "pod": name}), gauge(device));
+        async move { FakeTarget::start(&file, labels, body).await }
+    };
+    let (_a, _b) = (pod("a", "cuda").await, pod("b", "cuda").await);
+    wait_for("1 with both pods on CUDA", Duration::from_secs(60), || async {
+        let v = value().await?;
+        assert_ne!(v, 0.0, "no pod falls back yet");
+        (v == 1.0).then_some(())
+    })
+    .await;
+    let _c = pod("c", "cpu").await;
+    wait_for("0 once a pod serves on the CPU", Duration::from_secs(60), || async {
+        (value().await == Some(0.0)).then_some(())
+    })
+    .await;
 }

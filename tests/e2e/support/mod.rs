@@ -27,6 +27,13 @@ pub fn prometheus_url() -> String {
     cluster_env("MODELROLLOUT_PROMETHEUS_URL")
 }
 
+/// A client of the cluster's Prometheus. Installs the TLS crypto provider reqwest needs first, so
+/// that a test does not depend on another having done it.
+pub fn prometheus() -> prometheus_http_query::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    prometheus_http_query::Client::try_from(prometheus_url().as_str()).expect("a Prometheus client")
+}
+
 pub fn prometheus_targets_dir() -> PathBuf {
     PathBuf::from(cluster_env("MODELROLLOUT_PROM_TARGETS_DIR"))
 }
@@ -129,6 +136,57 @@ where
         }
         assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The README's recipe for a custom gate that holds a rollout to the GPU: 1 when every pod of the
+/// version serves on CUDA, 0 once one serves on the CPU (a fallback), and no data — inconclusive,
+/// not a failure — before the first scrape. It needs no traffic (`minSamples: 0`).
+pub const ON_GPU_GATE_QUERY: &str = concat!(
+    r#"min(modelrollout_sidecar_device{namespace=$namespace,model=$model,version=$version,device="cuda"}"#,
+    r#" or 0 * modelrollout_sidecar_device{namespace=$namespace,model=$model,version=$version,device="cpu"})"#
+);
+
+/// A scrape target Prometheus finds through file-based discovery, serving a fixed metrics text;
+/// its target file goes, and its server stops, when dropped.
+pub struct FakeTarget {
+    file: PathBuf,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeTarget {
+    /// Serves `body` on 127.0.0.1 and lists it as target `name` with `labels`.
+    pub async fn start(name: &str, labels: serde_json::Value, body: String) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = std::sync::Arc::new(body);
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        let file = prometheus_targets_dir().join(format!("{name}.json"));
+        let targets = serde_json::json!([{"targets": [addr.to_string()], "labels": labels}]);
+        std::fs::write(&file, targets.to_string()).unwrap();
+        Self { file, server }
+    }
+}
+
+impl Drop for FakeTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        self.server.abort();
     }
 }
 
