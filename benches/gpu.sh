@@ -136,4 +136,8 @@ if CUDA_VISIBLE_DEVICES= start fraud fraud-v2.onnx cuda no-gpu; then
   grep -m1 'CUDA requested' "$OUT/no-gpu.log" || fail "no-gpu: no warning"
   stop
 fi
+echo "== ONNX Runtime's warnings (target onnxruntime), per run:"
+for f in "$OUT"/cuda-*.log; do
+  sed 's/\x1b\[[0-9;]*m//g' "$f" | grep ' WARN onnxruntime' | cut -c1-400 | sed "s|^|   $(basename "$f" .log): |" | sort -u -k2 | head -5
+done
 ((FAILS == 0)) && echo "== all GPU checks passed" || { echo "== $FAILS GPU checks failed"; exit 1; }

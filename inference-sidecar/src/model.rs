@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use ort::environment::Environment;
+use ort::logging::LogLevel;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
@@ -65,7 +66,23 @@ fn build_runtime() -> Result<Environment, StartError> {
         return Err(StartError::Runtime(format!("ORT_DYLIB_PATH={path} is not a file")));
     }
     let builder = ort::init_from(&path).map_err(|e| StartError::Runtime(format!("loading {path}: {e}")))?;
-    builder.with_name("inference-sidecar").build().map_err(|e| StartError::Runtime(e.to_string()))
+    builder
+        .with_name("inference-sidecar")
+        .with_logger(std::sync::Arc::new(onnxruntime_log))
+        .build()
+        .map_err(|e| StartError::Runtime(e.to_string()))
+}
+
+/// ONNX Runtime's own messages as our log lines (target `onnxruntime`). Its warnings matter to an
+/// operator: one says which nodes a CUDA session leaves on the CPU. Sessions only emit warnings and
+/// worse (see [`builder`]), so nothing is formatted on the inference path.
+fn onnxruntime_log(level: LogLevel, category: &str, _id: &str, location: &str, message: &str) {
+    match level {
+        LogLevel::Fatal | LogLevel::Error => tracing::error!(target: "onnxruntime", category, location, "{message}"),
+        LogLevel::Warning => tracing::warn!(target: "onnxruntime", category, location, "{message}"),
+        LogLevel::Info => tracing::debug!(target: "onnxruntime", category, location, "{message}"),
+        LogLevel::Verbose => tracing::trace!(target: "onnxruntime", category, location, "{message}"),
+    }
 }
 
 /// Which device a session ended up on.
@@ -124,6 +141,8 @@ fn builder(env: &Environment, threads: usize) -> Result<SessionBuilder, StartErr
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| rt(e.into()))?
         .with_intra_threads(threads)
+        .map_err(|e| rt(e.into()))?
+        .with_log_level(LogLevel::Warning)
         .map_err(|e| rt(e.into()))
 }
 
