@@ -449,12 +449,8 @@ async fn q_a_cuda_candidate_gets_the_cuda_image_and_a_gpu_and_is_gated_on_what_i
     m["spec"]["model"]["runtime"] = json!({"device": "cuda"});
     m["spec"]["workload"]["gpus"] = json!(1);
     gitops_apply(&env.ns.name, &m);
-    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(env.client.clone(), &env.ns.name);
-    let candidate = wait_for("the candidate's Deployment", Duration::from_secs(30), || async {
-        api.get_opt("fraud-v2").await.unwrap()
-    })
-    .await;
+    let candidate =
+        wait_for("the candidate's Deployment", Duration::from_secs(30), || deployment(&env, "fraud-v2")).await;
     let container = candidate.spec.unwrap().template.spec.unwrap().containers.remove(0);
     assert_eq!(container.image.as_deref(), Some(modelrollout::api::SIDECAR_IMAGE_CUDA));
     let limits = container.resources.unwrap().limits.unwrap();
@@ -487,8 +483,7 @@ async fn q_a_cuda_candidate_gets_the_cuda_image_and_a_gpu_and_is_gated_on_what_i
         env.ns.name
     );
     let device = wait_for("the candidate's device gauge in Prometheus", Duration::from_secs(30), || async {
-        let res = prom.query(query.as_str()).get().await.ok()?;
-        res.data().as_vector()?.first().map(|s| s.sample().value())
+        first_sample(&prom, &query).await.ok().flatten()
     })
     .await;
     assert_eq!(device, 1.0);

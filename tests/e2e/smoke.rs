@@ -346,9 +346,7 @@ async fn prometheus_scrapes_a_target_and_answers_promql() {
     let target = FakeTarget::start("smoke", json!({"smoke": "yes"}), body.into()).await;
     let prom = prometheus();
     let value = wait_for("Prometheus to scrape the smoke target", Duration::from_secs(60), || async {
-        let res = prom.query(r#"modelrollout_smoke_value{smoke="yes"}"#).get().await.ok()?;
-        let vector = res.data().as_vector()?.to_vec();
-        vector.first().map(|s| s.sample().value())
+        first_sample(&prom, r#"modelrollout_smoke_value{smoke="yes"}"#).await.ok().flatten()
     })
     .await;
     assert_eq!(value, 42.5);
@@ -375,10 +373,7 @@ async fn the_on_gpu_gate_recipe_reads_1_on_cuda_0_after_a_cpu_fallback_and_nothi
     };
     let query = selector.substitute(ON_GPU_GATE_QUERY, Duration::from_secs(30));
     let prom = prometheus();
-    let value = || async {
-        let res = prom.query(query.as_str()).get().await.expect("the recipe is valid PromQL");
-        res.data().as_vector().expect("a vector").first().map(|s| s.sample().value())
-    };
+    let value = || async { first_sample(&prom, &query).await.expect("the recipe is valid PromQL") };
     assert_eq!(value().await, None, "no data before a scrape: inconclusive, not a failure");
     let gauge = |device: &str| {
         format!(

@@ -169,9 +169,12 @@ pub async fn route_rule(env: &Env) -> Value {
     rule
 }
 
+pub async fn deployment(env: &Env, name: &str) -> Option<Deployment> {
+    Api::<Deployment>::namespaced(env.client.clone(), &env.ns.name).get_opt(name).await.unwrap()
+}
+
 pub async fn replicas(env: &Env, name: &str) -> Option<i32> {
-    let api: Api<Deployment> = Api::namespaced(env.client.clone(), &env.ns.name);
-    api.get_opt(name).await.unwrap().and_then(|d| d.spec?.replicas)
+    deployment(env, name).await.and_then(|d| d.spec?.replicas)
 }
 
 /// A webhook receiver on 127.0.0.1: answers 500 to the first `fail_first` requests (to exercise

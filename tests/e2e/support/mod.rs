@@ -34,6 +34,14 @@ pub fn prometheus() -> prometheus_http_query::Client {
     prometheus_http_query::Client::try_from(prometheus_url().as_str()).expect("a Prometheus client")
 }
 
+/// The first sample of an instant query: `Ok(None)` while nothing matches, `Err` for a query
+/// Prometheus refuses or one that does not return a vector.
+pub async fn first_sample(prom: &prometheus_http_query::Client, query: &str) -> Result<Option<f64>, String> {
+    let res = prom.query(query).get().await.map_err(|e| format!("{query}: {e}"))?;
+    let vector = res.data().as_vector().ok_or_else(|| format!("{query}: not a vector"))?;
+    Ok(vector.first().map(|s| s.sample().value()))
+}
+
 pub fn prometheus_targets_dir() -> PathBuf {
     PathBuf::from(cluster_env("MODELROLLOUT_PROM_TARGETS_DIR"))
 }
