@@ -119,6 +119,8 @@ fn worker(
     bookkeeping: &Bookkeeping,
 ) {
     let metrics = &bookkeeping.metrics;
+    // The rows of a batch of several requests, reused from batch to batch.
+    let mut batch = Rows::empty_like(engine.kind);
     while let Ok(first) = rx.recv() {
         let mut rows = first.rows.len();
         let mut jobs = vec![first];
@@ -150,15 +152,13 @@ fn worker(
         }
         metrics.queue_depth.dec_by(jobs.len() as i64);
         metrics.batch_size.observe(rows as f64);
-        let batch;
         let input = if jobs.len() == 1 {
             &jobs[0].rows
         } else {
-            let mut all = Rows::empty_like(engine.kind);
+            batch.clear();
             for j in &jobs {
-                all.extend(&j.rows);
+                batch.extend(&j.rows);
             }
-            batch = all;
             &batch
         };
         let result = engine.score(input);

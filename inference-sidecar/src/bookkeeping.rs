@@ -1,10 +1,10 @@
 //! What the sidecar records about every scored row: the score and decision metrics, the feature
 //! drift window, and the prediction memory that label feedback joins to.
 //!
-//! It runs on the inference thread, once per batch, before the batch is answered: under load the
-//! async runtime's thread is the sidecar's bottleneck and the inference thread has time to spare;
-//! a batch takes the drift and memory locks once instead of once per request; and a label can never
-//! arrive for a prediction that is not yet remembered.
+//! It runs on the inference thread, once per batch, before the batch is answered: a batch takes the
+//! drift and memory locks once instead of once per request, and a label can never arrive for a
+//! prediction that is not yet remembered. Every request of the batch waits for it, so it allocates
+//! nothing per row and looks no metric up by its labels.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use crate::drift::Drift;
 use crate::feedback::PredictionMemory;
+use prometheus_client::metrics::counter::Counter;
+
 use crate::metrics::{self, Metrics};
 use crate::validate::Rows;
 
@@ -49,9 +51,23 @@ pub struct Bookkeeping {
     pub metrics: Arc<Metrics>,
     pub memory: Arc<PredictionMemory>,
     pub drift: Arc<Mutex<Option<Drift>>>,
+    /// The two decision counters, looked up in their family once (both series exist from the start).
+    positive: Counter,
+    negative: Counter,
 }
 
 impl Bookkeeping {
+    pub fn new(
+        threshold: f32,
+        metrics: Arc<Metrics>,
+        memory: Arc<PredictionMemory>,
+        drift: Arc<Mutex<Option<Drift>>>,
+    ) -> Self {
+        let decision = |decision| metrics.decisions.get_or_create(&metrics::Decision { decision }).clone();
+        let (positive, negative) = (decision("positive"), decision("negative"));
+        Self { threshold, metrics, memory, drift, positive, negative }
+    }
+
     /// Records one scored batch: `rows` and `scores` in batch order, `requests` the ids and row
     /// count of each request in that order.
     pub fn record<'a>(&self, rows: &Rows, scores: &[f32], requests: impl IntoIterator<Item = (&'a RowIds, usize)>) {
@@ -69,10 +85,10 @@ impl Bookkeeping {
         }
         let negative = scores.len() as u64 - positive;
         if positive > 0 {
-            m.decisions.get_or_create(&metrics::Decision { decision: "positive" }).inc_by(positive);
+            self.positive.inc_by(positive);
         }
         if negative > 0 {
-            m.decisions.get_or_create(&metrics::Decision { decision: "negative" }).inc_by(negative);
+            self.negative.inc_by(negative);
         }
         let mut offset = 0;
         let remembered = requests.into_iter().flat_map(|(ids, n)| {

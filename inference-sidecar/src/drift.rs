@@ -1,8 +1,6 @@
 //! Feature drift: the population stability index (PSI) of each numeric feature over a rolling
 //! window of recent requests, against the reference distribution shipped with the model.
 
-use std::collections::VecDeque;
-
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -28,7 +26,12 @@ struct FeatureWindow {
 
 pub struct Drift {
     features: Vec<FeatureWindow>,
-    window: VecDeque<Vec<u16>>,
+    /// The window's bins, one row of `features.len()` per request row, as a ring (no allocation
+    /// per row: this runs on the inference thread).
+    window: Vec<u16>,
+    /// Ring index of the oldest row, and how many rows are in the window.
+    head: usize,
+    rows: usize,
     capacity: usize,
 }
 
@@ -58,7 +61,7 @@ impl Drift {
                 counts: vec![0; n],
             });
         }
-        Ok(Self { features, window: VecDeque::with_capacity(capacity), capacity: capacity.max(1) })
+        Ok(Self { features, window: Vec::new(), head: 0, rows: 0, capacity: capacity.max(1) })
     }
 
     fn bin(edges: &[f64], x: f64) -> u16 {
@@ -67,36 +70,36 @@ impl Drift {
 
     /// Adds the rows (width columns each) to the window, dropping the oldest beyond capacity.
     pub fn observe(&mut self, width: usize, values: &[f32]) {
-        if self.features.is_empty() || width == 0 {
+        let n = self.features.len();
+        if n == 0 || width == 0 {
             return;
         }
         for row in values.chunks_exact(width) {
-            let bins: Vec<u16> = self
-                .features
-                .iter_mut()
-                .map(|f| {
-                    let x = row[f.column] as f64;
-                    let b = if x.is_nan() { u16::MAX } else { Self::bin(&f.edges, x) };
-                    if b != u16::MAX {
-                        f.counts[b as usize] += 1;
-                    }
-                    b
-                })
-                .collect();
-            if self.window.len() == self.capacity
-                && let Some(old) = self.window.pop_front()
-            {
-                for (f, b) in self.features.iter_mut().zip(old) {
+            let slot = if self.rows == self.capacity {
+                // Full: the oldest row leaves and its slot takes the new one.
+                let slot = self.head;
+                self.head = (self.head + 1) % self.capacity;
+                for (f, &b) in self.features.iter_mut().zip(&self.window[slot * n..(slot + 1) * n]) {
                     if b != u16::MAX {
                         f.counts[b as usize] -= 1;
                     }
                 }
+                slot
+            } else {
+                self.rows += 1;
+                self.window.resize(self.rows * n, u16::MAX);
+                self.rows - 1
+            };
+            for (f, bin) in self.features.iter_mut().zip(&mut self.window[slot * n..(slot + 1) * n]) {
+                let x = row[f.column] as f64;
+                *bin = if x.is_nan() { u16::MAX } else { Self::bin(&f.edges, x) };
+                if *bin != u16::MAX {
+                    f.counts[*bin as usize] += 1;
+                }
             }
-            self.window.push_back(bins);
         }
     }
 
-    /// PSI per feature; none until the window holds any rows.
     pub fn psi(&self) -> Vec<(String, f64)> {
         self.features
             .iter()
@@ -145,6 +148,10 @@ mod tests {
         let shifted: Vec<f32> = [9.0; 8].iter().flat_map(|x| [0.0, *x]).collect();
         d.observe(2, &shifted);
         assert!(d.psi()[0].1 > 1.0, "{:?}", d.psi());
-        assert_eq!(d.window.len(), 4, "rolling window is bounded");
+        assert_eq!(d.rows, 4, "rolling window is bounded");
+        assert_eq!(d.window.len(), 4);
+        // The window rolls: four rows back at the reference distribution bring the index back down.
+        d.observe(2, &same);
+        assert!(d.psi()[0].1 < 1e-9, "{:?}", d.psi());
     }
 }

@@ -95,12 +95,7 @@ impl AppState {
 
     /// What the inference threads record about each scored batch.
     pub fn bookkeeping(&self) -> Bookkeeping {
-        Bookkeeping {
-            threshold: self.threshold,
-            metrics: self.metrics.clone(),
-            memory: self.memory.clone(),
-            drift: self.drift.clone(),
-        }
+        Bookkeeping::new(self.threshold, self.metrics.clone(), self.memory.clone(), self.drift.clone())
     }
 
     /// Announces a request that will reach the batcher once decoded (nothing before the model loads).

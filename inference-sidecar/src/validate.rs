@@ -46,6 +46,13 @@ impl Rows {
         }
     }
 
+    pub fn clear(&mut self) {
+        match self {
+            Rows::Numeric { values, .. } => values.clear(),
+            Rows::Text(t) => t.clear(),
+        }
+    }
+
     /// Appends the rows of `other` (same kind).
     pub fn extend(&mut self, other: &Rows) {
         match (self, other) {

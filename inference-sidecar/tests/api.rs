@@ -321,6 +321,49 @@ async fn golden(name: &str, file: &str, contract: &str) -> (String, Vec<(Value, 
     (base, rows)
 }
 
+/// The engine keeps one preallocated output per batch size: a row must score the same whatever
+/// batch it is in, whichever sizes came before it, and past the preallocated sizes.
+#[test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+fn a_row_scores_as_python_does_in_batches_of_any_size() {
+    require_ort();
+    use inference_sidecar::config::Device;
+    use inference_sidecar::model::{Engine, init_runtime};
+    use inference_sidecar::validate::{Rows, Validator};
+    for (file, contract) in [("fraud-v2.onnx", FRAUD_CONTRACT), ("toxicity-v1.onnx", TOXICITY_CONTRACT)] {
+        let golden: Value = serde_json::from_str(
+            &std::fs::read_to_string(models().join(file.replace(".onnx", ".golden.json"))).unwrap(),
+        )
+        .unwrap();
+        let validator = Validator::new(serde_yaml::from_str(contract).unwrap()).unwrap();
+        let rows: Vec<(Rows, f64)> = golden["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mut encoded = Rows::empty_like(validator.kind);
+                validator.encode_instance(r["features"].as_object().unwrap(), "row", &mut encoded).unwrap();
+                (encoded, r["probability"].as_f64().unwrap())
+            })
+            .collect();
+        let bytes = std::fs::read(models().join(file)).unwrap();
+        let mut engine = Engine::new(&init_runtime().unwrap(), &bytes, 1, Device::Cpu, validator.kind).unwrap();
+        // 300 rows (the golden rows and then the first 100 again) is past the preallocated sizes.
+        for size in [1, 7, 25, 1, 300, 200, 7] {
+            let mut batch = Rows::empty_like(validator.kind);
+            let picked: Vec<&(Rows, f64)> = rows.iter().cycle().take(size).collect();
+            for (encoded, _) in &picked {
+                batch.extend(encoded);
+            }
+            let scores = engine.score(&batch).unwrap();
+            assert_eq!(scores.len(), size);
+            for (got, (_, want)) in scores.iter().zip(&picked) {
+                assert!((f64::from(*got) - want).abs() < 1e-6, "{file}, batch of {size}: {got} vs python {want}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs ONNX Runtime: bash tests/run.sh"]
 async fn committed_models_score_as_python_onnxruntime_does() {
