@@ -4,8 +4,12 @@
 # throughput each run reports what is steadier than throughput on this shared machine — the
 # server's CPU time per request (all its threads, from /proc) and the share of both cores left idle.
 #
-#   bash benches/sidecar-ab.sh SECONDS ROUNDS LABEL=SIDECAR_BINARY... [bare]
+#   bash benches/sidecar-ab.sh SECONDS ROUNDS LABEL=SIDECAR_BINARY... [bare] [bare1] [hop] [hop2]
 #   e.g. bash benches/sidecar-ab.sh 4 5 old=/tmp/sidecar-old new=$CARGO_TARGET_DIR/release/inference-sidecar bare
+#
+# bare is the ceiling of benches/run.sh (examples/bare_server, two runtime threads); bare1 the same
+# server on one runtime thread; hop and hop2 are its `hop` probe (the ceiling plus the sidecar's
+# hand-off to a dedicated thread, no model) on one and on two runtime threads.
 #
 # THREADS=1 adds each thread's CPU ticks and voluntary/involuntary context switches.
 # Load: oha (installed by benches/run.sh), 32 connections, fraud v2, one instance per request.
@@ -33,13 +37,16 @@ idle_total() { awk '/^cpu /{print $5, $2 + $3 + $4 + $5}' /proc/stat; }
 for round in $(seq "$ROUNDS"); do
   for spec in "$@"; do
     label=${spec%%=*} port=$(free_port)
-    if [[ $spec == bare ]]; then
-      "$CARGO_TARGET_DIR/release/examples/bare_server" "$CONTRACT" "$port" &
-    else
-      "${spec#*=}" --model-name fraud --model-version v2 --model-uri "$MODEL" --model-sha256 "$SHA" \
+    examples="$CARGO_TARGET_DIR/release/examples"
+    case $spec in
+      bare) "$examples/bare_server" "$CONTRACT" "$port" & ;;
+      bare1) TOKIO_WORKER_THREADS=1 "$examples/bare_server" "$CONTRACT" "$port" & ;;
+      hop) "$examples/bare_server" "$CONTRACT" "$port" hop & ;;
+      hop2) "$examples/bare_server" "$CONTRACT" "$port" hop 2 & ;;
+      *) "${spec#*=}" --model-name fraud --model-version v2 --model-uri "$MODEL" --model-sha256 "$SHA" \
         --contract "$CONTRACT" --reference "$ROOT/models/fraud-v2.reference.json" \
-        --listen "127.0.0.1:$port" --log-format text --role canary 2>/dev/null &
-    fi
+        --listen "127.0.0.1:$port" --log-format text --role canary 2>/dev/null & ;;
+    esac
     pid=$!
     for _ in $(seq 100); do
       curl -sf -XPOST "http://127.0.0.1:$port/v1/models/fraud:predict" -d "$BODY" >/dev/null 2>&1 && break
