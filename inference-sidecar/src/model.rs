@@ -112,8 +112,8 @@ pub struct Engine {
     columns: usize,
     /// Whether the probability output is `[rows, columns]` (else `[rows]`).
     two_dimensional: bool,
-    /// Run options by batch size (index = rows): only the probability output is fetched, on the
-    /// CPU into a tensor allocated once per size. In-process that is ~0.6 µs less per call (of
+    /// Run options by batch size (index = rows): on the CPU only the probability output is
+    /// fetched, into a tensor allocated once per size. In-process that is ~0.6 µs less per call (of
     /// ~3.3 µs for one row) than fetching every output freshly allocated; the inference thread's
     /// time per batch is on every request's path (BENCHMARKS.md, session 11).
     run_options: Vec<Option<RunOptions<HasSelectedOutputs>>>,
@@ -282,14 +282,18 @@ impl Engine {
             self.run_options.resize_with(slot + 1, || None);
         }
         if self.run_options[slot].is_none() {
-            let mut selector = OutputSelector::no_default().with(self.output.as_str());
-            // On the CPU only: a CUDA session's outputs are copied to the host, which this path
-            // has not been run against (no GPU here).
-            if n <= PREALLOCATED_ROWS && self.device == DeviceUsed::Cpu {
+            // On the CPU only. A CUDA session fetches every output into tensors ONNX Runtime
+            // allocates, as it did in the runs on an H100 (BENCHMARKS.md, session 10): selecting
+            // and preallocating there has not been run on a GPU.
+            let selector = if self.device == DeviceUsed::Cuda {
+                OutputSelector::default()
+            } else if n <= PREALLOCATED_ROWS {
                 let shape = if self.two_dimensional { vec![n, self.columns] } else { vec![n] };
                 let tensor = Tensor::<f32>::new(&Allocator::default(), shape).map_err(|e| e.to_string())?;
-                selector = selector.preallocate(self.output.as_str(), tensor);
-            }
+                OutputSelector::no_default().with(self.output.as_str()).preallocate(self.output.as_str(), tensor)
+            } else {
+                OutputSelector::no_default().with(self.output.as_str())
+            };
             self.run_options[slot] = Some(RunOptions::new().map_err(|e| e.to_string())?.with_outputs(selector));
         }
         Ok(slot)
