@@ -29,9 +29,8 @@ pub struct Drift {
     /// The window's bins, one row of `features.len()` per request row, as a ring (no allocation
     /// per row: this runs on the inference thread).
     window: Vec<u16>,
-    /// Ring index of the oldest row, and how many rows are in the window.
+    /// Ring index of the oldest row once the window is full (until then the rows are in order).
     head: usize,
-    rows: usize,
     capacity: usize,
 }
 
@@ -61,11 +60,16 @@ impl Drift {
                 counts: vec![0; n],
             });
         }
-        Ok(Self { features, window: Vec::new(), head: 0, rows: 0, capacity: capacity.max(1) })
+        Ok(Self { features, window: Vec::new(), head: 0, capacity: capacity.max(1) })
     }
 
     fn bin(edges: &[f64], x: f64) -> u16 {
         edges.partition_point(|e| *e < x) as u16
+    }
+
+    /// How many rows the window holds.
+    fn rows(&self) -> usize {
+        self.window.len() / self.features.len().max(1)
     }
 
     /// Adds the rows (width columns each) to the window, dropping the oldest beyond capacity.
@@ -75,7 +79,7 @@ impl Drift {
             return;
         }
         for row in values.chunks_exact(width) {
-            let slot = if self.rows == self.capacity {
+            let slot = if self.rows() == self.capacity {
                 // Full: the oldest row leaves and its slot takes the new one.
                 let slot = self.head;
                 self.head = (self.head + 1) % self.capacity;
@@ -86,9 +90,9 @@ impl Drift {
                 }
                 slot
             } else {
-                self.rows += 1;
-                self.window.resize(self.rows * n, u16::MAX);
-                self.rows - 1
+                let slot = self.rows();
+                self.window.resize((slot + 1) * n, u16::MAX);
+                slot
             };
             for (f, bin) in self.features.iter_mut().zip(&mut self.window[slot * n..(slot + 1) * n]) {
                 let x = row[f.column] as f64;
@@ -148,7 +152,7 @@ mod tests {
         let shifted: Vec<f32> = [9.0; 8].iter().flat_map(|x| [0.0, *x]).collect();
         d.observe(2, &shifted);
         assert!(d.psi()[0].1 > 1.0, "{:?}", d.psi());
-        assert_eq!(d.rows, 4, "rolling window is bounded");
+        assert_eq!(d.rows(), 4, "rolling window is bounded");
         assert_eq!(d.window.len(), 4);
         // The window rolls: four rows back at the reference distribution bring the index back down.
         d.observe(2, &same);

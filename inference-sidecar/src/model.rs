@@ -7,7 +7,7 @@ use ort::environment::Environment;
 use ort::logging::LogLevel;
 use ort::memory::Allocator;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
@@ -255,17 +255,22 @@ impl Engine {
     /// Scores rows: the positive-class probability per row.
     pub fn score(&mut self, rows: &Rows) -> Result<Vec<f32>, String> {
         let n = rows.len();
-        let slot = self.prepare_run_options(n)?;
-        let options = self.run_options[slot].as_ref().expect("prepared");
-        let outputs = match rows {
-            Rows::Numeric { width, values } => {
-                let tensor = TensorRef::from_array_view(([n, *width], &values[..])).map_err(|e| e.to_string())?;
-                self.session.run_with_options(ort::inputs![self.input.as_str() => tensor], options)
-            }
+        // A CUDA session fetches every output into tensors ONNX Runtime allocates, as it did in the
+        // runs on an H100 (BENCHMARKS.md, session 10): selecting and preallocating there has not
+        // been run on a GPU.
+        let slot = if self.device == DeviceUsed::Cpu { Some(self.prepare_run_options(n)?) } else { None };
+        let input = match rows {
+            Rows::Numeric { width, values } => SessionInputValue::from(
+                TensorRef::from_array_view(([n, *width], &values[..])).map_err(|e| e.to_string())?,
+            ),
             Rows::Text(texts) => {
-                let tensor = Tensor::from_string_array(([n, 1], &texts[..])).map_err(|e| e.to_string())?;
-                self.session.run_with_options(ort::inputs![self.input.as_str() => tensor], options)
+                SessionInputValue::from(Tensor::from_string_array(([n, 1], &texts[..])).map_err(|e| e.to_string())?)
             }
+        };
+        let inputs = ort::inputs![self.input.as_str() => input];
+        let outputs = match slot {
+            Some(slot) => self.session.run_with_options(inputs, self.run_options[slot].as_ref().expect("prepared")),
+            None => self.session.run(inputs),
         }
         .map_err(|e| e.to_string())?;
         let (_, data) = outputs[self.output.as_str()].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
@@ -275,25 +280,19 @@ impl Engine {
         Ok((0..n).map(|i| data[i * self.columns + self.column]).collect())
     }
 
-    /// Makes the run options for a batch of `n` rows on first use; returns their index.
+    /// Makes the run options for a batch of `n` rows on the CPU on first use; returns their index.
     fn prepare_run_options(&mut self, n: usize) -> Result<usize, String> {
         let slot = n.min(PREALLOCATED_ROWS + 1);
         if self.run_options.len() <= slot {
             self.run_options.resize_with(slot + 1, || None);
         }
         if self.run_options[slot].is_none() {
-            // On the CPU only. A CUDA session fetches every output into tensors ONNX Runtime
-            // allocates, as it did in the runs on an H100 (BENCHMARKS.md, session 10): selecting
-            // and preallocating there has not been run on a GPU.
-            let selector = if self.device == DeviceUsed::Cuda {
-                OutputSelector::default()
-            } else if n <= PREALLOCATED_ROWS {
+            let mut selector = OutputSelector::no_default().with(self.output.as_str());
+            if n <= PREALLOCATED_ROWS {
                 let shape = if self.two_dimensional { vec![n, self.columns] } else { vec![n] };
                 let tensor = Tensor::<f32>::new(&Allocator::default(), shape).map_err(|e| e.to_string())?;
-                OutputSelector::no_default().with(self.output.as_str()).preallocate(self.output.as_str(), tensor)
-            } else {
-                OutputSelector::no_default().with(self.output.as_str())
-            };
+                selector = selector.preallocate(self.output.as_str(), tensor);
+            }
             self.run_options[slot] = Some(RunOptions::new().map_err(|e| e.to_string())?.with_outputs(selector));
         }
         Ok(slot)
