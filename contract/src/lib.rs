@@ -4,11 +4,18 @@
 //!   the `ModelRollout` spec and hands it to the sidecar; the sidecar enforces it on every request.
 //! * [`metrics`]: the names and labels of the series the sidecar exports and the controller's built-in
 //!   gates query. Changing one here changes both sides at once.
+//! * [`duration`]: the one duration type, parser and schema pattern of both binaries.
+//! * [`launch`]: how the controller starts a sidecar (its environment, role and device).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod duration;
+pub mod launch;
 pub mod metrics;
+
+pub use duration::Duration;
+pub use launch::{Device, Launch, Role};
 
 /// The inputs a model needs and the output it produces.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -1,30 +1,110 @@
-//! The sidecar's metric contract: the series the controller's built-in gates query.
+//! The sidecar's metric contract: every series it exports, by the name Prometheus stores, and the
+//! label values the controller's gates match on. The sidecar registers each series from
+//! [`SERIES`]; the controller's queries use the same constants; the README's list is checked
+//! against [`SERIES`] by a test.
 //!
-//! Names are as Prometheus stores them (counters carry `_total`, histograms `_bucket`/`_count`/`_sum`).
-//! Every series carries the labels in [`labels`]; their values are bounded (model name, version and
-//! role come from the pod's configuration, route from a fixed list, code from a fixed list).
+//! Every series carries the labels [`labels::MODEL`], [`labels::VERSION`] and [`labels::ROLE`];
+//! their values are bounded (model name, version and role come from the pod's launch), and every
+//! other label value comes from a fixed list here.
 
 /// Prefix of every sidecar series.
 pub const PREFIX: &str = "modelrollout_sidecar";
 
-/// Counter of finished requests, labelled by `route` and `code` (HTTP status).
-pub const REQUESTS_TOTAL: &str = "modelrollout_sidecar_requests_total";
-/// Histogram of request latency in seconds, labelled by `route`.
-pub const REQUEST_DURATION_SECONDS: &str = "modelrollout_sidecar_request_duration_seconds";
-/// Counter of label-feedback joins, labelled by `outcome` (one of [`CONFUSION_OUTCOMES`]).
-pub const CONFUSION_TOTAL: &str = "modelrollout_sidecar_confusion_total";
-/// Counter of decisions served, labelled by `decision` (`positive`/`negative`).
-pub const DECISIONS_TOTAL: &str = "modelrollout_sidecar_decisions_total";
-/// Histogram of scores served.
-pub const SCORE: &str = "modelrollout_sidecar_score";
-/// Counter of contract violations, labelled by `feature` (a contract feature name) and `reason`.
-pub const CONTRACT_VIOLATIONS_TOTAL: &str = "modelrollout_sidecar_contract_violations_total";
-/// Gauge: population stability index per `feature` over the rolling window.
-pub const FEATURE_DRIFT_PSI: &str = "modelrollout_sidecar_feature_drift_psi";
-/// Gauge: 1 once the model is loaded, verified and warmed up.
-pub const READY: &str = "modelrollout_sidecar_ready";
+/// What kind of metric a series is (the suffixes Prometheus stores follow from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Stored as `<name>_total`.
+    Counter,
+    Gauge,
+    /// Stored as `<name>_bucket`, `<name>_count`, `<name>_sum`.
+    Histogram,
+}
 
-/// Label names shared by every series.
+/// One exported series family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Series {
+    /// The name under [`PREFIX`] it is registered with (no `_total`).
+    pub short: &'static str,
+    /// The name Prometheus stores (with `_total` for counters).
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    /// Its own labels, besides model, version and role.
+    pub labels: &'static [&'static str],
+}
+
+macro_rules! series {
+    ($(#[$doc:meta])* $const:ident: $kind:ident $short:literal [$($label:literal),*] $help:literal) => {
+        $(#[$doc])*
+        pub const $const: Series = Series {
+            short: $short,
+            name: series!(@name $kind $short),
+            kind: Kind::$kind,
+            help: $help,
+            labels: &[$($label),*],
+        };
+    };
+    (@name Counter $short:literal) => { concat!("modelrollout_sidecar_", $short, "_total") };
+    (@name $other:ident $short:literal) => { concat!("modelrollout_sidecar_", $short) };
+}
+
+/// The families, each once.
+pub mod family {
+    use super::{Kind, Series};
+    series!(
+        /// Finished requests, by route and HTTP status.
+        REQUESTS: Counter "requests" ["route", "code"] "Finished requests by route and HTTP status");
+    series!(
+        /// Request latency in seconds, by route.
+        REQUEST_DURATION: Histogram "request_duration_seconds" ["route"] "Request latency by route");
+    series!(QUEUE_DEPTH: Gauge "queue_depth" [] "Requests waiting for inference");
+    series!(CANCELLED: Counter "cancelled" [] "Requests skipped before inference because their client had gone");
+    series!(BATCH_SIZE: Histogram "batch_size" [] "Rows per inference batch");
+    series!(SCORE: Histogram "score" [] "Scores served");
+    series!(DECISIONS: Counter "decisions" ["decision"] "Decisions served");
+    series!(
+        /// Label feedback joined to served decisions, by `outcome` (one of [`super::Outcome`]).
+        CONFUSION: Counter "confusion" ["outcome"] "Label feedback joined to served decisions (tp, fp, tn, fn)");
+    series!(FEEDBACK_UNMATCHED: Counter "feedback_unmatched" ["reason"] "Labels whose prediction was unknown or expired");
+    series!(MEMORY_EVICTIONS: Counter "prediction_memory_evictions" [] "Predictions evicted before a label arrived");
+    series!(CONTRACT_VIOLATIONS: Counter "contract_violations" ["feature", "reason"] "Requests refused by the data contract");
+    series!(FEATURE_DRIFT_PSI: Gauge "feature_drift_psi" ["feature"] "Population stability index against the reference");
+    series!(READY: Gauge "ready" [] "1 once the model is verified, loaded and warmed up");
+    series!(DEVICE: Gauge "device" ["device", "requested"] "The device serving the model (1 on the active one)");
+    series!(MODEL_LOAD_SECONDS: Gauge "model_load_seconds" [] "Time to fetch, verify, load and warm up the model");
+}
+
+/// Every family the sidecar exports.
+pub const SERIES: [Series; 15] = [
+    family::REQUESTS,
+    family::REQUEST_DURATION,
+    family::QUEUE_DEPTH,
+    family::CANCELLED,
+    family::BATCH_SIZE,
+    family::SCORE,
+    family::DECISIONS,
+    family::CONFUSION,
+    family::FEEDBACK_UNMATCHED,
+    family::MEMORY_EVICTIONS,
+    family::CONTRACT_VIOLATIONS,
+    family::FEATURE_DRIFT_PSI,
+    family::READY,
+    family::DEVICE,
+    family::MODEL_LOAD_SECONDS,
+];
+
+/// Stored names the gates query.
+pub const REQUESTS_TOTAL: &str = family::REQUESTS.name;
+pub const REQUEST_DURATION_SECONDS: &str = family::REQUEST_DURATION.name;
+pub const CONFUSION_TOTAL: &str = family::CONFUSION.name;
+pub const DECISIONS_TOTAL: &str = family::DECISIONS.name;
+pub const SCORE: &str = family::SCORE.name;
+pub const CONTRACT_VIOLATIONS_TOTAL: &str = family::CONTRACT_VIOLATIONS.name;
+pub const FEATURE_DRIFT_PSI: &str = family::FEATURE_DRIFT_PSI.name;
+pub const READY: &str = family::READY.name;
+pub const DEVICE: &str = family::DEVICE.name;
+
+/// Label names.
 pub mod labels {
     pub const MODEL: &str = "model";
     pub const VERSION: &str = "version";
@@ -34,11 +114,127 @@ pub mod labels {
     pub const OUTCOME: &str = "outcome";
 }
 
-/// Values of the `outcome` label of [`CONFUSION_TOTAL`].
-pub const CONFUSION_OUTCOMES: [&str; 4] = ["tp", "fp", "tn", "fn"];
+/// The routes counted per request: the `route` label's values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    Predict,
+    Infer,
+    Rank,
+    Feedback,
+}
 
-/// Values of the `role` label.
-pub const ROLES: [&str; 3] = ["stable", "canary", "shadow"];
+impl Route {
+    pub const ALL: [Route; 4] = [Route::Predict, Route::Infer, Route::Rank, Route::Feedback];
+    /// The routes that score requests: the ones the gates count.
+    pub const SCORING: [Route; 3] = [Route::Predict, Route::Infer, Route::Rank];
 
-/// Values of the `route` label of the scoring routes (health and metrics routes are not counted).
-pub const SCORING_ROUTES: [&str; 3] = ["predict", "infer", "rank"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Predict => "predict",
+            Route::Infer => "infer",
+            Route::Rank => "rank",
+            Route::Feedback => "feedback",
+        }
+    }
+
+    /// Its index in [`Route::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A PromQL regular expression matching the scoring routes: `predict|infer|rank`.
+    pub fn scoring_regex() -> String {
+        Self::SCORING.map(Route::as_str).join("|")
+    }
+}
+
+/// The `outcome` label of the confusion counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    TruePositive,
+    FalsePositive,
+    TrueNegative,
+    FalseNegative,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] =
+        [Outcome::TruePositive, Outcome::FalsePositive, Outcome::TrueNegative, Outcome::FalseNegative];
+
+    /// The outcome of a served decision once its label is known.
+    pub fn of(decided_positive: bool, labelled_positive: bool) -> Self {
+        match (decided_positive, labelled_positive) {
+            (true, true) => Outcome::TruePositive,
+            (true, false) => Outcome::FalsePositive,
+            (false, false) => Outcome::TrueNegative,
+            (false, true) => Outcome::FalseNegative,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::TruePositive => "tp",
+            Outcome::FalsePositive => "fp",
+            Outcome::TrueNegative => "tn",
+            Outcome::FalseNegative => "fn",
+        }
+    }
+}
+
+/// The `decision` label of the decisions counter.
+pub const DECISIONS: [&str; 2] = ["positive", "negative"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_follow_the_kind() {
+        for s in SERIES {
+            let expected = match s.kind {
+                Kind::Counter => format!("{PREFIX}_{}_total", s.short),
+                _ => format!("{PREFIX}_{}", s.short),
+            };
+            assert_eq!(s.name, expected);
+        }
+        let mut names: Vec<_> = SERIES.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SERIES.len(), "each family once");
+    }
+
+    #[test]
+    fn route_indices_follow_the_list() {
+        for (i, r) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        assert_eq!(Route::scoring_regex(), "predict|infer|rank");
+    }
+
+    /// The README's metric contract is this list, word for word.
+    #[test]
+    fn the_readme_lists_exactly_these_series() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("<!-- sidecar-metrics:begin -->").expect("README marker");
+        let end = readme.find("<!-- sidecar-metrics:end -->").expect("README marker");
+        let listed: Vec<String> = readme[start..end]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with(PREFIX))
+            .map(str::to_string)
+            .collect();
+        let expected: Vec<String> =
+            SERIES
+                .iter()
+                .map(|s| {
+                    if s.labels.is_empty() {
+                        s.name.to_string()
+                    } else {
+                        format!("{}{{{}}}", s.name, s.labels.join(","))
+                    }
+                })
+                .collect();
+        assert_eq!(listed, expected, "README between the sidecar-metrics markers");
+    }
+}

@@ -1,7 +1,11 @@
 //! Dynamic batching off the async runtime: a bounded queue feeds dedicated inference threads, each
 //! with its own session. A full queue sheds load (429) instead of growing latency without bound.
 //!
-//! A worker takes the first waiting request, then everything already queued up to the batch size.
+//! A worker takes the first waiting request, then whatever is already queued while the batch stays
+//! within its size: a request that would overflow it is held back for the next batch (never
+//! split, never added past the maximum; a single request larger than the maximum is scored on its
+//! own). A request whose client has gone (its handler dropped the reply) is skipped before it
+//! costs a model call.
 //! It waits (up to the batch delay) only for requests known to be on their way — already being
 //! decoded and validated by a handler — never on the chance that more will come: a fixed wait
 //! taxes every request under light load, and under heavy load the queue fills by itself while the
@@ -23,12 +27,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::bookkeeping::{Bookkeeping, RowIds};
-use crate::error::ApiError;
+use crate::error::{ApiError, InferenceError};
 use crate::metrics::Metrics;
 use crate::model::Engine;
 use crate::validate::Rows;
 
-type Reply = oneshot::Sender<Result<Vec<f32>, String>>;
+type Reply = oneshot::Sender<Result<Vec<f32>, InferenceError>>;
 
 struct Job {
     rows: Rows,
@@ -37,7 +41,7 @@ struct Job {
 }
 
 /// One finished batch's answers, handed back to the async runtime in one piece.
-type Answers = Vec<(Reply, Result<Vec<f32>, String>)>;
+type Answers = Vec<(Reply, Result<Vec<f32>, InferenceError>)>;
 
 /// How often a waiting worker re-checks whether requests are still on their way.
 const ARRIVAL_POLL: Duration = Duration::from_micros(50);
@@ -104,7 +108,7 @@ impl Batcher {
         match rx.await {
             Ok(Ok(scores)) => Ok(scores),
             Ok(Err(e)) => Err(ApiError::Internal(e)),
-            Err(_) => Err(ApiError::Internal("inference thread ended".into())),
+            Err(_) => Err(ApiError::Internal(InferenceError::ThreadEnded)),
         }
     }
 }
@@ -121,36 +125,42 @@ fn worker(
     let metrics = &bookkeeping.metrics;
     // The rows of a batch of several requests, reused from batch to batch.
     let mut batch = Rows::empty_like(engine.kind);
-    while let Ok(first) = rx.recv() {
-        let mut rows = first.rows.len();
-        let mut jobs = vec![first];
-        while rows < max_batch {
+    // A request taken from the queue that did not fit the last batch: the next batch starts with it.
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let mut forming = Forming::new(max_batch, metrics);
+        forming.offer(first, &mut held);
+        while held.is_none() && !forming.full() {
             match rx.try_recv() {
-                Ok(job) => {
-                    rows += job.rows.len();
-                    jobs.push(job);
-                }
+                Ok(job) => forming.offer(job, &mut held),
                 Err(_) => break,
             }
         }
-        if rows < max_batch && !max_delay.is_zero() && arriving.load(Ordering::Acquire) > 0 {
+        if held.is_none() && !forming.full() && !max_delay.is_zero() && arriving.load(Ordering::Acquire) > 0 {
             let deadline = Instant::now() + max_delay;
-            while rows < max_batch && arriving.load(Ordering::Acquire) > 0 {
+            while held.is_none() && !forming.full() && arriving.load(Ordering::Acquire) > 0 {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
                 match rx.recv_timeout(left.min(ARRIVAL_POLL)) {
-                    Ok(job) => {
-                        rows += job.rows.len();
-                        jobs.push(job);
-                    }
+                    Ok(job) => forming.offer(job, &mut held),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
         }
-        metrics.queue_depth.dec_by(jobs.len() as i64);
+        let Forming { jobs, rows, .. } = forming;
+        if jobs.is_empty() {
+            continue; // every request taken was cancelled
+        }
         metrics.batch_size.observe(rows as f64);
         let input = if jobs.len() == 1 {
             &jobs[0].rows
@@ -187,11 +197,113 @@ fn worker(
     }
 }
 
+/// A batch being formed: it takes requests while their rows fit within the maximum.
+struct Forming<'a> {
+    jobs: Vec<Job>,
+    rows: usize,
+    max: usize,
+    metrics: &'a Metrics,
+}
+
+impl<'a> Forming<'a> {
+    fn new(max: usize, metrics: &'a Metrics) -> Self {
+        Self { jobs: Vec::new(), rows: 0, max, metrics }
+    }
+
+    fn full(&self) -> bool {
+        self.rows >= self.max
+    }
+
+    /// Takes a request just received from the queue: skipped when its client is gone, added when it
+    /// fits (or the batch is empty), else held back in `held` for the next batch.
+    fn offer(&mut self, job: Job, held: &mut Option<Job>) {
+        if job.reply.is_closed() {
+            self.metrics.queue_depth.dec();
+            self.metrics.cancelled.inc();
+            return;
+        }
+        if !self.jobs.is_empty() && self.rows + job.rows.len() > self.max {
+            *held = Some(job);
+            return;
+        }
+        self.metrics.queue_depth.dec();
+        self.rows += job.rows.len();
+        self.jobs.push(job);
+    }
+}
+
 /// Completes each request of each finished batch, on the runtime.
 async fn deliver(mut batches: tokio::sync::mpsc::UnboundedReceiver<Answers>) {
     while let Some(batch) = batches.recv().await {
         for (reply, answer) in batch {
             let _ = reply.send(answer);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(rows: usize) -> (Job, oneshot::Receiver<Result<Vec<f32>, InferenceError>>) {
+        let (reply, rx) = oneshot::channel();
+        let rows = Rows::Numeric { width: 1, values: vec![0.0; rows] };
+        (Job { rows, ids: RowIds::instances("r".into()), reply }, rx)
+    }
+
+    #[test]
+    fn a_batch_never_grows_past_its_maximum() {
+        let metrics = Metrics::new("m", "v", "stable");
+        let mut forming = Forming::new(32, &metrics);
+        let mut held = None;
+        let mut waiting = Vec::new();
+        for n in [10, 10, 10] {
+            let (j, rx) = job(n);
+            waiting.push(rx);
+            forming.offer(j, &mut held);
+        }
+        assert!(held.is_none());
+        assert_eq!(forming.rows, 30);
+        // 30 + 10 would be 40: held back for the next batch, whole.
+        let (j, _rx) = job(10);
+        forming.offer(j, &mut held);
+        assert_eq!((forming.rows, forming.jobs.len()), (30, 3));
+        assert_eq!(held.as_ref().map(|j| j.rows.len()), Some(10));
+        // Two rows still fit.
+        let mut next = Forming::new(32, &metrics);
+        let mut held2 = None;
+        next.offer(held.take().unwrap(), &mut held2);
+        assert_eq!(next.rows, 10);
+    }
+
+    #[test]
+    fn one_request_larger_than_the_maximum_is_scored_alone() {
+        let metrics = Metrics::new("m", "v", "stable");
+        let mut forming = Forming::new(4, &metrics);
+        let mut held = None;
+        let (big, _rx) = job(9);
+        forming.offer(big, &mut held);
+        assert_eq!(forming.rows, 9);
+        assert!(forming.full());
+        let (small, _rx2) = job(1);
+        forming.offer(small, &mut held);
+        assert_eq!(forming.jobs.len(), 1, "nothing joins an over-size request");
+        assert!(held.is_some());
+    }
+
+    #[test]
+    fn a_request_whose_client_has_gone_costs_no_model_call() {
+        let metrics = Metrics::new("m", "v", "stable");
+        metrics.queue_depth.set(2);
+        let mut forming = Forming::new(32, &metrics);
+        let mut held = None;
+        let (gone, rx) = job(3);
+        drop(rx);
+        forming.offer(gone, &mut held);
+        let (live, _rx) = job(2);
+        forming.offer(live, &mut held);
+        assert_eq!((forming.rows, forming.jobs.len()), (2, 1));
+        assert_eq!(metrics.cancelled.get(), 1);
+        assert_eq!(metrics.queue_depth.get(), 0, "both left the queue");
     }
 }

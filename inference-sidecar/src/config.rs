@@ -11,29 +11,20 @@ use serde::Deserialize;
 
 use crate::error::StartError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Stable,
-    Canary,
-    Shadow,
+use modelrollout_contract::launch::env;
+pub use modelrollout_contract::{Device, Role};
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("`{s}`: stable, canary or shadow"))
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Stable => "stable",
-            Role::Canary => "canary",
-            Role::Shadow => "shadow",
-        }
-    }
+fn parse_device(s: &str) -> Result<Device, String> {
+    Device::parse(s).ok_or_else(|| format!("`{s}`: cpu or cuda"))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    Cpu,
-    Cuda,
+/// Reads a duration with the one parser both binaries share (`modelrollout_contract::duration`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    modelrollout_contract::Duration::parse(s).map(|d| d.get()).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -50,80 +41,80 @@ pub enum LogFormat {
 )]
 pub struct Args {
     /// YAML/JSON file with `model: {name, version, uri, sha256}`, `contract:` and `reference:`.
-    #[arg(long, env = "SIDECAR_CONFIG")]
+    #[arg(long, env = env::CONFIG)]
     pub config: Option<PathBuf>,
-    #[arg(long, env = "SIDECAR_MODEL_NAME")]
+    #[arg(long, env = env::MODEL_NAME)]
     pub model_name: Option<String>,
-    #[arg(long, env = "SIDECAR_MODEL_VERSION")]
+    #[arg(long, env = env::MODEL_VERSION)]
     pub model_version: Option<String>,
     /// Path or http(s) URL of the ONNX file.
-    #[arg(long, env = "SIDECAR_MODEL_URI")]
+    #[arg(long, env = env::MODEL_URI)]
     pub model_uri: Option<String>,
     /// Expected lower-case hex SHA-256 of the model file.
-    #[arg(long, env = "SIDECAR_MODEL_SHA256")]
+    #[arg(long, env = env::MODEL_SHA256)]
     pub model_sha256: Option<String>,
     /// Data contract file (YAML/JSON), if not in --config.
-    #[arg(long, env = "SIDECAR_CONTRACT")]
+    #[arg(long, env = env::CONTRACT)]
     pub contract: Option<PathBuf>,
     /// The data contract inline as JSON (what the controller sets), if not a file.
-    #[arg(long, env = "SIDECAR_CONTRACT_JSON")]
+    #[arg(long, env = env::CONTRACT_JSON)]
     pub contract_json: Option<String>,
     /// Reference feature statistics (JSON, from scripts/make_models.py) for drift.
-    #[arg(long, env = "SIDECAR_REFERENCE")]
+    #[arg(long, env = env::REFERENCE)]
     pub reference: Option<PathBuf>,
-    #[arg(long, env = "SIDECAR_ROLE", value_enum, default_value = "stable")]
+    #[arg(long, env = env::ROLE, value_parser = parse_role, default_value = "stable")]
     pub role: Role,
-    #[arg(long, env = "SIDECAR_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::LISTEN, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    #[arg(long, env = "SIDECAR_DEVICE", value_enum, default_value = "cpu")]
+    #[arg(long, env = env::DEVICE, value_parser = parse_device, default_value = "cpu")]
     pub device: Device,
     /// Intra-op threads per session.
-    #[arg(long, env = "SIDECAR_THREADS", default_value_t = 1)]
+    #[arg(long, env = env::THREADS, default_value_t = 1)]
     pub threads: usize,
     /// Inference threads, each with its own session.
-    #[arg(long, env = "SIDECAR_WORKERS", default_value_t = 1)]
+    #[arg(long, env = env::WORKERS, default_value_t = 1)]
     pub workers: usize,
     /// Threads of the async runtime (HTTP, validation, metrics). Default: the CPUs this process may
     /// use (affinity and cgroup quota) less those the inference threads keep busy, at least one —
     /// more runtime threads than free cores only adds context switches.
-    #[arg(long, env = "SIDECAR_RUNTIME_THREADS")]
+    #[arg(long, env = env::RUNTIME_THREADS)]
     pub runtime_threads: Option<usize>,
-    #[arg(long, env = "SIDECAR_MAX_BATCH_SIZE", default_value_t = 32)]
+    #[arg(long, env = env::MAX_BATCH_SIZE, default_value_t = 32)]
     pub max_batch_size: usize,
     /// How long a batch waits to fill, e.g. `1ms`, `500us`.
-    #[arg(long, env = "SIDECAR_MAX_BATCH_DELAY", default_value = "1ms", value_parser = parse_duration)]
+    #[arg(long, env = env::MAX_BATCH_DELAY, default_value = "1ms", value_parser = parse_duration)]
     pub max_batch_delay: Duration,
     /// Requests waiting for inference beyond this are shed with 429.
-    #[arg(long, env = "SIDECAR_QUEUE_CAPACITY", default_value_t = 1024)]
+    #[arg(long, env = env::QUEUE_CAPACITY, default_value_t = 1024)]
     pub queue_capacity: usize,
-    #[arg(long, env = "SIDECAR_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = env::MAX_PAYLOAD_BYTES, default_value_t = 64 * 1024)]
     pub max_payload_bytes: usize,
     /// Most candidates one ranking request may score.
-    #[arg(long, env = "SIDECAR_MAX_CANDIDATES", default_value_t = 50)]
+    #[arg(long, env = env::MAX_CANDIDATES, default_value_t = 50)]
     pub max_candidates: usize,
     /// Predictions remembered for label feedback.
-    #[arg(long, env = "SIDECAR_FEEDBACK_CAPACITY", default_value_t = 200_000)]
+    #[arg(long, env = env::FEEDBACK_CAPACITY, default_value_t = 200_000)]
     pub feedback_capacity: usize,
-    #[arg(long, env = "SIDECAR_FEEDBACK_TTL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = env::FEEDBACK_TTL, default_value = "1h", value_parser = parse_duration)]
     pub feedback_ttl: Duration,
     /// Requests in the rolling drift window.
-    #[arg(long, env = "SIDECAR_DRIFT_WINDOW", default_value_t = 10_000)]
+    #[arg(long, env = env::DRIFT_WINDOW, default_value_t = 10_000)]
     pub drift_window: usize,
     /// Warm-up inferences before turning ready.
-    #[arg(long, env = "SIDECAR_WARMUP", default_value_t = 16)]
+    #[arg(long, env = env::WARMUP, default_value_t = 16)]
     pub warmup: usize,
     /// After SIGTERM, how long to keep accepting (readiness already off) so load balancers and
     /// endpoints stop routing here before the listener closes; closing it earlier resets
     /// connections still in its backlog.
-    #[arg(long, env = "SIDECAR_SHUTDOWN_GRACE", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, env = env::SHUTDOWN_GRACE, default_value = "3s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// How long in-flight requests may take to finish once the listener is closed.
-    #[arg(long, env = "SIDECAR_SHUTDOWN_DEADLINE", default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, env = env::SHUTDOWN_DEADLINE, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_deadline: Duration,
-    #[arg(long, env = "SIDECAR_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value = "json")]
     pub log_format: LogFormat,
     /// Where downloaded models are kept.
-    #[arg(long, env = "SIDECAR_CACHE_DIR", default_value = "/tmp/inference-sidecar")]
+    #[arg(long, env = env::CACHE_DIR, default_value = "/tmp/inference-sidecar")]
     pub cache_dir: PathBuf,
 }
 
@@ -135,22 +126,6 @@ impl Args {
             cpus.saturating_sub(self.workers * self.threads).max(1)
         })
     }
-}
-
-/// Parses `500us`, `1ms`, `2s`, `5m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(|| format!("`{s}` needs a unit"))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
-    let secs = match unit {
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (us, ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,10 +211,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
+    fn durations_are_the_contracts() {
         assert_eq!(parse_duration("500us").unwrap(), Duration::from_micros(500));
-        assert_eq!(parse_duration("1ms").unwrap(), Duration::from_millis(1));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1s500ms").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5d").is_err());
     }

@@ -19,7 +19,9 @@ pub enum StartError {
     #[error("model does not match its data contract: {0}")]
     ContractMismatch(String),
     #[error("warm-up inference failed: {0}")]
-    Warmup(String),
+    Warmup(#[from] InferenceError),
+    #[error("warm-up inference gave non-finite scores {0:?}")]
+    WarmupScores(Vec<f32>),
     #[error("reference statistics {path}: {reason}")]
     Reference { path: String, reason: String },
     #[error("listen: {0}")]
@@ -40,7 +42,24 @@ pub enum ApiError {
     #[error("no model named {0}")]
     NotFound(String),
     #[error("internal error")]
-    Internal(String),
+    Internal(#[from] InferenceError),
+}
+
+/// Why scoring a batch failed. Every request of the batch gets it (as a 500 that hides it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InferenceError {
+    #[error("building the input tensor: {0}")]
+    Input(String),
+    #[error("preparing the run: {0}")]
+    Prepare(String),
+    #[error("ONNX Runtime run: {0}")]
+    Run(String),
+    #[error("reading the output: {0}")]
+    Output(String),
+    #[error("the output has {values} values for {rows} rows")]
+    OutputShape { values: usize, rows: usize },
+    #[error("the inference thread ended")]
+    ThreadEnded,
 }
 
 /// Why a field was refused; bounded, so it can be a metric label.

@@ -60,8 +60,8 @@ pub const LATENCY_BUCKETS: [f64; 22] = [
     0.01, 0.025, 0.05, 0.08, 0.12, 0.25, 0.5, 1.0,
 ];
 
-/// The routes counted per request, in the order of [`Metrics::routes`].
-pub const ROUTES: [&str; 4] = ["predict", "infer", "rank", "feedback"];
+pub use modelrollout_contract::metrics::Route;
+use modelrollout_contract::metrics::{self as contract, Series, family, labels as label_names};
 
 /// One route's series, resolved once: the request path reaches them without hashing a label set
 /// under the family's lock.
@@ -73,11 +73,13 @@ pub struct RouteSeries {
 
 pub struct Metrics {
     pub registry: Registry,
-    /// Per route of [`ROUTES`].
+    /// Per route of [`Route::ALL`], by [`Route::index`].
     pub routes: Vec<RouteSeries>,
     pub requests: Family<RouteCode, Counter>,
     pub latency: Family<RouteLabel, Histogram>,
     pub queue_depth: Gauge,
+    /// Requests skipped before inference because their client had gone.
+    pub cancelled: Counter,
     pub batch_size: Histogram,
     pub score: Histogram,
     pub decisions: Family<Decision, Counter>,
@@ -95,15 +97,16 @@ impl Metrics {
     pub fn new(model: &str, version: &str, role: &str) -> Self {
         let mut root = Registry::default();
         let labels = [
-            (Cow::Borrowed("model"), Cow::Owned(model.to_string())),
-            (Cow::Borrowed("version"), Cow::Owned(version.to_string())),
-            (Cow::Borrowed("role"), Cow::Owned(role.to_string())),
+            (Cow::Borrowed(label_names::MODEL), Cow::Owned(model.to_string())),
+            (Cow::Borrowed(label_names::VERSION), Cow::Owned(version.to_string())),
+            (Cow::Borrowed(label_names::ROLE), Cow::Owned(role.to_string())),
         ];
         let requests: Family<RouteCode, Counter> = Family::default();
         let latency: Family<RouteLabel, Histogram> = Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
-        let routes = ROUTES
+        let routes = Route::ALL
             .iter()
-            .map(|&route| RouteSeries {
+            .map(|r| r.as_str())
+            .map(|route| RouteSeries {
                 latency: latency.get_or_create(&RouteLabel { route }).clone(),
                 ok: requests.get_or_create(&RouteCode { route, code: 200 }).clone(),
             })
@@ -114,6 +117,7 @@ impl Metrics {
             requests,
             latency,
             queue_depth: Gauge::default(),
+            cancelled: Counter::default(),
             batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
             score: Histogram::new((1..=20).map(|i| i as f64 * 0.05)),
             decisions: Family::default(),
@@ -127,33 +131,25 @@ impl Metrics {
             load_seconds: Gauge::default(),
         };
         {
-            let r = root.sub_registry_with_prefix("modelrollout_sidecar").sub_registry_with_labels(labels.into_iter());
-            r.register("requests", "Finished requests by route and HTTP status", m.requests.clone());
-            r.register("request_duration_seconds", "Request latency by route", m.latency.clone());
-            r.register("queue_depth", "Requests waiting for inference", m.queue_depth.clone());
-            r.register("batch_size", "Rows per inference batch", m.batch_size.clone());
-            r.register("score", "Scores served", m.score.clone());
-            r.register("decisions", "Decisions served", m.decisions.clone());
-            r.register("confusion", "Label feedback joined to served decisions (tp, fp, tn, fn)", m.confusion.clone());
-            r.register(
-                "feedback_unmatched",
-                "Labels whose prediction was unknown or expired",
-                m.feedback_unmatched.clone(),
-            );
-            r.register(
-                "prediction_memory_evictions",
-                "Predictions evicted before a label arrived",
-                m.memory_evictions.clone(),
-            );
-            r.register("contract_violations", "Requests refused by the data contract", m.violations.clone());
-            r.register("feature_drift_psi", "Population stability index against the reference", m.drift.clone());
-            r.register("ready", "1 once the model is verified, loaded and warmed up", m.ready.clone());
-            r.register("device", "The device serving the model (1 on the active one)", m.device.clone());
-            r.register(
-                "model_load_seconds",
-                "Time to fetch, verify, load and warm up the model",
-                m.load_seconds.clone(),
-            );
+            let r = root.sub_registry_with_prefix(contract::PREFIX).sub_registry_with_labels(labels.into_iter());
+            fn register(r: &mut Registry, s: Series, metric: impl prometheus_client::registry::Metric) {
+                r.register(s.short, s.help, metric);
+            }
+            register(r, family::REQUESTS, m.requests.clone());
+            register(r, family::REQUEST_DURATION, m.latency.clone());
+            register(r, family::QUEUE_DEPTH, m.queue_depth.clone());
+            register(r, family::CANCELLED, m.cancelled.clone());
+            register(r, family::BATCH_SIZE, m.batch_size.clone());
+            register(r, family::SCORE, m.score.clone());
+            register(r, family::DECISIONS, m.decisions.clone());
+            register(r, family::CONFUSION, m.confusion.clone());
+            register(r, family::FEEDBACK_UNMATCHED, m.feedback_unmatched.clone());
+            register(r, family::MEMORY_EVICTIONS, m.memory_evictions.clone());
+            register(r, family::CONTRACT_VIOLATIONS, m.violations.clone());
+            register(r, family::FEATURE_DRIFT_PSI, m.drift.clone());
+            register(r, family::READY, m.ready.clone());
+            register(r, family::DEVICE, m.device.clone());
+            register(r, family::MODEL_LOAD_SECONDS, m.load_seconds.clone());
         }
         Self { registry: root, ..m }
     }
@@ -168,32 +164,34 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use modelrollout_contract::metrics as names;
 
     #[test]
     fn exported_names_are_the_contract() {
         let m = Metrics::new("fraud", "v2", "canary");
-        m.requests.get_or_create(&RouteCode { route: "predict", code: 200 }).inc();
-        m.latency.get_or_create(&RouteLabel { route: "predict" }).observe(0.0004);
-        m.confusion.get_or_create(&Outcome { outcome: "fp" }).inc();
+        m.requests.get_or_create(&RouteCode { route: Route::Predict.as_str(), code: 500 }).inc();
+        m.confusion.get_or_create(&Outcome { outcome: contract::Outcome::FalsePositive.as_str() }).inc();
         m.decisions.get_or_create(&Decision { decision: "positive" }).inc();
+        m.feedback_unmatched.get_or_create(&ReasonLabel { reason: "unknown_id" }).inc();
         m.violations.get_or_create(&Violation { feature: "amount".into(), reason: "out_of_range" }).inc();
         m.drift.get_or_create(&FeatureLabel { feature: "amount".into() }).set(0.1);
-        m.score.observe(0.3);
-        m.ready.set(1);
+        m.device.get_or_create(&DeviceLabel { device: "cpu", requested: "cpu" }).set(1);
         let text = m.encode();
-        for name in [
-            names::REQUESTS_TOTAL,
-            names::CONFUSION_TOTAL,
-            names::DECISIONS_TOTAL,
-            names::CONTRACT_VIOLATIONS_TOTAL,
-            names::FEATURE_DRIFT_PSI,
-            names::READY,
-        ] {
-            assert!(text.contains(&format!("{name}{{")), "{name} missing in:\n{text}");
+        // A series line (`name{labels} value`), not the HELP and TYPE lines, which name the family
+        // whether or not anything was recorded.
+        for s in contract::SERIES {
+            let series = match s.kind {
+                contract::Kind::Histogram => format!("{}_bucket{{", s.name),
+                _ => format!("{}{{", s.name),
+            };
+            assert!(text.lines().any(|l| l.starts_with(&series)), "{series} missing in:\n{text}");
+            for label in s.labels {
+                assert!(
+                    text.lines().any(|l| l.starts_with(&series) && l.contains(&format!("{label}=\""))),
+                    "{} has no {label} label:\n{text}",
+                    s.name
+                );
+            }
         }
-        assert!(text.contains(&format!("{}_bucket{{", names::REQUEST_DURATION_SECONDS)));
-        assert!(text.contains(&format!("{}_bucket{{", names::SCORE)));
         assert!(text.contains(r#"model="fraud",version="v2",role="canary""#), "{text}");
         assert!(text.contains(r#"le="0.0005""#), "sub-millisecond buckets");
     }

@@ -12,7 +12,7 @@ use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
 use crate::config::Device;
-use crate::error::StartError;
+use crate::error::{InferenceError, StartError};
 use crate::validate::{InputKind, Rows};
 
 /// Reads the model from a path or downloads it from an http(s) URL.
@@ -86,22 +86,6 @@ fn onnxruntime_log(level: LogLevel, category: &str, _id: &str, location: &str, m
     }
 }
 
-/// Which device a session ended up on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceUsed {
-    Cpu,
-    Cuda,
-}
-
-impl DeviceUsed {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceUsed::Cpu => "cpu",
-            DeviceUsed::Cuda => "cuda",
-        }
-    }
-}
-
 /// One ONNX Runtime session and how to feed it. Not shared: each inference thread owns one.
 pub struct Engine {
     session: Session,
@@ -118,7 +102,8 @@ pub struct Engine {
     /// time per batch is on every request's path (BENCHMARKS.md, session 11).
     run_options: Vec<Option<RunOptions<HasSelectedOutputs>>>,
     pub kind: InputKind,
-    pub device: DeviceUsed,
+    /// The device the session ended up on.
+    pub device: Device,
 }
 
 /// Batch sizes up to this get preallocated outputs; larger ones (rare: a ranking request with many
@@ -133,17 +118,17 @@ fn open_session(
     bytes: &[u8],
     threads: usize,
     device: Device,
-) -> Result<(Session, DeviceUsed), StartError> {
+) -> Result<(Session, Device), StartError> {
     if device == Device::Cuda {
         match cuda_session(builder(env, threads)?, bytes) {
-            Ok(session) => return Ok((session, DeviceUsed::Cuda)),
+            Ok(session) => return Ok((session, Device::Cuda)),
             Err(reason) => tracing::warn!(error = %reason, "CUDA requested but unavailable; serving on CPU"),
         }
     }
     let session = builder(env, threads)?
         .commit_from_memory(bytes)
         .map_err(|e| StartError::Runtime(format!("loading the graph: {e}")))?;
-    Ok((session, DeviceUsed::Cpu))
+    Ok((session, Device::Cpu))
 }
 
 fn builder(env: &Environment, threads: usize) -> Result<SessionBuilder, StartError> {
@@ -253,35 +238,39 @@ impl Engine {
     }
 
     /// Scores rows: the positive-class probability per row.
-    pub fn score(&mut self, rows: &Rows) -> Result<Vec<f32>, String> {
+    pub fn score(&mut self, rows: &Rows) -> Result<Vec<f32>, InferenceError> {
         let n = rows.len();
         // A CUDA session fetches every output into tensors ONNX Runtime allocates, as it did in the
         // runs on an H100 (BENCHMARKS.md, session 10): selecting and preallocating there has not
         // been run on a GPU.
-        let slot = if self.device == DeviceUsed::Cpu { Some(self.prepare_run_options(n)?) } else { None };
+        let slot = if self.device == Device::Cpu { Some(self.prepare_run_options(n)?) } else { None };
         let input = match rows {
             Rows::Numeric { width, values } => SessionInputValue::from(
-                TensorRef::from_array_view(([n, *width], &values[..])).map_err(|e| e.to_string())?,
+                TensorRef::from_array_view(([n, *width], &values[..]))
+                    .map_err(|e| InferenceError::Input(e.to_string()))?,
             ),
-            Rows::Text(texts) => {
-                SessionInputValue::from(Tensor::from_string_array(([n, 1], &texts[..])).map_err(|e| e.to_string())?)
-            }
+            Rows::Text(texts) => SessionInputValue::from(
+                Tensor::from_string_array(([n, 1], &texts[..])).map_err(|e| InferenceError::Input(e.to_string()))?,
+            ),
         };
         let inputs = ort::inputs![self.input.as_str() => input];
         let outputs = match slot {
             Some(slot) => self.session.run_with_options(inputs, self.run_options[slot].as_ref().expect("prepared")),
             None => self.session.run(inputs),
         }
-        .map_err(|e| e.to_string())?;
-        let (_, data) = outputs[self.output.as_str()].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        .map_err(|e| InferenceError::Run(e.to_string()))?;
+        let (_, data) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| InferenceError::Output(e.to_string()))?;
         if data.len() != n * self.columns {
-            return Err(format!("output has {} values for {n} rows", data.len()));
+            return Err(InferenceError::OutputShape { values: data.len(), rows: n });
         }
         Ok((0..n).map(|i| data[i * self.columns + self.column]).collect())
     }
 
     /// Makes the run options for a batch of `n` rows on the CPU on first use; returns their index.
-    fn prepare_run_options(&mut self, n: usize) -> Result<usize, String> {
+    fn prepare_run_options(&mut self, n: usize) -> Result<usize, InferenceError> {
+        let prepare = |e: ort::Error| InferenceError::Prepare(e.to_string());
         let slot = n.min(PREALLOCATED_ROWS + 1);
         if self.run_options.len() <= slot {
             self.run_options.resize_with(slot + 1, || None);
@@ -290,10 +279,10 @@ impl Engine {
             let mut selector = OutputSelector::no_default().with(self.output.as_str());
             if n <= PREALLOCATED_ROWS {
                 let shape = if self.two_dimensional { vec![n, self.columns] } else { vec![n] };
-                let tensor = Tensor::<f32>::new(&Allocator::default(), shape).map_err(|e| e.to_string())?;
+                let tensor = Tensor::<f32>::new(&Allocator::default(), shape).map_err(prepare)?;
                 selector = selector.preallocate(self.output.as_str(), tensor);
             }
-            self.run_options[slot] = Some(RunOptions::new().map_err(|e| e.to_string())?.with_outputs(selector));
+            self.run_options[slot] = Some(RunOptions::new().map_err(prepare)?.with_outputs(selector));
         }
         Ok(slot)
     }

@@ -78,16 +78,13 @@ pub async fn load(cfg: &Config, state: &Arc<AppState>) -> Result<(), StartError>
         engines.push(Engine::new(&env, &bytes, args.threads, args.device, state.validator.kind)?);
     }
     let device = engines[0].device;
-    let requested = match args.device {
-        crate::config::Device::Cpu => "cpu",
-        crate::config::Device::Cuda => "cuda",
-    };
+    let requested = args.device.as_str();
     state.metrics.device.get_or_create(&DeviceLabel { device: device.as_str(), requested }).set(1);
     for e in &mut engines {
         for _ in 0..args.warmup.max(1) {
             let scores = e.score(&warmup_rows(&state.validator, 4)).map_err(StartError::Warmup)?;
             if scores.iter().any(|s| !s.is_finite()) {
-                return Err(StartError::Warmup(format!("non-finite scores {scores:?}")));
+                return Err(StartError::WarmupScores(scores));
             }
         }
     }

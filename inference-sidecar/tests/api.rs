@@ -495,3 +495,29 @@ async fn feedback_joins_labels_into_confusion_counts() {
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
     assert!(state.metrics.encode().contains("modelrollout_sidecar_feature_drift_psi"));
 }
+
+/// A body over `--max-payload-bytes` gets its 413 every time, read by a client that sends its
+/// whole body before it reads (as reqwest, curl and most clients do): the sidecar reads and drops
+/// the rest (within a bound) before answering, instead of closing a socket with unread data, which
+/// resets the connection under the client.
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn an_oversized_body_is_answered_413_and_never_reset() {
+    let (state, _c) = fraud(&[]).await;
+    let base = serve(state).await;
+    let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..150 {
+        let path = ["/v1/models/fraud:predict", "/v2/models/fraud/infer", "/v1/feedback"][i % 3];
+        // 4 to 40 times the 64 KiB limit, under the 4 MiB drain bound.
+        let body = vec![b' '; (256 << 10) * (1 + i % 10)];
+        // A new connection per request, as a fuzzer or a batch job's client would.
+        let _ = http();
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let outcome = match client.post(format!("{base}{path}")).body(body).send().await {
+            Ok(resp) => resp.status().to_string(),
+            Err(e) => format!("error: {e:?}"),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    assert_eq!(outcomes.keys().collect::<Vec<_>>(), vec!["413 Payload Too Large"], "{outcomes:?}");
+}

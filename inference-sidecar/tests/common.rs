@@ -121,11 +121,12 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// Reads one sample of a series from the /metrics text.
+/// Reads one sample of a series from the /metrics text; a series that is not there fails the
+/// test (it is never read as 0).
 pub fn metric(text: &str, series_prefix: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(series_prefix))
         .and_then(|l| l.rsplit(' ').next())
         .map(|v| v.parse().unwrap())
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("no series {series_prefix} in:\n{text}"))
 }
