@@ -12,10 +12,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use modelrollout_contract::{DataContract, Feature, FeatureType, OutputKind, OutputSpec};
-
-/// A Go-style duration: `500ms`, `30s`, `5m`, `1h30m`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+pub use modelrollout_contract::{DataContract, Device, Duration, Feature, FeatureType, OutputKind, OutputSpec};
 
 /// Rolls a new model version out through traffic stages, gated on Prometheus metrics.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -38,7 +35,7 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "self.stages[size(self.stages) - 1].weight == 100",
+        "rule": "size(self.stages) == 0 || self.stages[size(self.stages) - 1].weight == 100",
         "message": "the last stage must send 100% of traffic to the candidate",
         "fieldPath": ".stages",
         "reason": "FieldValueInvalid"
@@ -54,6 +51,12 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
         "message": "stage names must be unique",
         "fieldPath": ".stages",
         "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "has(self.analysis) && ((has(self.analysis.promoteWithoutGates) && self.analysis.promoteWithoutGates) || (has(self.analysis.gates) && (has(self.analysis.gates.errorRate) || has(self.analysis.gates.latencyP95) || has(self.analysis.gates.falsePositiveRate) || has(self.analysis.gates.captureRate) || (has(self.analysis.gates.custom) && size(self.analysis.gates.custom) > 0))))",
+        "message": "set at least one gate in analysis.gates, or analysis.promoteWithoutGates: true to promote on minDuration alone",
+        "fieldPath": ".analysis.gates",
+        "reason": "FieldValueRequired"
     }
 ]))]
 pub struct ModelRolloutSpec {
@@ -154,8 +157,7 @@ pub struct RuntimeSpec {
     /// Longest the sidecar waits for requests already being decoded to join a batch (it never
     /// waits on the chance that more will come).
     #[serde(default = "default_max_batch_delay")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub max_batch_delay: String,
+    pub max_batch_delay: Duration,
 }
 
 impl Default for RuntimeSpec {
@@ -175,17 +177,13 @@ fn default_threads() -> u32 {
 fn default_max_batch_size() -> u32 {
     32
 }
-fn default_max_batch_delay() -> String {
-    "1ms".into()
+fn default_max_batch_delay() -> Duration {
+    duration("1ms")
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    #[default]
-    Cpu,
-    /// CUDA execution provider; the sidecar falls back to CPU (and says so) when no GPU is usable.
-    Cuda,
+/// A default written in this file: always valid.
+fn duration(text: &str) -> Duration {
+    Duration::parse(text).expect("a valid default duration")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -193,6 +191,12 @@ pub enum Device {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.progressDeadline) || duration(self.progressDeadline) > duration('0s')",
+    "message": "progressDeadline must be more than 0s",
+    "fieldPath": ".progressDeadline",
+    "reason": "FieldValueInvalid"
+}]))]
 pub struct WorkloadSpec {
     /// Pods per version at 100% of traffic.
     #[serde(default = "default_replicas")]
@@ -220,8 +224,7 @@ pub struct WorkloadSpec {
     /// A candidate whose pods are not all Ready this long after it was started (or after they last
     /// were) fails the rollout; stable is untouched.
     #[serde(default = "default_progress_deadline")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub progress_deadline: String,
+    pub progress_deadline: Duration,
 }
 
 impl Default for WorkloadSpec {
@@ -252,8 +255,8 @@ pub const SIDECAR_IMAGE_CUDA: &str = "ghcr.io/modelrollout/inference-sidecar:0.1
 fn default_sidecar_image() -> String {
     SIDECAR_IMAGE.into()
 }
-fn default_progress_deadline() -> String {
-    "10m".into()
+fn default_progress_deadline() -> Duration {
+    duration("10m")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,15 +383,14 @@ pub struct Stage {
     pub mirror_percent: Option<i32>,
     /// Least time spent in this stage before it may advance.
     #[serde(default = "default_min_duration")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub min_duration: String,
+    pub min_duration: Duration,
     /// Hold at the end of this stage until someone promotes.
     #[serde(default)]
     pub manual_approval: bool,
 }
 
-fn default_min_duration() -> String {
-    "5m".into()
+fn default_min_duration() -> Duration {
+    duration("5m")
 }
 
 /// shadow -> 5% -> 25% -> 100%.
@@ -413,11 +415,16 @@ pub fn default_stages() -> Vec<Stage> {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.interval) || duration(self.interval) > duration('0s')",
+    "message": "interval must be more than 0s",
+    "fieldPath": ".interval",
+    "reason": "FieldValueInvalid"
+}]))]
 pub struct AnalysisSpec {
     /// Time between analyses; also the query window.
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub interval: String,
+    pub interval: Duration,
     #[serde(default)]
     pub prometheus: PrometheusSpec,
     /// Consecutive failing analyses that roll back.
@@ -430,6 +437,11 @@ pub struct AnalysisSpec {
     pub inconclusive_limit: u32,
     #[serde(default)]
     pub gates: Gates,
+    /// Promote on `minDuration` alone when no gate is set. Without it, a spec with no gates is
+    /// refused at apply time (and, if one gets through, its analyses are inconclusive: too little
+    /// evidence never promotes). Shown in status as `promotingWithoutGates`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote_without_gates: bool,
 }
 
 impl Default for AnalysisSpec {
@@ -440,12 +452,13 @@ impl Default for AnalysisSpec {
             failure_limit: default_failure_limit(),
             inconclusive_limit: default_inconclusive_limit(),
             gates: Gates::default(),
+            promote_without_gates: false,
         }
     }
 }
 
-fn default_interval() -> String {
-    "1m".into()
+fn default_interval() -> Duration {
+    duration("1m")
 }
 fn default_failure_limit() -> u32 {
     2
@@ -456,6 +469,12 @@ fn default_inconclusive_limit() -> u32 {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.timeout) || duration(self.timeout) > duration('0s')",
+    "message": "timeout must be more than 0s",
+    "fieldPath": ".timeout",
+    "reason": "FieldValueInvalid"
+}]))]
 pub struct PrometheusSpec {
     /// Prometheus base URL; the controller's `--prometheus-url` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -463,8 +482,7 @@ pub struct PrometheusSpec {
     pub address: Option<String>,
     /// Per-query timeout. A query that times out is inconclusive.
     #[serde(default = "default_query_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub timeout: String,
+    pub timeout: Duration,
 }
 
 impl Default for PrometheusSpec {
@@ -473,8 +491,8 @@ impl Default for PrometheusSpec {
     }
 }
 
-fn default_query_timeout() -> String {
-    "5s".into()
+fn default_query_timeout() -> Duration {
+    duration("5s")
 }
 
 /// The gates every analysis checks. An unset built-in gate is not checked.
@@ -489,6 +507,21 @@ fn default_query_timeout() -> String {
     "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate']))",
     "message": "custom gate names must differ from the built-in gates",
     "fieldPath": ".custom",
+    "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.errorRate) || ((!has(self.errorRate.max) || self.errorRate.max <= 1.0) && (!has(self.errorRate.maxAboveStable) || self.errorRate.maxAboveStable <= 1.0))",
+    "message": "errorRate is a fraction: max and maxAboveStable are at most 1 (0.002 = 0.2%)",
+    "fieldPath": ".errorRate",
+    "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.falsePositiveRate) || ((!has(self.falsePositiveRate.max) || self.falsePositiveRate.max <= 1.0) && (!has(self.falsePositiveRate.maxAboveStable) || self.falsePositiveRate.maxAboveStable <= 1.0))",
+    "message": "falsePositiveRate is a fraction: max and maxAboveStable are at most 1",
+    "fieldPath": ".falsePositiveRate",
+    "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.captureRate) || ((!has(self.captureRate.min) || (self.captureRate.min >= 0.0 && self.captureRate.min <= 1.0)) && (!has(self.captureRate.maxBelowStable) || self.captureRate.maxBelowStable <= 1.0))",
+    "message": "captureRate is a fraction: min is between 0 and 1, maxBelowStable at most 1",
+    "fieldPath": ".captureRate",
     "reason": "FieldValueInvalid"
 }]))]
 pub struct Gates {
@@ -594,12 +627,10 @@ pub struct CustomGate {
 pub struct RollbackPolicy {
     /// How long a failed candidate keeps its pods (for inspection) before scaling to zero.
     #[serde(default = "default_scale_down_delay")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub scale_down_delay: String,
+    pub scale_down_delay: Duration,
     /// How long the previous stable keeps its pods after a promotion, for a fast rollback.
     #[serde(default = "default_previous_stable_delay")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub previous_stable_scale_down_delay: String,
+    pub previous_stable_scale_down_delay: Duration,
     /// What `inconclusiveLimit` consecutive inconclusive analyses do. Never promote.
     #[serde(default)]
     pub on_inconclusive: InconclusivePolicy,
@@ -615,11 +646,11 @@ impl Default for RollbackPolicy {
     }
 }
 
-fn default_scale_down_delay() -> String {
-    "30s".into()
+fn default_scale_down_delay() -> Duration {
+    duration("30s")
 }
-fn default_previous_stable_delay() -> String {
-    "10m".into()
+fn default_previous_stable_delay() -> Duration {
+    duration("10m")
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -723,6 +754,13 @@ pub struct ModelRolloutStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// What holds a `Paused` rollout (set exactly while the phase is `Paused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    /// The spec sets no gate and `analysis.promoteWithoutGates`: stages advance on `minDuration`
+    /// alone, with no evidence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoting_without_gates: bool,
     /// Why the rollout is in its phase (CamelCase, see `modelrollout::reasons`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -806,6 +844,28 @@ impl Phase {
     /// A rollout in this phase is underway (traffic may be on the candidate).
     pub fn is_active(self) -> bool {
         matches!(self, Phase::Progressing | Phase::Paused)
+    }
+}
+
+/// What holds a paused rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Hold {
+    /// `spec.paused` is true.
+    Spec,
+    /// `inconclusiveLimit` analyses in a row were inconclusive and `rollback.onInconclusive` is
+    /// `Pause`: released by a passing analysis.
+    Inconclusive,
+    /// A `manualApproval` stage passed its gates: released by `promote`.
+    Approval,
+}
+
+impl Hold {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hold::Spec => "Spec",
+            Hold::Inconclusive => "Inconclusive",
+            Hold::Approval => "Approval",
+        }
     }
 }
 

@@ -67,8 +67,7 @@ pub struct Args {
 }
 
 fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
-    let d = crate::core::parse_duration("--reapply-after", value)?;
-    std::time::Duration::try_from(d).map_err(|e| format!("--reapply-after: {e}"))
+    crate::api::Duration::parse(value).map(|d| d.get()).map_err(|e| format!("--reapply-after: {e}"))
 }
 
 fn init_logging(format: &str) {
@@ -239,6 +238,7 @@ pub async fn run(args: Args) -> i32 {
         deployments: deployment_readers,
         applied_workloads: Default::default(),
         reapply_after: args.reapply_after,
+        backoff: Default::default(),
     });
     if !args.leader_election {
         health.ready.store(true, Ordering::Release);

@@ -18,6 +18,7 @@ pub mod reasons {
     pub const ROLLOUT_STARTED: &str = "RolloutStarted";
     pub const STAGE_ADVANCED: &str = "StageAdvanced";
     pub const WAITING_FOR_CANDIDATE: &str = "WaitingForCandidate";
+    pub const CANDIDATE_READY: &str = "CandidateReady";
     pub const ANALYSING: &str = "Analysing";
     pub const PAUSED_BY_SPEC: &str = "PausedBySpec";
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";

@@ -134,8 +134,10 @@ pub enum Action {
     SetTraffic { stable_version: String, candidate_version: Option<String>, weight: i32, mirror_percent: i32 },
     /// Scale this version's Deployment to zero.
     ScaleDown { version: String },
-    /// Record a Kubernetes Event on the ModelRollout.
-    Event { kind: EventType, reason: &'static str, message: String },
+    /// Record a Kubernetes Event on the ModelRollout. `action` names the transition (the
+    /// candidate and its stage): Events with the same reason and action are one series, so each
+    /// transition is an Event of its own.
+    Event { kind: EventType, reason: &'static str, action: String, message: String },
     /// Send to the webhooks subscribed to this event.
     Notify { event: NotificationEvent, message: String },
 }
@@ -148,13 +150,10 @@ pub struct Decision {
     pub requeue_after: Option<Duration>,
 }
 
-/// Parses a Go-style duration (`500ms`, `30s`, `5m`, `1h30m`).
-pub fn parse_duration(field: &str, value: &str) -> Result<SignedDuration, String> {
-    let d: SignedDuration = value.parse().map_err(|e| format!("{field}: `{value}` is not a duration: {e}"))?;
-    if d.is_negative() {
-        return Err(format!("{field}: `{value}` is negative"));
-    }
-    Ok(d)
+/// A spec's duration as the core computes with it. The contract's type holds at most `i64`
+/// nanoseconds, so this cannot fail.
+pub fn signed(d: &crate::api::Duration) -> SignedDuration {
+    SignedDuration::try_from(d.get()).unwrap_or(SignedDuration::MAX)
 }
 
 /// The durations of a spec, parsed once.
@@ -169,26 +168,25 @@ pub struct Timings {
 }
 
 impl Timings {
+    /// The durations, or why the spec cannot run. The apiserver refuses a zero interval,
+    /// timeout or progress deadline (CEL); an object stored before those rules is refused here.
     pub fn of(spec: &ModelRolloutSpec) -> Result<Self, String> {
-        let interval = parse_duration("spec.analysis.interval", &spec.analysis.interval)?;
-        if interval.is_zero() {
-            return Err("spec.analysis.interval: must be more than zero".into());
+        for (field, d) in [
+            ("spec.analysis.interval", &spec.analysis.interval),
+            ("spec.analysis.prometheus.timeout", &spec.analysis.prometheus.timeout),
+            ("spec.workload.progressDeadline", &spec.workload.progress_deadline),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{field}: must be more than 0s"));
+            }
         }
         Ok(Self {
-            interval,
-            query_timeout: parse_duration("spec.analysis.prometheus.timeout", &spec.analysis.prometheus.timeout)?,
-            progress_deadline: parse_duration("spec.workload.progressDeadline", &spec.workload.progress_deadline)?,
-            scale_down_delay: parse_duration("spec.rollback.scaleDownDelay", &spec.rollback.scale_down_delay)?,
-            previous_stable_delay: parse_duration(
-                "spec.rollback.previousStableScaleDownDelay",
-                &spec.rollback.previous_stable_scale_down_delay,
-            )?,
-            stage_min: spec
-                .stages
-                .iter()
-                .enumerate()
-                .map(|(i, s)| parse_duration(&format!("spec.stages[{i}].minDuration"), &s.min_duration))
-                .collect::<Result<_, _>>()?,
+            interval: signed(&spec.analysis.interval),
+            query_timeout: signed(&spec.analysis.prometheus.timeout),
+            progress_deadline: signed(&spec.workload.progress_deadline),
+            scale_down_delay: signed(&spec.rollback.scale_down_delay),
+            previous_stable_delay: signed(&spec.rollback.previous_stable_scale_down_delay),
+            stage_min: spec.stages.iter().map(|s| signed(&s.min_duration)).collect(),
         })
     }
 }
@@ -390,9 +388,12 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
     result
 }
 
-/// Combines gate verdicts: any fail fails; otherwise any inconclusive/error is inconclusive.
+/// Combines gate verdicts: any fail fails; otherwise any inconclusive/error is inconclusive. No
+/// gates is no evidence: inconclusive (a spec opts out with `analysis.promoteWithoutGates`).
 pub fn overall_verdict(gates: &[GateResult]) -> Verdict {
-    if gates.iter().any(|g| g.verdict == Verdict::Fail) {
+    if gates.is_empty() {
+        Verdict::Inconclusive
+    } else if gates.iter().any(|g| g.verdict == Verdict::Fail) {
         Verdict::Fail
     } else if gates.iter().any(|g| g.verdict == Verdict::Error) {
         Verdict::Error
@@ -432,7 +433,10 @@ pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, sl
     if !phase.is_active() || spec.paused || status.candidate_unready_since.is_some() {
         return None;
     }
-    let interval = parse_duration("interval", &spec.analysis.interval).ok()?;
+    let interval = signed(&spec.analysis.interval);
+    if interval.is_zero() {
+        return None;
+    }
     let stage_start = ts(status.stage_start_time.as_ref()?);
     let first = whole_second(stage_start).checked_add(slot.delay(interval)).ok()?.checked_add(interval).ok()?;
     let last = match &status.last_analysis {
@@ -488,7 +492,12 @@ pub fn decide(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, obs: &Observ
             set_conditions(&mut st, now);
             return Decision {
                 status: st,
-                actions: vec![Action::Event { kind: EventType::Warning, reason: reasons::INVALID_SPEC, message }],
+                actions: vec![Action::Event {
+                    kind: EventType::Warning,
+                    reason: reasons::INVALID_SPEC,
+                    action: format!("InvalidSpec generation {}", obs.generation.unwrap_or(0)),
+                    message,
+                }],
                 requeue_after: None,
             };
         }
@@ -502,6 +511,16 @@ pub fn decide(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, obs: &Observ
 impl Ctx<'_> {
     fn step(&mut self, obs: &Observations) {
         let spec = self.spec;
+        self.st.promoting_without_gates =
+            spec.analysis.promote_without_gates && gate_defs(&spec.analysis.gates).is_empty();
+        if self.st.phase == Some(Phase::Paused) && self.st.hold.is_none() {
+            // A status written before holds were typed says what holds it in its reason only.
+            self.st.hold = Some(match self.st.reason.as_deref() {
+                Some(reasons::AWAITING_APPROVAL) => Hold::Approval,
+                Some(reasons::INCONCLUSIVE_ANALYSIS) => Hold::Inconclusive,
+                _ => Hold::Spec,
+            });
+        }
         let Some(stable) = self.st.stable.clone() else {
             // First sight: what the spec names is the stable version; nothing to roll out.
             self.st.stable = Some(spec.model.clone());
@@ -603,6 +622,15 @@ impl Ctx<'_> {
         if self.st.candidate_unready_since.take().is_some() {
             // The stage's clock starts when its traffic can actually flow.
             self.st.stage_start_time = Some(Time(self.now));
+            if !self.is_paused() {
+                self.apply_stage_traffic();
+                let stage = self.stage_name();
+                let msg = format!(
+                    "candidate {} Ready; stage {stage}: {}% traffic, {}% mirror",
+                    spec.model.version, self.st.canary_weight, self.st.mirror_percent
+                );
+                self.set_phase(Phase::Progressing, reasons::CANDIDATE_READY, msg);
+            }
         }
 
         if let Some(p) = &ops.promote
@@ -620,12 +648,12 @@ impl Ctx<'_> {
 
         if spec.paused {
             self.apply_stage_traffic();
-            if self.st.reason.as_deref() != Some(reasons::PAUSED_BY_SPEC) {
-                self.pause(reasons::PAUSED_BY_SPEC, "paused by spec.paused".into());
+            if self.st.hold != Some(Hold::Spec) {
+                self.pause(Hold::Spec, reasons::PAUSED_BY_SPEC, "paused by spec.paused".into());
             }
             return;
         }
-        if self.st.reason.as_deref() == Some(reasons::PAUSED_BY_SPEC) {
+        if self.st.hold == Some(Hold::Spec) {
             self.set_phase(Phase::Progressing, reasons::RESUMED, "resumed".into());
             self.event(EventType::Normal, reasons::RESUMED, "resumed: spec.paused is false".into());
         }
@@ -636,7 +664,7 @@ impl Ctx<'_> {
         {
             return;
         }
-        if self.st.reason.as_deref() == Some(reasons::INCONCLUSIVE_ANALYSIS) {
+        if self.st.hold == Some(Hold::Inconclusive) {
             return;
         }
 
@@ -649,14 +677,19 @@ impl Ctx<'_> {
         });
         if elapsed(stage_start, self.now) >= min && passed_here && self.now >= stage_start {
             if spec.stages.get(idx).is_some_and(|s| s.manual_approval) {
-                if self.st.reason.as_deref() != Some(reasons::AWAITING_APPROVAL) {
+                if self.st.hold != Some(Hold::Approval) {
                     let msg = format!("stage {} passed; waiting for promote", spec.stages[idx].name);
-                    self.pause(reasons::AWAITING_APPROVAL, msg);
+                    self.pause(Hold::Approval, reasons::AWAITING_APPROVAL, msg);
                 }
                 return;
             }
             let name = spec.stages.get(idx).map_or("?", |s| s.name.as_str());
-            self.advance(reasons::STAGE_ADVANCED, format!("stage {name} passed its gates"));
+            let msg = if self.st.promoting_without_gates {
+                format!("stage {name} passed its minDuration (no gates: analysis.promoteWithoutGates)")
+            } else {
+                format!("stage {name} passed its gates")
+            };
+            self.advance(reasons::STAGE_ADVANCED, msg);
         }
     }
 
@@ -695,7 +728,11 @@ impl Ctx<'_> {
                 r
             })
             .collect();
-        let verdict = overall_verdict(&gates);
+        let verdict = if gates.is_empty() && spec.analysis.promote_without_gates {
+            Verdict::Pass
+        } else {
+            overall_verdict(&gates)
+        };
         match verdict {
             Verdict::Pass => {
                 self.st.consecutive_failures = 0;
@@ -741,19 +778,22 @@ impl Ctx<'_> {
                     return true;
                 }
                 InconclusivePolicy::Pause => {
-                    if self.st.reason.as_deref() != Some(reasons::INCONCLUSIVE_ANALYSIS) {
-                        self.pause(reasons::INCONCLUSIVE_ANALYSIS, msg);
+                    if self.st.hold != Some(Hold::Inconclusive) {
+                        self.pause(Hold::Inconclusive, reasons::INCONCLUSIVE_ANALYSIS, msg);
                     }
                 }
             }
-        } else if verdict == Verdict::Pass && self.st.reason.as_deref() == Some(reasons::INCONCLUSIVE_ANALYSIS) {
+        } else if verdict == Verdict::Pass && self.st.hold == Some(Hold::Inconclusive) {
             self.set_phase(Phase::Progressing, reasons::RESUMED, "analysis conclusive again; resumed".into());
-        } else if self.st.reason.as_deref() != Some(reasons::INCONCLUSIVE_ANALYSIS)
-            && self.st.reason.as_deref() != Some(reasons::AWAITING_APPROVAL)
-        {
-            let msg = format!("analysis {}", verdict.as_str());
+        } else if self.st.hold.is_none() {
+            let msg = match (verdict, gates.is_empty()) {
+                (Verdict::Pass, true) => "no gates: passed on time alone (analysis.promoteWithoutGates)".to_string(),
+                (_, true) => "no gates: no evidence to promote on (set a gate, or analysis.promoteWithoutGates)".into(),
+                _ => format!("analysis {}", verdict.as_str()),
+            };
             self.st.reason = Some(reasons::ANALYSING.into());
             self.st.message = Some(match verdict {
+                _ if gates.is_empty() => msg,
                 Verdict::Pass => msg,
                 Verdict::Fail => format!("{msg}: {}", summary(&[Verdict::Fail])),
                 _ => format!("{msg}: {}", summary(&[Verdict::Inconclusive, Verdict::Error])),
@@ -860,6 +900,7 @@ impl Ctx<'_> {
         self.clear_candidate();
         self.ensure_candidate = false;
         let full = format!("{} promoted to stable: {msg}", new.version);
+        let reason = if reason == reasons::MANUALLY_PROMOTED { reason } else { reasons::PROMOTED };
         self.set_phase(Phase::Promoted, reason, full.clone());
         self.event(EventType::Normal, reasons::PROMOTED, full.clone());
         self.notify(NotificationEvent::Promoted, full);
@@ -930,21 +971,37 @@ impl Ctx<'_> {
     }
 
     fn set_phase(&mut self, phase: Phase, reason: &'static str, message: String) {
+        if phase != Phase::Paused {
+            self.st.hold = None;
+        }
         self.st.phase = Some(phase);
         self.st.reason = Some(reason.to_string());
         self.st.message = Some(message);
     }
 
+    /// An Event about the transition just made: its action names the candidate and the stage, so
+    /// that each stage of each rollout is an Event of its own (see [`Action::Event`]).
     fn event(&mut self, kind: EventType, reason: &'static str, message: String) {
-        self.events.push(Action::Event { kind, reason, message });
+        let version = self.st.candidate_version.clone().unwrap_or_else(|| self.spec.model.version.clone());
+        let action = match &self.st.stage_name {
+            Some(stage) => format!("{version} {stage}"),
+            None => version,
+        };
+        self.events.push(Action::Event { kind, reason, action, message });
+    }
+
+    fn stage_name(&self) -> String {
+        let idx = self.st.stage_index.unwrap_or(0) as usize;
+        self.spec.stages.get(idx).map_or_else(|| "?".into(), |s| s.name.clone())
     }
 
     fn notify(&mut self, event: NotificationEvent, message: String) {
         self.events.push(Action::Notify { event, message });
     }
 
-    fn pause(&mut self, reason: &'static str, message: String) {
+    fn pause(&mut self, hold: Hold, reason: &'static str, message: String) {
         self.set_phase(Phase::Paused, reason, message.clone());
+        self.st.hold = Some(hold);
         self.event(EventType::Normal, reason, message.clone());
         self.notify(NotificationEvent::Paused, message);
     }

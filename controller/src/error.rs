@@ -6,6 +6,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("traffic router: {0}")]
     Router(String),
+    #[error("traffic router: {kind} {name} not found")]
+    RouteNotFound { kind: &'static str, name: String },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the ModelRollout could not be read: {0}")]
@@ -20,6 +22,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Router(_) => "router",
+            Error::RouteNotFound { .. } => "route_not_found",
             Error::Finalizer(_) => "finalizer",
             Error::InvalidObject(_) => "invalid_object",
             Error::Config(_) => "config",

@@ -1,6 +1,9 @@
 //! Leader election on a coordination.k8s.io Lease, so several replicas can run and one acts.
-//! The holder renews every `lease/3`; a candidate takes the lease once it has not been renewed
-//! for `lease` (the holder died or lost the API server).
+//! The holder renews every `lease/3`; a candidate takes the lease once it has seen the same
+//! record (holder and renew time) unchanged for the lease duration by its own clock — client-go's
+//! rule (`observedTime`). Comparing the holder's `renewTime` with the local clock instead would
+//! take a live leader's lease from a replica whose clock runs ahead, and never take a dead one's
+//! from a replica whose clock runs behind.
 
 use std::time::Duration;
 
@@ -16,11 +19,45 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     lease: Duration,
+    observed: std::sync::Mutex<Option<Observed>>,
+}
+
+/// The other holder's lease record as last seen, and when (by our monotonic clock).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub record: LeaseRecord,
+    pub at: std::time::Instant,
+}
+
+/// What identifies one renewal of a lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub holder: String,
+    pub renew_time: Option<Timestamp>,
+    pub duration_seconds: u64,
+}
+
+/// Whether another holder's lease has expired: its record has not changed for its duration, as
+/// measured by our own clock since we first saw that record. Returns what to remember.
+pub fn expired(previous: Option<&Observed>, seen: LeaseRecord, now: std::time::Instant) -> (bool, Observed) {
+    let observed = match previous {
+        Some(p) if p.record == seen => p.clone(),
+        _ => Observed { record: seen, at: now },
+    };
+    let lease = Duration::from_secs(observed.record.duration_seconds);
+    let released = observed.record.holder.is_empty() || observed.record.renew_time == Some(Timestamp::UNIX_EPOCH);
+    (released || now.duration_since(observed.at) >= lease, observed)
 }
 
 impl LeaderElector {
     pub fn new(client: Client, namespace: &str, name: &str, identity: &str, lease: Duration) -> Self {
-        Self { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into(), lease }
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            lease,
+            observed: std::sync::Mutex::new(None),
+        }
     }
 
     /// One attempt to acquire or renew. Ok(true) while we hold the lease.
@@ -44,11 +81,18 @@ impl LeaderElector {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
-        let renewed = spec.renew_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
-        let duration = spec.lease_duration_seconds.map(|s| s as u64).unwrap_or(self.lease.as_secs());
-        let expired = now.duration_since(renewed).as_secs() >= duration as i64;
-        if holder != self.identity && !expired {
-            return Ok(false);
+        let record = LeaseRecord {
+            holder: holder.clone(),
+            renew_time: spec.renew_time.as_ref().map(|t| t.0),
+            duration_seconds: spec.lease_duration_seconds.map_or(self.lease.as_secs(), |s| s.max(0) as u64),
+        };
+        if holder != self.identity {
+            let mut memo = self.observed.lock().expect("not poisoned");
+            let (gone, observed) = expired(memo.as_ref(), record, std::time::Instant::now());
+            *memo = Some(observed);
+            if !gone {
+                return Ok(false);
+            }
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(holder != self.identity);
         let acquire =
@@ -104,5 +148,46 @@ impl LeaderElector {
         {
             let _ = self.api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn record(holder: &str, renewed: &str) -> LeaseRecord {
+        LeaseRecord { holder: holder.into(), renew_time: Some(renewed.parse().unwrap()), duration_seconds: 15 }
+    }
+
+    /// A holder whose clock is an hour behind ours renews with renew times an hour in the past: it
+    /// is alive as long as its record keeps changing.
+    #[test]
+    fn a_live_leader_with_a_skewed_clock_keeps_its_lease() {
+        let t0 = Instant::now();
+        let (gone, seen) = expired(None, record("a", "2026-12-04T17:00:00Z"), t0);
+        assert!(!gone, "first sight is never expired, whatever the renew time says");
+        let (gone, seen) = expired(Some(&seen), record("a", "2026-12-04T17:00:05Z"), t0 + Duration::from_secs(20));
+        assert!(!gone, "renewed since: alive");
+        let (gone, _) = expired(Some(&seen), record("a", "2026-12-04T17:00:05Z"), t0 + Duration::from_secs(34));
+        assert!(!gone, "14 s unchanged by our clock: not yet");
+    }
+
+    /// A holder whose clock is an hour ahead writes renew times in our future: a dead one is still
+    /// taken over once its record stops changing for the lease duration.
+    #[test]
+    fn a_dead_leader_with_a_clock_ahead_is_replaced_after_one_lease_duration() {
+        let t0 = Instant::now();
+        let (_, seen) = expired(None, record("a", "2026-12-04T20:00:00Z"), t0);
+        let (gone, seen) = expired(Some(&seen), record("a", "2026-12-04T20:00:00Z"), t0 + Duration::from_secs(14));
+        assert!(!gone);
+        let (gone, _) = expired(Some(&seen), record("a", "2026-12-04T20:00:00Z"), t0 + Duration::from_secs(15));
+        assert!(gone, "unchanged for the lease duration by our clock");
+    }
+
+    #[test]
+    fn a_released_lease_is_free_at_once() {
+        let (gone, _) = expired(None, record("a", "1970-01-01T00:00:00Z"), Instant::now());
+        assert!(gone);
     }
 }

@@ -151,7 +151,7 @@ async fn gateway_api(client: &Client, mr: &ModelRollout, g: &GatewayApiRouting, 
         api.patch(&g.http_route, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&route)).await?;
         return Ok(());
     }
-    let route = api.get(&g.http_route).await.map_err(|e| Error::Router(format!("HTTPRoute {}: {e}", g.http_route)))?;
+    let route = api.get(&g.http_route).await.map_err(|e| route_error("HTTPRoute", &g.http_route, e))?;
     let rules = route.data["spec"]["rules"].as_array().cloned().unwrap_or_default();
     let idx = rules
         .iter()
@@ -244,10 +244,7 @@ async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Spl
         api.patch(&i.virtual_service, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&vs)).await?;
         return Ok(());
     }
-    let vs = api
-        .get(&i.virtual_service)
-        .await
-        .map_err(|e| Error::Router(format!("VirtualService {}: {e}", i.virtual_service)))?;
+    let vs = api.get(&i.virtual_service).await.map_err(|e| route_error("VirtualService", &i.virtual_service, e))?;
     let routes = vs.data["spec"]["http"].as_array().cloned().unwrap_or_default();
     let idx = match &i.route {
         Some(name) => routes.iter().position(|r| r["name"] == name.as_str()),
@@ -275,6 +272,15 @@ async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Spl
         return Ok(());
     }
     replace_guarded(&api, &i.virtual_service, vs.resource_version(), &format!("/spec/http/{idx}"), new_route).await
+}
+
+/// A failed read of the user's route: `RouteNotFound` when it does not exist (typed, never matched
+/// by its text), the API error otherwise.
+fn route_error(kind: &'static str, name: &str, e: kube::Error) -> Error {
+    match e {
+        kube::Error::Api(status) if status.code == 404 => Error::RouteNotFound { kind, name: name.into() },
+        other => Error::Router(format!("{kind} {name}: {other}")),
+    }
 }
 
 #[cfg(test)]

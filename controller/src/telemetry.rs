@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::api::Phase;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
     pub error: &'static str,
@@ -60,6 +62,8 @@ pub struct Metrics {
     /// When the rollout was last analysed (unix seconds): an alert on `time() - this` catches an
     /// analysis that stopped coming.
     pub last_analysis: Family<RolloutLabel, Gauge<f64, AtomicU64>>,
+    /// The gate names each rollout has series for, so that its series can all be removed.
+    gates_seen: std::sync::Mutex<std::collections::HashMap<RolloutLabel, std::collections::BTreeSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -83,6 +87,7 @@ impl Default for Metrics {
             rollback_restore: Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
             rollback_decided: Family::default(),
             last_analysis: Family::default(),
+            gates_seen: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("modelrollout");
         r.register("reconcile_duration_seconds", "Reconcile duration", m.reconcile_duration.clone());
@@ -113,7 +118,55 @@ impl Default for Metrics {
     }
 }
 
+/// The phases, each a series of [`Metrics::phase`] per rollout.
+pub const PHASES: [Phase; 6] =
+    [Phase::Idle, Phase::Progressing, Phase::Paused, Phase::Promoted, Phase::RolledBack, Phase::Failed];
+
+/// The `version` label values of [`Metrics::gate_value`].
+pub const GATE_SERIES: [&str; 3] = ["candidate", "stable", "limit"];
+
 impl Metrics {
+    /// Sets a gate's series and remembers the gate, for [`Metrics::forget_rollout`].
+    pub fn set_gate(&self, rollout: &RolloutLabel, gate: &str, version: &'static str, value: f64) {
+        let label =
+            GateLabel { namespace: rollout.namespace.clone(), name: rollout.name.clone(), gate: gate.into(), version };
+        self.gate_value.get_or_create(&label).set(value);
+        let mut seen = self.gates_seen.lock().expect("not poisoned");
+        let gates = seen.entry(rollout.clone()).or_default();
+        if !gates.contains(gate) {
+            gates.insert(gate.into());
+        }
+    }
+
+    /// Removes every series of a rollout (it was deleted): its phase, weights, gates, counts and
+    /// timestamps.
+    pub fn forget_rollout(&self, rollout: &RolloutLabel) {
+        self.weight.remove(rollout);
+        self.mirror.remove(rollout);
+        self.last_analysis.remove(rollout);
+        self.rollbacks.remove(rollout);
+        self.promotions.remove(rollout);
+        self.rollback_decided.remove(rollout);
+        for p in PHASES {
+            self.phase.remove(&PhaseLabel {
+                namespace: rollout.namespace.clone(),
+                name: rollout.name.clone(),
+                phase: p.as_str(),
+            });
+        }
+        let gates = self.gates_seen.lock().expect("not poisoned").remove(rollout).unwrap_or_default();
+        for gate in gates {
+            for version in GATE_SERIES {
+                self.gate_value.remove(&GateLabel {
+                    namespace: rollout.namespace.clone(),
+                    name: rollout.name.clone(),
+                    gate: gate.clone(),
+                    version,
+                });
+            }
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding to a String cannot fail");
@@ -141,4 +194,47 @@ pub fn router(health: Arc<Health>) -> Router {
             }),
         )
         .with_state(health)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series_of(text: &str, name: &str) -> Vec<String> {
+        let label = format!("name=\"{name}\"");
+        text.lines().filter(|l| !l.starts_with('#') && l.contains(&label)).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_deleted_rollout_leaves_no_series_behind() {
+        let m = Metrics::default();
+        let gone = RolloutLabel { namespace: "team-a".into(), name: "fraud".into() };
+        let kept = RolloutLabel { namespace: "team-a".into(), name: "ranking".into() };
+        for rl in [&gone, &kept] {
+            m.weight.get_or_create(rl).set(5);
+            m.mirror.get_or_create(rl).set(0);
+            m.last_analysis.get_or_create(rl).set(1.0);
+            m.rollbacks.get_or_create(rl).inc();
+            m.promotions.get_or_create(rl).inc();
+            m.rollback_decided.get_or_create(rl).set(2.0);
+            for p in PHASES {
+                m.phase
+                    .get_or_create(&PhaseLabel {
+                        namespace: rl.namespace.clone(),
+                        name: rl.name.clone(),
+                        phase: p.as_str(),
+                    })
+                    .set(0);
+            }
+            m.set_gate(rl, "errorRate", "candidate", 0.01);
+            m.set_gate(rl, "latencyP95", "limit", 80.0);
+            m.set_gate(rl, "onGpu", "stable", 1.0);
+        }
+        let before = series_of(&m.encode(), "fraud");
+        assert!(before.len() >= 15, "every family has a series for the rollout: {before:?}");
+        m.forget_rollout(&gone);
+        let text = m.encode();
+        assert_eq!(series_of(&text, "fraud"), Vec::<String>::new());
+        assert_eq!(series_of(&text, "ranking").len(), before.len(), "the other rollout keeps its series");
+    }
 }

@@ -14,6 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use modelrollout_contract::launch::{Launch, Role as SidecarRole};
+
 use crate::api::{ModelRollout, ModelSpec};
 
 pub const LABEL_ROLLOUT: &str = "modelrollout.dev/rollout";
@@ -79,16 +81,27 @@ fn sidecar_image(named: &str, device: crate::api::Device) -> &str {
 
 /// The sidecar Deployment for one model version. `role` is what the pods report in their metrics
 /// (`stable`, `canary`, `shadow`); it is a start-up argument, so it is fixed for the pods' life.
-pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: &str, replicas: i32) -> Deployment {
+pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, replicas: i32) -> Deployment {
     let w = &mr.spec.workload;
     let port = w.service_port;
     let pod_labels = selector_labels(mr, Some(&model.version));
     let mut labels = pod_labels.clone();
     labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
-    labels.insert(LABEL_ROLE.into(), role.into());
+    labels.insert(LABEL_ROLE.into(), role.as_str().into());
     let rt = &model.runtime;
-    let env = |k: &str, v: String| EnvVar { name: k.into(), value: Some(v), ..Default::default() };
-    let contract = serde_json::to_string(&model.contract).expect("a contract serializes");
+    let launch = Launch {
+        model_name: model.name.clone(),
+        model_version: model.version.clone(),
+        model_uri: model.artifact.uri.clone(),
+        model_sha256: model.artifact.sha256.clone(),
+        contract: model.contract.clone(),
+        role,
+        port: u16::try_from(port).expect("the schema bounds the port to 1-65535"),
+        device: rt.device,
+        threads: rt.threads,
+        max_batch_size: rt.max_batch_size,
+        max_batch_delay: rt.max_batch_delay.clone(),
+    };
     let mut resources = w.resources.clone().unwrap_or_default();
     if let Some(gpus) = w.gpus.filter(|g| *g > 0) {
         let limits = resources.limits.get_or_insert_with(BTreeMap::new);
@@ -102,26 +115,13 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: &str, replicas: i3
     let container = Container {
         name: "sidecar".into(),
         image: Some(sidecar_image(&w.sidecar_image, rt.device).into()),
-        env: Some(vec![
-            env("SIDECAR_MODEL_NAME", model.name.clone()),
-            env("SIDECAR_MODEL_VERSION", model.version.clone()),
-            env("SIDECAR_MODEL_URI", model.artifact.uri.clone()),
-            env("SIDECAR_MODEL_SHA256", model.artifact.sha256.clone()),
-            env("SIDECAR_CONTRACT_JSON", contract),
-            env("SIDECAR_ROLE", role.into()),
-            env("SIDECAR_LISTEN", format!("0.0.0.0:{port}")),
-            env(
-                "SIDECAR_DEVICE",
-                match rt.device {
-                    crate::api::Device::Cpu => "cpu",
-                    crate::api::Device::Cuda => "cuda",
-                }
-                .into(),
-            ),
-            env("SIDECAR_THREADS", rt.threads.to_string()),
-            env("SIDECAR_MAX_BATCH_SIZE", rt.max_batch_size.to_string()),
-            env("SIDECAR_MAX_BATCH_DELAY", rt.max_batch_delay.clone()),
-        ]),
+        env: Some(
+            launch
+                .to_env()
+                .into_iter()
+                .map(|(name, value)| EnvVar { name: name.into(), value: Some(value), ..Default::default() })
+                .collect(),
+        ),
         ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: port, ..Default::default() }]),
         readiness_probe: Some(probe("/readyz", 2)),
         liveness_probe: Some(probe("/healthz", 10)),
@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn deployment_metadata_holds_until_our_labels_or_owner_change() {
         let mr = rollout();
-        let ours = deployment(&mr, &mr.spec.model, "stable", 2);
+        let ours = deployment(&mr, &mr.spec.model, SidecarRole::Stable, 2);
         let mut live = ours.clone();
         live.metadata.labels.as_mut().unwrap().insert("team".into(), "fraud".into());
         live.metadata.generation = Some(3);
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn a_cuda_model_gets_the_cuda_build_unless_the_rollout_names_an_image() {
         let image = |mr: &ModelRollout| {
-            let d = deployment(mr, &mr.spec.model, "stable", 1);
+            let d = deployment(mr, &mr.spec.model, SidecarRole::Stable, 1);
             d.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap()
         };
         let mut mr = rollout();
@@ -326,6 +326,26 @@ mod tests {
         assert_eq!(image(&mr), crate::api::SIDECAR_IMAGE_CUDA);
         mr.spec.workload.sidecar_image = "registry.example/sidecar:gpu".into();
         assert_eq!(image(&mr), "registry.example/sidecar:gpu", "a named image is the platform team's choice");
+    }
+
+    /// The pod's environment is the launch the sidecar reads back: the same names, the same values.
+    #[test]
+    fn the_pod_environment_reads_back_as_the_launch() {
+        let mr = rollout();
+        let d = deployment(&mr, &mr.spec.model, SidecarRole::Shadow, 1);
+        let env: BTreeMap<String, String> = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap()))
+            .collect();
+        let launch = Launch::from_env(|k| env.get(k).cloned()).expect("a complete launch");
+        assert_eq!(launch.role, SidecarRole::Shadow);
+        assert_eq!(launch.model_version, mr.spec.model.version);
+        assert_eq!(launch.contract, mr.spec.model.contract);
+        assert_eq!(launch.max_batch_delay, mr.spec.model.runtime.max_batch_delay);
+        assert_eq!(i32::from(launch.port), mr.spec.workload.service_port);
     }
 
     #[test]

@@ -9,6 +9,10 @@ const SHA_V1: &str = "1111111111111111111111111111111111111111111111111111111111
 const SHA_V2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 const SHA_V3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
 
+fn d(text: &str) -> Duration {
+    text.parse().expect("a duration")
+}
+
 fn t0() -> Timestamp {
     "2026-11-25T12:00:00Z".parse().unwrap()
 }
@@ -47,7 +51,7 @@ fn model(version: &str, sha: &str) -> ModelSpec {
 fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
     let mut stages = default_stages();
     for s in &mut stages {
-        s.min_duration = "10s".into();
+        s.min_duration = d("10s");
     }
     ModelRolloutSpec {
         model: model(version, sha),
@@ -59,7 +63,7 @@ fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
         },
         stages,
         analysis: AnalysisSpec {
-            interval: "5s".into(),
+            interval: d("5s"),
             failure_limit: 2,
             inconclusive_limit: 3,
             gates: Gates {
@@ -71,7 +75,7 @@ fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
             },
             ..AnalysisSpec::default()
         },
-        rollback: RollbackPolicy { scale_down_delay: "30s".into(), ..RollbackPolicy::default() },
+        rollback: RollbackPolicy { scale_down_delay: d("30s"), ..RollbackPolicy::default() },
         paused: false,
         operations: Operations::default(),
         notifications: Notifications::default(),
@@ -530,7 +534,7 @@ fn overall_verdict_is_the_worst_gate() {
     assert_eq!(overall_verdict(&[r(Pass), r(Inconclusive)]), Inconclusive);
     assert_eq!(overall_verdict(&[r(Inconclusive), r(Error)]), Error);
     assert_eq!(overall_verdict(&[r(Error), r(Fail)]), Fail);
-    assert_eq!(overall_verdict(&[]), Pass, "no gates configured: nothing to fail");
+    assert_eq!(overall_verdict(&[]), Inconclusive, "no gates: no evidence, never a pass");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -670,10 +674,18 @@ fn retry_after_rollback_starts_again_and_old_requests_do_not_refire() {
 #[test]
 fn retry_while_progressing_is_recorded_and_ignored() {
     let (mut s, st) = started();
+    let (st, now) = pass_stages(&s, st, 2, 0);
+    assert_eq!(st.stage_index, Some(2));
     s.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None });
-    let d = step(&s, &st, obs(true), at(1));
-    assert_eq!(d.status.stage_index, Some(0));
-    assert_eq!(d.status.handled_operations.retry.as_deref(), Some("r1"));
+    let d = step(&s, &st, obs(true), at(now + 1));
+    // A retry that acted would start over at the first stage with a new start time.
+    assert_eq!(d.status.stage_index, Some(2), "the rollout goes on where it was");
+    assert_eq!(d.status.rollout_start_time, st.rollout_start_time);
+    assert_eq!(d.status.handled_operations.retry.as_deref(), Some("r1"), "and the request cannot fire later");
+    let mut failed = d.status.clone();
+    failed.phase = Some(Phase::RolledBack);
+    let later = step(&s, &failed, obs(true), at(now + 2));
+    assert_eq!(later.status.phase, Some(Phase::RolledBack), "r1 was handled while progressing");
 }
 
 #[test]
@@ -726,7 +738,7 @@ fn manual_approval_holds_until_promoted() {
 #[test]
 fn no_weight_moves_to_an_unready_candidate_and_the_deadline_fails_the_rollout() {
     let (mut s, st) = started();
-    s.workload.progress_deadline = "60s".into();
+    s.workload.progress_deadline = d("60s");
     let (st, now) = pass_stages(&s, st, 1, 0);
     let d = step(&s, &st, obs(false), at(now + 1));
     assert_eq!(traffic(&d).2, 0, "unready candidate gets no traffic");
@@ -864,7 +876,7 @@ fn requeue_wakes_for_the_next_analysis() {
 #[test]
 fn invalid_durations_change_nothing_and_say_why() {
     let (mut s, st) = started();
-    s.analysis.interval = "soon".into();
+    s.analysis.interval = d("0s");
     let d = step(&s, &st, obs(true), at(1));
     assert_eq!(d.status.reason.as_deref(), Some(reasons::INVALID_SPEC));
     assert_eq!(d.status.stage_index, st.stage_index);
@@ -940,4 +952,182 @@ fn a_rollout_starting_with_its_candidate_not_ready_moves_no_traffic() {
     let ready = decide(&s, &d.status, &obs(true), at(5));
     assert_eq!(traffic(&ready).2, 5);
     assert_eq!(ready.status.stage_start_time.unwrap().0, at(5), "the stage's clock starts with its traffic");
+}
+
+// ---------------------------------------------------------------------------------------------
+// holds: what keeps a rollout paused, typed
+
+/// Every way into and out of a hold, from a running rollout at stage 2.
+#[test]
+fn holds_are_typed_and_each_is_released_by_its_own_cause() {
+    struct Case {
+        name: &'static str,
+        hold: fn(&ModelRolloutSpec, ModelRolloutStatus, i64) -> (ModelRolloutSpec, ModelRolloutStatus),
+        want: Hold,
+        release: fn(&mut ModelRolloutSpec) -> Observations,
+        released_reason: &'static str,
+    }
+    let gap = || with_gate(healthy(), GATE_CAPTURE_RATE, Measurement::NoData, Measurement::NoData);
+    let cases = [
+        Case {
+            name: "spec.paused",
+            hold: |s, st, now| {
+                let mut p = s.clone();
+                p.paused = true;
+                let st = step(&p, &st, obs(true), at(now + 1)).status;
+                (p, st)
+            },
+            want: Hold::Spec,
+            release: |s| {
+                s.paused = false;
+                obs(true)
+            },
+            released_reason: reasons::RESUMED,
+        },
+        Case {
+            name: "inconclusive",
+            hold: |s, mut st, now| {
+                let gap = with_gate(healthy(), GATE_CAPTURE_RATE, Measurement::NoData, Measurement::NoData);
+                for i in 1..=3 {
+                    st = step(s, &st, analysed(gap.clone()), at(now + 5 * i)).status;
+                }
+                (s.clone(), st)
+            },
+            want: Hold::Inconclusive,
+            // Released by a passing analysis, which (past minDuration) also advances the stage.
+            release: |_| analysed(healthy()),
+            released_reason: reasons::STAGE_ADVANCED,
+        },
+        Case {
+            name: "manual approval",
+            hold: |s, st, now| {
+                let mut a = s.clone();
+                a.stages[2].manual_approval = true;
+                let st = step(&a, &st, analysed(healthy()), at(now + 10)).status;
+                (a, st)
+            },
+            want: Hold::Approval,
+            release: |s| {
+                s.operations.promote = Some(PromoteRequest { id: "go".into(), reason: None, full: false });
+                obs(true)
+            },
+            released_reason: reasons::MANUALLY_PROMOTED,
+        },
+    ];
+    let _ = gap;
+    for c in cases {
+        let (s, st) = started();
+        let (st, now) = pass_stages(&s, st, 2, 0);
+        let (mut held_spec, held) = (c.hold)(&s, st, now);
+        assert_eq!((held.phase, held.hold), (Some(Phase::Paused), Some(c.want)), "{}: held", c.name);
+        // A hold is not released by another cause: an unrelated promote-free, unpaused step.
+        let still = step(&held_spec, &held, obs(true), at(now + 100));
+        if c.want != Hold::Spec {
+            assert_eq!(still.status.hold, Some(c.want), "{}: nothing releases it but its cause", c.name);
+        }
+        let o = (c.release)(&mut held_spec);
+        let released = step(&held_spec, &still.status, o, at(now + 101)).status;
+        assert_ne!(released.phase, Some(Phase::Paused), "{}: released", c.name);
+        assert_eq!(released.hold, None, "{}: no hold outside Paused", c.name);
+        assert_eq!(released.reason.as_deref(), Some(c.released_reason), "{}", c.name);
+    }
+}
+
+#[test]
+fn the_hold_is_set_exactly_while_paused() {
+    let (mut s, st) = started();
+    s.paused = true;
+    let paused = step(&s, &st, obs(true), at(1)).status;
+    assert_eq!(paused.hold, Some(Hold::Spec));
+    // Aborted while paused: no hold is left on a rolled-back rollout.
+    let aborted = step(&with_abort(s, "a1"), &paused, obs(true), at(2)).status;
+    assert_eq!((aborted.phase, aborted.hold), (Some(Phase::RolledBack), None));
+}
+
+#[test]
+fn a_status_from_before_typed_holds_is_read_by_its_reason() {
+    let (s, st) = started();
+    let (mut st, now) = pass_stages(&s, st, 1, 0);
+    st.phase = Some(Phase::Paused);
+    st.reason = Some(reasons::AWAITING_APPROVAL.into());
+    st.hold = None;
+    let mut s = s;
+    s.stages[1].manual_approval = true;
+    let d = step(&s, &st, analysed(healthy()), at(now + 5)).status;
+    assert_eq!((d.phase, d.hold), (Some(Phase::Paused), Some(Hold::Approval)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// no gates: no evidence
+
+#[test]
+fn a_rollout_without_gates_never_promotes_on_time_alone() {
+    let (mut s, st) = started();
+    s.analysis.gates = Gates::default();
+    let mut st = st;
+    for i in 1..=10 {
+        st = step(&s, &st, analysed(vec![]), at(5 * i)).status;
+    }
+    assert_eq!(st.stage_index, Some(0), "minDuration passed long ago, but no gate ever passed");
+    assert_eq!((st.phase, st.hold), (Some(Phase::Paused), Some(Hold::Inconclusive)));
+    assert!(!st.promoting_without_gates);
+    assert_eq!(st.last_analysis.as_ref().map(|r| r.verdict), Some(Verdict::Inconclusive));
+}
+
+#[test]
+fn promote_without_gates_is_an_explicit_opt_out_shown_in_status() {
+    let (mut s, st) = started();
+    s.analysis.gates = Gates::default();
+    s.analysis.promote_without_gates = true;
+    let d = step(&s, &st, analysed(vec![]), at(10)).status;
+    assert!(d.promoting_without_gates, "status says so");
+    assert_eq!(d.stage_index, Some(1), "advances on minDuration alone");
+    assert!(d.message.as_deref().unwrap_or_default().contains("no gates"), "{:?}", d.message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// events and reasons that tell the story
+
+#[test]
+fn each_transition_is_an_event_of_its_own() {
+    let (s, st) = started();
+    let mut actions = Vec::new();
+    let mut st = st;
+    let mut now = 0;
+    while st.phase != Some(Phase::Promoted) {
+        now += 10;
+        let d = step(&s, &st, analysed(healthy()), at(now));
+        actions.extend(d.actions.iter().filter_map(|a| match a {
+            Action::Event { reason, action, message, .. } => Some((*reason, action.clone(), message.clone())),
+            _ => None,
+        }));
+        st = d.status;
+    }
+    let stage_events: Vec<_> = actions.iter().filter(|(r, ..)| *r == reasons::STAGE_ADVANCED).collect();
+    let keys: std::collections::BTreeSet<_> = stage_events.iter().map(|(r, a, _)| (*r, a.clone())).collect();
+    assert_eq!(keys.len(), stage_events.len(), "no two stage Events share reason and action: {stage_events:?}");
+    for stage in ["canary-5", "canary-25", "full"] {
+        assert!(
+            stage_events.iter().any(|(_, a, m)| a.contains(stage) && m.contains(&format!("stage {stage}"))),
+            "{stage}: {stage_events:?}"
+        );
+    }
+}
+
+#[test]
+fn a_promoted_rollout_says_promoted() {
+    let (s, st) = started();
+    let (st, _) = pass_stages(&s, st, 4, 0);
+    assert_eq!((st.phase, st.reason.as_deref()), (Some(Phase::Promoted), Some(reasons::PROMOTED)));
+}
+
+#[test]
+fn once_the_candidate_is_ready_status_stops_waiting_for_it() {
+    let first = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-100));
+    let s = spec("v2", SHA_V2);
+    let waiting = decide(&s, &first.status, &obs(false), t0()).status;
+    assert_eq!(waiting.reason.as_deref(), Some(reasons::WAITING_FOR_CANDIDATE));
+    let ready = decide(&s, &waiting, &obs(true), at(3)).status;
+    assert_eq!(ready.reason.as_deref(), Some(reasons::CANDIDATE_READY));
+    assert!(ready.message.as_deref().unwrap_or_default().contains("stage shadow"), "{:?}", ready.message);
 }

@@ -39,6 +39,7 @@ async fn a_model_rollout_that_does_not_deserialize_is_skipped_and_counted() {
         deployments: Vec::new(),
         applied_workloads: Default::default(),
         reapply_after: std::time::Duration::from_secs(300),
+        backoff: Default::default(),
     });
     let action = reconcile(Arc::new(guard), ctx).await.expect("skipped, not an error that retries");
     assert_eq!(action, kube::runtime::controller::Action::await_change());

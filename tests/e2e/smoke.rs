@@ -57,7 +57,7 @@ async fn every_example_is_accepted() {
     assert_eq!(list.items.len(), applied);
     // The apiserver filled in the schema defaults.
     let fraud = api.get("fraud").await.unwrap();
-    assert_eq!(fraud.spec.workload.progress_deadline, "10m");
+    assert_eq!(fraud.spec.workload.progress_deadline.as_str(), "10m");
     assert_eq!(fraud.spec.analysis.gates.error_rate.as_ref().unwrap().min_samples, 500);
     ns.delete().await;
 }

@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::api::{ModelRollout, Outcome, Phase, Verdict};
+use crate::api::{Hold, ModelRollout, Outcome, Phase, Verdict};
 
 /// ANSI styling, or none (not a terminal, or `NO_COLOR` set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,8 +169,24 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
         st.mirror_percent,
         spec.traffic_routing.kind().as_str()
     );
-    if spec.paused {
-        let _ = writeln!(out, "Paused:     spec.paused is true (`kubectl modelrollout resume` releases it)");
+    match st.hold {
+        Some(Hold::Spec) => {
+            let _ = writeln!(out, "Held:       by spec.paused (`kubectl modelrollout resume` releases it)");
+        }
+        Some(Hold::Approval) => {
+            let _ = writeln!(out, "Held:       for approval (`kubectl modelrollout promote` releases it)");
+        }
+        Some(Hold::Inconclusive) => {
+            let _ = writeln!(out, "Held:       by inconclusive analyses (a passing analysis releases it)");
+        }
+        None if spec.paused => {
+            let _ = writeln!(out, "Paused:     spec.paused is true (`kubectl modelrollout resume` releases it)");
+        }
+        None => {}
+    }
+    if st.promoting_without_gates {
+        let _ =
+            writeln!(out, "Gates:      none; stages advance on minDuration alone (analysis.promoteWithoutGates: true)");
     }
 
     // The stage timeline: done, current, pending; the stage it failed in when rolled back.
@@ -284,5 +300,5 @@ pub fn settled(mr: &ModelRollout) -> Option<Phase> {
 
 /// Parses `--timeout` values like `90s`, `10m`.
 pub fn parse_timeout(s: &str) -> Result<SignedDuration, String> {
-    crate::core::parse_duration("--timeout", s)
+    crate::api::Duration::parse(s).map(|d| crate::core::signed(&d)).map_err(|e| format!("--timeout: {e}"))
 }

@@ -1,0 +1,83 @@
+//! What a reconcile reads: the candidate's readiness (watch cache) and the gates (Prometheus).
+
+use super::*;
+use modelrollout_contract::launch::Role as SidecarRole;
+
+/// Whether a Deployment (from the watch cache: its changes trigger a reconcile, so the cache is as
+/// new as what the reconcile reacts to) has all its pods Ready.
+pub(super) fn deployment_ready(d: Option<&Deployment>) -> bool {
+    let Some(d) = d else { return false };
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(status) = &d.status else { return false };
+    let current = status.observed_generation >= d.metadata.generation;
+    want > 0 && current && status.ready_replicas.unwrap_or(0) >= want && status.updated_replicas.unwrap_or(0) >= want
+}
+
+fn selector(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole) -> Selector {
+    Selector {
+        namespace: mr.namespace().unwrap_or_default(),
+        rollout: mr.name_any(),
+        model: model.name.clone(),
+        version: model.version.clone(),
+        role: role.as_str().into(),
+    }
+}
+
+fn prometheus(ctx: &Context, mr: &ModelRollout) -> Option<prometheus_http_query::Client> {
+    let url = mr.spec.analysis.prometheus.address.clone().or_else(|| ctx.prometheus_url.clone())?;
+    prometheus_http_query::Client::from(ctx.http.clone(), &url).ok()
+}
+
+/// The role a candidate's pods serve in: `shadow` while it only receives mirrored traffic.
+pub(super) fn candidate_role(st: &ModelRolloutStatus) -> SidecarRole {
+    if st.mirror_percent > 0 && st.canary_weight == 0 { SidecarRole::Shadow } else { SidecarRole::Canary }
+}
+
+/// Reads what the core decides on: whether the candidate's pods are all Ready and, when an
+/// analysis is due, every gate for candidate and stable over the same window.
+pub(super) async fn observe(
+    mr: &ModelRollout,
+    ctx: &Context,
+    status: &ModelRolloutStatus,
+    analysis_slot: core::AnalysisSlot,
+    now: Timestamp,
+) -> Observations {
+    let ns = mr.namespace().unwrap_or_default();
+    let candidate_differs = status.stable.as_ref().is_some_and(|s| !s.same_build(&mr.spec.model));
+    let candidate_ready = candidate_differs
+        && deployment_ready(
+            ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &mr.spec.model.version)).as_deref(),
+        );
+    let mut analysis = None;
+    if candidate_ready && core::analysis_due(&mr.spec, status, analysis_slot, now) {
+        let stable = status.stable.clone().expect("a candidate implies a stable");
+        let defs = core::gate_defs(&mr.spec.analysis.gates);
+        let timings = core::Timings::of(&mr.spec).ok();
+        let window =
+            timings.as_ref().map_or(Duration::from_secs(60), |t| t.interval.unsigned_abs()).max(Duration::from_secs(5));
+        let timeout = timings.as_ref().map_or(Duration::from_secs(5), |t| t.query_timeout.unsigned_abs());
+        let role = candidate_role(status);
+        analysis = Some(match prometheus(ctx, mr) {
+            Some(prom) => {
+                gates::observe(
+                    &prom,
+                    &defs,
+                    &selector(mr, &mr.spec.model, role),
+                    &selector(mr, &stable, SidecarRole::Stable),
+                    window,
+                    timeout,
+                )
+                .await
+            }
+            None => defs
+                .iter()
+                .map(|d| core::GateObservation {
+                    gate: d.name.clone(),
+                    candidate: core::Measurement::QueryError("no Prometheus address (spec or --prometheus-url)".into()),
+                    stable: core::Measurement::NoData,
+                })
+                .collect(),
+        });
+    }
+    Observations { generation: mr.meta().generation, candidate_ready, analysis, analysis_slot }
+}
