@@ -5,13 +5,8 @@
 //! Ctrl-C or SIGTERM.
 
 use modelrollout_e2e::harness::Harness;
-use modelrollout_e2e::root;
+use modelrollout_e2e::{model_sha as sha, root};
 use serde_json::{Value, json};
-
-fn sha(file: &str) -> String {
-    let sums = std::fs::read_to_string(root().join("models/SHA256SUMS")).expect("models/SHA256SUMS");
-    sums.lines().find(|l| l.ends_with(&format!("  {file}"))).expect("model listed")[..64].to_string()
-}
 
 fn manifest(which: &str) -> Value {
     let (version, file) = match which {

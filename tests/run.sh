@@ -46,6 +46,20 @@ phase "the sidecar built with --features cuda: CUDA asked for, no CUDA provider 
 # The GPU side of this (a real H100, and a GPU the process cannot see) is benches/gpu.sh.
 cargo test --locked -p inference-sidecar --features cuda --test process -- --include-ignored cuda_requested
 
+phase "cluster.sh up ends on SIGTERM, its processes gone"
+UP_LOG=$(mktemp)
+bash tests/cluster/cluster.sh up >"$UP_LOG" 2>&1 &
+UP=$!
+for _ in $(seq 300); do grep -q "control plane ready" "$UP_LOG" && break; kill -0 "$UP" || break; sleep 0.5; done
+grep -q "control plane ready" "$UP_LOG" || { cat "$UP_LOG"; echo "cluster.sh up did not come up" >&2; exit 1; }
+UP_DIR=$(sed -n 's/.*source \(.*\)\/env.*/\1/p' "$UP_LOG" | head -1)
+kill -TERM "$UP"
+for _ in $(seq 60); do kill -0 "$UP" 2>/dev/null || break; sleep 0.5; done
+if kill -0 "$UP" 2>/dev/null; then cat "$UP_LOG"; echo "cluster.sh up still running 30 s after SIGTERM" >&2; exit 1; fi
+[[ -z $UP_DIR || ! -d $UP_DIR ]] || { echo "cluster.sh left $UP_DIR behind" >&2; exit 1; }
+echo "cluster.sh up exited on SIGTERM and removed its directory"
+rm -f "$UP_LOG"
+
 phase "end-to-end tests on the local control plane"
 bash tests/cluster/cluster.sh run -- cargo test --locked -p modelrollout-e2e -- --include-ignored --test-threads 4
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use modelrollout_process::{LogFormat, init_logging, shutdown_signal};
+
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -68,17 +70,6 @@ pub struct Args {
 
 fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
     crate::api::Duration::parse(value).map(|d| d.get()).map_err(|e| format!("--reapply-after: {e}"))
-}
-
-fn init_logging(format: &str) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty()) // an empty RUST_LOG (a blank env entry) would mean errors only
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| "info,kube=warn".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ =
-        if format == "json" { b.json().flatten_event(true).with_current_span(true).try_init() } else { b.try_init() };
 }
 
 /// A client whose requests in flight at once are capped (`None`: uncapped); beyond the cap they
@@ -184,18 +175,10 @@ async fn run_controller(
     futures::future::join_all(runs).await;
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-}
-
 /// The program; returns the exit code.
 pub async fn run(args: Args) -> i32 {
-    init_logging(&args.log_format);
+    let format = if args.log_format == "json" { LogFormat::Json } else { LogFormat::Text };
+    init_logging(format, "info,kube=warn");
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The lease is renewed on a client of its own: never queued behind a burst of reconciles.
     let clients = config(&args).await.and_then(|config| {

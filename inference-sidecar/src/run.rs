@@ -16,19 +16,7 @@ use crate::metrics::{DeviceLabel, FeatureLabel, Metrics};
 use crate::model::{self, Engine};
 use crate::server::{AppState, app};
 use crate::validate::{InputKind, Rows, Validator};
-
-pub fn init_logging(format: LogFormat) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty()) // an empty RUST_LOG (a blank env entry) would mean errors only
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
+use modelrollout_process::{init_logging, shutdown_signal};
 
 /// Builds the shared state for a resolved configuration (no model loaded yet).
 pub fn state(cfg: &Config) -> Result<Arc<AppState>, StartError> {
@@ -125,18 +113,15 @@ async fn publish_drift(state: Arc<AppState>) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-}
-
 /// The whole program; returns the exit code.
 pub async fn run(args: Args) -> i32 {
-    init_logging(args.log_format);
+    init_logging(
+        match args.log_format {
+            LogFormat::Json => modelrollout_process::LogFormat::Json,
+            LogFormat::Text => modelrollout_process::LogFormat::Text,
+        },
+        "info",
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = match Config::resolve(args) {
         Ok(c) => c,

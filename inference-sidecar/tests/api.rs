@@ -491,9 +491,24 @@ async fn feedback_joins_labels_into_confusion_counts() {
         ),
         1.0
     );
-    // Drift gauges appear once requests flowed (published every 2 s).
-    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
-    assert!(state.metrics.encode().contains("modelrollout_sidecar_feature_drift_psi"));
+    // Drift gauges appear once requests flowed (published every 2 s): a series per contract
+    // feature, not just the family's HELP line.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = state.metrics.encode();
+        let series: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("modelrollout_sidecar_feature_drift_psi{")).collect();
+        if series.len() == 6 {
+            for feature in ["amount", "hour", "merchant_risk", "distance_km", "card_age_days", "foreign"] {
+                let line = series.iter().find(|l| l.contains(&format!("feature=\"{feature}\""))).expect(feature);
+                let psi: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+                assert!(psi.is_finite() && psi >= 0.0, "{line}");
+            }
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no drift series per feature after 10 s:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// A body over `--max-payload-bytes` gets its 413 every time, read by a client that sends its

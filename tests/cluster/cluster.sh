@@ -69,8 +69,10 @@ teardown() {
       sleep 0.2
     done
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    wait "${PIDS[@]}" 2>/dev/null || true
   fi
+  # `up` waits on a sleep of its own: end it, or teardown's exit waits for it.
+  [[ -n ${SLEEPER:-} ]] && kill "$SLEEPER" 2>/dev/null
   # A kept dir loses its owner.pid, so the next start's clean-up of dead runs leaves it alone.
   if [[ -n ${KEEP_CLUSTER_DIR:-} ]]; then rm -f "$DIR/owner.pid"; log "kept $DIR"; else rm -rf "$DIR"; fi
   exit "$code"
@@ -257,7 +259,7 @@ if [[ $MODE == up ]]; then
 
   Press Ctrl-C to tear everything down.
 MSG
-  while true; do sleep 3600 & wait $!; done
+  while true; do sleep 3600 & SLEEPER=$!; wait "$SLEEPER"; done
 fi
 
 set +e

@@ -1,20 +1,18 @@
 //! The operator's tools end to end: `kubectl modelrollout` (found by kubectl as a plugin on PATH)
 //! driving real rollouts, and the Helm chart installed into the test apiserver.
 
-#[path = "scenario/mod.rs"]
-mod scenario;
-
 use std::process::{Output, Stdio};
 
 use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use modelrollout::api::{Outcome, Phase};
 use modelrollout_e2e::harness::{ControllerProc, Harness, bin, chart_release, free_port, token_kubeconfig};
+use modelrollout_e2e::scenario::*;
 use modelrollout_e2e::*;
-use scenario::*;
 use serde_json::{Value, json};
 
 /// `kubectl modelrollout ARGS`: kubectl finds the plugin on PATH, as on a user's machine.
@@ -87,8 +85,7 @@ async fn k_kubectl_plugin_watches_pauses_resumes_aborts_retries_and_promotes() {
     assert!(managers.contains(&"kubectl-modelrollout".to_string()), "{managers:?}");
     let (_, out, _) = plugin(&["status", "fraud", "-n", &ns]).await;
     assert!(out.contains("spec.paused is true"), "{out}");
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(get(&env).await.status.unwrap().phase, Some(Phase::Paused), "held while paused");
+    assert_eq!(reconciled(&env).await.status.unwrap().phase, Some(Phase::Paused), "held after a reconcile");
     let (code, out, _) = plugin(&["resume", "fraud", "-n", &ns]).await;
     assert_eq!(code, 0);
     assert!(out.contains("resumed"), "{out}");
@@ -106,12 +103,16 @@ async fn k_kubectl_plugin_watches_pauses_resumes_aborts_retries_and_promotes() {
     let v3 = manifest("v3", "fraud-v2-bad-fpr.onnx", four_stages(60), default_gates());
     gitops_apply(&ns, &v3);
     wait_phase(&env, Duration::from_secs(60), |s| s.candidate_version.as_deref() == Some("v3")).await;
-    let watcher = plugin_command(&["status", "fraud", "-n", &ns, "-w", "--timeout", "2m"], None)
+    let mut watcher = plugin_command(&["status", "fraud", "-n", &ns, "-w", "--timeout", "2m"], None)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The watcher is watching once it has printed the rollout.
+    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap();
+    assert!(first.is_some_and(|l| l.contains("fraud")), "the watcher printed the rollout");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let (code, out, err) = plugin(&["abort", "fraud", "-n", &ns, "--reason", "on-call: FPR complaints"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("controller acted: phase RolledBack"), "{out}");

@@ -2,15 +2,12 @@
 //! (query errors), then the configured pause; with Prometheus back the rollout goes on.
 //! Its own test binary: it stops the Prometheus every other test uses.
 
-#[path = "scenario/mod.rs"]
-mod scenario;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use modelrollout::api::{Phase, Verdict};
+use modelrollout_e2e::scenario::*;
 use modelrollout_e2e::*;
-use scenario::*;
 use serde_json::json;
 
 fn cluster_dir() -> std::path::PathBuf {
@@ -57,9 +54,17 @@ async fn d_prometheus_down_mid_stage_pauses_and_the_rollout_goes_on_when_it_is_b
     let run = paused.last_analysis.unwrap();
     assert!(run.gates.iter().all(|g| g.verdict == Verdict::Error), "{:?}", run.gates);
     assert_eq!(paused.canary_weight, 5, "the pause holds the weights");
-    // Still no promotion a while later.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(get(&env).await.status.unwrap().stage_index, Some(1));
+    // Still no promotion after more analyses on no data.
+    let first = run.time.0;
+    let later = wait_phase(&env, Duration::from_secs(60), |s| {
+        s.last_analysis
+            .as_ref()
+            .is_some_and(|r| r.time.0 > first.checked_add(jiff::SignedDuration::from_secs(5)).unwrap())
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!((later.stage_index, later.phase), (Some(1), Some(Phase::Paused)));
     start_prometheus();
     let done = wait_phase(&env, Duration::from_secs(150), |s| s.phase == Some(Phase::Promoted)).await;
     assert_eq!(done.status.unwrap().stable_version.as_deref(), Some("v2"));

@@ -1,15 +1,12 @@
 //! Rollouts end to end: the controller binary (as the chart's service account), real sidecars
 //! serving the committed ONNX models, real Prometheus, traffic from the harness.
 
-#[path = "scenario/mod.rs"]
-mod scenario;
-
 use std::time::Duration;
 
 use modelrollout::api::{Outcome, Phase};
 use modelrollout_e2e::harness::{ControllerProc, chart_release, service_account_kubeconfig};
+use modelrollout_e2e::scenario::*;
 use modelrollout_e2e::*;
-use scenario::*;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -218,7 +215,9 @@ async fn g_a_candidate_needing_an_input_stable_lacks_is_refused_before_traffic_m
     let st = mr.status.unwrap();
     assert_eq!(st.reason.as_deref(), Some("ContractMismatch"));
     assert!(st.message.unwrap().contains("device_fingerprint"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A reconcile after the refusal: it still creates nothing.
+    let again = reconciled(&env).await.status.unwrap();
+    assert_eq!(again.phase, Some(Phase::Failed));
     assert_eq!(replicas(&env, "fraud-v3").await, None, "no candidate Deployment was created");
     let rule = route_rule(&env).await;
     assert_eq!(rule["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
@@ -232,13 +231,17 @@ async fn e_a_controller_killed_mid_stage_resumes_the_same_stage() {
     gitops_apply(&env.ns.name, &manifest("v2", "fraud-v2.onnx", four_stages(12), default_gates()));
     let before = wait_phase(&env, Duration::from_secs(90), |s| s.stage_index == Some(1)).await.status.unwrap();
     env.controller.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted = jiff::Timestamp::now();
     env.controller = ControllerProc::start(&env.ns.name, &env.kubeconfig, &["--leader-election=false"]);
-    // Right after the restart: the same stage, the same stage clock.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = get(&env).await.status.unwrap();
-    assert_eq!(after.stage_index, Some(1), "neither skipped nor repeated: {:?}", after.message);
-    assert_eq!(after.stage_start_time, before.stage_start_time, "the stage did not restart");
+    // The restarted controller's first analysis: taken in the same stage, on the same stage clock.
+    let after = wait_phase(&env, Duration::from_secs(30), |s| {
+        s.last_analysis.as_ref().is_some_and(|run| run.time.0 > restarted)
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(after.last_analysis.as_ref().map(|r| r.stage_index), Some(1), "neither skipped nor repeated");
+    assert_eq!(after.stage_start_time, before.stage_start_time, "the stage did not restart: {:?}", after.message);
     let mut seen = vec!["canary-5".to_string()];
     wait_phase(&env, Duration::from_secs(120), |s| {
         if let Some(name) = &s.stage_name
@@ -271,9 +274,8 @@ async fn f_pause_abort_retry_and_promote_through_the_spec_survive_gitops_reapply
     patch(json!({"spec": {"paused": true}}));
     wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::Paused)).await;
     gitops_apply(&env.ns.name, &m2);
-    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(get(&env).await.spec.paused, "GitOps did not undo the pause");
-    assert_eq!(get(&env).await.status.unwrap().phase, Some(Phase::Paused));
+    assert_eq!(reconciled(&env).await.status.unwrap().phase, Some(Phase::Paused), "held after a reconcile");
     // Resume, then promote one stage.
     patch(json!({"spec": {"paused": false}}));
     patch(json!({"spec": {"operations": {"promote": {"id": "p1", "reason": "looks fine"}}}}));
@@ -283,10 +285,9 @@ async fn f_pause_abort_retry_and_promote_through_the_spec_survive_gitops_reapply
     let mr = wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::RolledBack)).await;
     assert!(mr.status.unwrap().message.unwrap().contains("pager"));
     gitops_apply(&env.ns.name, &m2);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mr = get(&env).await;
+    let mr = reconciled(&env).await;
     assert_eq!(mr.spec.operations.abort.as_ref().map(|a| a.id.as_str()), Some("a1"));
-    assert_eq!(mr.status.unwrap().phase, Some(Phase::RolledBack));
+    assert_eq!(mr.status.unwrap().phase, Some(Phase::RolledBack), "the abort did not run again");
     // Retry starts again from the first stage; promote --full finishes it.
     patch(json!({"spec": {"operations": {"retry": {"id": "r1"}}}}));
     wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::Progressing) && s.stage_index == Some(0))

@@ -6,8 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, ResourceExt};
 use modelrollout::api::{ModelRollout, ModelRolloutStatus, Phase};
 use modelrollout_e2e::*;
@@ -213,15 +212,16 @@ async fn kube_rs_reads_watches_and_patches_status_without_bumping_generation() {
     let ns = TestNamespace::new("kubers").await;
     let api: Api<ModelRollout> = Api::namespaced(client().await, &ns.name);
     let mr: ModelRollout = serde_json::from_value(valid()).unwrap();
-    // Watch first, so the creation must arrive through the watch.
-    let watch_api = api.clone();
+    // A watch from the namespace's current resourceVersion, opened before the create: the creation
+    // and the status change must arrive through it (no sleep stands in for "the watch is open").
+    let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut events = api.watch(&WatchParams::default().timeout(30), &rv).await.unwrap().boxed();
     let seen = tokio::spawn(async move {
-        let stream = watcher(watch_api, watcher::Config::default()).applied_objects();
-        let mut stream = std::pin::pin!(stream);
         tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(obj) = stream.next().await {
-                let obj: ModelRollout = obj.expect("watch event deserializes");
-                if obj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Progressing) {
+            while let Some(event) = events.next().await {
+                if let WatchEvent::Added(obj) | WatchEvent::Modified(obj) = event.expect("watch event deserializes")
+                    && obj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Progressing)
+                {
                     return obj;
                 }
             }
@@ -230,7 +230,6 @@ async fn kube_rs_reads_watches_and_patches_status_without_bumping_generation() {
         .await
         .expect("watch saw the status change")
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let created = api.create(&PostParams::default(), &mr).await.unwrap();
     let generation = created.metadata.generation;
     assert_eq!(generation, Some(1));

@@ -159,43 +159,63 @@ pub const ON_GPU_GATE_QUERY: &str = concat!(
 /// its target file goes, and its server stops, when dropped.
 pub struct FakeTarget {
     file: PathBuf,
-    server: tokio::task::JoinHandle<()>,
+    _server: TestServer,
 }
 
 impl FakeTarget {
     /// Serves `body` on 127.0.0.1 and lists it as target `name` with `labels`.
     pub async fn start(name: &str, labels: serde_json::Value, body: String) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let body = std::sync::Arc::new(body);
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else { return };
-                let body = body.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = sock.read(&mut buf).await;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
+        let server = TestServer::start(move |_| (200, body.clone())).await;
         let file = prometheus_targets_dir().join(format!("{name}.json"));
-        let targets = serde_json::json!([{"targets": [addr.to_string()], "labels": labels}]);
+        let targets = serde_json::json!([{"targets": [server.addr.to_string()], "labels": labels}]);
         std::fs::write(&file, targets.to_string()).unwrap();
-        Self { file, server }
+        Self { file, _server: server }
     }
 }
 
 impl Drop for FakeTarget {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.file);
-        self.server.abort();
     }
 }
 
+/// An HTTP server on 127.0.0.1 for the tests' own peers (scrape targets, webhook receivers): each
+/// request's body goes to `answer`, which gives the status and a text body. Stops when dropped.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start(answer: impl Fn(Vec<u8>) -> (u16, String) + Send + Sync + 'static) -> Self {
+        let answer = std::sync::Arc::new(answer);
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let answer = answer.clone();
+            async move {
+                let (status, text) = answer(body.to_vec());
+                (axum::http::StatusCode::from_u16(status).unwrap(), text)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The sha256 of a committed model, from `models/SHA256SUMS`.
+pub fn model_sha(file: &str) -> String {
+    let sums = std::fs::read_to_string(root().join("models/SHA256SUMS")).expect("models/SHA256SUMS");
+    sums.lines().find(|l| l.ends_with(&format!("  {file}"))).expect("the model is listed")[..64].to_string()
+}
+
 pub mod harness;
+pub mod scenario;

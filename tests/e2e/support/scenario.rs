@@ -1,20 +1,16 @@
 //! Shared scenario helpers for the rollout end-to-end tests.
-#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
+use crate::harness::{ControllerProc, Harness, service_account_kubeconfig};
+use crate::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::DynamicObject;
 use kube::{Api, Client};
 use modelrollout::api::{ModelRollout, Phase};
-use modelrollout_e2e::harness::{ControllerProc, Harness, service_account_kubeconfig};
-use modelrollout_e2e::*;
 use serde_json::{Value, json};
 
-pub fn sha(file: &str) -> String {
-    let sums = std::fs::read_to_string(root().join("models/SHA256SUMS")).unwrap();
-    sums.lines().find(|l| l.ends_with(&format!("  {file}"))).unwrap()[..64].to_string()
-}
+pub use crate::model_sha as sha;
 
 /// The fraud models' data contract (models/fraud.contract.yaml), optionally needing one more input.
 pub fn contract(extra: Option<&str>) -> Value {
@@ -125,6 +121,21 @@ pub async fn get(env: &Env) -> ModelRollout {
     Api::<ModelRollout>::namespaced(env.client.clone(), &env.ns.name).get("fraud").await.unwrap()
 }
 
+/// Changes the spec in a way that does not change the decision (the rollout's `failureLimit`,
+/// from 2 to 3 and back), then waits until the controller has reconciled that generation:
+/// whatever the status says afterwards, the controller decided it with the spec as it stands.
+pub async fn reconciled(env: &Env) -> ModelRollout {
+    let now = get(env).await;
+    let limit = if now.spec.analysis.failure_limit == 3 { 2 } else { 3 };
+    let patch = json!({"spec": {"analysis": {"failureLimit": limit}}});
+    let patched = Api::<ModelRollout>::namespaced(env.client.clone(), &env.ns.name)
+        .patch("fraud", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let generation = patched.metadata.generation;
+    wait_phase(env, Duration::from_secs(30), |s| s.observed_generation >= generation).await
+}
+
 pub async fn wait_phase(
     env: &Env,
     timeout: Duration,
@@ -182,73 +193,29 @@ pub async fn replicas(env: &Env, name: &str) -> Option<i32> {
 pub struct Webhook {
     pub url: String,
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: TestServer,
 }
 
 impl Webhook {
     pub async fn start(fail_first: usize) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::atomic::AtomicUsize::new(0);
         let store = received.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else { return };
-                let (store, seen) = (store.clone(), seen.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    // Read headers and the body announced by Content-Length.
-                    loop {
-                        let Ok(n) = sock.read(&mut chunk).await else { return };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        let text = String::from_utf8_lossy(&buf);
-                        if let Some(end) = text.find("\r\n\r\n") {
-                            let len = text[..end]
-                                .lines()
-                                .find_map(|l| {
-                                    l.to_ascii_lowercase()
-                                        .strip_prefix("content-length:")
-                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                                })
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
-                                let body = &buf[end + 4..end + 4 + len];
-                                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                let status = if n < fail_first { "500 Internal Server Error" } else { "200 OK" };
-                                if n >= fail_first
-                                    && let Ok(v) = serde_json::from_slice::<Value>(body)
-                                {
-                                    store.lock().unwrap().push(v);
-                                }
-                                let _ = sock
-                                    .write_all(
-                                        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                                            .as_bytes(),
-                                    )
-                                    .await;
-                                return;
-                            }
-                        }
-                    }
-                });
+        let server = TestServer::start(move |body| {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < fail_first {
+                return (500, String::new());
             }
-        });
-        Self { url, received, task }
+            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                store.lock().unwrap().push(v);
+            }
+            (200, String::new())
+        })
+        .await;
+        Self { url: format!("http://{}/hook", server.addr), received, _server: server }
     }
 
     pub fn events(&self) -> Vec<String> {
         self.received.lock().unwrap().iter().filter_map(|v| v["event"].as_str().map(str::to_string)).collect()
-    }
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

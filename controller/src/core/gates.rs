@@ -1,0 +1,213 @@
+//! Gates: which queries a spec asks for, and the verdict on one measurement.
+
+use super::*;
+
+/// Which built-in query a gate runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GateKind {
+    ErrorRate,
+    LatencyP95,
+    FalsePositiveRate,
+    CaptureRate,
+    Custom { query: String, samples_query: Option<String> },
+}
+
+/// The limits of a gate, normalised.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateDef {
+    pub name: String,
+    pub kind: GateKind,
+    pub min_samples: u64,
+    /// value <= max
+    pub max: Option<f64>,
+    /// value >= min
+    pub min: Option<f64>,
+    /// value <= stable + above
+    pub max_above_stable: Option<f64>,
+    /// value >= stable - below
+    pub max_below_stable: Option<f64>,
+}
+
+pub const GATE_ERROR_RATE: &str = "errorRate";
+pub const GATE_LATENCY_P95: &str = "latencyP95";
+pub const GATE_FALSE_POSITIVE_RATE: &str = "falsePositiveRate";
+pub const GATE_CAPTURE_RATE: &str = "captureRate";
+
+/// The gates a spec asks for, built-ins first, in a stable order.
+pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
+    let upper = |name: &str, kind, g: &UpperGate| GateDef {
+        name: name.into(),
+        kind,
+        min_samples: g.min_samples,
+        max: g.max,
+        min: None,
+        max_above_stable: g.max_above_stable,
+        max_below_stable: None,
+    };
+    let mut defs = Vec::new();
+    if let Some(g) = &gates.error_rate {
+        defs.push(upper(GATE_ERROR_RATE, GateKind::ErrorRate, g));
+    }
+    if let Some(g) = &gates.latency_p95 {
+        defs.push(upper(GATE_LATENCY_P95, GateKind::LatencyP95, g));
+    }
+    if let Some(g) = &gates.false_positive_rate {
+        defs.push(upper(GATE_FALSE_POSITIVE_RATE, GateKind::FalsePositiveRate, g));
+    }
+    if let Some(g) = &gates.capture_rate {
+        defs.push(GateDef {
+            name: GATE_CAPTURE_RATE.into(),
+            kind: GateKind::CaptureRate,
+            min_samples: g.min_samples,
+            max: None,
+            min: g.min,
+            max_above_stable: None,
+            max_below_stable: g.max_below_stable,
+        });
+    }
+    for c in &gates.custom {
+        defs.push(GateDef {
+            name: c.name.clone(),
+            kind: GateKind::Custom { query: c.query.clone(), samples_query: c.samples_query.clone() },
+            min_samples: c.min_samples,
+            max: c.max,
+            min: c.min,
+            max_above_stable: None,
+            max_below_stable: None,
+        });
+    }
+    defs
+}
+
+impl GateDef {
+    /// Whether judging this gate needs the stable baseline.
+    pub fn is_relative(&self) -> bool {
+        self.max_above_stable.is_some() || self.max_below_stable.is_some()
+    }
+}
+
+/// Judges one gate. A definite failure of an absolute limit fails even without a baseline; anything
+/// short of enough finite data is inconclusive (or error, for a failed query), never a pass.
+/// A measured value for people: six significant digits, no float noise (`0.193898`, not
+/// `0.19389799635701277`). Verdicts are computed on the exact values.
+pub fn num(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    let decimals = (5 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
+    let mut result = GateResult {
+        name: def.name.clone(),
+        verdict: Verdict::Inconclusive,
+        value: None,
+        stable_value: None,
+        limit: None,
+        samples: None,
+        bound: None,
+        message: String::new(),
+    };
+    let Some(obs) = obs else {
+        result.message = "not measured".into();
+        return result;
+    };
+    let (value, samples) = match &obs.candidate {
+        Measurement::Value { value, samples } => (*value, *samples),
+        Measurement::QueryError(e) => {
+            result.verdict = Verdict::Error;
+            result.message = format!("candidate query failed: {e}");
+            return result;
+        }
+        other => {
+            result.message = format!("candidate: {}", other.describe());
+            return result;
+        }
+    };
+    result.value = Some(value);
+    result.samples = Some(samples);
+    if samples < def.min_samples {
+        result.message = format!("too few samples: {samples} < {}", def.min_samples);
+        return result;
+    }
+
+    let mut limits = Vec::new();
+    let mut failures = Vec::new();
+    let (mut upper, mut lower) = (None::<f64>, None::<f64>);
+    if let Some(max) = def.max {
+        upper = Some(max);
+        limits.push(format!("<= {}", num(max)));
+        if value > max + EPSILON {
+            failures.push(format!("{} > max {}", num(value), num(max)));
+        }
+    }
+    if let Some(min) = def.min {
+        lower = Some(min);
+        limits.push(format!(">= {}", num(min)));
+        if value < min - EPSILON {
+            failures.push(format!("{} < min {}", num(value), num(min)));
+        }
+    }
+    let mut baseline_problem = None;
+    if def.is_relative() {
+        match &obs.stable {
+            Measurement::Value { value: stable, samples: stable_samples } if *stable_samples >= def.min_samples => {
+                result.stable_value = Some(*stable);
+                if let Some(above) = def.max_above_stable {
+                    let bound = stable + above;
+                    upper = Some(upper.map_or(bound, |u| u.min(bound)));
+                    limits.push(format!("<= {} (stable {} + {})", num(bound), num(*stable), num(above)));
+                    if value > bound + EPSILON {
+                        failures.push(format!("{} > stable {} + {}", num(value), num(*stable), num(above)));
+                    }
+                }
+                if let Some(below) = def.max_below_stable {
+                    let bound = stable - below;
+                    lower = Some(lower.map_or(bound, |l| l.max(bound)));
+                    limits.push(format!(">= {} (stable {} - {})", num(bound), num(*stable), num(below)));
+                    if value < bound - EPSILON {
+                        failures.push(format!("{} < stable {} - {}", num(value), num(*stable), num(below)));
+                    }
+                }
+            }
+            Measurement::Value { value: stable, samples: stable_samples } => {
+                result.stable_value = Some(*stable);
+                baseline_problem =
+                    Some(format!("stable baseline has too few samples: {stable_samples} < {}", def.min_samples));
+            }
+            other => baseline_problem = Some(format!("stable baseline: {}", other.describe())),
+        }
+    }
+    result.limit = (!limits.is_empty()).then(|| limits.join(" and "));
+    result.bound = upper.or(lower);
+    if !failures.is_empty() {
+        result.verdict = Verdict::Fail;
+        result.message = failures.join("; ");
+    } else if let Some(problem) = baseline_problem {
+        result.verdict =
+            if matches!(obs.stable, Measurement::QueryError(_)) { Verdict::Error } else { Verdict::Inconclusive };
+        result.message = problem;
+    } else {
+        result.verdict = Verdict::Pass;
+        result.message = format!("{} within limits ({samples} samples)", num(value));
+    }
+    result
+}
+
+/// Combines gate verdicts: any fail fails; otherwise any inconclusive/error is inconclusive. No
+/// gates is no evidence: inconclusive (a spec opts out with `analysis.promoteWithoutGates`).
+pub fn overall_verdict(gates: &[GateResult]) -> Verdict {
+    if gates.is_empty() {
+        Verdict::Inconclusive
+    } else if gates.iter().any(|g| g.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if gates.iter().any(|g| g.verdict == Verdict::Error) {
+        Verdict::Error
+    } else if gates.iter().any(|g| g.verdict == Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
+    }
+}
