@@ -223,3 +223,185 @@ pub(super) async fn announce(mr: &ModelRollout, ctx: &Context, action: &Action) 
         _ => {}
     }
 }
+
+/// The path from the core's actions to API requests, without a cluster: the client talks to a
+/// mock service (tower-test, as kube-rs's controller-rs does) that answers like the apiserver and
+/// records each request's method, path and body for the test to check.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Observations, decide};
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::Value;
+
+    /// One request as the apiserver saw it.
+    #[derive(Debug)]
+    struct Seen {
+        method: String,
+        path: String,
+        body: Value,
+    }
+
+    /// A user-owned HTTPRoute: a rule to the stable Service (`ours`, with the weights and filters
+    /// a stage left there) and one rule of the user's own.
+    fn user_route(ours: Value) -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "fraud", "namespace": "team-a", "resourceVersion": "41"},
+            "spec": {"rules": [
+                ours,
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/legacy"}}],
+                 "backendRefs": [{"name": "legacy", "port": 80}]}
+            ]}
+        })
+    }
+
+    fn stable_only() -> Value {
+        json!({"backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]})
+    }
+
+    /// Answers every request as the apiserver would for these kinds (the applied object back, the
+    /// route for a GET) and records it, until the client is dropped.
+    fn apiserver(route: Value) -> (Client, tokio::task::JoinHandle<Vec<Seen>>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let path = parts.uri.path().to_string();
+                let answer = if path.contains("/httproutes/") {
+                    route.clone() // a JSON patch is answered with the object too; its content is not read
+                } else {
+                    let mut object = body.clone();
+                    object["metadata"]["resourceVersion"] = json!("1");
+                    object["metadata"]["generation"] = json!(1);
+                    object
+                };
+                seen.push(Seen { method: parts.method.to_string(), path: parts.uri.to_string(), body });
+                send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
+            }
+            seen
+        });
+        (Client::new(service, "team-a"), task)
+    }
+
+    fn context(client: Client) -> Context {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Context {
+            recorder: Recorder::new(
+                client.clone(),
+                kube::runtime::events::Reporter { controller: "test".into(), instance: None },
+            ),
+            client,
+            metrics: Default::default(),
+            http: reqwest::Client::new(),
+            prometheus_url: None,
+            last_writes: Default::default(),
+            applied_traffic: Default::default(),
+            deployments: Vec::new(),
+            applied_workloads: Default::default(),
+            reapply_after: Duration::from_secs(300),
+            backoff: Default::default(),
+        }
+    }
+
+    fn rollout(version: &str, status: ModelRolloutStatus) -> ModelRollout {
+        let mut mr: ModelRollout = serde_json::from_value(json!({
+            "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
+            "metadata": {"name": "fraud", "namespace": "team-a", "uid": "u-1", "generation": 1},
+            "spec": {
+                "model": {"name": "fraud", "version": version,
+                          "artifact": {"uri": "http://models/fraud.onnx", "sha256": "0".repeat(64)},
+                          "contract": {"inputs": [{"name": "amount", "type": "float"}]}},
+                "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}},
+                "analysis": {"gates": {"errorRate": {"max": 0.01}}}
+            }
+        }))
+        .unwrap();
+        mr.status = Some(status);
+        mr
+    }
+
+    fn obs(ready: bool) -> Observations {
+        Observations { generation: Some(1), candidate_ready: ready, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn a_shadow_stage_applies_both_deployments_the_services_and_the_route_rule_it_owns() {
+        let now = jiff::Timestamp::now();
+        let first = decide(&rollout("v1", Default::default()).spec, &Default::default(), &obs(false), now).status;
+        let mr = rollout("v2", first.clone());
+        let decision = decide(&mr.spec, &first, &obs(true), now);
+        assert_eq!((decision.status.canary_weight, decision.status.mirror_percent), (0, 100));
+        let (client, server) = apiserver(user_route(stable_only()));
+        let ctx = context(client);
+        execute(&mr, &ctx, &decision.status, &decision.actions).await.unwrap();
+        drop(ctx);
+        let seen = server.await.unwrap();
+        let find = |method: &str, path: &str| {
+            seen.iter()
+                .find(|s| s.method == method && s.path.starts_with(path))
+                .unwrap_or_else(|| panic!("no {method} {path} in {seen:#?}"))
+        };
+        for name in ["fraud-v1", "fraud-v2"] {
+            let d = find("PATCH", &format!("/apis/apps/v1/namespaces/team-a/deployments/{name}"));
+            assert!(d.path.contains("fieldManager=modelrollout") && d.path.contains("force=true"), "{}", d.path);
+            let env = &d.body["spec"]["template"]["spec"]["containers"][0]["env"];
+            let role = env.as_array().unwrap().iter().find(|e| e["name"] == "SIDECAR_ROLE").unwrap();
+            assert_eq!(role["value"], if name == "fraud-v1" { "stable" } else { "shadow" }, "{name}");
+        }
+        for svc in ["fraud-stable", "fraud-canary", "fraud"] {
+            find("PATCH", &format!("/api/v1/namespaces/team-a/services/{svc}?"));
+        }
+        find("GET", "/apis/gateway.networking.k8s.io/v1/namespaces/team-a/httproutes/fraud");
+        let route = find("PATCH", "/apis/gateway.networking.k8s.io/v1/namespaces/team-a/httproutes/fraud");
+        // A JSON patch guarded by the resourceVersion read, replacing only the rule we own.
+        assert_eq!(route.body[0], json!({"op": "test", "path": "/metadata/resourceVersion", "value": "41"}));
+        assert_eq!(route.body[1]["op"], "replace");
+        assert_eq!(route.body[1]["path"], "/spec/rules/0");
+        let rule = &route.body[1]["value"];
+        assert_eq!(rule["backendRefs"][0], json!({"name": "fraud-stable", "port": 8080, "weight": 100}));
+        assert_eq!(rule["filters"][0]["requestMirror"]["backendRef"]["name"], "fraud-canary");
+        assert_eq!(rule["filters"][0]["requestMirror"]["percent"], 100);
+        assert_eq!(seen.len(), 2 + 3 + 2, "nothing else: {seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_rollback_moves_traffic_off_the_candidate_before_scaling_it_down() {
+        let now = jiff::Timestamp::now();
+        let first = decide(&rollout("v1", Default::default()).spec, &Default::default(), &obs(false), now).status;
+        let mut mr = rollout("v2", first.clone());
+        let started = decide(&mr.spec, &first, &obs(true), now).status;
+        mr.spec.operations.abort = Some(crate::api::OperationRequest { id: "a1".into(), reason: None });
+        mr.spec.rollback.scale_down_delay = "0s".parse().unwrap();
+        let decision = decide(&mr.spec, &started, &obs(true), now);
+        assert_eq!(decision.status.phase, Some(Phase::RolledBack));
+        // The candidate's Deployment is in the watch cache, at 2 replicas: the scale-down patches it.
+        let (store, mut writer) = reflector::store::<Deployment>();
+        let cached = workloads::deployment(&mr, &mr.spec.model, SidecarRole::Shadow, 2);
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached));
+        // The route as the shadow stage left it: a mirror to the candidate.
+        let shadow = json!({
+            "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}, {"name": "fraud-canary", "port": 8080, "weight": 0}],
+            "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "fraud-canary", "port": 8080}, "percent": 100}}]
+        });
+        let (client, server) = apiserver(user_route(shadow));
+        let mut ctx = context(client);
+        ctx.deployments = vec![store];
+        execute(&mr, &ctx, &decision.status, &decision.actions).await.unwrap();
+        drop(ctx);
+        let seen = server.await.unwrap();
+        let at = |pred: &dyn Fn(&Seen) -> bool| seen.iter().position(pred).unwrap_or_else(|| panic!("{seen:#?}"));
+        let route = at(&|s| s.method == "PATCH" && s.path.contains("/httproutes/fraud"));
+        let scale =
+            at(&|s| s.method == "PATCH" && s.path.contains("/deployments/fraud-v2") && s.body["spec"]["replicas"] == 0);
+        assert!(route < scale, "the route moves off the candidate first: {seen:#?}");
+        let rule = &seen[route].body[1]["value"];
+        assert_eq!(rule["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
+        assert!(rule.get("filters").is_none_or(|f| f.as_array().is_some_and(Vec::is_empty)), "no mirror: {rule}");
+        assert!(!seen.iter().any(|s| s.method == "DELETE"), "nothing is deleted");
+    }
+}
