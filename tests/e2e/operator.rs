@@ -84,7 +84,7 @@ async fn k_kubectl_plugin_watches_pauses_resumes_aborts_retries_and_promotes() {
         mr.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
     assert!(managers.contains(&"kubectl-modelrollout".to_string()), "{managers:?}");
     let (_, out, _) = plugin(&["status", "fraud", "-n", &ns]).await;
-    assert!(out.contains("spec.paused is true"), "{out}");
+    assert!(out.contains("Held:       by spec.paused"), "{out}");
     assert_eq!(reconciled(&env).await.status.unwrap().phase, Some(Phase::Paused), "held after a reconcile");
     let (code, out, _) = plugin(&["resume", "fraud", "-n", &ns]).await;
     assert_eq!(code, 0);
