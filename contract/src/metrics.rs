@@ -97,15 +97,11 @@ pub const SERIES: [Series; 15] = [
 pub const REQUESTS_TOTAL: &str = family::REQUESTS.name;
 pub const REQUEST_DURATION_SECONDS: &str = family::REQUEST_DURATION.name;
 pub const CONFUSION_TOTAL: &str = family::CONFUSION.name;
-pub const DECISIONS_TOTAL: &str = family::DECISIONS.name;
-pub const SCORE: &str = family::SCORE.name;
-pub const CONTRACT_VIOLATIONS_TOTAL: &str = family::CONTRACT_VIOLATIONS.name;
-pub const FEATURE_DRIFT_PSI: &str = family::FEATURE_DRIFT_PSI.name;
-pub const READY: &str = family::READY.name;
-pub const DEVICE: &str = family::DEVICE.name;
 
 /// Label names.
 pub mod labels {
+    /// Put on every series by the scrape (Prometheus' pod relabelling), not by the sidecar.
+    pub const NAMESPACE: &str = "namespace";
     pub const MODEL: &str = "model";
     pub const VERSION: &str = "version";
     pub const ROLE: &str = "role";
@@ -182,7 +178,20 @@ impl Outcome {
 }
 
 /// The `decision` label of the decisions counter.
-pub const DECISIONS: [&str; 2] = ["positive", "negative"];
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Decision {
+    Positive,
+    Negative,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Positive => "positive",
+            Decision::Negative => "negative",
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

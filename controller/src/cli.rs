@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::core::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 
@@ -211,17 +211,11 @@ pub async fn run(args: Args) -> i32 {
     let (deployment_readers, deployment_writers): (Vec<_>, Vec<_>) =
         watched_namespaces(&args).iter().map(|_| reflector::store::<Deployment>()).unzip();
     let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
-        http: reqwest::Client::new(),
         prometheus_url: args.prometheus_url.clone(),
-        last_writes: Default::default(),
-        applied_traffic: Default::default(),
         deployments: deployment_readers,
-        applied_workloads: Default::default(),
         reapply_after: args.reapply_after,
-        backoff: Default::default(),
+        ..Context::new(client.clone(), reporter)
     });
     if !args.leader_election {
         health.ready.store(true, Ordering::Release);

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use modelrollout_contract::metrics as m;
+use modelrollout_contract::metrics::labels as l;
 use prometheus_http_query::Client;
 
 use crate::core::{GateDef, GateKind, GateObservation, Measurement};
@@ -45,7 +46,15 @@ pub fn range(window: Duration) -> String {
 
 impl Selector {
     fn matchers(&self) -> String {
-        format!("namespace={},model={},version={}", quote(&self.namespace), quote(&self.model), quote(&self.version))
+        format!(
+            "{}={},{}={},{}={}",
+            l::NAMESPACE,
+            quote(&self.namespace),
+            l::MODEL,
+            quote(&self.model),
+            l::VERSION,
+            quote(&self.version)
+        )
     }
 
     /// Substitutes `$namespace $name $model $version $role $interval` in a custom template.
@@ -60,17 +69,29 @@ impl Selector {
             .replace("$role", &quote(&self.role))
     }
 
-    /// (value query, sample-count query) for a gate.
+    /// (value query, sample-count query) for a gate. Every name and label value comes from the
+    /// metric contract the sidecar registers with.
     pub fn queries(&self, kind: &GateKind, window: Duration) -> (String, String) {
+        use m::Outcome::{FalseNegative, FalsePositive, TrueNegative, TruePositive};
         let s = self.matchers();
         let w = range(window);
-        let scoring = r#"route=~"predict|infer|rank""#;
+        let scoring = format!("{}=~\"{}\"", l::ROUTE, m::Route::scoring_regex());
         let requests = format!("sum(increase({}{{{s},{scoring}}}[{w}]))", m::REQUESTS_TOTAL);
+        let outcome = |o: m::Outcome| format!("{}=\"{}\"", l::OUTCOME, o.as_str());
+        let either = |a: m::Outcome, b: m::Outcome| format!("{}=~\"{}|{}\"", l::OUTCOME, a.as_str(), b.as_str());
+        let rate = |one: String, all: String| {
+            let c = m::CONFUSION_TOTAL;
+            (
+                format!("(sum(increase({c}{{{s},{one}}}[{w}])) or vector(0)) / sum(increase({c}{{{s},{all}}}[{w}]))"),
+                format!("sum(increase({c}{{{s},{all}}}[{w}]))"),
+            )
+        };
         match kind {
             GateKind::ErrorRate => (
                 format!(
-                    "(sum(rate({r}{{{s},{scoring},code=~\"5..\"}}[{w}])) or vector(0)) / sum(rate({r}{{{s},{scoring}}}[{w}]))",
-                    r = m::REQUESTS_TOTAL
+                    "(sum(rate({r}{{{s},{scoring},{code}=~\"5..\"}}[{w}])) or vector(0)) / sum(rate({r}{{{s},{scoring}}}[{w}]))",
+                    r = m::REQUESTS_TOTAL,
+                    code = l::CODE,
                 ),
                 requests,
             ),
@@ -81,20 +102,8 @@ impl Selector {
                 ),
                 format!("sum(increase({h}_count{{{s},{scoring}}}[{w}]))", h = m::REQUEST_DURATION_SECONDS),
             ),
-            GateKind::FalsePositiveRate => (
-                format!(
-                    "(sum(increase({c}{{{s},outcome=\"fp\"}}[{w}])) or vector(0)) / sum(increase({c}{{{s},outcome=~\"fp|tn\"}}[{w}]))",
-                    c = m::CONFUSION_TOTAL
-                ),
-                format!("sum(increase({c}{{{s},outcome=~\"fp|tn\"}}[{w}]))", c = m::CONFUSION_TOTAL),
-            ),
-            GateKind::CaptureRate => (
-                format!(
-                    "(sum(increase({c}{{{s},outcome=\"tp\"}}[{w}])) or vector(0)) / sum(increase({c}{{{s},outcome=~\"tp|fn\"}}[{w}]))",
-                    c = m::CONFUSION_TOTAL
-                ),
-                format!("sum(increase({c}{{{s},outcome=~\"tp|fn\"}}[{w}]))", c = m::CONFUSION_TOTAL),
-            ),
+            GateKind::FalsePositiveRate => rate(outcome(FalsePositive), either(FalsePositive, TrueNegative)),
+            GateKind::CaptureRate => rate(outcome(TruePositive), either(TruePositive, FalseNegative)),
             GateKind::Custom { query, samples_query } => (
                 self.substitute(query, window),
                 samples_query.as_ref().map(|q| self.substitute(q, window)).unwrap_or(requests),

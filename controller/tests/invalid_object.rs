@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use kube::core::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use modelrollout::api::ModelRollout;
 use modelrollout::reconcile::{Context, reconcile};
 use modelrollout::telemetry::Metrics;
@@ -29,17 +29,8 @@ async fn a_model_rollout_that_does_not_deserialize_is_skipped_and_counted() {
     let client = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None }),
-        client,
         metrics: metrics.clone(),
-        http: reqwest::Client::new(),
-        prometheus_url: None,
-        last_writes: Default::default(),
-        applied_traffic: Default::default(),
-        deployments: Vec::new(),
-        applied_workloads: Default::default(),
-        reapply_after: std::time::Duration::from_secs(300),
-        backoff: Default::default(),
+        ..Context::new(client, Reporter { controller: "test".into(), instance: None })
     });
     let action = reconcile(Arc::new(guard), ctx).await.expect("skipped, not an error that retries");
     assert_eq!(action, kube::runtime::controller::Action::await_change());

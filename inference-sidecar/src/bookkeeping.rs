@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::metrics::{self, Metrics};
 use crate::validate::Rows;
+use modelrollout_contract::metrics::Decision;
 
 /// How the prediction memory names a request's rows.
 #[derive(Clone, Debug)]
@@ -64,7 +65,7 @@ impl Bookkeeping {
         drift: Arc<Mutex<Option<Drift>>>,
     ) -> Self {
         let decision = |decision| metrics.decisions.get_or_create(&metrics::Decision { decision }).clone();
-        let (positive, negative) = (decision("positive"), decision("negative"));
+        let (positive, negative) = (decision(Decision::Positive.as_str()), decision(Decision::Negative.as_str()));
         Self { threshold, metrics, memory, drift, positive, negative }
     }
 

@@ -172,3 +172,59 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("drained"), "{stderr}");
 }
+
+/// The sidecar started with nothing but the environment a controller's `Launch` turns into (no
+/// flags): it reads every variable back (model, digest, contract, role, port, batching) and serves
+/// as that launch says.
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn the_launch_environment_the_controller_writes_is_the_one_the_sidecar_reads() {
+    use modelrollout_contract::launch::{Launch, Role, env};
+    require_ort();
+    let contract: modelrollout_contract::DataContract = serde_yaml::from_str(FRAUD_CONTRACT).unwrap();
+    let port = free_port();
+    let launch = Launch {
+        model_name: "fraud".into(),
+        model_version: "v7".into(),
+        model_uri: models().join("fraud-v2.onnx").display().to_string(),
+        model_sha256: sha("fraud-v2.onnx"),
+        contract,
+        role: Role::Shadow,
+        port,
+        device: modelrollout_contract::Device::Cpu,
+        threads: 1,
+        max_batch_size: 8,
+        max_batch_delay: "1s500ms".parse().unwrap(),
+    };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_inference-sidecar"));
+    // Only the launch's variables (and what ONNX Runtime needs): no SIDECAR_* from elsewhere.
+    command.env_clear();
+    for key in ["ORT_DYLIB_PATH", "PATH", "HOME"] {
+        if let Ok(v) = std::env::var(key) {
+            command.env(key, v);
+        }
+    }
+    command.env(env::LOG_FORMAT, "text");
+    for (name, value) in launch.to_env() {
+        command.env(name, value);
+    }
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let row = json!({"amount": 120.5, "hour": 3, "merchant_risk": 0.8, "distance_km": 300, "card_age_days": 20, "foreign": 1});
+    let answer: serde_json::Value = http()
+        .post(format!("{base}/v1/models/fraud:predict"))
+        .json(&json!({"instances": [row]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer["model_version"], "v7", "{answer}");
+    assert!(answer["predictions"][0]["score"].as_f64().is_some(), "{answer}");
+    assert!(text.contains(r#"model="fraud",version="v7",role="shadow""#), "{text}");
+}

@@ -227,8 +227,28 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
 async fn the_apiserver_admits_exactly_the_durations_the_binaries_parse() {
     let ns = TestNamespace::new("durations").await;
     let texts = [
-        "1ms", "500us", "500µs", "10ns", "1s500ms", "1h30m", "1.5h", "0s", "0.5s", "2562047h", "2562047h47m16.854775807s",
-        "2562048h", "99999999999999999999h", "1d", "5", "-1s", "1 s", ".5s", "1.s", "1μs", "soon", "",
+        "1ms",
+        "500us",
+        "500µs",
+        "10ns",
+        "1s500ms",
+        "1h30m",
+        "1.5h",
+        "0s",
+        "0.5s",
+        "2562047h",
+        "2562047h47m16.854775807s",
+        "2562048h",
+        "99999999999999999999h",
+        "1d",
+        "5",
+        "-1s",
+        "1 s",
+        ".5s",
+        "1.s",
+        "1μs",
+        "soon",
+        "",
         "1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h",
     ];
     for (i, text) in texts.iter().enumerate() {

@@ -290,22 +290,7 @@ mod tests {
 
     fn context(client: Client) -> Context {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Context {
-            recorder: Recorder::new(
-                client.clone(),
-                kube::runtime::events::Reporter { controller: "test".into(), instance: None },
-            ),
-            client,
-            metrics: Default::default(),
-            http: reqwest::Client::new(),
-            prometheus_url: None,
-            last_writes: Default::default(),
-            applied_traffic: Default::default(),
-            deployments: Vec::new(),
-            applied_workloads: Default::default(),
-            reapply_after: Duration::from_secs(300),
-            backoff: Default::default(),
-        }
+        Context::new(client, kube::runtime::events::Reporter { controller: "test".into(), instance: None })
     }
 
     fn rollout(version: &str, status: ModelRolloutStatus) -> ModelRollout {

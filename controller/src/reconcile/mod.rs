@@ -67,6 +67,25 @@ pub struct Context {
 pub type Backoffs = PerRollout<u32>;
 
 impl Context {
+    /// A context for `client`, its Events reported as `reporter`, with nothing remembered yet: no
+    /// Prometheus default, no Deployment caches, `--reapply-after` 5 min. The controller sets
+    /// those from its flags; tests use it as it is.
+    pub fn new(client: Client, reporter: kube::runtime::events::Reporter) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics: Default::default(),
+            http: reqwest::Client::new(),
+            prometheus_url: None,
+            last_writes: Default::default(),
+            applied_traffic: Default::default(),
+            deployments: Vec::new(),
+            applied_workloads: Default::default(),
+            reapply_after: Duration::from_secs(300),
+            backoff: Default::default(),
+        }
+    }
+
     /// Whether an apply made at `at` is still trusted.
     fn recent(&self, at: &Instant) -> bool {
         at.elapsed() < self.reapply_after
@@ -314,6 +333,48 @@ async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn guard(name: &str) -> Arc<DeserializeGuard<ModelRollout>> {
+        let mr: ModelRollout = serde_json::from_value(json!({
+            "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
+            "metadata": {"name": name, "namespace": "team-a", "uid": format!("uid-{name}")},
+            "spec": {"model": {"name": "fraud", "version": "v2",
+                               "artifact": {"uri": "/models/fraud.onnx", "sha256": "0".repeat(64)},
+                               "contract": {"inputs": [{"name": "amount", "type": "float"}]}}},
+        }))
+        .unwrap();
+        Arc::new(DeserializeGuard(Ok(mr)))
+    }
+
+    #[tokio::test]
+    async fn each_rollout_backs_off_on_its_own_and_a_success_starts_over() {
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let ctx =
+            Arc::new(Context::new(client, kube::runtime::events::Reporter { controller: "t".into(), instance: None }));
+        let error = Error::Config("the apiserver said no".into());
+        let spread = |name: &str| core::AnalysisSlot::of(&format!("uid-{name}")).fraction();
+        let (a, b) = (guard("a"), guard("b"));
+        for n in 1..=3 {
+            assert_eq!(
+                error_policy(a.clone(), &error, ctx.clone()),
+                Requeue::requeue(retry_delay(n, spread("a"))),
+                "a #{n}"
+            );
+        }
+        assert_eq!(
+            error_policy(b.clone(), &error, ctx.clone()),
+            Requeue::requeue(retry_delay(1, spread("b"))),
+            "b has its own count"
+        );
+        // What a successful reconcile of `a` does:
+        ctx.backoff.forget(&a.0.clone().unwrap());
+        assert_eq!(
+            error_policy(a, &error, ctx.clone()),
+            Requeue::requeue(retry_delay(1, spread("a"))),
+            "a starts over"
+        );
+        assert_eq!(error_policy(b, &error, ctx), Requeue::requeue(retry_delay(2, spread("b"))));
+    }
 
     #[test]
     fn retries_back_off_per_failure_and_are_spread() {

@@ -121,13 +121,14 @@ pub async fn get(env: &Env) -> ModelRollout {
     Api::<ModelRollout>::namespaced(env.client.clone(), &env.ns.name).get("fraud").await.unwrap()
 }
 
-/// Changes the spec in a way that does not change the decision (the rollout's `failureLimit`,
-/// from 2 to 3 and back), then waits until the controller has reconciled that generation:
-/// whatever the status says afterwards, the controller decided it with the spec as it stands.
+/// Changes the spec in a way that does not change the decision (the Prometheus query timeout,
+/// from 5s to 6s and back: a field the GitOps manifest leaves alone, so its next apply does not
+/// conflict), then waits until the controller has reconciled that generation: whatever the status
+/// says afterwards, the controller decided it with the spec as it stands.
 pub async fn reconciled(env: &Env) -> ModelRollout {
     let now = get(env).await;
-    let limit = if now.spec.analysis.failure_limit == 3 { 2 } else { 3 };
-    let patch = json!({"spec": {"analysis": {"failureLimit": limit}}});
+    let timeout = if now.spec.analysis.prometheus.timeout.as_str() == "6s" { "5s" } else { "6s" };
+    let patch = json!({"spec": {"analysis": {"prometheus": {"timeout": timeout}}}});
     let patched = Api::<ModelRollout>::namespaced(env.client.clone(), &env.ns.name)
         .patch("fraud", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
         .await
