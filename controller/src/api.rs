@@ -509,6 +509,11 @@ fn default_query_timeout() -> Duration {
     "fieldPath": ".custom",
     "reason": "FieldValueInvalid"
 }, {
+    "rule": "!has(self.latencyP95) || !has(self.latencyP95.judge) || self.latencyP95.judge == 'Threshold'",
+    "message": "latencyP95 is not a proportion: only the Threshold judge applies",
+    "fieldPath": ".latencyP95.judge",
+    "reason": "FieldValueInvalid"
+}, {
     "rule": "!has(self.errorRate) || ((!has(self.errorRate.max) || self.errorRate.max <= 1.0) && (!has(self.errorRate.maxAboveStable) || self.errorRate.maxAboveStable <= 1.0))",
     "message": "errorRate is a fraction: max and maxAboveStable are at most 1 (0.002 = 0.2%)",
     "fieldPath": ".errorRate",
@@ -559,10 +564,19 @@ pub struct UpperGate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub max_above_stable: Option<f64>,
-    /// Fewer samples than this in the window make the gate inconclusive, never a pass.
+    /// Fewer samples than this in the window make the gate inconclusive, never a pass
+    /// (`Threshold` judge only).
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 0))]
     pub min_samples: u64,
+    /// How the gate is judged: `Threshold` (default) or `Sequential` (proportion gates only).
+    #[serde(default, skip_serializing_if = "Judge::is_threshold")]
+    pub judge: Judge,
+    /// The `Sequential` judge's confidence: its chance of a wrong verdict, over the whole rollout
+    /// however often it looks, is at most `1 - confidence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.5, max = 0.9999))]
+    pub confidence: Option<f64>,
 }
 
 /// A metric that must stay high: `value >= min` and `value >= stable - maxBelowStable`.
@@ -583,7 +597,37 @@ pub struct LowerGate {
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 0))]
     pub min_samples: u64,
+    /// How the gate is judged: `Threshold` (default) or `Sequential`.
+    #[serde(default, skip_serializing_if = "Judge::is_threshold")]
+    pub judge: Judge,
+    /// The `Sequential` judge's confidence (see [`UpperGate::confidence`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.5, max = 0.9999))]
+    pub confidence: Option<f64>,
 }
+
+/// How a proportion gate is judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Judge {
+    /// The window's value against the limits once `minSamples` are in: simple, and every look at
+    /// a noisy estimate is another chance of a wrong verdict.
+    #[default]
+    Threshold,
+    /// An anytime-valid confidence sequence on the candidate's proportion and its difference from
+    /// stable, over every labelled sample since the rollout started: pass once the limits are
+    /// shown met, fail once shown broken, inconclusive in between, with at most `1 - confidence`
+    /// chance of a wrong verdict however often the controller looks.
+    Sequential,
+}
+
+impl Judge {
+    pub fn is_threshold(&self) -> bool {
+        *self == Judge::Threshold
+    }
+}
+
+/// The `Sequential` judge's confidence when a gate sets none.
+pub const DEFAULT_CONFIDENCE: f64 = 0.95;
 
 fn default_min_samples() -> u64 {
     50
@@ -901,6 +945,43 @@ pub struct GateResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound: Option<f64>,
     pub message: String,
+    /// The `Sequential` judge's evidence so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialEvidence>,
+}
+
+/// What the sequential judge has seen since the rollout started, and what it shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialEvidence {
+    pub confidence: f64,
+    /// The candidate's events (false positives, captures, errors) and trials (labelled samples,
+    /// requests), summed over every analysis window since the rollout started.
+    pub candidate: Counts,
+    pub stable: Counts,
+    /// Where the candidate's proportion lies, at `confidence`, whenever it is looked at.
+    pub candidate_interval: Interval,
+    /// Where candidate minus stable lies (for relative limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difference_interval: Option<Interval>,
+    /// About how many more candidate trials would settle the verdict, were the estimates to hold;
+    /// absent once settled, or when an estimate sits on its limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more_samples: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub events: u64,
+    pub trials: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Interval {
+    pub low: f64,
+    pub high: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

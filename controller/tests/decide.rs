@@ -67,10 +67,34 @@ fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
             failure_limit: 2,
             inconclusive_limit: 3,
             gates: Gates {
-                error_rate: Some(UpperGate { max: Some(0.002), max_above_stable: None, min_samples: 100 }),
-                latency_p95: Some(UpperGate { max: Some(120.0), max_above_stable: Some(10.0), min_samples: 100 }),
-                false_positive_rate: Some(UpperGate { max: None, max_above_stable: Some(0.002), min_samples: 50 }),
-                capture_rate: Some(LowerGate { min: None, max_below_stable: Some(0.0), min_samples: 50 }),
+                error_rate: Some(UpperGate {
+                    max: Some(0.002),
+                    max_above_stable: None,
+                    min_samples: 100,
+                    judge: Judge::Threshold,
+                    confidence: None,
+                }),
+                latency_p95: Some(UpperGate {
+                    max: Some(120.0),
+                    max_above_stable: Some(10.0),
+                    min_samples: 100,
+                    judge: Judge::Threshold,
+                    confidence: None,
+                }),
+                false_positive_rate: Some(UpperGate {
+                    max: None,
+                    max_above_stable: Some(0.002),
+                    min_samples: 50,
+                    judge: Judge::Threshold,
+                    confidence: None,
+                }),
+                capture_rate: Some(LowerGate {
+                    min: None,
+                    max_below_stable: Some(0.0),
+                    min_samples: 50,
+                    judge: Judge::Threshold,
+                    confidence: None,
+                }),
                 custom: vec![],
             },
             ..AnalysisSpec::default()
@@ -394,6 +418,8 @@ fn upper(max: Option<f64>, above: Option<f64>) -> GateDef {
         min: None,
         max_above_stable: above,
         max_below_stable: None,
+        judge: Judge::Threshold,
+        confidence: 0.95,
     }
 }
 
@@ -406,6 +432,8 @@ fn lower(min: Option<f64>, below: Option<f64>) -> GateDef {
         min,
         max_above_stable: None,
         max_below_stable: below,
+        judge: Judge::Threshold,
+        confidence: 0.95,
     }
 }
 
@@ -528,6 +556,7 @@ fn overall_verdict_is_the_worst_gate() {
         samples: None,
         bound: None,
         message: String::new(),
+        sequential: None,
     };
     use Verdict::*;
     assert_eq!(overall_verdict(&[r(Pass), r(Pass)]), Pass);
@@ -1130,4 +1159,71 @@ fn once_the_candidate_is_ready_status_stops_waiting_for_it() {
     let ready = decide(&s, &waiting, &obs(true), at(3)).status;
     assert_eq!(ready.reason.as_deref(), Some(reasons::CANDIDATE_READY));
     assert!(ready.message.as_deref().unwrap_or_default().contains("stage shadow"), "{:?}", ready.message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the sequential judge through the core
+
+fn sequential_fpr(s: &mut ModelRolloutSpec) {
+    s.analysis.gates = Gates {
+        false_positive_rate: Some(UpperGate {
+            max: None,
+            max_above_stable: Some(0.005),
+            min_samples: 50,
+            judge: Judge::Sequential,
+            confidence: Some(0.95),
+        }),
+        ..Gates::default()
+    };
+}
+
+/// Runs analyses every 5 s with the candidate's and stable's windows at these rates and sizes.
+fn run_fpr(
+    s: &ModelRolloutSpec,
+    st: ModelRolloutStatus,
+    candidate: (f64, u64),
+    stable: (f64, u64),
+) -> ModelRolloutStatus {
+    let mut st = st;
+    for i in 1..=200 {
+        let o = vec![GateObservation {
+            gate: GATE_FALSE_POSITIVE_RATE.into(),
+            candidate: v(candidate.0, candidate.1),
+            stable: v(stable.0, stable.1),
+        }];
+        st = step(s, &st, analysed(o), at(5 * i)).status;
+        if matches!(st.phase, Some(Phase::RolledBack | Phase::Promoted)) {
+            break;
+        }
+    }
+    st
+}
+
+#[test]
+fn the_sequential_judge_rolls_back_a_two_point_regression_and_promotes_one_within_the_margin() {
+    let (mut s, st) = started();
+    sequential_fpr(&mut s);
+    let bad = run_fpr(&s, st.clone(), (0.04, 100), (0.02, 1900));
+    assert_eq!(bad.phase, Some(Phase::RolledBack), "{:?}", bad.message);
+    let gate = &bad.history[0];
+    assert_eq!(gate.outcome, Outcome::RolledBack);
+    let good = run_fpr(&s, st, (0.02, 400), (0.02, 1600));
+    assert_eq!(good.phase, Some(Phase::Promoted), "{:?}", good.message);
+}
+
+#[test]
+fn a_sequential_gate_gathering_evidence_is_not_a_data_gap() {
+    let (mut s, st) = started();
+    sequential_fpr(&mut s);
+    let mut st = st;
+    for i in 1..=5 {
+        let o =
+            vec![GateObservation { gate: GATE_FALSE_POSITIVE_RATE.into(), candidate: v(0.02, 5), stable: v(0.02, 95) }];
+        st = step(&s, &st, analysed(o), at(5 * i)).status;
+    }
+    assert_eq!((st.phase, st.consecutive_inconclusive), (Some(Phase::Progressing), 0), "{:?}", st.message);
+    let gate = &st.last_analysis.as_ref().unwrap().gates[0];
+    let ev = gate.sequential.as_ref().expect("evidence in status");
+    assert_eq!((ev.candidate.trials, ev.stable.trials), (25, 475), "summed over the windows");
+    assert!(ev.more_samples.is_some() && ev.difference_interval.is_some(), "{ev:?}");
 }

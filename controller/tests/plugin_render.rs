@@ -37,6 +37,7 @@ fn gate(name: &str, verdict: Verdict, value: f64, stable: Option<f64>, limit: &s
         samples: Some(samples),
         bound: None,
         message: format!("{name} judged"),
+        sequential: None,
     }
 }
 

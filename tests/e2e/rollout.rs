@@ -58,9 +58,26 @@ async fn a_good_candidate_goes_through_every_stage_and_becomes_stable() {
     assert!(!events.iter().any(|e| e == "RolledBack"), "{events:?}");
     let first = hook.received.lock().unwrap()[0].clone();
     assert!(first["text"].as_str().unwrap().contains(&env.ns.name), "{first}");
-    // The Kubernetes Events say the same.
-    let events = kubectl_ok(&["get", "events", "-n", &env.ns.name, "-o", "json"], None);
-    assert!(events.contains("StageAdvanced") && events.contains("Promoted"), "events missing");
+    // The Kubernetes Events say the same: each stage an Event of its own, with its own note (not
+    // one Event whose series counts the later stages under the first stage's note).
+    let events: Value =
+        serde_json::from_str(&kubectl_ok(&["get", "events.v1.events.k8s.io", "-n", &env.ns.name, "-o", "json"], None))
+            .unwrap();
+    let notes: Vec<String> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "StageAdvanced")
+        .map(|e| e["note"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for stage in ["shadow", "canary-5", "canary-25", "full"] {
+        let prefix = format!("stage {stage} (");
+        assert_eq!(notes.iter().filter(|n| n.starts_with(&prefix)).count(), 1, "one Event for {stage}: {notes:#?}");
+    }
+    assert!(
+        events["items"].as_array().unwrap().iter().any(|e| e["reason"] == "Promoted"),
+        "a Promoted Event: {events}"
+    );
     env.harness.shutdown().await;
 }
 

@@ -12,9 +12,28 @@ impl Ctx<'_> {
         let idx = self.st.stage_index.unwrap_or(0) as usize;
         let full = spec.stages.get(idx).is_some_and(|s| s.weight >= 100);
         let previous = self.st.last_analysis.clone();
+        let evidence = |name: &str| {
+            previous
+                .as_ref()
+                .and_then(|run| run.gates.iter().find(|g| g.name == name))
+                .and_then(|g| g.sequential.clone())
+        };
+        // Sequential gates still gathering evidence (this window added candidate trials and it
+        // settles nothing yet) are not a data gap: they do not count towards `inconclusiveLimit`.
+        let mut gathering = Vec::new();
         let gates: Vec<GateResult> = defs
             .iter()
             .map(|d| {
+                if d.judge == Judge::Sequential {
+                    let before = evidence(&d.name);
+                    let obs = measurements.iter().find(|m| m.gate == d.name);
+                    let r = sequential::judge_sequential(d, d.confidence, before.as_ref(), obs);
+                    let trials = |e: Option<&SequentialEvidence>| e.map_or(0, |e| e.candidate.trials);
+                    if r.verdict == Verdict::Inconclusive && trials(r.sequential.as_ref()) > trials(before.as_ref()) {
+                        gathering.push(d.name.clone());
+                    }
+                    return r;
+                }
                 let mut obs = measurements.iter().find(|m| m.gate == d.name).cloned();
                 let carried = previous
                     .as_ref()
@@ -52,6 +71,9 @@ impl Ctx<'_> {
                 self.st.consecutive_failures += 1;
                 self.st.consecutive_inconclusive = 0;
             }
+            Verdict::Inconclusive
+                if !gathering.is_empty()
+                    && gates.iter().all(|g| g.verdict != Verdict::Inconclusive || gathering.contains(&g.name)) => {}
             // A data gap does not clear a failure streak.
             Verdict::Inconclusive | Verdict::Error => self.st.consecutive_inconclusive += 1,
         }

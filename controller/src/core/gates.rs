@@ -26,6 +26,9 @@ pub struct GateDef {
     pub max_above_stable: Option<f64>,
     /// value >= stable - below
     pub max_below_stable: Option<f64>,
+    pub judge: Judge,
+    /// The sequential judge's confidence.
+    pub confidence: f64,
 }
 
 pub const GATE_ERROR_RATE: &str = "errorRate";
@@ -43,6 +46,8 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
         min: None,
         max_above_stable: g.max_above_stable,
         max_below_stable: None,
+        judge: g.judge,
+        confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
     };
     let mut defs = Vec::new();
     if let Some(g) = &gates.error_rate {
@@ -63,6 +68,8 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             min: g.min,
             max_above_stable: None,
             max_below_stable: g.max_below_stable,
+            judge: g.judge,
+            confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
         });
     }
     for c in &gates.custom {
@@ -74,6 +81,8 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             min: c.min,
             max_above_stable: None,
             max_below_stable: None,
+            judge: Judge::Threshold,
+            confidence: DEFAULT_CONFIDENCE,
         });
     }
     defs
@@ -109,6 +118,7 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
         samples: None,
         bound: None,
         message: String::new(),
+        sequential: None,
     };
     let Some(obs) = obs else {
         result.message = "not measured".into();

@@ -18,6 +18,7 @@ mod analysis;
 mod gates;
 mod machine;
 mod outcome;
+pub mod sequential;
 mod timing;
 
 pub use gates::*;
