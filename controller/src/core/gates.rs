@@ -108,18 +108,25 @@ pub fn num(v: f64) -> String {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
+impl GateDef {
+    /// A result for this gate with nothing judged yet: inconclusive, no values.
+    pub fn unjudged(&self) -> GateResult {
+        GateResult {
+            name: self.name.clone(),
+            verdict: Verdict::Inconclusive,
+            value: None,
+            stable_value: None,
+            limit: None,
+            samples: None,
+            bound: None,
+            message: String::new(),
+            sequential: None,
+        }
+    }
+}
+
 pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
-    let mut result = GateResult {
-        name: def.name.clone(),
-        verdict: Verdict::Inconclusive,
-        value: None,
-        stable_value: None,
-        limit: None,
-        samples: None,
-        bound: None,
-        message: String::new(),
-        sequential: None,
-    };
+    let mut result = def.unjudged();
     let Some(obs) = obs else {
         result.message = "not measured".into();
         return result;

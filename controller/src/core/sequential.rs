@@ -64,6 +64,12 @@ pub struct Look {
     pub alpha: f64,
 }
 
+impl Look {
+    pub fn interval(&self) -> Interval {
+        Interval { low: self.low, high: self.high }
+    }
+}
+
 /// Where one proportion lies, or `None` before its first trial.
 pub fn proportion(c: Counts, alpha: f64, mixing: f64) -> Option<Look> {
     (c.trials > 0).then(|| {
@@ -121,17 +127,7 @@ pub fn judge_sequential(
     obs: Option<&GateObservation>,
 ) -> GateResult {
     let before = previous.cloned();
-    let mut result = GateResult {
-        name: def.name.clone(),
-        verdict: Verdict::Inconclusive,
-        value: None,
-        stable_value: None,
-        limit: None,
-        samples: None,
-        bound: None,
-        message: String::new(),
-        sequential: before.clone(),
-    };
+    let mut result = GateResult { sequential: before.clone(), ..def.unjudged() };
     if let Some(o) = obs {
         for (who, m) in [("candidate", &o.candidate), ("stable", &o.stable)] {
             if let Measurement::QueryError(e) = m {
@@ -206,7 +202,7 @@ pub fn judge_sequential(
             }
         }
     }
-    let difference_interval = diff.map(|l| Interval { low: l.low, high: l.high });
+    let difference_interval = diff.map(|l| l.interval());
     let more_samples = if failed.is_empty() && !open.is_empty() {
         needed.map(|k| ((k - 1.0) * candidate.trials.max(1) as f64).ceil() as u64)
     } else {
@@ -216,8 +212,7 @@ pub fn judge_sequential(
         confidence,
         candidate,
         stable,
-        candidate_interval: candidate_look
-            .map_or(Interval { low: 0.0, high: 1.0 }, |l| Interval { low: l.low, high: l.high }),
+        candidate_interval: candidate_look.map_or(Interval { low: 0.0, high: 1.0 }, |l| l.interval()),
         difference_interval,
         more_samples,
     });

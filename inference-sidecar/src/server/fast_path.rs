@@ -92,18 +92,31 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// while the client is still sending has unread data on the socket, the kernel then resets the
 /// connection, and the client often sees the reset instead of the 413.
 pub(super) async fn read_bounded(mut body: axum::body::Body, limit: usize) -> BodyRead {
-    let mut buf = bytes::BytesMut::new();
+    // A body in one frame (the usual case) is passed on as it came; only a body in several
+    // frames is copied together.
+    let mut whole = Bytes::new();
+    let mut joined: Option<bytes::BytesMut> = None;
     loop {
         match body.frame().await {
-            None => return BodyRead::Whole(buf.freeze()),
+            None => return BodyRead::Whole(joined.map_or(whole, bytes::BytesMut::freeze)),
             Some(Err(e)) => return BodyRead::Broken(e.to_string()),
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else { continue };
-                if buf.len() + data.len() > limit {
+                let read = joined.as_ref().map_or(whole.len(), bytes::BytesMut::len);
+                if read + data.len() > limit {
                     let drained = drain(body, DRAIN_BOUND.saturating_sub(data.len())).await;
                     return BodyRead::TooLarge { drained };
                 }
-                buf.extend_from_slice(&data);
+                match &mut joined {
+                    Some(buf) => buf.extend_from_slice(&data),
+                    None if whole.is_empty() => whole = data,
+                    None => {
+                        let mut buf = bytes::BytesMut::with_capacity(whole.len() + data.len());
+                        buf.extend_from_slice(&whole);
+                        buf.extend_from_slice(&data);
+                        joined = Some(buf);
+                    }
+                }
             }
         }
     }
