@@ -15,7 +15,7 @@ phase() { printf '\n\033[1m== %s (%ds)\033[0m\n' "$*" $((SECONDS - START)); }
 phase "Python environment (model toolchain, ONNX Runtime library)"
 eval "$(bash scripts/python-env.sh)"
 
-phase "Debian tools the tests call (lua5.4 runs the Argo CD health check; prometheus: the server and promtool)"
+phase "Debian tools the tests call (lua5.4 runs the Argo CD health check; promtool checks the alert rules)"
 bash scripts/debian-packages.sh lua5.4 prometheus
 
 phase "control-plane binaries"

@@ -72,12 +72,7 @@ fn rollout(sequential: bool, delta: f64, label_rate: f64, seed: u64) -> (End, u6
     let mut rng = SmallRng::seed_from_u64(seed);
     let t0: Timestamp = "2026-12-04T00:00:00Z".parse().unwrap();
     let at = |m: i64| t0.checked_add(SignedDuration::from_secs(m * 60)).unwrap();
-    let obs = |analysis| Observations {
-        generation: Some(1),
-        candidate_ready: true,
-        analysis,
-        analysis_slot: AnalysisSlot::default(),
-    };
+    let obs = |analysis| Observations { generation: Some(1), candidate_ready: true, analysis, ..Default::default() };
     let v1 = spec("v1", sequential);
     let mut st = decide(&v1, &ModelRolloutStatus::default(), &obs(None), at(-1)).status;
     let s = spec("v2", sequential);

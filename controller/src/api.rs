@@ -118,20 +118,59 @@ impl ModelSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.uri.startsWith('https://') || self.uri.startsWith('http://') || self.uri.startsWith('/')",
-    "message": "uri must be an http(s) URL or an absolute path in the pod",
+    "rule": "self.uri.startsWith('https://') || self.uri.startsWith('http://') || self.uri.startsWith('oci://') || self.uri.startsWith('/')",
+    "message": "uri must be an http(s) URL, an oci:// image reference or an absolute path in the sidecar's image",
     "fieldPath": ".uri",
     "reason": "FieldValueInvalid"
+}, {
+    "rule": "self.uri.startsWith('oci://') == has(self.path)",
+    "message": "path (the model file inside the image) is required with an oci:// uri, and only with one",
+    "fieldPath": ".path",
+    "reason": "FieldValueRequired"
 }]))]
 pub struct Artifact {
-    /// Where the sidecar loads the model from: an `http(s)://` URL or an absolute path in the pod.
+    /// Where the model comes from:
+    /// - `http(s)://…`: the sidecar downloads it (e.g. from a model store Service in the cluster);
+    /// - `oci://<image reference>`: an OCI image mounted read-only into the pod as a volume
+    ///   (Kubernetes ImageVolume, as KServe's modelcars do); `path` names the file in it;
+    /// - `/…`: a file already in the sidecar's image.
+    ///
+    /// The sha256 is verified in every case.
     #[schemars(length(min = 1, max = 2048))]
     pub uri: String,
+    /// The model file inside an `oci://` image, relative to the image's root, e.g. `models/fraud-v2.onnx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^[^/].*$"))]
+    pub path: Option<String>,
     /// Lower-case hex SHA-256 of the artifact. The sidecar refuses to serve a file that differs.
     #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
     pub sha256: String,
     #[serde(default)]
     pub format: ModelFormat,
+}
+
+/// Where the pod finds an `oci://` artifact's image: mounted read-only here.
+pub const MODEL_IMAGE_MOUNT: &str = "/mnt/models";
+
+/// How an artifact reaches the sidecar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArtifactSource<'a> {
+    /// Downloaded by the sidecar (`http(s)://`), or a file already in its image (`/…`).
+    Fetched { uri: &'a str },
+    /// An OCI image mounted as a volume; the sidecar reads `file` in it.
+    Image { reference: &'a str, file: String },
+}
+
+impl Artifact {
+    pub fn source(&self) -> ArtifactSource<'_> {
+        match self.uri.strip_prefix("oci://") {
+            Some(reference) => ArtifactSource::Image {
+                reference,
+                file: format!("{MODEL_IMAGE_MOUNT}/{}", self.path.as_deref().unwrap_or_default().trim_start_matches('/')),
+            },
+            None => ArtifactSource::Fetched { uri: &self.uri },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -33,5 +33,7 @@ pub mod reasons {
     pub const SUPERSEDED: &str = "Superseded";
     pub const CONTRACT_MISMATCH: &str = "ContractMismatch";
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// A candidate pod cannot start (image, configuration) or crashed; the message names it.
+    pub const CANDIDATE_FAILED: &str = "CandidateFailed";
     pub const INVALID_SPEC: &str = "InvalidSpec";
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, ImageVolumeSource, PodSpec, PodTemplateSpec,
     Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
     VolumeMount,
 };
@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 
 use modelrollout_contract::launch::{Launch, Role as SidecarRole};
 
-use crate::api::{ModelRollout, ModelSpec};
+use crate::api::{ArtifactSource, MODEL_IMAGE_MOUNT, ModelRollout, ModelSpec};
 
 pub const LABEL_ROLLOUT: &str = "modelrollout.dev/rollout";
 pub const LABEL_VERSION: &str = "modelrollout.dev/version";
@@ -62,6 +62,11 @@ fn meta(mr: &ModelRollout, name: String, labels: BTreeMap<String, String>) -> Ob
     }
 }
 
+/// The label selector of one version's pods, as a list call takes it.
+pub fn pod_selector(mr: &ModelRollout, version: &str) -> String {
+    selector_labels(mr, Some(version)).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
 fn selector_labels(mr: &ModelRollout, version: Option<&str>) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([(LABEL_ROLLOUT.to_string(), mr.name_any())]);
     if let Some(v) = version {
@@ -92,7 +97,10 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
     let launch = Launch {
         model_name: model.name.clone(),
         model_version: model.version.clone(),
-        model_uri: model.artifact.uri.clone(),
+        model_uri: match model.artifact.source() {
+            ArtifactSource::Fetched { uri } => uri.to_string(),
+            ArtifactSource::Image { file, .. } => file,
+        },
         model_sha256: model.artifact.sha256.clone(),
         contract: model.contract.clone(),
         role,
@@ -112,6 +120,23 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
         period_seconds: Some(period),
         ..Default::default()
     };
+    // The sidecar writes only its model cache, on an emptyDir at /tmp; an `oci://` model is an
+    // image volume, read-only.
+    let mut volumes = vec![Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
+    let mut volume_mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
+    if let ArtifactSource::Image { reference, .. } = model.artifact.source() {
+        volumes.push(Volume {
+            name: "model".into(),
+            image: Some(ImageVolumeSource { reference: Some(reference.into()), pull_policy: Some("IfNotPresent".into()) }),
+            ..Default::default()
+        });
+        volume_mounts.push(VolumeMount {
+            name: "model".into(),
+            mount_path: MODEL_IMAGE_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let container = Container {
         name: "sidecar".into(),
         image: Some(sidecar_image(&w.sidecar_image, rt.device).into()),
@@ -123,6 +148,9 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
                 .collect(),
         ),
         ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: port, ..Default::default() }]),
+        // A sidecar that exits (a model that fails its sha256 or its contract) leaves its last log
+        // lines in the pod's status, where the controller quotes them when it fails the rollout.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         readiness_probe: Some(probe("/readyz", 2)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: Some(ResourceRequirements { ..resources }),
@@ -135,7 +163,7 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
             seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }]),
+        volume_mounts: Some(volume_mounts),
         ..Default::default()
     };
     Deployment {
@@ -157,11 +185,7 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
                     node_selector: w.node_selector.clone(),
                     tolerations: w.tolerations.clone(),
                     termination_grace_period_seconds: Some(30),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
@@ -312,6 +336,30 @@ mod tests {
         let mut orphaned = ours.clone();
         orphaned.metadata.owner_references = Some(vec![]);
         assert!(!metadata_holds(&orphaned.metadata, &ours.metadata));
+    }
+
+    #[test]
+    fn an_oci_model_is_an_image_volume_the_sidecar_reads_read_only_and_a_url_is_fetched() {
+        let mut mr = rollout();
+        mr.spec.model.artifact.uri = "oci://registry.example/models/fraud:v2".into();
+        mr.spec.model.artifact.path = Some("models/fraud-v2.onnx".into());
+        let spec = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1).spec.unwrap().template.spec.unwrap();
+        let volume = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "model").expect("a model volume");
+        let image = volume.image.as_ref().expect("an image volume");
+        assert_eq!(image.reference.as_deref(), Some("registry.example/models/fraud:v2"));
+        let c = &spec.containers[0];
+        let mount = c.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "model").unwrap();
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), (MODEL_IMAGE_MOUNT, Some(true)));
+        let env = |name: &str| c.env.as_ref().unwrap().iter().find(|e| e.name == name).unwrap().value.clone().unwrap();
+        assert_eq!(env(modelrollout_contract::launch::env::MODEL_URI), "/mnt/models/models/fraud-v2.onnx");
+
+        let mut mr = rollout();
+        mr.spec.model.artifact.uri = "http://model-store.models.svc/fraud-v2.onnx".into();
+        let spec = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1).spec.unwrap().template.spec.unwrap();
+        assert!(spec.volumes.unwrap().iter().all(|v| v.image.is_none()), "a URL needs no volume");
+        let c = &spec.containers[0];
+        let uri = c.env.as_ref().unwrap().iter().find(|e| e.name == modelrollout_contract::launch::env::MODEL_URI);
+        assert_eq!(uri.unwrap().value.as_deref(), Some("http://model-store.models.svc/fraud-v2.onnx"));
     }
 
     #[test]

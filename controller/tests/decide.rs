@@ -39,6 +39,7 @@ fn model(version: &str, sha: &str) -> ModelSpec {
         version: version.into(),
         artifact: Artifact {
             uri: format!("/models/fraud-{version}.onnx"),
+            path: None,
             sha256: sha.into(),
             format: ModelFormat::Onnx,
         },
@@ -107,7 +108,7 @@ fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
 }
 
 fn obs(ready: bool) -> Observations {
-    Observations { generation: Some(1), candidate_ready: ready, analysis: None, analysis_slot: AnalysisSlot::default() }
+    Observations { generation: Some(1), candidate_ready: ready, ..Default::default() }
 }
 
 fn v(value: f64, samples: u64) -> Measurement {
@@ -784,6 +785,34 @@ fn no_weight_moves_to_an_unready_candidate_and_the_deadline_fails_the_rollout() 
             .iter()
             .any(|a| matches!(a, Action::EnsureWorkload { role: Role::Stable, model } if model.version == "v1"))
     );
+}
+
+#[test]
+fn a_candidate_pod_that_cannot_start_or_crashes_fails_the_rollout_at_once_naming_why() {
+    use modelrollout::core::pods::{Trouble, TroubleKind};
+    let trouble = |kind, detail: &str| Observations {
+        candidate_trouble: Some(Trouble { pod: "fraud-v2-abc".into(), kind, detail: detail.into() }),
+        ..obs(false)
+    };
+    // Before any traffic: the image cannot be pulled.
+    let (s, st) = started();
+    let d = step(&s, &st, trouble(TroubleKind::CannotStart, "container sidecar: ImagePullBackOff: x"), at(1));
+    assert_eq!((d.status.phase, d.status.reason.as_deref()), (Some(Phase::Failed), Some(reasons::CANDIDATE_FAILED)));
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some("v2 rolled back: candidate v2: pod fraud-v2-abc cannot start: container sidecar: ImagePullBackOff: x")
+    );
+    assert_eq!(traffic(&d), ("v1".into(), None, 0, 0), "no traffic ever moved");
+    // After traffic moved: a crash takes it back at once, well before the progress deadline.
+    let (st, now) = pass_stages(&s, started().1, 1, 0);
+    assert!(st.canary_weight > 0, "the candidate had traffic");
+    let d = step(&s, &st, trouble(TroubleKind::Crashed, "container sidecar exited with code 137 (Error)"), at(now + 2));
+    assert_eq!((d.status.phase, d.status.reason.as_deref()), (Some(Phase::Failed), Some(reasons::CANDIDATE_FAILED)));
+    assert!(d.status.message.as_deref().unwrap().contains("crashed: container sidecar exited with code 137"));
+    assert_eq!(traffic(&d), ("v1".into(), None, 0, 0));
+    // A pod that merely is not Ready yet is waited for, as before.
+    let d = step(&s, &st, obs(false), at(now + 2));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::WAITING_FOR_CANDIDATE));
 }
 
 #[test]

@@ -13,12 +13,16 @@ KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.3}
 ISTIO_API_VERSION=${ISTIO_API_VERSION:-v1.32.0}
+# Prometheus 3.16 (its Go module is tagged v0.316.0): Debian's 2.42 is built without kubernetes_sd,
+# which is how a user's Prometheus finds pods. Only the kubernetes and file SD plugins are built in.
+PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
 
 CACHE=${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}
 BIN="$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION"
+PROM_BIN="$CACHE/bin/prometheus-$PROMETHEUS_VERSION"
 CRDS="$CACHE/crds/gateway-api-$GATEWAY_API_VERSION-istio-$ISTIO_API_VERSION"
 WORK="$CACHE/gowork"
-mkdir -p "$BIN" "$CRDS" "$WORK"
+mkdir -p "$BIN" "$PROM_BIN" "$CRDS" "$WORK"
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 fail() { printf 'build.sh: step "%s" failed\n' "$CURRENT_STEP" >&2; }
@@ -131,6 +135,17 @@ build_helm() {
   mv "$gobin/helm" "$BIN/helm"
 }
 
+build_prometheus() {
+  [[ -x "$PROM_BIN/prometheus" ]] && return 0
+  CURRENT_STEP="go install prometheus $PROMETHEUS_VERSION"; step "$CURRENT_STEP (cold: a few minutes)"
+  local gobin="$WORK/gobin-prometheus" v="${PROMETHEUS_VERSION#v0.}"
+  v="${v:0:1}.$((10#${v:1:2})).${v##*.}"
+  GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -tags "remove_all_sd,enable_kubernetes_sd" \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$v" \
+    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+  mv "$gobin/prometheus" "$PROM_BIN/prometheus"
+}
+
 # --- CRDs of the traffic routers -----------------------------------------------------------
 fetch_crds() {
   if [[ ! -f "$CRDS/gateway-api.yaml" ]]; then
@@ -170,6 +185,7 @@ build_kwok
 build_helm
 fetch_crds
 build_kubernetes
+build_prometheus
 CURRENT_STEP=verify
 for c in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm; do
   [[ -x "$BIN/$c" ]] || { echo "build.sh: $BIN/$c missing after build" >&2; exit 1; }
@@ -177,3 +193,4 @@ done
 step "control-plane binaries ready in $BIN ($(( $(date +%s) - START ))s)"
 echo "BIN=$BIN"
 echo "CRDS=$CRDS"
+echo "PROMETHEUS=$PROM_BIN/prometheus"

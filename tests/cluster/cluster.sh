@@ -6,12 +6,18 @@
 #                                            exit with CMD's status
 #
 # What runs (all on 127.0.0.1, free ports, state in one temp dir):
-#   etcd 3.6, kube-apiserver (RBAC, generated CA/serving/client certs, SA keys),
+#   etcd 3.6, kube-apiserver (Node+RBAC, generated CA/serving/client certs, SA keys),
 #   kube-controller-manager, kube-scheduler, kwok with one fake node (pods reach Running),
-#   Prometheus with file-based service discovery.
+#   Prometheus with file-based service discovery (kwok's pods) and kubernetes_sd (real pods).
+# With MODELROLLOUT_REAL_NODE=1 (as root), also a real node, `real-node-0`: containerd + runc,
+# the kubelet, kube-proxy, CoreDNS and CNI on a host-only bridge (tests/node/node.sh says how
+# nothing leaves the machine). It carries the taint modelrollout.dev/real-node=true:NoSchedule, so
+# only pods that tolerate it run there; the images in $MODELROLLOUT_CACHE/images/out
+# (scripts/build-images.sh) are imported into its runtime. The apiserver then also listens on the
+# node IP (10.42.0.1), for pods; only loopback and the bridge may connect.
 # Installed: the ModelRollout CRD from crds/, Gateway API CRDs, Istio networking CRDs.
 #
-# The command gets: KUBECONFIG, MODELROLLOUT_PROMETHEUS_URL, MODELROLLOUT_PROM_TARGETS_DIR (drop
+# The command gets: KUBECONFIG, MODELROLLOUT_REAL_NODE (1 when the real node is up), MODELROLLOUT_PROMETHEUS_URL, MODELROLLOUT_PROM_TARGETS_DIR (drop
 # `<name>.json` file_sd target lists there), MODELROLLOUT_CLUSTER_DIR, MODELROLLOUT_BIN, and the
 # cluster binaries (kubectl, helm) first on PATH.
 #
@@ -30,29 +36,38 @@ log() { printf '\033[1m[cluster]\033[0m %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
 
 # --- binaries -------------------------------------------------------------------------------
-eval "$(bash "$HERE/build.sh" | grep -E '^(BIN|CRDS)=')"
-[[ -n ${BIN:-} ]] || die "build.sh did not report its bin dir"
-ensure_prometheus() {
-  command -v prometheus >/dev/null && return 0
-  log "installing Debian's prometheus package"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >&2 \
-    || die "apt-get install prometheus failed"
-}
-ensure_prometheus
+eval "$(bash "$HERE/build.sh" | grep -E '^(BIN|CRDS|PROMETHEUS)=')"
+[[ -n ${BIN:-} && -x ${PROMETHEUS:-} ]] || die "build.sh did not report its bin dir and Prometheus"
 command -v openssl >/dev/null || die "openssl is required"
+REAL_NODE=${MODELROLLOUT_REAL_NODE:-0}
+if [[ $REAL_NODE == 1 ]]; then
+  [[ $(id -u) == 0 ]] || die "MODELROLLOUT_REAL_NODE=1 needs root (containerd, the kubelet, iptables)"
+  eval "$(bash "$ROOT/tests/node/build.sh" | grep -E '^NODE_BIN=')"
+  [[ -n ${NODE_BIN:-} ]] || die "tests/node/build.sh did not report its bin dir"
+  # shellcheck source=../node/node.sh
+  source "$ROOT/tests/node/node.sh"
+fi
 
 # A run that was SIGKILLed could not remove its temp dir (its processes died with it): clean those up.
 for old in "${TMPDIR:-/tmp}"/modelrollout-cluster.*; do
   [[ -f $old/owner.pid ]] && ! kill -0 "$(cat "$old/owner.pid")" 2>/dev/null && rm -rf "$old"
 done
+# A real node's leftovers (a SIGKILLed run could not tear its node down) would break this run.
+if [[ $REAL_NODE == 1 ]] && ! left=$(node_leftovers); then
+  die "a previous real-node run left behind: $(echo "$left" | paste -sd, -)"
+fi
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/modelrollout-cluster.XXXXXX")
 echo $$ >"$DIR/owner.pid"
 PIDS=()
 teardown() {
   local code=$?
   trap - EXIT INT TERM
+  # Teardown does what it can: one failed step must not leave the rest behind.
+  set +e
   # A reader of our output (a pipe into tee) may be gone after Ctrl-C: never die mid-teardown.
   trap '' PIPE INT
+  # The real node first: its pods, rules, mounts and cgroups (it stops its own processes).
+  [[ $REAL_NODE == 1 ]] && node_down
   # Tests may restart a component (Prometheus) and record its new PID in $DIR/<name>.pid.
   for f in "$DIR"/*.pid; do
     [[ -f $f ]] || continue
@@ -109,7 +124,7 @@ PKI="$DIR/pki"; mkdir -p "$PKI"
   cd "$PKI"
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=modelrollout-test-ca" -keyout ca.key -out ca.crt
   openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc,IP:10.96.0.1\nextendedKeyUsage=serverAuth\n' > apiserver.ext
+  printf 'subjectAltName=IP:127.0.0.1,IP:10.42.0.1,DNS:localhost,DNS:kubernetes.default.svc,IP:10.96.0.1\nextendedKeyUsage=serverAuth\n' > apiserver.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile apiserver.ext -out apiserver.crt
   openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=admin" -keyout admin.key -out admin.csr
   printf 'extendedKeyUsage=clientAuth\n' > client.ext
@@ -129,12 +144,26 @@ wait_for etcd 60 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
 # --- kube-apiserver -------------------------------------------------------------------------
 API_PORT=$(free_port)
+PROM_PORT=$(free_port)
+PROM_LISTEN=127.0.0.1
+API_ADDRESSES=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1)
+if [[ $REAL_NODE == 1 ]]; then
+  NODE_KUBELET_PORT=$(free_port); NODE_KUBELET_HEALTHZ_PORT=$(free_port); NODE_PROXY_HEALTHZ_PORT=$(free_port)
+  NODE_DNS_HEALTH_PORT=$(free_port); NODE_DNS_READY_PORT=$(free_port)
+  log "real node: bridge $NODE_BRIDGE, routes and the no-egress rule, before anything starts"
+  node_net_up
+  # Pods reach the apiserver at the node IP (the kubernetes Service's endpoint), and Prometheus
+  # there too (Service monitoring/prometheus).
+  PROM_LISTEN=0.0.0.0
+  API_ADDRESSES=(--bind-address 0.0.0.0 --advertise-address "$NODE_IP" --kubelet-preferred-address-types InternalIP
+    --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key")
+fi
 log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
 start kube-apiserver "$BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" --cert-dir "$PKI" \
-  --secure-port "$API_PORT" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+  --secure-port "$API_PORT" "${API_ADDRESSES[@]}" \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
-  --client-ca-file "$PKI/ca.crt" --authorization-mode RBAC \
+  --client-ca-file "$PKI/ca.crt" --authorization-mode Node,RBAC \
   --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
   --service-account-issuer "https://127.0.0.1:$API_PORT" \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key"
@@ -208,28 +237,90 @@ fi
 kubectl wait --for condition=Established --timeout 60s crd --all >/dev/null || die "CRDs not established"
 
 # --- Prometheus -----------------------------------------------------------------------------
-PROM_PORT=$(free_port)
 TARGETS="$DIR/prometheus/targets"; mkdir -p "$TARGETS"
 cat >"$DIR/prometheus/prometheus.yml" <<PROM
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
 scrape_configs:
+  # kwok's pods run no containers: the tests start their sidecars on 127.0.0.1 and list them here.
   - job_name: sidecars
     scrape_interval: 1s
     scrape_timeout: 900ms
     file_sd_configs:
       - files: ["$TARGETS/*.json"]
         refresh_interval: 1s
+  # Real pods are found the way a user's Prometheus finds them: the pod role and the usual
+  # prometheus.io annotations, with namespace and pod as labels.
+  - job_name: pods
+    scrape_interval: 1s
+    scrape_timeout: 900ms
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: $KUBECONFIG
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
+        action: keep
+        regex: "true"
+      - source_labels: [__meta_kubernetes_pod_node_name]
+        action: drop
+        regex: kwok-.*
+      - source_labels: [__meta_kubernetes_pod_phase]
+        action: keep
+        regex: Running
+      - source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port]
+        action: replace
+        regex: ([^:]+)(?::\d+)?;(\d+)
+        replacement: \$1:\$2
+        target_label: __address__
+      - source_labels: [__meta_kubernetes_namespace]
+        target_label: namespace
+      - source_labels: [__meta_kubernetes_pod_name]
+        target_label: pod
+      - source_labels: [__meta_kubernetes_pod_label_modelrollout_dev_rollout]
+        target_label: rollout
 PROM
 # The exact command, so tests can stop Prometheus and start it again on the same port and data.
-PROM_CMD=(prometheus --config.file "$DIR/prometheus/prometheus.yml" --storage.tsdb.path "$DIR/prometheus/data"
-  --web.listen-address "127.0.0.1:$PROM_PORT" --storage.tsdb.retention.time 2h --log.level warn)
+PROM_CMD=("$PROMETHEUS" --config.file "$DIR/prometheus/prometheus.yml" --storage.tsdb.path "$DIR/prometheus/data"
+  --web.listen-address "$PROM_LISTEN:$PROM_PORT" --storage.tsdb.retention.time 2h --log.level warn)
 printf '%q ' "${PROM_CMD[@]}" >"$DIR/prometheus/command"
 log "starting Prometheus on 127.0.0.1:$PROM_PORT"
 start prometheus "${PROM_CMD[@]}"
 wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
 
+# --- the real node ---------------------------------------------------------------------------
+if [[ $REAL_NODE == 1 ]]; then
+  IMAGES=()
+  for tar in "${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}"/images/out/*.tar; do [[ -f $tar ]] && IMAGES+=("$tar"); done
+  ((${#IMAGES[@]})) || log "warning: no images in \$MODELROLLOUT_CACHE/images/out (bash scripts/build-images.sh makes them)"
+  node_up "${IMAGES[@]}"
+  # Pods find Prometheus the way they would in a cluster: a Service (here without a selector, its
+  # one endpoint the host's Prometheus at the node IP).
+  kubectl apply --server-side -f - >/dev/null <<PROMSVC || die "the monitoring/prometheus Service"
+apiVersion: v1
+kind: Namespace
+metadata: {name: monitoring}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: prometheus, namespace: monitoring}
+spec:
+  ports: [{name: web, port: 9090, targetPort: $PROM_PORT}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: prometheus-host
+  namespace: monitoring
+  labels: {kubernetes.io/service-name: prometheus}
+addressType: IPv4
+ports: [{name: web, port: $PROM_PORT}]
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+PROMSVC
+  export MODELROLLOUT_NODE_BIN="$NODE_BIN"
+fi
+
+export MODELROLLOUT_REAL_NODE="$REAL_NODE"
 export MODELROLLOUT_CLUSTER_DIR="$DIR"
 export MODELROLLOUT_BIN="$BIN"
 export MODELROLLOUT_PROMETHEUS_URL="http://127.0.0.1:$PROM_PORT"
@@ -237,6 +328,8 @@ export MODELROLLOUT_PROM_TARGETS_DIR="$TARGETS"
 export PATH="$BIN:$PATH"
 cat >"$DIR/env" <<ENV
 export KUBECONFIG=$KUBECONFIG
+export MODELROLLOUT_REAL_NODE=$REAL_NODE
+export MODELROLLOUT_NODE_BIN=${NODE_BIN:-}
 export MODELROLLOUT_CLUSTER_DIR=$DIR
 export MODELROLLOUT_BIN=$BIN
 export MODELROLLOUT_PROMETHEUS_URL=$MODELROLLOUT_PROMETHEUS_URL

@@ -93,6 +93,13 @@ impl Ctx<'_> {
 
         // No traffic moves to a candidate whose pods are not Ready.
         if !obs.candidate_ready {
+            // A pod that cannot start or has crashed will not turn Ready by waiting: fail now and
+            // say why. Traffic leaves it first (roll_back), and it never got any if it never ran.
+            if let Some(trouble) = &obs.candidate_trouble {
+                let msg = format!("candidate {}: {trouble}", spec.model.version);
+                self.roll_back(Phase::Failed, reasons::CANDIDATE_FAILED, Outcome::Failed, msg);
+                return;
+            }
             let since = self.st.candidate_unready_since.get_or_insert(Time(self.now)).0;
             if elapsed(since, self.now) >= self.timings.progress_deadline {
                 let msg = format!(
@@ -227,7 +234,7 @@ impl Ctx<'_> {
         // that now rather than on the next reconcile never sends traffic the candidate cannot take
         // (nor, with replica ratios, scales stable down for it), and the start is one status write.
         // An analysis taken before the start belongs to no stage of this rollout.
-        self.progress(&Observations { analysis: None, ..*obs });
+        self.progress(&Observations { analysis: None, ..obs.clone() });
     }
 
     /// Moves to stage `idx`, skipping shadow-only stages the router cannot mirror to.

@@ -18,6 +18,7 @@ mod analysis;
 mod gates;
 mod machine;
 mod outcome;
+pub mod pods;
 pub mod sequential;
 mod timing;
 
@@ -39,6 +40,8 @@ pub struct Observations {
     pub generation: Option<i64>,
     /// Whether the candidate's Deployment has all its desired pods Ready (false when it is absent).
     pub candidate_ready: bool,
+    /// What a candidate's pod says is wrong with it (read only while the candidate is not Ready).
+    pub candidate_trouble: Option<pods::Trouble>,
     /// Gate measurements, when an analysis was due and ran (see [`analysis_due`]).
     pub analysis: Option<Vec<GateObservation>>,
     /// Where this rollout's first analysis of a stage falls within the spread.

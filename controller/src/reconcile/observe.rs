@@ -1,6 +1,8 @@
 //! What a reconcile reads: the candidate's readiness (watch cache) and the gates (Prometheus).
 
 use super::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 use modelrollout_contract::launch::Role as SidecarRole;
 
 /// Whether a Deployment (from the watch cache: its changes trigger a reconcile, so the cache is as
@@ -48,6 +50,8 @@ pub(super) async fn observe(
         && deployment_ready(
             ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &mr.spec.model.version)).as_deref(),
         );
+    let candidate_trouble =
+        if candidate_differs && !candidate_ready { candidate_trouble(ctx, mr, &ns).await } else { None };
     let mut analysis = None;
     if candidate_ready && core::analysis_due(&mr.spec, status, analysis_slot, now) {
         let stable = status.stable.clone().expect("a candidate implies a stable");
@@ -79,5 +83,20 @@ pub(super) async fn observe(
                 .collect(),
         });
     }
-    Observations { generation: mr.meta().generation, candidate_ready, analysis, analysis_slot }
+    Observations { generation: mr.meta().generation, candidate_ready, candidate_trouble, analysis, analysis_slot }
+}
+
+/// What the candidate's pods say is wrong, read while the candidate is not Ready (a list by
+/// label: the controller watches no pods, which keeps its memory flat at scale). A failed read is
+/// logged and waits for the next reconcile; the progress deadline still holds.
+async fn candidate_trouble(ctx: &Context, mr: &ModelRollout, ns: &str) -> Option<core::pods::Trouble> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().labels(&workloads::pod_selector(mr, &mr.spec.model.version));
+    match pods.list(&lp).await {
+        Ok(list) => core::pods::candidate_trouble(&list.items),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the candidate's pods failed");
+            None
+        }
+    }
 }

@@ -210,6 +210,25 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Starts a load generator at `rps` for rollout `name` routed by HTTPRoute `route`, whose
+    /// sidecars run as real pods on the real node: requests go to each version's Service (its
+    /// ClusterIP, through kube-proxy) once that Service has a ready endpoint.
+    pub fn start_on_node(client: Client, ns: &str, name: &str, route: &str, rps: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let traffic = Arc::new(Traffic::default());
+        let load = tokio::spawn(generate_load(
+            client,
+            ns.to_string(),
+            name.to_string(),
+            route.to_string(),
+            rps,
+            None,
+            traffic.clone(),
+            stop.clone(),
+        ));
+        Self { ns: ns.into(), rollout: name.into(), traffic, sidecars: Arc::default(), stop, tasks: vec![load] }
+    }
+
     /// Starts the sidecar manager and a load generator at `rps` for rollout `name` routed by
     /// HTTPRoute `route`.
     pub fn start(client: Client, ns: &str, name: &str, route: &str, rps: u32) -> Self {
@@ -234,7 +253,7 @@ impl Harness {
             name.to_string(),
             route.to_string(),
             rps,
-            sidecars.clone(),
+            Some(sidecars.clone()),
             traffic.clone(),
             stop.clone(),
         ));
@@ -359,9 +378,29 @@ struct Route {
     canary_version: Option<String>,
     weight: u32,
     mirror: u32,
+    /// On the real node: each Service's address, when it has a ready endpoint.
+    stable_base: Option<String>,
+    canary_base: Option<String>,
 }
 
-async fn read_route(client: &Client, ns: &str, rollout: &str, route: &str) -> Option<Route> {
+/// `http://<ClusterIP>:<port>` of Service `name` when one of its endpoints is ready.
+async fn service_base(client: &Client, ns: &str, name: &str) -> Option<String> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let svc = Api::<Service>::namespaced(client.clone(), ns).get_opt(name).await.ok()??;
+    let spec = svc.spec?;
+    let ip = spec.cluster_ip.filter(|ip| ip != "None")?;
+    let port = spec.ports?.first()?.port;
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
+        .await
+        .ok()?;
+    let ready = slices.items.iter().flat_map(|s| s.endpoints.iter().flatten()).any(|e| {
+        e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false)
+    });
+    ready.then(|| format!("http://{ip}:{port}"))
+}
+
+async fn read_route(client: &Client, ns: &str, rollout: &str, route: &str, on_node: bool) -> Option<Route> {
     let routes: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &modelrollout::routers::http_route_resource());
     let r = routes.get(route).await.ok()?;
@@ -374,6 +413,10 @@ async fn read_route(client: &Client, ns: &str, rollout: &str, route: &str) -> Op
         canary_version: version(services.get_opt(&canary_svc).await.ok()?),
         ..Default::default()
     };
+    if on_node {
+        out.stable_base = service_base(client, ns, &stable_svc).await;
+        out.canary_base = service_base(client, ns, &canary_svc).await;
+    }
     for rule in r.data["spec"]["rules"].as_array()? {
         for b in rule["backendRefs"].as_array().into_iter().flatten() {
             if b["name"] == canary_svc.as_str() {
@@ -396,10 +439,12 @@ async fn generate_load(
     rollout: String,
     route_name: String,
     rps: u32,
-    sidecars: Arc<Mutex<HashMap<String, SidecarProc>>>,
+    // The harness's own sidecar processes (kwok), or None: real pods behind their Services.
+    sidecars: Option<Arc<Mutex<HashMap<String, SidecarProc>>>>,
     traffic: Arc<Traffic>,
     stop: Arc<AtomicBool>,
 ) {
+    let on_node = sidecars.is_none();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let rows = golden_rows();
@@ -410,7 +455,7 @@ async fn generate_load(
             (client.clone(), ns.clone(), rollout.clone(), route_name.clone(), route.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                if let Some(r) = read_route(&client, &ns, &rollout, &route_name).await {
+                if let Some(r) = read_route(&client, &ns, &rollout, &route_name, on_node).await {
                     *route.lock().unwrap() = r;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -425,13 +470,16 @@ async fn generate_load(
         n += 1;
         let r = route.lock().unwrap().clone();
         let Some(stable_v) = r.stable_version.clone() else { continue };
-        let (stable_base, canary_base) = {
-            let s = sidecars.lock().unwrap();
-            let routable = |p: &&SidecarProc| p.ready.load(Ordering::SeqCst);
-            (
-                s.get(&stable_v).filter(routable).map(|p| p.base.clone()),
-                r.canary_version.as_ref().and_then(|v| s.get(v)).filter(routable).map(|p| p.base.clone()),
-            )
+        let (stable_base, canary_base) = match &sidecars {
+            None => (r.stable_base.clone(), r.canary_base.clone().filter(|_| r.canary_version.is_some())),
+            Some(sidecars) => {
+                let s = sidecars.lock().unwrap();
+                let routable = |p: &&SidecarProc| p.ready.load(Ordering::SeqCst);
+                (
+                    s.get(&stable_v).filter(routable).map(|p| p.base.clone()),
+                    r.canary_version.as_ref().and_then(|v| s.get(v)).filter(routable).map(|p| p.base.clone()),
+                )
+            }
         };
         let Some(stable_base) = stable_base else { continue };
         // Deterministic spread: request n goes to the canary when its slot falls under the weight.

@@ -218,4 +218,5 @@ pub fn model_sha(file: &str) -> String {
 }
 
 pub mod harness;
+pub mod node;
 pub mod scenario;
