@@ -1,11 +1,12 @@
 //! The demo's helper: `demo-driver manifest v1|v2|bad` prints the fraud example adapted to the
-//! local demo (models from this checkout, stages of seconds instead of minutes); `demo-driver
-//! traffic NS` runs the sidecars for every Deployment the controller creates, Prometheus scraping
-//! them, and live traffic with label feedback (the same harness the end-to-end tests use), until
-//! Ctrl-C or SIGTERM.
+//! local demo (the real node's selector and toleration, stages of seconds instead of minutes; the
+//! model comes from the models image, as in the example); `demo-driver traffic NS` sends live
+//! traffic with label feedback to the versions' Services (the same load generator the real-node
+//! end-to-end tests use), until Ctrl-C or SIGTERM.
 
 use modelrollout_e2e::harness::Harness;
-use modelrollout_e2e::{model_sha as sha, root};
+use modelrollout_e2e::node::{from_image, on_real_node};
+use modelrollout_e2e::root;
 use serde_json::{Value, json};
 
 fn manifest(which: &str) -> Value {
@@ -19,10 +20,11 @@ fn manifest(which: &str) -> Value {
     let mut m: Value = serde_yaml::from_str(&text).expect("the example parses");
     let model = &mut m["spec"]["model"];
     model["version"] = json!(version);
-    let path = root().join("models").join(file).canonicalize().unwrap();
-    model["artifact"] = json!({"uri": path.display().to_string(), "sha256": sha(file)});
+    model["artifact"] = from_image(file);
     let spec = &mut m["spec"];
-    spec["workload"] = json!({"replicas": 2, "progressDeadline": "90s"});
+    let (selector, tolerations) = on_real_node();
+    spec["workload"] =
+        json!({"replicas": 1, "progressDeadline": "120s", "nodeSelector": selector, "tolerations": tolerations});
     spec["trafficRouting"] =
         json!({"gatewayAPI": {"httpRoute": "fraud", "create": true, "parentRefs": [{"name": "public"}]}});
     // The example's plan with demo timings: seconds instead of minutes, fewer samples per gate.
@@ -53,7 +55,7 @@ async fn main() {
         ["manifest", which] => print!("{}", serde_yaml::to_string(&manifest(which)).unwrap()),
         ["traffic", ns] => {
             let client = kube::Client::try_default().await.expect("KUBECONFIG from cluster.sh");
-            let harness = Harness::start(client, ns, "fraud", "fraud", 200);
+            let harness = Harness::start_on_node(client, ns, "fraud", "fraud", 200);
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

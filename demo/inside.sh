@@ -8,34 +8,22 @@ say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
 export PATH="$DEMO_BIN:$PATH" # kubectl finds kubectl-modelrollout here
 
 kubectl create namespace "$NS" >/dev/null
-say "installing the Helm chart (CRD, RBAC, controller Deployment) into modelrollout-system"
+say "installing the Helm chart (CRD, RBAC, the controller Deployment: the image built here, on the real node)"
 helm install modelrollout charts/modelrollout --namespace modelrollout-system --create-namespace \
-  --set watchNamespaces="{$NS}" --set prometheus.address="$MODELROLLOUT_PROMETHEUS_URL" --set logFormat=text \
-  --wait --timeout 90s >/dev/null
+  --set watchNamespaces="{$NS}" --set prometheus.address=http://prometheus.monitoring.svc.cluster.local:9090 \
+  --set logFormat=text --set nodeSelector.type=real \
+  --set 'tolerations[0].key=modelrollout.dev/real-node,tolerations[0].operator=Exists,tolerations[0].effect=NoSchedule' \
+  --wait --timeout 180s >/dev/null
+kubectl get pods -n modelrollout-system -o wide | sed 's/^/    /'
 
-# kwok pods run no containers: the controller runs here, with the chart's arguments, as the
-# chart's service account (so it has exactly the chart's RBAC).
-TOKEN=$(kubectl create token modelrollout-controller -n modelrollout-system --duration 2h)
-SERVER=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-CA=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')
-KC="$DIR/kubeconfig-demo-controller"
-kubectl config --kubeconfig "$KC" set-cluster demo --server "$SERVER" --certificate-authority "$CA" --embed-certs >/dev/null
-kubectl config --kubeconfig "$KC" set-credentials controller --token "$TOKEN" >/dev/null
-kubectl config --kubeconfig "$KC" set-context demo --cluster demo --user controller >/dev/null
-kubectl config --kubeconfig "$KC" use-context demo >/dev/null
-mapfile -t ARGS < <(kubectl get deploy modelrollout-controller -n modelrollout-system \
-  -o jsonpath='{range .spec.template.spec.containers[0].args[*]}{@}{"\n"}{end}' | sed 's/^--metrics-addr=.*/--metrics-addr=127.0.0.1:0/')
-say "controller: modelrollout-controller ${ARGS[*]}   (log: $DIR/demo-controller.log)"
-RUST_LOG=info,kube=warn modelrollout-controller --kubeconfig "$KC" "${ARGS[@]}" >"$DIR/demo-controller.log" 2>&1 &
-echo $! >"$DIR/demo-controller.pid"
-
-say "sidecars + traffic: every Deployment the controller creates gets a real sidecar; 200 req/s with label feedback"
+say "traffic: 200 req/s with label feedback to the versions' Services (through kube-proxy)"
 demo-driver traffic "$NS" >"$DIR/demo-traffic.log" 2>&1 &
 echo $! >"$DIR/demo-traffic.pid"
 
 say "applying the fraud example with v1: it becomes stable"
 demo-driver manifest v1 | kubectl apply -n "$NS" -f - >/dev/null
-kubectl wait -n "$NS" modelrollout/fraud --for=jsonpath='{.status.phase}'=Idle --timeout=120s >/dev/null
+kubectl wait -n "$NS" modelrollout/fraud --for=jsonpath='{.status.phase}'=Idle --timeout=180s >/dev/null
+kubectl get pods -n "$NS" -o wide | sed 's/^/    /'
 # Let stable serve a little so the relative gates have a baseline.
 sleep 10
 
@@ -53,7 +41,7 @@ echo
 case $code in
   0) say "promoted: $(kubectl get mro fraud -n "$NS" -o jsonpath='{.status.stableVersion}') is stable (kubectl modelrollout history fraud -n $NS)" ;;
   3) say "rolled back automatically: stable kept serving (kubectl modelrollout history fraud -n $NS)" ;;
-  *) say "the rollout did not settle (exit $code); controller log: $DIR/demo-controller.log" ;;
+  *) say "the rollout did not settle (exit $code); controller log: kubectl logs -n modelrollout-system deploy/modelrollout-controller" ;;
 esac
 kubectl modelrollout history fraud -n "$NS"
 if [[ $DEMO_KEEP == 1 ]]; then

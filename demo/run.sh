@@ -6,11 +6,12 @@
 #   add --keep                leave everything running after the rollout settles (Ctrl-C to end)
 #
 # On a fresh machine it builds what it needs first (Python/ONNX Runtime env, the Go-built control
-# plane — about 12 minutes the first time — and the Rust binaries); then it starts etcd,
-# kube-apiserver, controller-manager, scheduler, kwok and Prometheus on 127.0.0.1, installs the Helm
-# chart, runs the controller as the chart's service account, runs the stable and candidate sidecars
-# with live traffic and label feedback, applies the fraud example and follows it with
-# `kubectl modelrollout status --watch`. Ctrl-C at any point tears everything down.
+# plane and real node, the container images from the shipped Dockerfiles, the Rust binaries); then
+# it starts etcd, kube-apiserver, controller-manager, scheduler, kwok, Prometheus and a real node
+# (containerd, kubelet, kube-proxy, CoreDNS; tests/node/node.sh), installs the Helm chart, whose
+# controller runs as a pod of the image built here, sends live traffic with label feedback to the
+# sidecar pods, applies the fraud example and follows it with `kubectl modelrollout status --watch`.
+# Ctrl-C at any point tears everything down. Runs as root (the real node).
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -27,14 +28,16 @@ done
 START=$SECONDS
 step() { printf '\n\033[1;34m==> %s\033[0m (%ds)\n' "$*" $((SECONDS - START)); }
 
-step "1/4 Python environment with ONNX Runtime (cached after the first run)"
+step "1/5 Python environment (cached after the first run)"
 eval "$(bash scripts/python-env.sh)"
-step "2/4 control-plane binaries: kube-apiserver, etcd, kwok, kubectl, helm (first run: ~12 min of Go builds)"
+step "2/5 control-plane and real-node binaries: kube-apiserver, etcd, kwok, kubectl, helm, Prometheus, kubelet, containerd, runc, CoreDNS (first run: Go builds)"
 bash tests/cluster/build.sh >/dev/null
-step "3/4 Rust binaries: controller, kubectl plugin, sidecar (release), demo driver"
-cargo build --locked -p modelrollout-controller --bins
-cargo build --locked --release -p inference-sidecar
+bash tests/node/build.sh >/dev/null
+step "3/5 container images from the shipped Dockerfiles: controller, sidecar, models (buildah)"
+bash scripts/build-images.sh
+step "4/5 Rust binaries: kubectl plugin, demo driver"
+cargo build --locked -p modelrollout-controller --bin kubectl-modelrollout
 cargo build --locked -p modelrollout-e2e --bin demo-driver
 export DEMO_BIN="$CARGO_TARGET_DIR/debug"
-step "4/4 local control plane + Prometheus, then the rollout"
-exec bash tests/cluster/cluster.sh run -- bash demo/inside.sh
+step "5/5 local control plane, real node, Prometheus, then the rollout"
+MODELROLLOUT_REAL_NODE=1 exec bash tests/cluster/cluster.sh run -- bash demo/inside.sh

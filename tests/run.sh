@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test command: unit and in-process tests, then the end-to-end suite on a real local control
-# plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) and Prometheus.
+# The test command: unit and in-process tests, the container images built from the shipped
+# Dockerfiles, then the end-to-end suite on a real local control plane (etcd, kube-apiserver,
+# controller-manager, scheduler, kwok), a real node (containerd, kubelet, kube-proxy, CoreDNS) that
+# runs those images, and Prometheus. Runs as root (the real node: containerd, iptables, cgroups).
 # Everything it needs is built or installed by the project's own scripts; caches live in
 # ~/.cache/modelrollout (override with MODELROLLOUT_CACHE).
 set -Eeuo pipefail
@@ -60,7 +62,23 @@ if kill -0 "$UP" 2>/dev/null; then cat "$UP_LOG"; echo "cluster.sh up still runn
 echo "cluster.sh up exited on SIGTERM and removed its directory"
 rm -f "$UP_LOG"
 
-phase "end-to-end tests on the local control plane"
-bash tests/cluster/cluster.sh run -- cargo test --locked -p modelrollout-e2e -- --include-ignored --test-threads 4
+phase "container images from the shipped Dockerfiles (buildah, base images made from Debian packages)"
+bash scripts/build-images.sh --sizes
+
+phase "real-node binaries (kubelet, kube-proxy, containerd, runc, CoreDNS)"
+bash tests/node/build.sh >/dev/null
+
+phase "end-to-end tests on the local control plane and its real node"
+# kwok's suites first (their sidecars are local processes), then the real node's (real pods, two
+# at a time: each runs several containers on this machine's cores).
+MODELROLLOUT_REAL_NODE=1 bash tests/cluster/cluster.sh run -- bash -c '
+  set -e
+  cargo test --locked -p modelrollout-e2e --test smoke --test rollout --test outage --test operator -- --include-ignored --test-threads 4
+  cargo test --locked -p modelrollout-e2e --test node -- --include-ignored --test-threads 2 --nocapture
+'
+
+phase "the real node left nothing behind"
+bash -c 'source tests/node/node.sh && NODE_BIN=$(bash tests/node/build.sh 2>/dev/null | sed -n "s/^NODE_BIN=//p") && node_leftovers' \
+  || { echo "the real node left the above behind" >&2; exit 1; }
 
 phase "all tests passed"

@@ -166,7 +166,10 @@ impl Artifact {
         match self.uri.strip_prefix("oci://") {
             Some(reference) => ArtifactSource::Image {
                 reference,
-                file: format!("{MODEL_IMAGE_MOUNT}/{}", self.path.as_deref().unwrap_or_default().trim_start_matches('/')),
+                file: format!(
+                    "{MODEL_IMAGE_MOUNT}/{}",
+                    self.path.as_deref().unwrap_or_default().trim_start_matches('/')
+                ),
             },
             None => ArtifactSource::Fetched { uri: &self.uri },
         }

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, ImageVolumeSource, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, ImageVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -122,12 +122,16 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
     };
     // The sidecar writes only its model cache, on an emptyDir at /tmp; an `oci://` model is an
     // image volume, read-only.
-    let mut volumes = vec![Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
+    let mut volumes =
+        vec![Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
     let mut volume_mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
     if let ArtifactSource::Image { reference, .. } = model.artifact.source() {
         volumes.push(Volume {
             name: "model".into(),
-            image: Some(ImageVolumeSource { reference: Some(reference.into()), pull_policy: Some("IfNotPresent".into()) }),
+            image: Some(ImageVolumeSource {
+                reference: Some(reference.into()),
+                pull_policy: Some("IfNotPresent".into()),
+            }),
             ..Default::default()
         });
         volume_mounts.push(VolumeMount {

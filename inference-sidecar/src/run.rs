@@ -164,10 +164,11 @@ pub async fn run(args: Args) -> i32 {
     }
     shutdown_signal().await;
     state.ready.store(false, Ordering::Release);
+    state.draining.store(true, Ordering::Relaxed);
     state.metrics.ready.set(0);
     tracing::info!(
         grace_s = cfg.args.shutdown_grace.as_secs_f64(),
-        "SIGTERM: not ready; still serving during the grace period"
+        "SIGTERM: not ready; still serving during the grace period, closing each connection after its answer"
     );
     tokio::time::sleep(cfg.args.shutdown_grace).await;
     tracing::info!(

@@ -152,6 +152,16 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     tokio::time::sleep(Duration::from_millis(40)).await;
     let signalled = Instant::now();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Sent during the grace period: answered, and told to leave its keep-alive connection (so no
+    // client sends on a connection the drain is about to close).
+    let late = client
+        .post(format!("{base}/v1/models/toxicity:predict"))
+        .body(json!({"instances": [{"text": "hello"}]}).to_string())
+        .send()
+        .await
+        .expect("a request in the grace period is served");
+    assert_eq!(late.status(), 200);
+    assert_eq!(late.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
     let mut after_signal = 0;
     for t in tasks {
         let (status, body_ok, done, refused) = t.await.unwrap();

@@ -35,7 +35,10 @@ async fn the_chart_s_controller_promotes_fraud_v2_served_from_an_image_volume() 
     })
     .await;
 
-    gitops_apply(&env.ns.name, &manifest("v2", from_image("fraud-v2.onnx"), modelrollout_e2e::scenario::four_stages(6)));
+    gitops_apply(
+        &env.ns.name,
+        &manifest("v2", from_image("fraud-v2.onnx"), modelrollout_e2e::scenario::four_stages(6)),
+    );
     let mut seen = Vec::new();
     let mr = env
         .wait(Duration::from_secs(300), "v2 promoted", |s| {
@@ -96,7 +99,9 @@ async fn a_candidate_whose_model_or_image_cannot_load_fails_naming_why_and_gets_
     wrong["sha256"] = json!(model_sha("fraud-v1.onnx"));
     gitops_apply(&env.ns.name, &manifest("v2", wrong, canary_stages(6)));
     let mr = env
-        .wait(Duration::from_secs(150), "the candidate failed", |s| matches!(s.phase, Some(Phase::Failed | Phase::RolledBack)))
+        .wait(Duration::from_secs(150), "the candidate failed", |s| {
+            matches!(s.phase, Some(Phase::Failed | Phase::RolledBack))
+        })
         .await;
     let st = mr.status.unwrap();
     assert_eq!(st.reason.as_deref(), Some("CandidateFailed"), "{:?}", st.message);
@@ -126,7 +131,7 @@ async fn a_candidate_whose_model_or_image_cannot_load_fails_naming_why_and_gets_
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn a_candidate_that_crashes_after_turning_ready_is_rolled_back_at_once() {
-    let env = NodeEnv::setup("node-crash", 60, from_image("fraud-v1.onnx")).await;
+    let env = NodeEnv::setup("node-crash", 150, from_image("fraud-v1.onnx")).await;
     gitops_apply(&env.ns.name, &manifest("v2", from_image("fraud-v2.onnx"), canary_stages(600)));
     env.wait(Duration::from_secs(120), "the candidate at 5%", |s| s.canary_weight > 0).await;
     // Kill the candidate's sidecar process in its container, as an OOM kill or a segfault would.
@@ -145,7 +150,9 @@ async fn a_candidate_that_crashes_after_turning_ready_is_rolled_back_at_once() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mr = env
-        .wait(Duration::from_secs(60), "the crash handled", |s| matches!(s.phase, Some(Phase::Failed | Phase::RolledBack)))
+        .wait(Duration::from_secs(60), "the crash handled", |s| {
+            matches!(s.phase, Some(Phase::Failed | Phase::RolledBack))
+        })
         .await;
     let st = mr.status.unwrap();
     let msg = st.message.clone().unwrap_or_default();
@@ -188,15 +195,38 @@ async fn a_deleted_sidecar_pod_drains_while_its_endpoint_goes_with_no_failed_req
     })
     .await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    // kube-proxy programs the endpoints a moment after the EndpointSlice lists them ready: start
+    // once the Service answers, as a client behind a health-checking balancer would.
+    wait_for("the root Service answering", Duration::from_secs(30), || async {
+        for _ in 0..20 {
+            let ok = http.get(format!("{base}/readyz")).send().await.ok()?.status().is_success();
+            if !ok {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let deleted_at = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     let row = std::fs::read_to_string(root().join("models/fraud-v1.golden.json")).unwrap();
     let row: serde_json::Value = serde_json::from_str(&row).unwrap();
     let features = row["rows"][0]["features"].clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (ok, failed) = (std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)), std::sync::Arc::new(std::sync::Mutex::new(Vec::new())));
+    let (ok, failed) = (
+        std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
+    );
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let (http, base, features, stop, ok, failed) =
-            (http.clone(), base.clone(), features.clone(), stop.clone(), ok.clone(), failed.clone());
+        let (http, base, features, stop, ok, failed, deleted_at) = (
+            http.clone(),
+            base.clone(),
+            features.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            deleted_at.clone(),
+        );
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let r = http
@@ -208,14 +238,15 @@ async fn a_deleted_sidecar_pod_drains_while_its_endpoint_goes_with_no_failed_req
                     Ok(r) if r.status().is_success() => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(r) => failed.lock().unwrap().push(format!("HTTP {}", r.status())),
-                    Err(e) => failed.lock().unwrap().push(format!("{e:?}")),
+                    Ok(r) => failed.lock().unwrap().push(format!("{} HTTP {}", since(&deleted_at), r.status())),
+                    Err(e) => failed.lock().unwrap().push(format!("{} {e:?}", since(&deleted_at))),
                 }
             }
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let victim = pods[0].metadata.name.clone().unwrap();
+    *deleted_at.lock().unwrap() = Some(std::time::Instant::now());
     Api::<Pod>::namespaced(client.clone(), &ns.name).delete(&victim, &DeleteParams::default()).await.unwrap();
     // Until the replacement is ready and the victim gone, plus a little.
     wait_for("the victim gone and its replacement ready", Duration::from_secs(90), || async {
@@ -236,7 +267,21 @@ async fn a_deleted_sidecar_pod_drains_while_its_endpoint_goes_with_no_failed_req
     let ok = ok.load(Ordering::Relaxed);
     println!("DRAIN requests_ok={ok} failed={}", failed.len());
     assert!(ok > 100, "the load ran: {ok}");
-    assert!(failed.is_empty(), "{} failed of {}: {:?}", failed.len(), ok + failed.len() as u64, &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+}
+
+/// When a failure happened, relative to the pod's deletion (for the assertion message).
+fn since(deleted_at: &std::sync::Mutex<Option<std::time::Instant>>) -> String {
+    match *deleted_at.lock().unwrap() {
+        Some(t) => format!("[{} ms after the delete]", t.elapsed().as_millis()),
+        None => "[before the delete]".into(),
+    }
 }
 
 fn is_ready(p: &Pod) -> bool {

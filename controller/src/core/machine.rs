@@ -91,15 +91,16 @@ impl Ctx<'_> {
         }
         self.ensure_candidate = true;
 
+        // A pod that cannot start will not turn Ready by waiting, and one that crashed (even if it
+        // came back) is not fit for more traffic: fail now and say why. Traffic leaves it first
+        // (roll_back); it never got any if it never ran.
+        if let Some(trouble) = &obs.candidate_trouble {
+            let msg = format!("candidate {}: {trouble}", spec.model.version);
+            self.roll_back(Phase::Failed, reasons::CANDIDATE_FAILED, Outcome::Failed, msg);
+            return;
+        }
         // No traffic moves to a candidate whose pods are not Ready.
         if !obs.candidate_ready {
-            // A pod that cannot start or has crashed will not turn Ready by waiting: fail now and
-            // say why. Traffic leaves it first (roll_back), and it never got any if it never ran.
-            if let Some(trouble) = &obs.candidate_trouble {
-                let msg = format!("candidate {}: {trouble}", spec.model.version);
-                self.roll_back(Phase::Failed, reasons::CANDIDATE_FAILED, Outcome::Failed, msg);
-                return;
-            }
             let since = self.st.candidate_unready_since.get_or_insert(Time(self.now)).0;
             if elapsed(since, self.now) >= self.timings.progress_deadline {
                 let msg = format!(

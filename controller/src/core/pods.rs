@@ -53,7 +53,8 @@ pub fn candidate_trouble(pods: &[Pod]) -> Option<Trouble> {
     pods.into_iter().find_map(|p| {
         let name = p.metadata.name.clone().unwrap_or_default();
         let status = p.status.as_ref()?;
-        let containers = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+        let containers =
+            status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
         containers.filter_map(container_trouble).next().map(|(kind, detail)| Trouble { pod: name, kind, detail })
     })
 }
@@ -73,7 +74,7 @@ fn container_trouble(c: &ContainerStatus) -> Option<(TroubleKind, String)> {
         let detail = match last {
             Some(t) => {
                 let reason = t.reason.as_deref().unwrap_or("Error");
-                let words = t.message.as_deref().map(str::trim).filter(|m| !m.is_empty());
+                let words = t.message.as_deref().and_then(last_words);
                 match words {
                     Some(m) => format!("container {} exited with code {} ({reason}): {m}", c.name, t.exit_code),
                     None => format!("container {} exited with code {} ({reason})", c.name, t.exit_code),
@@ -84,6 +85,24 @@ fn container_trouble(c: &ContainerStatus) -> Option<(TroubleKind, String)> {
         return Some((TroubleKind::Crashed, clip(&detail)));
     }
     None
+}
+
+/// The line of a termination message (a container's last log lines, with `FallbackToLogsOnError`)
+/// that says what went wrong: the last one that mentions an error, else the last one. A JSON log
+/// line is rendered as its `message` and `error` fields.
+fn last_words(message: &str) -> Option<String> {
+    let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let line = lines.iter().rev().find(|l| l.to_ascii_lowercase().contains("error")).or(lines.last())?;
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return Some(line.to_string());
+    };
+    let text = |k: &str| fields.get(k).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+    match (text("message"), text("error")) {
+        (Some(m), Some(e)) => Some(format!("{m}: {e}")),
+        (Some(m), None) => Some(m.to_string()),
+        (None, Some(e)) => Some(e.to_string()),
+        (None, None) => Some(line.to_string()),
+    }
 }
 
 fn clip(s: &str) -> String {
@@ -115,7 +134,7 @@ mod tests {
         let crashed = json!({"containerStatuses": [{"name": "sidecar", "image": "i", "imageID": "", "ready": false, "restartCount": 2,
             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
             "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
-                "message": "{\"level\":\"ERROR\",\"message\":\"model sha256 mismatch: expected 00, got 0f\"}\n"}}}]});
+                "message": "{\"level\":\"INFO\",\"message\":\"listening (not ready yet)\"}\n{\"level\":\"ERROR\",\"message\":\"model not served\",\"error\":\"model sha256 mismatch: expected 00, got 0f\"}\n"}}}]});
         let killed_once = json!({"containerStatuses": [{"name": "sidecar", "image": "i", "imageID": "", "ready": true, "restartCount": 1,
             "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}}}]});
         let cases: Vec<(&str, Pod, Option<(TroubleKind, &str)>)> = vec![
@@ -136,7 +155,7 @@ mod tests {
                 pod("a", crashed),
                 Some((
                     TroubleKind::Crashed,
-                    "container sidecar exited with code 1 (Error): {\"level\":\"ERROR\",\"message\":\"model sha256 mismatch: expected 00, got 0f\"}",
+                    "container sidecar exited with code 1 (Error): model not served: model sha256 mismatch: expected 00, got 0f",
                 )),
             ),
             (
@@ -158,7 +177,11 @@ mod tests {
         going.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
         assert_eq!(candidate_trouble(&[going.clone()]), None);
-        let t = candidate_trouble(&[pod("c", waiting("ImagePullBackOff", "x")), going, pod("b", waiting("ErrImageNeverPull", "y"))]);
+        let t = candidate_trouble(&[
+            pod("c", waiting("ImagePullBackOff", "x")),
+            going,
+            pod("b", waiting("ErrImageNeverPull", "y")),
+        ]);
         assert_eq!(t.unwrap().to_string(), "pod b cannot start: container sidecar: ErrImageNeverPull: y");
     }
 

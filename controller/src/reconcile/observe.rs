@@ -50,10 +50,19 @@ pub(super) async fn observe(
         && deployment_ready(
             ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &mr.spec.model.version)).as_deref(),
         );
-    let candidate_trouble =
-        if candidate_differs && !candidate_ready { candidate_trouble(ctx, mr, &ns).await } else { None };
+    let due = candidate_ready && core::analysis_due(&mr.spec, status, analysis_slot, now);
+    // While the candidate is not Ready, and at each analysis (a pod that crashed and came back
+    // between two reconciles is Ready again, but its restart count says what happened).
+    // Not for a candidate already rolled back or failed: its pods are going, and the verdict stands.
+    let decided = matches!(status.phase, Some(Phase::RolledBack | Phase::Failed))
+        && status.candidate_version.as_deref() == Some(mr.spec.model.version.as_str());
+    let candidate_trouble = if candidate_differs && !decided && (!candidate_ready || due) {
+        candidate_trouble(ctx, mr, &ns).await
+    } else {
+        None
+    };
     let mut analysis = None;
-    if candidate_ready && core::analysis_due(&mr.spec, status, analysis_slot, now) {
+    if due {
         let stable = status.stable.clone().expect("a candidate implies a stable");
         let defs = core::gate_defs(&mr.spec.analysis.gates);
         let timings = core::Timings::of(&mr.spec).ok();
@@ -86,8 +95,8 @@ pub(super) async fn observe(
     Observations { generation: mr.meta().generation, candidate_ready, candidate_trouble, analysis, analysis_slot }
 }
 
-/// What the candidate's pods say is wrong, read while the candidate is not Ready (a list by
-/// label: the controller watches no pods, which keeps its memory flat at scale). A failed read is
+/// What the candidate's pods say is wrong (a list by label: the controller watches no pods, which
+/// keeps its memory flat at scale). A failed read is
 /// logged and waits for the next reconcile; the progress deadline still holds.
 async fn candidate_trouble(ctx: &Context, mr: &ModelRollout, ns: &str) -> Option<core::pods::Trouble> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);

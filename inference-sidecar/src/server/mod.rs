@@ -53,6 +53,9 @@ pub struct AppState {
     pub memory: Arc<PredictionMemory>,
     pub drift: Arc<std::sync::Mutex<Option<Drift>>>,
     pub ready: AtomicBool,
+    /// Set on SIGTERM: every answer then carries `Connection: close`, so clients leave their
+    /// keep-alive connections during the grace period instead of sending on one the drain closes.
+    pub draining: AtomicBool,
     /// Set once the model is loaded.
     pub batcher: std::sync::OnceLock<Batcher>,
     pub max_payload_bytes: usize,
@@ -87,6 +90,7 @@ impl AppState {
             memory: Arc::new(memory),
             drift: Arc::default(),
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             batcher: std::sync::OnceLock::new(),
             max_payload_bytes,
             max_candidates,
@@ -222,6 +226,9 @@ fn finish(
     }
     if let Some(v) = &state.version_header {
         headers.insert(MODEL_VERSION, v.clone());
+    }
+    if state.draining.load(Ordering::Relaxed) {
+        headers.insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(i) = route {
         let (m, series) = (&state.metrics, &state.metrics.routes[i]);

@@ -383,7 +383,9 @@ struct Route {
     canary_base: Option<String>,
 }
 
-/// `http://<ClusterIP>:<port>` of Service `name` when one of its endpoints is ready.
+/// `http://<ClusterIP>:<port>` of Service `name` once one of its endpoints is ready and the
+/// address answers `/readyz` (kube-proxy programs a new endpoint a moment after the EndpointSlice
+/// says it is ready; a gateway's health check waits the same way).
 async fn service_base(client: &Client, ns: &str, name: &str) -> Option<String> {
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     let svc = Api::<Service>::namespaced(client.clone(), ns).get_opt(name).await.ok()??;
@@ -394,10 +396,18 @@ async fn service_base(client: &Client, ns: &str, name: &str) -> Option<String> {
         .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
         .await
         .ok()?;
-    let ready = slices.items.iter().flat_map(|s| s.endpoints.iter().flatten()).any(|e| {
-        e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false)
-    });
-    ready.then(|| format!("http://{ip}:{port}"))
+    let ready = slices
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false));
+    if !ready {
+        return None;
+    }
+    let base = format!("http://{ip}:{port}");
+    let probe = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().ok()?;
+    let ok = probe.get(format!("{base}/readyz")).send().await.ok()?.status().is_success();
+    ok.then_some(base)
 }
 
 async fn read_route(client: &Client, ns: &str, rollout: &str, route: &str, on_node: bool) -> Option<Route> {

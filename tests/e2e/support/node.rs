@@ -105,7 +105,8 @@ pub async fn helm_install_controller(ns: &str) {
 /// The pods matching `selector` in `ns`, once all of them run on the real node.
 pub async fn running_pods(ns: &str, selector: &str) -> Vec<Pod> {
     wait_for(&format!("pods {selector} running on {NODE}"), Duration::from_secs(120), || async {
-        let pods = Api::<Pod>::namespaced(client().await, ns).list(&ListParams::default().labels(selector)).await.ok()?;
+        let pods =
+            Api::<Pod>::namespaced(client().await, ns).list(&ListParams::default().labels(selector)).await.ok()?;
         let all_running = !pods.items.is_empty()
             && pods.items.iter().all(|p| {
                 p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE)
@@ -172,7 +173,10 @@ impl NodeEnv {
                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
                                 "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]}]}
         });
-        kubectl_ok(&["apply", "--server-side", "--field-manager", "platform-team", "-f", "-"], Some(&route.to_string()));
+        kubectl_ok(
+            &["apply", "--server-side", "--field-manager", "platform-team", "-f", "-"],
+            Some(&route.to_string()),
+        );
         let client = client().await;
         let harness = Harness::start_on_node(client.clone(), &ns.name, "fraud", "fraud", rps);
         gitops_apply(&ns.name, &manifest("v1", v1, crate::scenario::four_stages(6)));
@@ -187,7 +191,12 @@ impl NodeEnv {
     }
 
     /// Waits until the status satisfies `ok`; on timeout shows the status and the controller pod's log.
-    pub async fn wait(&self, timeout: Duration, what: &str, mut ok: impl FnMut(&ModelRolloutStatus) -> bool) -> ModelRollout {
+    pub async fn wait(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut ok: impl FnMut(&ModelRolloutStatus) -> bool,
+    ) -> ModelRollout {
         let start = Instant::now();
         loop {
             let mr = self.get().await;
