@@ -90,11 +90,20 @@ PY
     || die "network rule: the kubelet's resolv.conf names more than CoreDNS"
   ! grep -qE '^\s*(forward|proxy)\b' "$DIR/node/Corefile" || die "network rule: CoreDNS forwards upstream"
   [[ $(sysctl -n net.ipv6.conf.all.forwarding) == 0 ]] || die "network rule: IPv6 forwarding is on"
+  grep -qx 'server = "http://127.0.0.1:9"' "$DIR/node/registry/_default/hosts.toml" \
+    || die "network rule: image pulls are not pinned to a closed local port"
 }
 
 node_write_configs() {
   local n="$DIR/node"
-  mkdir -p "$n"/{cni,containerd,containerd-state,runc,kubelet,pki}
+  mkdir -p "$n"/{cni,containerd,containerd-state,runc,kubelet,pki} "$n/registry/_default"
+  # No registry is reachable, and no pull may leave the machine: every registry resolves to a
+  # closed local port, so an image that was not imported fails at once (ErrImagePull).
+  cat >"$n/registry/_default/hosts.toml" <<TOML
+server = "http://127.0.0.1:9"
+[host."http://127.0.0.1:9"]
+  capabilities = ["pull", "resolve"]
+TOML
   cat >"$n/cni/10-modelrollout.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
@@ -124,6 +133,8 @@ state = "$n/containerd-state"
   snapshotter = 'overlayfs'
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = '$NODE_PAUSE_IMAGE'
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = '$n/registry'
 [plugins.'io.containerd.cri.v1.runtime']
   # This machine's root lacks CAP_SYS_RESOURCE: no process may lower its oom_score_adj.
   restrict_oom_score_adj = true
