@@ -137,7 +137,8 @@ mod tests {
                 "message": "{\"level\":\"INFO\",\"message\":\"listening (not ready yet)\"}\n{\"level\":\"ERROR\",\"message\":\"model not served\",\"error\":\"model sha256 mismatch: expected 00, got 0f\"}\n"}}}]});
         let killed_once = json!({"containerStatuses": [{"name": "sidecar", "image": "i", "imageID": "", "ready": true, "restartCount": 1,
             "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}}}]});
-        let cases: Vec<(&str, Pod, Option<(TroubleKind, &str)>)> = vec![
+        type Case = (&'static str, Pod, Option<(TroubleKind, &'static str)>);
+        let cases: Vec<Case> = vec![
             ("starting", pod("a", waiting("ContainerCreating", "")), None),
             ("a first failed pull is not yet trouble", pod("a", waiting("ErrImagePull", "not found")), None),
             (
