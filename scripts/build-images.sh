@@ -9,7 +9,8 @@
 # Outputs, as docker-archive tars in $MODELROLLOUT_CACHE/images/out (name:tag inside):
 #   ghcr.io/modelrollout/controller:0.1.0, ghcr.io/modelrollout/inference-sidecar:0.1.0,
 #   ghcr.io/modelrollout/models:0.1.0 (the example models, for oci:// artifacts), and for the tests
-#   localhost/modelrollout/busybox:test (Debian's busybox-static: the model store's file server)
+#   localhost/modelrollout/busybox:test (Debian's busybox-static: the model store's file server),
+#   localhost/modelrollout/envoy-gateway:<v> and localhost/modelrollout/envoy:<v> (the gateway)
 #
 #   scripts/build-images.sh            build both; prints IMAGES_DIR=<dir> on its last line
 #   scripts/build-images.sh --sizes    also print each image's size
@@ -127,6 +128,27 @@ if ! has_image "$STORE_IMAGE" || [[ ! -f "$OUT/busybox.tar" ]]; then
   b push --quiet "$STORE_IMAGE" "docker-archive:$OUT/busybox.tar:$STORE_IMAGE" >&2
   rm -rf "$deb"
 fi
+# --- for the tests only: Envoy Gateway's control plane and Envoy (tests/gateway/build.sh) -------
+# On the runtime base, as upstream ships them on distroless: /usr/local/bin/{envoy-gateway,envoy},
+# uid 65532. The EnvoyProxy resource names the Envoy image; the chart's values the other.
+GATEWAY_ENV=$(bash "$ROOT/tests/gateway/build.sh")
+GATEWAY_BIN=$(sed -n 's/^GATEWAY_BIN=//p' <<<"$GATEWAY_ENV")
+gateway_image() {
+  local name=$1 bin=$2 file="$OUT/$3.tar"
+  if ! has_image "$name" || [[ ! -f $file || "$GATEWAY_BIN/$bin" -nt $file ]]; then
+    step "test image $name"
+    local c
+    c=$(b from "$RUNTIME_BASE")
+    b copy --chmod 0755 "$c" "$GATEWAY_BIN/$bin" "/usr/local/bin/$bin"
+    b config --user 65532:65532 --entrypoint "[\"/usr/local/bin/$bin\"]" "$c"
+    b commit --quiet --rm "$c" "$name" >/dev/null
+    rm -f "$file"
+    b push --quiet "$name" "docker-archive:$file:$name" >&2
+  fi
+}
+gateway_image "$(sed -n 's/^GATEWAY_IMAGE=//p' <<<"$GATEWAY_ENV")" envoy-gateway envoy-gateway
+gateway_image "$(sed -n 's/^ENVOY_IMAGE=//p' <<<"$GATEWAY_ENV")" envoy envoy
+
 # Keep the store lean: dangling intermediate images go.
 b rmi --prune >/dev/null 2>&1 || true
 

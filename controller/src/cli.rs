@@ -21,6 +21,7 @@ use crate::api::ModelRollout;
 use crate::error::Error;
 use crate::leader::LeaderElector;
 use crate::reconcile::{Context, error_policy, reconcile};
+use crate::route_watch;
 use crate::telemetry::{self, Health, Metrics};
 
 #[derive(Clone, Debug, Parser)]
@@ -129,49 +130,72 @@ async fn run_controller(
     deployment_writers: Vec<reflector::store::Writer<Deployment>>,
 ) {
     let watch_cfg = watcher::Config::default().any_semantic();
+    // Which route kinds this cluster serves (per watched namespace set, as RBAC may differ).
+    let mut served = Vec::new();
+    for ns in watched_namespaces(args) {
+        let mut kinds = Vec::new();
+        for kind in route_watch::RouteKind::ALL {
+            kinds.push((kind, route_watch::served(&client, kind, ns.as_deref()).await));
+        }
+        served.push(kinds);
+    }
     let owned_cfg = watcher::Config::default().labels("app.kubernetes.io/managed-by=modelrollout-controller");
-    let runs = watched_namespaces(args).into_iter().zip(deployment_writers).map(|(ns, deployment_writer)| {
-        let (mrs, deps): (Api<DeserializeGuard<ModelRollout>>, Api<Deployment>) = match &ns {
-            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
-        let ctx = ctx.clone();
-        // The cache keeps each ModelRollout without its managedFields: they are the largest part of
-        // a cached object and nothing here reads them (memory at 1,000s of rollouts).
-        let (reader, writer) = reflector::store();
-        let rollouts = watcher(mrs, watch_cfg.clone())
-            .default_backoff()
-            .modify(|guard: &mut DeserializeGuard<ModelRollout>| {
-                if let Ok(mr) = &mut guard.0 {
-                    mr.managed_fields_mut().clear();
+    let runs = watched_namespaces(args).into_iter().zip(deployment_writers).zip(served).map(
+        |((ns, deployment_writer), route_kinds)| {
+            let (mrs, deps): (Api<DeserializeGuard<ModelRollout>>, Api<Deployment>) = match &ns {
+                Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+                None => (Api::all(client.clone()), Api::all(client.clone())),
+            };
+            let ctx = ctx.clone();
+            // The cache keeps each ModelRollout without its managedFields: they are the largest part of
+            // a cached object and nothing here reads them (memory at 1,000s of rollouts).
+            let (reader, writer) = reflector::store();
+            let rollouts = watcher(mrs, watch_cfg.clone())
+                .default_backoff()
+                .modify(|guard: &mut DeserializeGuard<ModelRollout>| {
+                    if let Ok(mr) = &mut guard.0 {
+                        mr.managed_fields_mut().clear();
+                    }
+                })
+                .reflect(writer)
+                .applied_objects();
+            // The managed Deployments are cached too (reconciles read readiness and role labels from
+            // here, not with a GET each): without the pod template and managedFields, which nothing
+            // reads, they cost little.
+            let deployments = watcher(deps, owned_cfg.clone())
+                .default_backoff()
+                .modify(|d: &mut Deployment| {
+                    d.managed_fields_mut().clear();
+                    if let Some(spec) = d.spec.as_mut() {
+                        spec.template = Default::default();
+                    }
+                })
+                .reflect(deployment_writer)
+                .touched_objects();
+            let mut controller = Controller::for_stream(rollouts, reader.clone())
+                .with_config(kube::runtime::controller::Config::default().concurrency(args.max_concurrent_reconciles))
+                .owns_stream(deployments);
+            // The routes rollouts drive: a spec change by anyone else reconciles their rollouts at once.
+            for (kind, served) in &route_kinds {
+                if *served {
+                    let reader = reader.clone();
+                    let kind = *kind;
+                    controller = controller.watches_stream_with(
+                        route_watch::changes(client.clone(), kind, ns.as_deref(), ctx.routes.clone()),
+                        move |route| route_watch::rollouts_of(&reader, kind, &route),
+                        kind.resource(),
+                    );
                 }
-            })
-            .reflect(writer)
-            .applied_objects();
-        // The managed Deployments are cached too (reconciles read readiness and role labels from
-        // here, not with a GET each): without the pod template and managedFields, which nothing
-        // reads, they cost little.
-        let deployments = watcher(deps, owned_cfg.clone())
-            .default_backoff()
-            .modify(|d: &mut Deployment| {
-                d.managed_fields_mut().clear();
-                if let Some(spec) = d.spec.as_mut() {
-                    spec.template = Default::default();
-                }
-            })
-            .reflect(deployment_writer)
-            .touched_objects();
-        Controller::for_stream(rollouts, reader)
-            .with_config(kube::runtime::controller::Config::default().concurrency(args.max_concurrent_reconciles))
-            .owns_stream(deployments)
-            .graceful_shutdown_on(shutdown_signal())
-            .run(reconcile, error_policy, ctx)
-            .for_each(|r| async move {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "reconcile");
-                }
-            })
-    });
+            }
+            controller.graceful_shutdown_on(shutdown_signal()).run(reconcile, error_policy, ctx).for_each(
+                |r| async move {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "reconcile");
+                    }
+                },
+            )
+        },
+    );
     futures::future::join_all(runs).await;
 }
 

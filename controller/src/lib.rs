@@ -18,6 +18,7 @@ pub mod leader;
 pub mod notify;
 pub mod plugin;
 pub mod reconcile;
+pub mod route_watch;
 pub mod routers;
 pub mod telemetry;
 pub mod workloads;

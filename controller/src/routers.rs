@@ -24,13 +24,14 @@ pub struct Split {
 }
 
 pub trait TrafficRouter {
-    /// Makes the route send the split. Idempotent.
+    /// Makes the route send the split. Idempotent. Returns the route's `metadata.generation` as
+    /// this write left it (or as read, when it already said the split); None without a route.
     fn apply(
         &self,
         client: &Client,
         mr: &ModelRollout,
         split: &Split,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    ) -> impl Future<Output = Result<Option<i64>, Error>> + Send;
 }
 
 pub enum Router<'a> {
@@ -52,11 +53,11 @@ impl<'a> Router<'a> {
 }
 
 impl TrafficRouter for Router<'_> {
-    async fn apply(&self, client: &Client, mr: &ModelRollout, split: &Split) -> Result<(), Error> {
+    async fn apply(&self, client: &Client, mr: &ModelRollout, split: &Split) -> Result<Option<i64>, Error> {
         match self {
             Router::GatewayApi(g) => gateway_api(client, mr, g, split).await,
             Router::Istio(i) => istio(client, mr, i, split).await,
-            Router::ReplicaRatio => Ok(()),
+            Router::ReplicaRatio => Ok(None),
         }
     }
 }
@@ -123,7 +124,12 @@ pub fn gateway_rule(rule: &Value, split: &Split) -> Value {
     rule
 }
 
-async fn gateway_api(client: &Client, mr: &ModelRollout, g: &GatewayApiRouting, split: &Split) -> Result<(), Error> {
+async fn gateway_api(
+    client: &Client,
+    mr: &ModelRollout,
+    g: &GatewayApiRouting,
+    split: &Split,
+) -> Result<Option<i64>, Error> {
     let ar = http_route_resource();
     let ns = mr.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
@@ -148,8 +154,8 @@ async fn gateway_api(client: &Client, mr: &ModelRollout, g: &GatewayApiRouting, 
             "metadata": {"name": g.http_route, "namespace": ns, "ownerReferences": [workloads::owner_ref(mr)]},
             "spec": {"parentRefs": parents, "rules": [gateway_rule(&base, split)]}
         });
-        api.patch(&g.http_route, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&route)).await?;
-        return Ok(());
+        let written = api.patch(&g.http_route, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&route)).await?;
+        return Ok(written.metadata.generation);
     }
     let route = api.get(&g.http_route).await.map_err(|e| route_error("HTTPRoute", &g.http_route, e))?;
     let rules = route.data["spec"]["rules"].as_array().cloned().unwrap_or_default();
@@ -168,7 +174,7 @@ async fn gateway_api(client: &Client, mr: &ModelRollout, g: &GatewayApiRouting, 
         })?;
     let new_rule = gateway_rule(&rules[idx], split);
     if new_rule == rules[idx] {
-        return Ok(());
+        return Ok(route.metadata.generation);
     }
     replace_guarded(&api, &g.http_route, route.resource_version(), &format!("/spec/rules/{idx}"), new_rule).await
 }
@@ -181,15 +187,15 @@ async fn replace_guarded(
     resource_version: Option<String>,
     path: &str,
     value: Value,
-) -> Result<(), Error> {
+) -> Result<Option<i64>, Error> {
     let patch = json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
         {"op": "replace", "path": path, "value": value}
     ]);
     let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
     let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-    api.patch(name, &params, &Patch::Json::<()>(patch)).await?;
-    Ok(())
+    let written = api.patch(name, &params, &Patch::Json::<()>(patch)).await?;
+    Ok(written.metadata.generation)
 }
 
 /// The Istio route's destinations and mirror for the split.
@@ -227,7 +233,7 @@ pub fn istio_route(route: &Value, split: &Split, stable_host: &str, canary_host:
     route
 }
 
-async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Split) -> Result<(), Error> {
+async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Split) -> Result<Option<i64>, Error> {
     let ar = virtual_service_resource();
     let ns = mr.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
@@ -241,8 +247,8 @@ async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Spl
             "spec": {"hosts": hosts, "gateways": i.gateways,
                      "http": [istio_route(&base, split, &split.stable_service, &split.canary_service)]}
         });
-        api.patch(&i.virtual_service, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&vs)).await?;
-        return Ok(());
+        let written = api.patch(&i.virtual_service, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&vs)).await?;
+        return Ok(written.metadata.generation);
     }
     let vs = api.get(&i.virtual_service).await.map_err(|e| route_error("VirtualService", &i.virtual_service, e))?;
     let routes = vs.data["spec"]["http"].as_array().cloned().unwrap_or_default();
@@ -269,7 +275,7 @@ async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Spl
     let canary_host = stable_host.replacen(&split.stable_service, &split.canary_service, 1);
     let new_route = istio_route(&routes[idx], split, &stable_host, &canary_host);
     if new_route == routes[idx] {
-        return Ok(());
+        return Ok(vs.metadata.generation);
     }
     replace_guarded(&api, &i.virtual_service, vs.resource_version(), &format!("/spec/http/{idx}"), new_route).await
 }

@@ -773,6 +773,11 @@ fn no_weight_moves_to_an_unready_candidate_and_the_deadline_fails_the_rollout() 
     let d = step(&s, &st, obs(false), at(now + 1));
     assert_eq!(traffic(&d).2, 0, "unready candidate gets no traffic");
     assert_eq!(d.status.reason.as_deref(), Some(reasons::WAITING_FOR_CANDIDATE));
+    assert_eq!(
+        d.requeue_after,
+        Some(std::time::Duration::from_secs(5)),
+        "its pods are looked at again soon (nothing watches them), not only at the deadline"
+    );
     let before = step(&s, &d.status, obs(false), at(now + 60));
     assert_eq!(before.status.phase, Some(Phase::Progressing), "deadline not yet passed");
     let after = step(&s, &before.status, obs(false), at(now + 61));
@@ -850,6 +855,27 @@ fn replica_ratio_skips_shadow_and_says_so() {
     assert_eq!(d.status.stage_index, Some(1));
     assert_eq!(traffic(&d).2, 5);
     assert!(d.status.message.as_ref().unwrap().contains("cannot mirror"));
+}
+
+#[test]
+fn replica_ratio_keeps_the_stage_weight_while_the_stage_s_new_candidate_pods_come_up() {
+    let first = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-10));
+    let mut s = spec("v2", SHA_V2);
+    s.traffic_routing = TrafficRouting { replica_ratio: Some(ReplicaRatioRouting {}), ..Default::default() };
+    let st = decide(&s, &first.status, &obs(true), t0()).status;
+    let (st, now) = pass_stages(&s, st, 1, 0);
+    let weight = st.canary_weight;
+    assert!(weight > 5, "a later stage: more candidate pods, so the candidate is unready a moment");
+    let d = step(&s, &st, obs(false), at(now + 1));
+    assert_eq!(d.status.canary_weight, weight, "the weight (the pods) stays: zeroing it would scale them away");
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::WAITING_FOR_CANDIDATE));
+    assert!(d.status.candidate_unready_since.is_some(), "the progress deadline still runs");
+    let ready = step(&s, &d.status, obs(true), at(now + 5));
+    assert_eq!(ready.status.canary_weight, weight);
+    assert!(ready.status.candidate_unready_since.is_none());
+    // Before any traffic (the candidate's first pod) there is no weight to keep.
+    let fresh = decide(&s, &first.status, &obs(false), t0());
+    assert_eq!(fresh.status.canary_weight, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@
 # nothing leaves the machine). It carries the taint modelrollout.dev/real-node=true:NoSchedule, so
 # only pods that tolerate it run there; the images in $MODELROLLOUT_CACHE/images/out
 # (scripts/build-images.sh) are imported into its runtime. The apiserver then also listens on the
-# node IP (10.42.0.1), for pods; only loopback and the bridge may connect.
+# node IP (10.42.0.1), for pods; only loopback and the bridge may connect. With the real node comes
+# Envoy Gateway (tests/gateway/gateway.sh; MODELROLLOUT_WITH_GATEWAY=0 leaves it out): the
+# command then gets MODELROLLOUT_GATEWAY (the Gateway's host:port) and MODELROLLOUT_GATEWAY_REF.
 # Installed: the ModelRollout CRD from crds/, Gateway API CRDs, Istio networking CRDs.
 #
 # The command gets: KUBECONFIG, MODELROLLOUT_REAL_NODE (1 when the real node is up), MODELROLLOUT_PROMETHEUS_URL, MODELROLLOUT_PROM_TARGETS_DIR (drop
@@ -38,6 +40,8 @@ die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
 # --- binaries -------------------------------------------------------------------------------
 eval "$(bash "$HERE/build.sh" | grep -E '^(BIN|CRDS|PROMETHEUS)=')"
 [[ -n ${BIN:-} && -x ${PROMETHEUS:-} ]] || die "build.sh did not report its bin dir and Prometheus"
+# The pinned kubectl and helm, never whatever else a machine has on PATH.
+export PATH="$BIN:$PATH"
 command -v openssl >/dev/null || die "openssl is required"
 REAL_NODE=${MODELROLLOUT_REAL_NODE:-0}
 if [[ $REAL_NODE == 1 ]]; then
@@ -46,7 +50,11 @@ if [[ $REAL_NODE == 1 ]]; then
   [[ -n ${NODE_BIN:-} ]] || die "tests/node/build.sh did not report its bin dir"
   # shellcheck source=../node/node.sh
   source "$ROOT/tests/node/node.sh"
+  # shellcheck source=../gateway/gateway.sh
+  source "$ROOT/tests/gateway/gateway.sh"
 fi
+WITH_GATEWAY=${MODELROLLOUT_WITH_GATEWAY:-$REAL_NODE}
+[[ $WITH_GATEWAY == 0 || $REAL_NODE == 1 ]] || die "MODELROLLOUT_WITH_GATEWAY=1 needs the real node (MODELROLLOUT_REAL_NODE=1)"
 
 # A run that was SIGKILLed could not remove its temp dir (its processes died with it): clean those up.
 for old in "${TMPDIR:-/tmp}"/modelrollout-cluster.*; do
@@ -318,6 +326,7 @@ ports: [{name: web, port: $PROM_PORT}]
 endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
 PROMSVC
   export MODELROLLOUT_NODE_BIN="$NODE_BIN"
+  if [[ $WITH_GATEWAY == 1 ]]; then gateway_up; fi
 fi
 
 export MODELROLLOUT_REAL_NODE="$REAL_NODE"
@@ -334,6 +343,8 @@ export MODELROLLOUT_CLUSTER_DIR=$DIR
 export MODELROLLOUT_BIN=$BIN
 export MODELROLLOUT_PROMETHEUS_URL=$MODELROLLOUT_PROMETHEUS_URL
 export MODELROLLOUT_PROM_TARGETS_DIR=$TARGETS
+export MODELROLLOUT_GATEWAY=${MODELROLLOUT_GATEWAY:-}
+export MODELROLLOUT_GATEWAY_REF=${MODELROLLOUT_GATEWAY_REF:-}
 export PATH=$BIN:\$PATH
 ENV
 log "control plane ready: $(kubectl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'), node kwok-node-0 Ready"

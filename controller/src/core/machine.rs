@@ -110,8 +110,15 @@ impl Ctx<'_> {
                 self.roll_back(Phase::Failed, reasons::PROGRESS_DEADLINE_EXCEEDED, Outcome::Failed, msg);
                 return;
             }
-            self.st.canary_weight = 0;
-            self.st.mirror_percent = 0;
+            // With replica ratios the weight is the pods: a stage that adds candidate pods leaves
+            // the candidate unready until they come up, and its Service sends nothing to a pod
+            // before it is Ready. The stage's weight stays (zeroing it would scale the new pods
+            // away again, and back once the rest are Ready: pods churning for ever).
+            let ratio = self.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
+            if !(ratio && self.st.canary_weight > 0 && !self.starting) {
+                self.st.canary_weight = 0;
+                self.st.mirror_percent = 0;
+            }
             if !self.is_paused() {
                 self.set_phase(
                     Phase::Progressing,
@@ -235,6 +242,7 @@ impl Ctx<'_> {
         // that now rather than on the next reconcile never sends traffic the candidate cannot take
         // (nor, with replica ratios, scales stable down for it), and the start is one status write.
         // An analysis taken before the start belongs to no stage of this rollout.
+        self.starting = true;
         self.progress(&Observations { analysis: None, ..obs.clone() });
     }
 

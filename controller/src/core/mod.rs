@@ -174,6 +174,8 @@ pub(super) struct Ctx<'a> {
     now: Timestamp,
     timings: Timings,
     ensure_candidate: bool,
+    /// This step starts a rollout: its candidate has never served.
+    starting: bool,
     events: Vec<Action>,
     analysis_slot: AnalysisSlot,
 }
@@ -201,8 +203,16 @@ pub fn decide(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, obs: &Observ
             };
         }
     };
-    let mut ctx =
-        Ctx { spec, st, now, timings, ensure_candidate: false, events: Vec::new(), analysis_slot: obs.analysis_slot };
+    let mut ctx = Ctx {
+        spec,
+        st,
+        now,
+        timings,
+        ensure_candidate: false,
+        starting: false,
+        events: Vec::new(),
+        analysis_slot: obs.analysis_slot,
+    };
     ctx.step(obs);
     ctx.finish()
 }

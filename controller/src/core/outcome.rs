@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// While the candidate is not Ready, how often its pods are looked at again.
+pub const UNREADY_RECHECK: SignedDuration = SignedDuration::from_secs(5);
+
 impl Ctx<'_> {
     pub(super) fn finish(mut self) -> Decision {
         let now = self.now;
@@ -44,6 +47,10 @@ impl Ctx<'_> {
         }
         if let Some(since) = &self.st.candidate_unready_since {
             wake.push(since.0.checked_add(self.timings.progress_deadline).unwrap_or(since.0));
+            // Nothing watches pods, and a pod that cannot start (an image that cannot be pulled,
+            // a crash loop) changes no Deployment status: look at the candidate's pods again soon,
+            // to fail now and say why rather than at the deadline.
+            wake.push(now.checked_add(UNREADY_RECHECK).unwrap_or(now));
         }
         let requeue_after = wake.into_iter().filter(|t| *t > now).min().map(|t| until(t, now));
         Decision { status: self.st, actions, requeue_after }

@@ -3,6 +3,7 @@
 
 use super::memo::{AppliedSplit, AppliedWorkload, fingerprint};
 use super::*;
+use crate::route_watch;
 use modelrollout_contract::launch::Role as SidecarRole;
 
 /// Carries out the core's writes (events and notifications go out with the status write). The
@@ -34,8 +35,15 @@ pub(super) async fn execute(
         Some(Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent }) => {
             // The spec's generation and uid are part of it: a changed router or port applies.
             let split_print = format!("{traffic:?}/{:?}/{:?}", mr.metadata.generation, mr.metadata.uid);
+            // Stale when it changed, aged past --reapply-after, or the route was written by someone
+            // else since (a GitOps sync: the route watch saw a later generation than ours).
+            let route = route_watch::route_of(mr);
             let split_fresh = |a: Option<&AppliedSplit>| {
-                a.and_then(|a| a.split.as_ref()).is_some_and(|(split, at)| *split == split_print && ctx.recent(at))
+                a.and_then(|a| a.split.as_ref()).is_some_and(|(split, at, generation)| {
+                    *split == split_print
+                        && ctx.recent(at)
+                        && !route.as_ref().is_some_and(|r| route_watch::changed_since(&ctx.routes, r, *generation))
+                })
             };
             (!ctx.applied_traffic.with(mr, split_fresh)).then(|| {
                 let split = Split {
@@ -59,8 +67,8 @@ pub(super) async fn execute(
     };
     try_join(try_join_all(workloads), services).await?;
     if let Some((split_print, split, ..)) = route {
-        Router::of(mr).apply(&ctx.client, mr, &split).await?;
-        ctx.applied_traffic.update(mr, |a| a.split = Some((split_print, Instant::now())));
+        let generation = Router::of(mr).apply(&ctx.client, mr, &split).await?;
+        ctx.applied_traffic.update(mr, |a| a.split = Some((split_print, Instant::now(), generation)));
     }
     try_join_all(scale_downs).await?;
     Ok(())
@@ -78,12 +86,21 @@ async fn ensure_workload(
     let ratio = mr.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
     let (stable_replicas, candidate_replicas) =
         workloads::replicas(mr.spec.workload.replicas, st.canary_weight, ratio, active);
-    let (wanted_role, replicas) = match role {
-        Role::Stable => (SidecarRole::Stable, stable_replicas.max(if ratio { 0 } else { 1 })),
-        Role::Candidate => (super::observe::candidate_role(st), candidate_replicas.max(1)),
-    };
     let name = workloads::deployment_name(mr, &model.version);
     let cached = ctx.cached_deployment(&ns, &name);
+    let (wanted_role, replicas) = match role {
+        Role::Stable => {
+            // Replica ratios: while the candidate's pods for this stage are still coming up, the
+            // stable keeps the pods it has; it shrinks once they are Ready (capacity never dips).
+            let keep = if ratio && st.candidate_unready_since.is_some() {
+                cached.as_ref().and_then(|d| d.spec.as_ref()?.replicas).unwrap_or(0)
+            } else {
+                0
+            };
+            (SidecarRole::Stable, stable_replicas.max(keep).max(if ratio { 0 } else { 1 }))
+        }
+        Role::Candidate => (super::observe::candidate_role(st), candidate_replicas.max(1)),
+    };
     let last = ctx.applied_workloads.with(mr, |m| m.and_then(|m| m.get(&name)).cloned());
     // The role a pod reports is fixed when its Deployment is created: neither a stage change nor
     // the promotion itself restarts the pods that serve. (The memo covers the moment between our

@@ -63,7 +63,9 @@ pub type AppliedTraffic = PerRollout<AppliedSplit>;
 
 #[derive(Default)]
 pub struct AppliedSplit {
-    pub(super) split: Option<(String, Instant)>,
+    /// The split's fingerprint, when it was applied, and the route's generation that write left
+    /// (a later one seen by the route watch means someone else wrote the route since).
+    pub(super) split: Option<(String, Instant, Option<i64>)>,
     /// A hash of each Service (stable, canary, root) as last applied, and when.
     pub(super) services: [Option<(u64, Instant)>; 3],
 }

@@ -61,6 +61,8 @@ pub struct Context {
     pub reapply_after: Duration,
     /// Failed reconciles in a row per rollout (see [`error_policy`]).
     pub backoff: Backoffs,
+    /// The generation of each route as the route watch last saw it (empty without the watch).
+    pub routes: Arc<crate::route_watch::RouteGenerations>,
 }
 
 /// Failed reconciles in a row, per rollout.
@@ -83,6 +85,7 @@ impl Context {
             applied_workloads: Default::default(),
             reapply_after: Duration::from_secs(300),
             backoff: Default::default(),
+            routes: Default::default(),
         }
     }
 
@@ -320,7 +323,7 @@ async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         mirror: 0,
     };
     match Router::of(mr).apply(&ctx.client, mr, &split).await {
-        Ok(()) => {}
+        Ok(_) => {}
         // A route already gone needs no restoring.
         Err(Error::RouteNotFound { .. }) => {}
         Err(e) => return Err(e),

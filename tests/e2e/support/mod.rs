@@ -217,6 +217,7 @@ pub fn model_sha(file: &str) -> String {
     sums.lines().find(|l| l.ends_with(&format!("  {file}"))).expect("the model is listed")[..64].to_string()
 }
 
+pub mod clients;
 pub mod harness;
 pub mod node;
 pub mod scenario;

