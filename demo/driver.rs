@@ -1,12 +1,16 @@
 //! The demo's helper: `demo-driver manifest v1|v2|bad` prints the fraud example adapted to the
 //! local demo (the real node's selector and toleration, stages of seconds instead of minutes; the
-//! model comes from the models image, as in the example); `demo-driver traffic NS` sends live
-//! traffic with label feedback to the versions' Services (the same load generator the real-node
-//! end-to-end tests use), until Ctrl-C or SIGTERM.
+//! model comes from the models image, as in the example); `demo-driver traffic NS SUMMARY` sends
+//! live traffic through the Gateway (Envoy) with label feedback, the clients the real-gateway
+//! end-to-end tests use, until Ctrl-C or SIGTERM; then it writes to SUMMARY, per stage, the weight
+//! the controller set next to the candidate's share of the answers the clients got.
 
-use modelrollout_e2e::harness::Harness;
+use std::fmt::Write as _;
+
+use modelrollout::api::ModelRollout;
+use modelrollout_e2e::clients::{ClientLoad, StatusLog, Target, stage_shares};
 use modelrollout_e2e::node::{from_image, on_real_node};
-use modelrollout_e2e::root;
+use modelrollout_e2e::{cluster_env, root};
 use serde_json::{Value, json};
 
 fn manifest(which: &str) -> Value {
@@ -25,8 +29,11 @@ fn manifest(which: &str) -> Value {
     let (selector, tolerations) = on_real_node();
     spec["workload"] =
         json!({"replicas": 1, "progressDeadline": "120s", "nodeSelector": selector, "tolerations": tolerations});
-    spec["trafficRouting"] =
-        json!({"gatewayAPI": {"httpRoute": "fraud", "create": true, "parentRefs": [{"name": "public"}]}});
+    // The route is the rollout's own, attached to the cluster's Gateway (tests/gateway/gateway.sh).
+    let gateway = cluster_env("MODELROLLOUT_GATEWAY_REF");
+    let (gw_ns, gw_name) = gateway.split_once('/').expect("namespace/name");
+    spec["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "fraud", "create": true,
+        "parentRefs": [{"name": gw_name, "namespace": gw_ns}]}});
     // The example's plan with demo timings: seconds instead of minutes, fewer samples per gate.
     spec["stages"] = json!([
         {"name": "shadow", "weight": 0, "mirrorPercent": 100, "minDuration": "15s"},
@@ -53,18 +60,43 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["manifest", which] => print!("{}", serde_yaml::to_string(&manifest(which)).unwrap()),
-        ["traffic", ns] => {
+        ["traffic", ns, summary] => {
             let client = kube::Client::try_default().await.expect("KUBECONFIG from cluster.sh");
-            let harness = Harness::start_on_node(client, ns, "fraud", "fraud", 200);
+            let target = Target::Gateway { addr: cluster_env("MODELROLLOUT_GATEWAY"), host: format!("fraud.{ns}") };
+            let load = ClientLoad::start(client.clone(), ns, "fraud", target, 200, None);
+            let log = StatusLog::start(client.clone(), ns, "fraud");
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            harness.shutdown().await;
+            let samples = log.stop().await;
+            let answers = load.shutdown().await;
+            let mr = kube::Api::<ModelRollout>::namespaced(client, ns).get("fraud").await.ok();
+            let candidate = mr
+                .and_then(|m| m.status)
+                .and_then(|s| s.history.first().map(|h| h.version.clone()).or(s.candidate_version))
+                .unwrap_or_default();
+            let mut out = String::new();
+            let _ = writeln!(out, "  {:<10} {:>10} {:>8} {:>9} {:>18}", "stage", "weight set", "mirror", "answers", "candidate answered");
+            for sh in stage_shares(&samples, &answers, &candidate) {
+                let _ = writeln!(
+                    out,
+                    "  {:<10} {:>9}% {:>7}% {:>9} {:>10} ({:>5.1}%)",
+                    sh.stage,
+                    sh.weight,
+                    sh.mirror,
+                    sh.requests,
+                    sh.candidate,
+                    sh.share() * 100.0
+                );
+            }
+            let failed = answers.iter().filter(|a| a.error.is_some()).count();
+            let _ = writeln!(out, "  {} requests through the Gateway, {failed} failed", answers.len());
+            std::fs::write(summary, out).expect("the summary file");
         }
         _ => {
-            eprintln!("usage: demo-driver manifest v1|v2|bad | demo-driver traffic NAMESPACE");
+            eprintln!("usage: demo-driver manifest v1|v2|bad | demo-driver traffic NAMESPACE SUMMARY_FILE");
             std::process::exit(2);
         }
     }

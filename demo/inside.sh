@@ -16,9 +16,10 @@ helm install modelrollout charts/modelrollout --namespace modelrollout-system --
   --wait --timeout 180s >/dev/null
 kubectl get pods -n modelrollout-system -o wide | sed 's/^/    /'
 
-say "traffic: 200 req/s with label feedback to the versions' Services (through kube-proxy)"
-demo-driver traffic "$NS" >"$DIR/demo-traffic.log" 2>&1 &
-echo $! >"$DIR/demo-traffic.pid"
+say "traffic: 200 req/s through the Gateway ($MODELROLLOUT_GATEWAY_REF at $MODELROLLOUT_GATEWAY, Envoy), with label feedback"
+demo-driver traffic "$NS" "$DIR/demo-shares.txt" >"$DIR/demo-traffic.log" 2>&1 &
+TRAFFIC=$!
+echo $TRAFFIC >"$DIR/demo-traffic.pid"
 
 say "applying the fraud example with v1: it becomes stable"
 demo-driver manifest v1 | kubectl apply -n "$NS" -f - >/dev/null
@@ -44,6 +45,10 @@ case $code in
   *) say "the rollout did not settle (exit $code); controller log: kubectl logs -n modelrollout-system deploy/modelrollout-controller" ;;
 esac
 kubectl modelrollout history fraud -n "$NS"
+say "what the clients saw, per stage (measured from the answers' x-model-version, not read from the route)"
+kill -TERM "$TRAFFIC" 2>/dev/null || true
+wait "$TRAFFIC" 2>/dev/null || true
+cat "$DIR/demo-shares.txt" 2>/dev/null || tail -5 "$DIR/demo-traffic.log"
 if [[ $DEMO_KEEP == 1 ]]; then
   say "still running: source $DIR/env; kubectl modelrollout status fraud -n $NS  (Ctrl-C to tear down)"
   while true; do sleep 3600 & wait $!; done

@@ -109,9 +109,8 @@ async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
     // Shadow: the candidate's own request counter against the requests the mirrored rule carried.
     env.wait(Duration::from_secs(180), "the shadow stage", |s| s.stage_name.as_deref() == Some("shadow")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pod = ready_endpoints(&env.client, &ns, "fraud-canary").await;
-    assert_eq!(pod.len(), 1, "one candidate pod: {pod:?}");
-    let count = || pod_counter(&pod[0], "modelrollout_sidecar_requests_total", &["route=\"predict\""]);
+    let pod = candidate_pod(&ns, "v2").await;
+    let count = || pod_counter(&pod, "modelrollout_sidecar_requests_total", &["route=\"predict\""]);
     let (c0, t0) = (count().await.expect("the candidate's metrics"), now());
     tokio::time::sleep(Duration::from_secs(14)).await;
     let (c1, t1) = (count().await.expect("the candidate's metrics"), now());
@@ -141,41 +140,30 @@ async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
     let slack = 2.0 * RPS as f64 * 0.05 / carried as f64;
     assert!(share >= lo - slack && share <= hi + slack, "mirror share {share:.4} outside [{lo:.4},{hi:.4}]");
 
-    let windows = windows(&samples);
-    let mut checked = Vec::new();
-    // Each stage's split in force: its longest window (a stage opens with a moment of waiting for
-    // the candidate's pods, weight and mirror 0).
-    let mut in_force: Vec<&Window> = Vec::new();
-    for w in windows.iter().filter(|w| w.phase == Some(Phase::Progressing) && w.stage.is_some()) {
-        match in_force.last_mut() {
-            Some(last) if last.stage == w.stage => {
-                if w.to - w.from > last.to - last.from {
-                    *last = w;
-                }
-            }
-            _ => in_force.push(w),
-        }
-    }
-    for w in in_force {
-        let stage = w.stage.clone().unwrap();
-        let (from, to) = (w.from + 1.5, w.to - 0.5);
-        let by_version = versions_between(&answers, from, to, false);
-        let n: u64 = by_version.values().sum();
-        let candidate = by_version.get("v2").copied().unwrap_or(0);
-        let p = w.weight as f64 / 100.0;
-        let share = candidate as f64 / n.max(1) as f64;
-        let (lo, hi) = if w.weight == 0 || w.weight == 100 { (p, p) } else { binomial_interval(p, n) };
+    let shares = stage_shares(&samples, &answers, "v2");
+    for sh in &shares {
+        let p = sh.weight as f64 / 100.0;
+        let (lo, hi) = if sh.weight == 0 || sh.weight == 100 { (p, p) } else { binomial_interval(p, sh.requests) };
         println!(
-            "GATEWAY_SHARE stage={stage} weight={} requests={n} candidate_answers={candidate} share={share:.4} interval=[{lo:.4},{hi:.4}]",
-            w.weight
+            "GATEWAY_SHARE stage={} weight={} requests={} candidate_answers={} share={:.4} interval=[{lo:.4},{hi:.4}]",
+            sh.stage,
+            sh.weight,
+            sh.requests,
+            sh.candidate,
+            sh.share()
         );
-        assert!(n >= MIN_PER_STAGE, "stage {stage}: only {n} requests in its window");
-        assert!(share >= lo && share <= hi, "stage {stage}: candidate share {share:.4} outside [{lo:.4},{hi:.4}]");
-        checked.push(stage);
+        assert!(sh.requests >= MIN_PER_STAGE, "stage {}: only {} requests in its window", sh.stage, sh.requests);
+        assert!(
+            sh.share() >= lo && sh.share() <= hi,
+            "stage {}: candidate share {:.4} outside [{lo:.4},{hi:.4}]",
+            sh.stage,
+            sh.share()
+        );
     }
+    let checked: Vec<&str> = shares.iter().map(|s| s.stage.as_str()).collect();
     assert_eq!(checked, ["shadow", "canary-5", "canary-25", "full"], "every stage measured");
     // Shadow: no client ever got the candidate's answer, from the start up to the first live stage.
-    let live_from = windows.iter().find(|w| w.weight > 0).map(|w| w.from).unwrap();
+    let live_from = shares.iter().find(|s| s.weight > 0).map(|s| s.from - 1.5).unwrap();
     let leaked = answers.iter().filter(|a| a.start < live_from - 0.5 && a.version.as_deref() == Some("v2")).count();
     assert_eq!(leaked, 0, "candidate answers reached clients before any live stage");
     // The user's own rule: every pinned request went to the stable version of its time.
@@ -292,8 +280,8 @@ async fn a_failing_candidate_stops_answering_clients_within_a_second_of_the_deci
     assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
     let decided = controller_metric(&env, "modelrollout_rollback_decided_timestamp_seconds").await;
     // Through the scale-down of the candidate (scaleDownDelay 2 s) and a little after.
-    wait_for("the candidate scaled down", Duration::from_secs(60), || async {
-        ready_endpoints(&env.client, &ns, "fraud-canary").await.is_empty().then_some(())
+    wait_for("the candidate's pods gone", Duration::from_secs(90), || async {
+        pods_now(&ns, "modelrollout.dev/version=v2-bad").await.is_empty().then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -314,6 +302,27 @@ async fn a_failing_candidate_stops_answering_clients_within_a_second_of_the_deci
     let failed = failures(&answers);
     println!("GATEWAY_REQUESTS total={} failed={}", answers.len(), failed.len());
     assert!(failed.is_empty(), "failed requests through the rollback and scale-down: {failed:?}");
+}
+
+/// `ip:port` of the one Ready pod of `version` (its sidecar's port).
+async fn candidate_pod(ns: &str, version: &str) -> String {
+    wait_for(&format!("the Ready pod of {version}"), Duration::from_secs(60), || async {
+        let pods = pods_now(ns, &format!("modelrollout.dev/version={version}")).await;
+        let ready: Vec<_> = pods
+            .iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+                        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+            })
+            .collect();
+        let [pod] = ready.as_slice() else { return None };
+        let ip = pod.status.as_ref()?.pod_ip.clone()?;
+        let port = pod.spec.as_ref()?.containers.first()?.ports.as_ref()?.first()?.container_port;
+        Some(format!("{ip}:{port}"))
+    })
+    .await
 }
 
 /// A value of the controller pod's own /metrics (the chart's metrics port).

@@ -78,11 +78,14 @@ fn rows() -> Vec<Row> {
         .collect()
 }
 
-/// `http://<ClusterIP>:<port>` of Service `name`, once it exists.
+/// `http://<ClusterIP>:<port>` of Service `name`, once it answers `/readyz` there (kube-proxy
+/// rejects connections to a Service until it has programmed a ready endpoint for it).
 async fn service_address(client: &Client, ns: &str, name: &str) -> Option<String> {
     let spec = Api::<Service>::namespaced(client.clone(), ns).get_opt(name).await.ok()??.spec?;
     let ip = spec.cluster_ip.filter(|ip| ip != "None")?;
-    Some(format!("http://{ip}:{}", spec.ports?.first()?.port))
+    let base = format!("http://{ip}:{}", spec.ports?.first()?.port);
+    let probe = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().ok()?;
+    probe.get(format!("{base}/readyz")).send().await.ok()?.status().is_success().then_some(base)
 }
 
 /// `ip:port` of every ready endpoint of Service `name`.
@@ -352,6 +355,59 @@ pub fn windows(samples: &[Sample]) -> Vec<Window> {
         }
     }
     out
+}
+
+/// What clients saw during one stage: the split in force (its longest window: a stage opens with a
+/// moment of waiting for the candidate's pods, weight and mirror 0), measured from 1.5 s after the
+/// status first said it (Envoy applies a route within about a second, and the route moves just
+/// before the status) to 0.5 s before it ended.
+#[derive(Clone, Debug)]
+pub struct StageShare {
+    pub stage: String,
+    pub weight: i32,
+    pub mirror: i32,
+    pub from: f64,
+    pub to: f64,
+    /// Answers (unpinned) in the window, and how many of them the candidate gave.
+    pub requests: u64,
+    pub candidate: u64,
+}
+
+impl StageShare {
+    pub fn share(&self) -> f64 {
+        self.candidate as f64 / self.requests.max(1) as f64
+    }
+}
+
+/// The per-stage shares of a rollout of `candidate`, from the status log and the answers.
+pub fn stage_shares(samples: &[Sample], answers: &[Answer], candidate: &str) -> Vec<StageShare> {
+    let mut in_force: Vec<Window> = Vec::new();
+    for w in windows(samples).into_iter().filter(|w| w.phase == Some(Phase::Progressing) && w.stage.is_some()) {
+        match in_force.last_mut() {
+            Some(last) if last.stage == w.stage => {
+                if w.to - w.from > last.to - last.from {
+                    *last = w;
+                }
+            }
+            _ => in_force.push(w),
+        }
+    }
+    in_force
+        .into_iter()
+        .map(|w| {
+            let (from, to) = (w.from + 1.5, w.to - 0.5);
+            let by_version = versions_between(answers, from, to, false);
+            StageShare {
+                stage: w.stage.unwrap_or_default(),
+                weight: w.weight,
+                mirror: w.mirror,
+                from,
+                to,
+                requests: by_version.values().sum(),
+                candidate: by_version.get(candidate).copied().unwrap_or(0),
+            }
+        })
+        .collect()
 }
 
 /// Answers by version among those whose request started in [from, to), pinned ones apart.
