@@ -78,7 +78,11 @@ async fn main() {
                 .and_then(|s| s.history.first().map(|h| h.version.clone()).or(s.candidate_version))
                 .unwrap_or_default();
             let mut out = String::new();
-            let _ = writeln!(out, "  {:<10} {:>10} {:>8} {:>9} {:>18}", "stage", "weight set", "mirror", "answers", "candidate answered");
+            let _ = writeln!(
+                out,
+                "  {:<10} {:>10} {:>8} {:>9} {:>18}",
+                "stage", "weight set", "mirror", "answers", "candidate answered"
+            );
             for sh in stage_shares(&samples, &answers, &candidate) {
                 let _ = writeln!(
                     out,

@@ -312,9 +312,10 @@ async fn candidate_pod(ns: &str, version: &str) -> String {
             .iter()
             .filter(|p| {
                 p.metadata.deletion_timestamp.is_none()
-                    && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             })
             .collect();
         let [pod] = ready.as_slice() else { return None };
