@@ -95,8 +95,18 @@ async fn main() {
                     sh.share() * 100.0
                 );
             }
-            let failed = answers.iter().filter(|a| a.error.is_some()).count();
-            let _ = writeln!(out, "  {} requests through the Gateway, {failed} failed", answers.len());
+            // The clients start before the rollout's route exists: Envoy answers 404 until it does.
+            let first_ok = answers.iter().filter(|a| a.error.is_none()).map(|a| a.start).fold(f64::MAX, f64::min);
+            let early = answers.iter().filter(|a| a.start < first_ok).count();
+            let failed = answers.iter().filter(|a| a.start >= first_ok && a.error.is_some()).count();
+            let _ = writeln!(
+                out,
+                "  {} requests through the Gateway since it first answered, {failed} failed ({early} sent before the route existed)",
+                answers.len() - early
+            );
+            for e in answers.iter().filter(|a| a.start >= first_ok).filter_map(|a| a.error.as_ref()).take(3) {
+                let _ = writeln!(out, "    failed: {e}");
+            }
             std::fs::write(summary, out).expect("the summary file");
         }
         _ => {
