@@ -72,6 +72,20 @@ async fn wait_answered_by(load: &ClientLoad, version: &str) {
     .await;
 }
 
+/// A test's namespace with the chart's controller, the user's route on the shared Gateway, v1
+/// stable, and clients sending `rps` through the Gateway (every `pin_every`-th pinned); returns
+/// once v1 answers them.
+async fn through_gateway(prefix: &str, rps: u32, pin_every: Option<u64>) -> (RolloutEnv, ClientLoad, String) {
+    let (addr, ..) = gateway();
+    let v1 = manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6));
+    let env = RolloutEnv::setup(prefix, |ns| Some(user_route(ns)), v1).await;
+    let ns = env.ns.name.clone();
+    let target = Target::Gateway { addr, host: host(&ns) };
+    let load = ClientLoad::start(env.client.clone(), &ns, "fraud", target, rps, pin_every);
+    wait_answered_by(&load, "v1").await;
+    (env, load, ns)
+}
+
 fn failures(answers: &[Answer]) -> Vec<String> {
     answers.iter().filter_map(|a| a.error.clone()).take(10).collect()
 }
@@ -79,21 +93,7 @@ fn failures(answers: &[Answer]) -> Vec<String> {
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
 async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
-    let (addr, ..) = gateway();
-    let env = RolloutEnv::setup("gw-stages", |ns| Some(user_route(ns)), {
-        manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6))
-    })
-    .await;
-    let ns = env.ns.name.clone();
-    let load = ClientLoad::start(
-        env.client.clone(),
-        &ns,
-        "fraud",
-        Target::Gateway { addr: addr.clone(), host: host(&ns) },
-        RPS,
-        Some(PIN_EVERY),
-    );
-    wait_answered_by(&load, "v1").await;
+    let (env, load, ns) = through_gateway("gw-stages", RPS, Some(PIN_EVERY)).await;
     // The user's second rule as the apiserver keeps it (defaults filled in), before the rollout.
     let users_rule = route_rules(&ns)[1].clone();
     let log = StatusLog::start(env.client.clone(), &ns, "fraud");
@@ -124,8 +124,12 @@ async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
         .await;
     let st = mr.status.unwrap();
     assert_eq!(st.phase, Some(Phase::Promoted), "{:?}", st.message);
-    // A few seconds on v2 as stable, then stop.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Through the old stable's scale-down (previousStableScaleDownDelay), then a little longer.
+    wait_for("v1's pods gone", Duration::from_secs(90), || async {
+        pods_now(&ns, "modelrollout.dev/version=v1").await.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let samples = log.stop().await;
     let answers = load.shutdown().await;
 
@@ -175,27 +179,13 @@ async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
     assert_eq!(route_rules(&ns)[1], users_rule, "the user's second rule is as they wrote it");
     let failed = failures(&answers);
     println!("GATEWAY_REQUESTS total={} failed={}", answers.len(), failed.len());
-    assert!(failed.is_empty(), "failed requests through promotion: {failed:?}");
+    assert!(failed.is_empty(), "failed requests through promotion and the old stable's scale-down: {failed:?}");
 }
 
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
 async fn a_route_gitops_re_applies_mid_rollout_gets_its_split_back_within_one_reconcile() {
-    let (addr, ..) = gateway();
-    let env = RolloutEnv::setup("gw-gitops", |ns| Some(user_route(ns)), {
-        manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6))
-    })
-    .await;
-    let ns = env.ns.name.clone();
-    let load = ClientLoad::start(
-        env.client.clone(),
-        &ns,
-        "fraud",
-        Target::Gateway { addr: addr.clone(), host: host(&ns) },
-        RPS / 2,
-        None,
-    );
-    wait_answered_by(&load, "v1").await;
+    let (env, load, ns) = through_gateway("gw-gitops", RPS / 2, None).await;
     let users_rule = route_rules(&ns)[1].clone();
     // One long 25% stage, analysed every 30 s: a repair within a few seconds is the route watch's,
     // not the next scheduled reconcile's.
@@ -248,21 +238,7 @@ async fn a_route_gitops_re_applies_mid_rollout_gets_its_split_back_within_one_re
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
 async fn a_failing_candidate_stops_answering_clients_within_a_second_of_the_decision() {
-    let (addr, ..) = gateway();
-    let env = RolloutEnv::setup("gw-rollback", |ns| Some(user_route(ns)), {
-        manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6))
-    })
-    .await;
-    let ns = env.ns.name.clone();
-    let load = ClientLoad::start(
-        env.client.clone(),
-        &ns,
-        "fraud",
-        Target::Gateway { addr: addr.clone(), host: host(&ns) },
-        RPS,
-        None,
-    );
-    wait_answered_by(&load, "v1").await;
+    let (env, load, ns) = through_gateway("gw-rollback", RPS, None).await;
     gitops_apply(
         &ns,
         &manifest(

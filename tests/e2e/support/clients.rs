@@ -20,7 +20,7 @@ use kube::{Api, Client};
 use modelrollout::api::{ModelRollout, Phase};
 use serde_json::{Value, json};
 
-use super::root;
+use super::harness::golden_rows;
 
 /// Seconds since the epoch, as a float: the clock the controller's decision timestamps use.
 pub fn now() -> f64 {
@@ -59,23 +59,6 @@ pub struct ClientLoad {
     pub labels_posted: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-#[derive(Clone)]
-struct Row {
-    features: Value,
-    label: i64,
-}
-
-fn rows() -> Vec<Row> {
-    let text = std::fs::read_to_string(root().join("models/fraud-v1.golden.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| Row { features: r["features"].clone(), label: r["label"].as_i64().unwrap() })
-        .collect()
 }
 
 /// `http://<ClusterIP>:<port>` of Service `name`, once it answers `/readyz` there (kube-proxy
@@ -200,7 +183,7 @@ async fn send(
             (http, base, None)
         }
     };
-    let rows = rows();
+    let rows = golden_rows();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rps as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut n: u64 = 0;

@@ -161,14 +161,15 @@ impl Drop for SidecarProc {
     }
 }
 
-/// One labelled request for the load generator.
+/// One labelled request for the load generators.
 #[derive(Clone)]
-struct GoldenRow {
-    features: Value,
-    label: i64,
+pub struct GoldenRow {
+    pub features: Value,
+    pub label: i64,
 }
 
-fn golden_rows() -> Vec<GoldenRow> {
+/// The fraud golden set's rows (models/fraud-v1.golden.json), the requests the load generators send.
+pub fn golden_rows() -> Vec<GoldenRow> {
     let text = std::fs::read_to_string(root().join("models/fraud-v1.golden.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     v["rows"]
