@@ -2,7 +2,8 @@
 # The test command: unit and in-process tests, the container images built from the shipped
 # Dockerfiles, then the end-to-end suite on a real local control plane (etcd, kube-apiserver,
 # controller-manager, scheduler, kwok), a real node (containerd, kubelet, kube-proxy, CoreDNS) that
-# runs those images, and Prometheus. Runs as root (the real node: containerd, iptables, cgroups).
+# runs those images, Envoy Gateway (its control plane and Envoy as pods on that node) and
+# Prometheus. Runs as root (the real node: containerd, iptables, cgroups).
 # Everything it needs is built or installed by the project's own scripts; caches live in
 # ~/.cache/modelrollout (override with MODELROLLOUT_CACHE).
 set -Eeuo pipefail
