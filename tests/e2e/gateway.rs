@@ -104,7 +104,14 @@ async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
         {"name": "canary-25", "weight": 25, "minDuration": d},
         {"name": "full", "weight": 100, "minDuration": d}
     ]);
-    gitops_apply(&ns, &manifest("v2", from_image("fraud-v2.onnx"), stages));
+    let mut m = manifest("v2", from_image("fraud-v2.onnx"), stages);
+    // What this test measures is traffic, not judgement: the gates it must pass are the ones whose
+    // estimates are steady here (errors, latency, false positives over the many negatives). The
+    // capture-rate gate judges a few fraud positives per window with the threshold judge, which
+    // once rolled this good candidate back (0.11 against 0.43 on about nine positives): the peeking
+    // problem BENCHMARKS.md's judge simulation measures, not a gateway matter.
+    m["spec"]["analysis"]["gates"].as_object_mut().unwrap().remove("captureRate");
+    gitops_apply(&ns, &m);
 
     // Shadow: the candidate's own request counter against the requests the mirrored rule carried.
     env.wait(Duration::from_secs(180), "the shadow stage", |s| s.stage_name.as_deref() == Some("shadow")).await;
