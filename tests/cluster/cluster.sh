@@ -56,14 +56,19 @@ fi
 WITH_GATEWAY=${MODELROLLOUT_WITH_GATEWAY:-$REAL_NODE}
 [[ $WITH_GATEWAY == 0 || $REAL_NODE == 1 ]] || die "MODELROLLOUT_WITH_GATEWAY=1 needs the real node (MODELROLLOUT_REAL_NODE=1)"
 
-# A run that was SIGKILLed could not remove its temp dir (its processes died with it): clean those up.
-for old in "${TMPDIR:-/tmp}"/modelrollout-cluster.*; do
-  [[ -f $old/owner.pid ]] && ! kill -0 "$(cat "$old/owner.pid")" 2>/dev/null && rm -rf "$old"
-done
-# A real node's leftovers (a SIGKILLed run could not tear its node down) would break this run.
+# A real node's leftovers (a SIGKILLed run could not tear its node down) would break this run:
+# reclaim them, then check that nothing is left.
 if [[ $REAL_NODE == 1 ]] && ! left=$(node_leftovers); then
-  die "a previous real-node run left behind: $(echo "$left" | paste -sd, -)"
+  log "a previous real-node run left behind: $(echo "$left" | paste -sd, -)"
+  node_reclaim
+  left=$(node_leftovers) || die "still left behind after reclaiming: $(echo "$left" | paste -sd, -)"
 fi
+# A run that was SIGKILLed could not remove its temp dir (its processes died with it): clean those up.
+# A dead real-node run's dir keeps its pods' mounts until a real-node run reclaims them (above).
+for old in "${TMPDIR:-/tmp}"/modelrollout-cluster.*; do
+  [[ -f $old/owner.pid ]] && ! kill -0 "$(cat "$old/owner.pid")" 2>/dev/null || continue
+  rm -rf "$old" 2>/dev/null || log "left $old: a dead real-node run's mounts (the next real-node run reclaims them)"
+done
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/modelrollout-cluster.XXXXXX")
 echo $$ >"$DIR/owner.pid"
 PIDS=()

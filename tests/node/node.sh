@@ -281,8 +281,7 @@ node_up() {
 # Stops the node and removes what it made. Safe to call when only part of it came up.
 node_down() {
   [[ -f "$DIR/node-net" ]] || return 0
-  local n="$DIR/node" ext pid
-  ext=$(cat "$DIR/node-ext-if" 2>/dev/null || true)
+  local n="$DIR/node" pid
   # The kubelet first, so it restarts nothing; then every pod's processes via containerd's shims.
   for name in kubelet kube-proxy coredns; do
     [[ -f "$DIR/$name.pid" ]] && kill -TERM "$(cat "$DIR/$name.pid")" 2>/dev/null
@@ -344,10 +343,12 @@ node_down() {
   for veth in $(ip -o link show master "$NODE_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do ip link del "$veth" 2>/dev/null; done
   ip route del "$NODE_SERVICE_CIDR" 2>/dev/null
   ip route del blackhole "$NODE_KWOK_CIDR" 2>/dev/null
-  if [[ -n $ext ]]; then
-    iptables -t mangle -D FORWARD -i "$NODE_BRIDGE" -o "$ext" -j DROP -m comment --comment modelrollout-no-egress 2>/dev/null
-    ip6tables -t mangle -D FORWARD -i "$NODE_BRIDGE" -o "$ext" -j DROP -m comment --comment modelrollout-no-egress 2>/dev/null
-  fi
+  # The FORWARD drop, found by its comment (a reclaimed run's record of the interface may be gone).
+  for ipt in iptables ip6tables; do
+    $ipt -t mangle -S FORWARD 2>/dev/null | grep -- '--comment modelrollout-no-egress' | sed 's/^-A //' | while read -r rule; do
+      eval "$ipt -t mangle -D $rule" 2>/dev/null
+    done
+  done
   iptables -D INPUT -j MODELROLLOUT-INPUT 2>/dev/null
   iptables -F MODELROLLOUT-INPUT 2>/dev/null; iptables -X MODELROLLOUT-INPUT 2>/dev/null
   [[ -f "$DIR/node-ip-forward" ]] && sysctl -qw "net.ipv4.ip_forward=$(cat "$DIR/node-ip-forward")"
@@ -356,6 +357,38 @@ node_down() {
     [[ -d "$sub$NODE_CGROUP" ]] && find "$sub$NODE_CGROUP" -depth -type d -exec rmdir {} \; 2>/dev/null
   done
   rm -f "$DIR/node-net"
+  true
+}
+
+# A dead run's node: its cluster.sh was SIGKILLed or its session ended mid-run, so its teardown never
+# ran. Its processes died with it (parent-death signal) but the pods' shims, mounts, rules, bridge and
+# cgroups stay. Only one real node runs at a time (one bridge), so with no live run holding a node,
+# all of that is ours to remove: node_down on each dead run's dir, or on an empty one for the
+# host-wide part alone. Dies if a live run holds the node.
+node_reclaim() {
+  local dirs=() d owner
+  for d in "${TMPDIR:-/tmp}"/modelrollout-cluster.*/; do
+    d=${d%/}
+    [[ -d $d/node && $d != "${DIR:-}" ]] || continue
+    owner=$(cat "$d/owner.pid" 2>/dev/null || true)
+    if [[ -n $owner ]] && kill -0 "$owner" 2>/dev/null && grep -qa cluster.sh "/proc/$owner/cmdline" 2>/dev/null; then
+      die "a live real-node run (pid $owner, $d) holds the node: one real-node run at a time"
+    fi
+    dirs+=("$d")
+  done
+  ((${#dirs[@]})) || dirs=("$(mktemp -d "${TMPDIR:-/tmp}/modelrollout-reclaim.XXXXXX")")
+  for d in "${dirs[@]}"; do
+    log "reclaiming a dead run's real node (${d})"
+    # Its PIDs may have been reused by now: stop nothing by PID, only by socket path and cgroup.
+    (
+      set +e
+      DIR=$d
+      rm -f "$DIR"/{kubelet,kube-proxy,coredns,containerd}.pid
+      touch "$DIR/node-net"
+      node_down
+    ) || true
+    [[ $d == */modelrollout-reclaim.* ]] && rm -rf "$d"
+  done
   true
 }
 
