@@ -53,6 +53,18 @@ pub use modelrollout_contract::{DataContract, Device, Duration, Feature, Feature
         "reason": "FieldValueInvalid"
     },
     {
+        "rule": "!has(self.webhooks) || self.webhooks.all(a, self.webhooks.exists_one(b, b.name == a.name))",
+        "message": "webhook names must be unique",
+        "fieldPath": ".webhooks",
+        "reason": "FieldValueDuplicate"
+    },
+    {
+        "rule": "!has(self.acceptance) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))",
+        "message": "acceptance needs a router (gatewayAPI or istio): with replica-ratio routing the candidate's pods take traffic as soon as they are Ready",
+        "fieldPath": ".acceptance",
+        "reason": "FieldValueForbidden"
+    },
+    {
         "rule": "has(self.analysis) && ((has(self.analysis.promoteWithoutGates) && self.analysis.promoteWithoutGates) || (has(self.analysis.gates) && (has(self.analysis.gates.errorRate) || has(self.analysis.gates.latencyP95) || has(self.analysis.gates.falsePositiveRate) || has(self.analysis.gates.captureRate) || (has(self.analysis.gates.custom) && size(self.analysis.gates.custom) > 0))))",
         "message": "set at least one gate in analysis.gates, or analysis.promoteWithoutGates: true to promote on minDuration alone",
         "fieldPath": ".analysis.gates",
@@ -87,6 +99,15 @@ pub struct ModelRolloutSpec {
     /// Webhooks told about rollout events.
     #[serde(default, skip_serializing_if = "Notifications::is_empty")]
     pub notifications: Notifications,
+    /// Checks a candidate must pass once its pods are Ready and before any traffic moves to it:
+    /// a labelled golden set scored by its own pods, and a load check against its Service. A
+    /// failure ends the rollout as `Failed`, naming the check; no traffic has moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<AcceptanceSpec>,
+    /// Gating webhooks (as Flagger's): their answers start, hold, end and follow the rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub webhooks: Vec<GatingWebhook>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,6 +247,196 @@ fn default_max_batch_delay() -> Duration {
 /// A default written in this file: always valid.
 fn duration(text: &str) -> Duration {
     Duration::parse(text).expect("a valid default duration")
+}
+
+// ---------------------------------------------------------------------------------------------
+// acceptance
+
+/// Checks before any traffic (see [`ModelRolloutSpec::acceptance`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.goldenSet) || has(self.load)",
+    "message": "acceptance needs goldenSet, load or both",
+    "fieldPath": ".goldenSet",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct AcceptanceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden_set: Option<GoldenSetCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadCheck>,
+    /// How long the checks may take, all together, before the rollout fails.
+    #[serde(default = "default_acceptance_timeout")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) > duration('0s')", "message": "timeout must be more than 0s"}]))]
+    pub timeout: Duration,
+}
+
+fn default_acceptance_timeout() -> Duration {
+    duration("10m")
+}
+
+/// Labelled rows scored by the candidate's own pods (through its Service), and by stable's when
+/// a limit is relative to stable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.auc) || has(self.accuracy) || has(self.maxScoreDifference) || has(self.maxContractFailureRate)",
+    "message": "set at least one of auc, accuracy, maxScoreDifference, maxContractFailureRate",
+    "fieldPath": ".auc",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct GoldenSetCheck {
+    /// The golden set: JSON `{"threshold": 0.5, "rows": [{"features": {…}, "label": 0|1,
+    /// "probability": 0.12}, …]}` (`probability`, the reference score, is optional; `threshold`
+    /// too). Fetched over http(s) by the controller and verified against `sha256`.
+    pub artifact: GoldenSetArtifact,
+    /// The score at or above which a row counts as positive (default: the set's own `threshold`,
+    /// else 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub threshold: Option<f64>,
+    /// Area under the ROC curve of the candidate's scores against the labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auc: Option<GoldenLimit>,
+    /// The share of rows whose decision at `threshold` matches the label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<GoldenLimit>,
+    /// The largest absolute difference between the candidate's score and a row's reference
+    /// `probability` (rows without one are skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_score_difference: Option<f64>,
+    /// The largest share of rows the candidate may refuse as breaking its data contract (HTTP 400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_contract_failure_rate: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.uri.startsWith('https://') || self.uri.startsWith('http://')",
+    "message": "uri must be an http(s) URL",
+    "fieldPath": ".uri",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct GoldenSetArtifact {
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: String,
+    /// Lower-case hex SHA-256 of the file. A file that differs fails the check.
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    pub sha256: String,
+}
+
+/// A floor: absolute (`min`), relative to stable scoring the same rows (`maxBelowStable`), or both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.min) || has(self.maxBelowStable)",
+    "message": "set min, maxBelowStable or both",
+    "fieldPath": ".min",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct GoldenLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_below_stable: Option<f64>,
+}
+
+/// Open-loop load against the candidate's Service at `rate` requests a second for `duration`,
+/// sent from inside the cluster (the controller's pod) with the golden set's rows as requests (or
+/// one row of zeros when there is no golden set).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadCheck {
+    #[schemars(range(min = 1, max = 5000))]
+    pub rate: u32,
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) > duration('0s') && duration(self) <= duration('10m')", "message": "duration must be more than 0s and at most 10m"}]))]
+    pub duration: Duration,
+    /// The p95 latency the candidate must hold at that rate, as the client sees it.
+    pub max_latency_p95: Duration,
+    /// The largest share of requests that may fail (non-2xx, timeout, connection error).
+    #[serde(default = "default_load_error_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate: f64,
+}
+
+fn default_load_error_rate() -> f64 {
+    0.01
+}
+
+// ---------------------------------------------------------------------------------------------
+// gating webhooks
+
+/// A webhook whose answer gates the rollout. The controller POSTs a JSON payload naming the
+/// rollout, the stage, the versions and the last analysis's gate results (see the README).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.url.startsWith('https://') || self.url.startsWith('http://')",
+    "message": "url must be an http(s) URL",
+    "fieldPath": ".url",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct GatingWebhook {
+    /// Names the hook in status and Events; unique in the spec.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: WebhookKind,
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// How long one attempt may take.
+    #[serde(default = "default_webhook_timeout")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) > duration('0s') && duration(self) <= duration('60s')", "message": "timeout must be more than 0s and at most 60s"}]))]
+    pub timeout: Duration,
+    /// Attempts after a first that failed to answer (a connection error, a timeout, a 5xx),
+    /// 1 s apart, doubling. An answer of 4xx is not retried: it is the hook's answer.
+    #[serde(default = "default_webhook_retries")]
+    #[schemars(range(max = 10))]
+    pub retries: u32,
+    /// Sent as the payload's `metadata`, e.g. what a test runner should run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn default_webhook_timeout() -> Duration {
+    duration("10s")
+}
+fn default_webhook_retries() -> u32 {
+    2
+}
+
+/// When a gating webhook is called, and what its answer does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WebhookKind {
+    /// Once the candidate's pods are Ready (and its acceptance checks passed), before any traffic:
+    /// anything but a 2xx fails the rollout.
+    PreRollout,
+    /// Before the candidate becomes stable (after the last stage passes): the rollout holds, asking
+    /// again at every analysis interval, until it answers 2xx.
+    ConfirmPromotion,
+    /// At every analysis while the rollout runs: a 2xx rolls back now.
+    Rollback,
+    /// Once, after the rollout ends (promoted, rolled back or failed): its answer changes nothing
+    /// but is recorded.
+    PostRollout,
+}
+
+impl WebhookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookKind::PreRollout => "preRollout",
+            WebhookKind::ConfirmPromotion => "confirmPromotion",
+            WebhookKind::Rollback => "rollback",
+            WebhookKind::PostRollout => "postRollout",
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -897,6 +1108,109 @@ pub struct ModelRolloutStatus {
     /// Past rollouts, newest first, at most 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// The candidate's acceptance checks (`spec.acceptance`): running, passed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<AcceptanceStatus>,
+    /// Each gating webhook's last answer (see `spec.webhooks`), for the version it was about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookResult>,
+    /// A rollout that ended and whose postRollout webhooks are still to be called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_rollout: Option<EndedRollout>,
+}
+
+/// A gating webhook's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookResult {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: WebhookKind,
+    /// The candidate version it was asked about.
+    pub version: String,
+    /// Whether it answered 2xx.
+    pub ok: bool,
+    /// The HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    pub message: String,
+    pub attempts: u32,
+    pub time: Time,
+}
+
+/// A rollout that ended, as its postRollout webhooks hear of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndedRollout {
+    pub version: String,
+    pub outcome: Outcome,
+    pub message: String,
+}
+
+/// The acceptance checks of one candidate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptanceStatus {
+    /// The candidate checked (with `sha256`): results never carry over to another build.
+    pub version: String,
+    pub sha256: String,
+    pub start_time: Time,
+    /// Absent while the checks run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// One result per limit, e.g. `goldenSet.auc`, `load.latencyP95`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<GateResult>,
+    /// What was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden_set: Option<GoldenSetMeasurement>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadMeasurement>,
+    /// Why the checks could not run, when they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A golden set as scored by one version's pods.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GoldenScores {
+    /// Rows scored (rows refused for their contract are not).
+    pub rows: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// The largest |score − reference probability| over rows with a reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_score_difference: Option<f64>,
+    /// Rows refused as breaking the data contract (HTTP 400), over all rows.
+    pub contract_failure_rate: f64,
+}
+
+/// The golden set's results: the candidate's, and stable's when a limit is relative to it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GoldenSetMeasurement {
+    pub rows: u64,
+    pub threshold: f64,
+    pub candidate: GoldenScores,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<GoldenScores>,
+}
+
+/// What the load check saw at the client.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadMeasurement {
+    pub requests: u64,
+    pub errors: u64,
+    /// Requests a second actually sent (an open loop that fell behind sends fewer).
+    pub achieved_rate: f64,
+    pub latency_p50_seconds: f64,
+    pub latency_p95_seconds: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -943,6 +1257,9 @@ pub enum Hold {
     Inconclusive,
     /// A `manualApproval` stage passed its gates: released by `promote`.
     Approval,
+    /// The last stage passed and a confirmPromotion webhook has not answered 2xx yet: released by
+    /// its 2xx (or `promote`).
+    Confirmation,
 }
 
 impl Hold {
@@ -951,6 +1268,7 @@ impl Hold {
             Hold::Spec => "Spec",
             Hold::Inconclusive => "Inconclusive",
             Hold::Approval => "Approval",
+            Hold::Confirmation => "Confirmation",
         }
     }
 }

@@ -35,5 +35,16 @@ pub mod reasons {
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// A candidate pod cannot start (image, configuration) or crashed; the message names it.
     pub const CANDIDATE_FAILED: &str = "CandidateFailed";
+    pub const ACCEPTANCE_RUNNING: &str = "AcceptanceRunning";
+    pub const ACCEPTANCE_PASSED: &str = "AcceptancePassed";
+    pub const ACCEPTANCE_FAILED: &str = "AcceptanceFailed";
+    pub const AWAITING_PRE_ROLLOUT_WEBHOOK: &str = "AwaitingPreRolloutWebhook";
+    pub const PRE_ROLLOUT_WEBHOOK_PASSED: &str = "PreRolloutWebhookPassed";
+    pub const PRE_ROLLOUT_WEBHOOK_FAILED: &str = "PreRolloutWebhookFailed";
+    pub const AWAITING_CONFIRMATION: &str = "AwaitingConfirmation";
+    /// A rollback webhook answered 2xx.
+    pub const ROLLBACK_WEBHOOK: &str = "RollbackRequestedByWebhook";
+    /// A postRollout webhook failed (an Event; the rollout's outcome stands).
+    pub const WEBHOOK_FAILED: &str = "WebhookFailed";
     pub const INVALID_SPEC: &str = "InvalidSpec";
 }

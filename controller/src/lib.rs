@@ -7,6 +7,7 @@
 //! * [`reconcile`]: the loop that observes, decides and acts; [`workloads`], [`routers`], [`gates`]
 //!   and [`notify`] are its adapters.
 
+pub mod acceptance;
 pub mod api;
 pub mod cli;
 pub mod conditions;
@@ -21,4 +22,5 @@ pub mod reconcile;
 pub mod route_watch;
 pub mod routers;
 pub mod telemetry;
+pub mod webhooks;
 pub mod workloads;

@@ -104,6 +104,8 @@ fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
         paused: false,
         operations: Operations::default(),
         notifications: Notifications::default(),
+        acceptance: None,
+        webhooks: Vec::new(),
     }
 }
 
@@ -1281,4 +1283,323 @@ fn a_sequential_gate_gathering_evidence_is_not_a_data_gap() {
     let ev = gate.sequential.as_ref().expect("evidence in status");
     assert_eq!((ev.candidate.trials, ev.stable.trials), (25, 475), "summed over the windows");
     assert!(ev.more_samples.is_some() && ev.difference_interval.is_some(), "{ev:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// acceptance before traffic
+
+/// The toxicity classifier's acceptance: AUC >= 0.92 and no worse than stable by 0.01, accuracy
+/// >= 0.9, scores within 0.001 of the references, no contract failures; p95 <= 80 ms at 200 req/s.
+fn acceptance() -> AcceptanceSpec {
+    AcceptanceSpec {
+        golden_set: Some(GoldenSetCheck {
+            artifact: GoldenSetArtifact { uri: "http://store/golden.json".into(), sha256: SHA_V3.into() },
+            threshold: None,
+            auc: Some(GoldenLimit { min: Some(0.92), max_below_stable: Some(0.01) }),
+            accuracy: Some(GoldenLimit { min: Some(0.9), max_below_stable: None }),
+            max_score_difference: Some(0.001),
+            max_contract_failure_rate: Some(0.0),
+        }),
+        load: Some(LoadCheck { rate: 200, duration: d("30s"), max_latency_p95: d("80ms"), max_error_rate: 0.01 }),
+        timeout: d("10m"),
+    }
+}
+
+fn scores(auc: f64, accuracy: f64) -> GoldenScores {
+    GoldenScores {
+        rows: 200,
+        auc: Some(auc),
+        accuracy: Some(accuracy),
+        max_score_difference: Some(0.0002),
+        contract_failure_rate: 0.0,
+    }
+}
+
+fn measured(auc: f64, stable_auc: f64, p95: f64, errors: u64) -> AcceptanceReport {
+    AcceptanceReport::Measured {
+        golden_set: Some(GoldenSetMeasurement {
+            rows: 200,
+            threshold: 0.5,
+            candidate: scores(auc, 0.95),
+            stable: Some(scores(stable_auc, 0.95)),
+        }),
+        load: Some(LoadMeasurement {
+            requests: 6000,
+            errors,
+            achieved_rate: 200.0,
+            latency_p50_seconds: p95 / 2.0,
+            latency_p95_seconds: p95,
+        }),
+    }
+}
+
+fn accepting() -> (ModelRolloutSpec, ModelRolloutStatus) {
+    let mut v1 = spec("v1", SHA_V1);
+    v1.acceptance = Some(acceptance());
+    let first = decide(&v1, &ModelRolloutStatus::default(), &obs(false), at(-100));
+    let mut s = spec("v2", SHA_V2);
+    s.acceptance = Some(acceptance());
+    let d = decide(&s, &first.status, &obs(false), at(-10));
+    (s, d.status)
+}
+
+fn runs_acceptance(d: &Decision) -> bool {
+    d.actions.iter().any(|a| matches!(a, Action::RunAcceptance { version, .. } if version == "v2"))
+}
+
+#[test]
+fn acceptance_holds_all_traffic_until_the_checks_pass_then_the_first_stage_starts() {
+    let (s, st) = accepting();
+    // Not Ready yet: no checks, no traffic.
+    assert!(!runs_acceptance(&decide(&s, &st, &obs(false), at(-5))));
+    // Ready: the checks start; no traffic, no mirror, no analysis due, a poll soon.
+    let d = step(&s, &st, obs(true), t0());
+    assert!(runs_acceptance(&d));
+    assert_eq!(traffic(&d), ("v1".into(), Some("v2".into()), 0, 0));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::ACCEPTANCE_RUNNING));
+    assert_eq!(d.status.acceptance.as_ref().unwrap().start_time.0, t0());
+    assert!(!analysis_due(&s, &d.status, AnalysisSlot::default(), at(60)));
+    assert!(d.requeue_after.unwrap() <= std::time::Duration::from_secs(2));
+    // Still running 40 s later: still held (an analysis taken meanwhile is not looked at).
+    let d = step(&s, &d.status, analysed(healthy()), at(40));
+    assert!(runs_acceptance(&d));
+    assert_eq!(traffic(&d).2 + traffic(&d).3, 0);
+    assert_eq!(d.status.acceptance.as_ref().unwrap().start_time.0, t0(), "the start is kept");
+    // Passed: the shadow stage's mirror starts now, and its clock with it.
+    let o = Observations { acceptance: Some(measured(0.97, 0.96, 0.030, 3)), ..obs(true) };
+    let d = step(&s, &d.status, o, at(45));
+    assert!(!runs_acceptance(&d), "the checks end once recorded");
+    let a = d.status.acceptance.as_ref().unwrap();
+    assert_eq!(a.verdict, Some(Verdict::Pass));
+    assert_eq!(a.checks.len(), 6, "{:?}", a.checks);
+    assert!(a.checks.iter().all(|c| c.verdict == Verdict::Pass), "{:?}", a.checks);
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::ACCEPTANCE_PASSED));
+    assert_eq!(traffic(&d), ("v1".into(), Some("v2".into()), 0, 100));
+    assert_eq!(d.status.stage_start_time.as_ref().unwrap().0, at(45));
+    // From here the rollout goes on as any other: its first analysis is an interval after.
+    let d = step(&s, &d.status, obs(true), at(46));
+    assert!(!runs_acceptance(&d));
+    assert!(analysis_due(&s, &d.status, AnalysisSlot::default(), at(51)));
+}
+
+#[test]
+fn a_failed_acceptance_check_fails_the_rollout_naming_it_and_no_traffic_ever_moved() {
+    // (check, report, what the message names)
+    let cases = [
+        ("auc below its floor", measured(0.90, 0.91, 0.030, 0), "goldenSet.auc"),
+        ("auc more than 0.01 below stable", measured(0.94, 0.96, 0.030, 0), "goldenSet.auc"),
+        ("p95 over 80 ms", measured(0.97, 0.96, 0.081, 0), "load.latencyP95"),
+        ("errors over 1%", measured(0.97, 0.96, 0.030, 61), "load.errorRate"),
+        ("could not run", AcceptanceReport::Error("golden set: sha256 abc, the spec says 333".into()), "sha256"),
+    ];
+    for (case, report, named) in cases {
+        let (s, st) = accepting();
+        let d = step(&s, &st, obs(true), t0());
+        let d = step(&s, &d.status, Observations { acceptance: Some(report), ..obs(true) }, at(30));
+        assert_eq!(d.status.phase, Some(Phase::Failed), "{case}");
+        assert_eq!(d.status.reason.as_deref(), Some(reasons::ACCEPTANCE_FAILED), "{case}");
+        let msg = d.status.message.clone().unwrap();
+        assert!(msg.contains(named), "{case}: {msg}");
+        assert_eq!(traffic(&d), ("v1".into(), None, 0, 0), "{case}");
+        assert_eq!(scaled_down(&d), Vec::<String>::new(), "{case}: scaled down after the delay");
+        assert_eq!(d.status.history[0].outcome, Outcome::Failed, "{case}");
+        assert_ne!(d.status.acceptance.as_ref().unwrap().verdict, Some(Verdict::Pass), "{case}");
+        assert!(!runs_acceptance(&d), "{case}");
+    }
+}
+
+#[test]
+fn acceptance_that_never_finishes_fails_at_its_timeout_and_a_retry_checks_again() {
+    let (mut s, st) = accepting();
+    let d = step(&s, &st, obs(true), t0());
+    let d = step(&s, &d.status, obs(true), at(599));
+    assert_eq!(d.status.phase, Some(Phase::Progressing));
+    let d = step(&s, &d.status, obs(true), at(600));
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert!(d.status.message.as_deref().unwrap().contains("spec.acceptance.timeout 10m"), "{:?}", d.status.message);
+    s.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None });
+    let d = step(&s, &d.status, obs(true), at(700));
+    assert_eq!(d.status.phase, Some(Phase::Progressing));
+    assert!(runs_acceptance(&d), "a retry runs the checks again");
+    assert_eq!(d.status.acceptance.as_ref().unwrap().verdict, None);
+}
+
+#[test]
+fn acceptance_limits_at_their_boundaries() {
+    let spec = acceptance();
+    let judge = |report: &AcceptanceReport| match report {
+        AcceptanceReport::Measured { golden_set, load } => judge_acceptance(&spec, golden_set.as_ref(), load.as_ref()),
+        AcceptanceReport::Error(_) => unreachable!(),
+    };
+    let verdict = |checks: &[GateResult], name: &str| checks.iter().find(|c| c.name == name).unwrap().verdict;
+    // Exactly at each limit passes: AUC 0.92 with stable 0.93 (floor max(0.92, 0.92)), p95 80 ms,
+    // errors 60 of 6,000 = 1%.
+    let c = judge(&measured(0.92, 0.93, 0.080, 60));
+    assert!(c.iter().all(|c| c.verdict == Verdict::Pass), "{c:?}");
+    assert_eq!(c.iter().find(|c| c.name == "goldenSet.auc").unwrap().limit.as_deref(), Some(">= 0.92"));
+    // The relative floor is the tighter one: stable 0.96 makes it 0.95.
+    let c = judge(&measured(0.949, 0.96, 0.080, 60));
+    assert_eq!(verdict(&c, "goldenSet.auc"), Verdict::Fail);
+    assert_eq!(c.iter().find(|c| c.name == "goldenSet.auc").unwrap().bound, Some(0.95));
+    // One class only: the AUC cannot be measured, which is not a pass.
+    let mut r = measured(0.97, 0.96, 0.03, 0);
+    if let AcceptanceReport::Measured { golden_set: Some(g), .. } = &mut r {
+        g.candidate.auc = None;
+    }
+    assert_eq!(verdict(&judge(&r), "goldenSet.auc"), Verdict::Error);
+    // No request answered at all is a 100% error rate, not 0 of 0.
+    let mut r = measured(0.97, 0.96, 0.03, 0);
+    if let AcceptanceReport::Measured { load: Some(l), .. } = &mut r {
+        l.requests = 0;
+    }
+    assert_eq!(verdict(&judge(&r), "load.errorRate"), Verdict::Fail);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gating webhooks
+
+fn hook(name: &str, kind: WebhookKind) -> GatingWebhook {
+    GatingWebhook {
+        name: name.into(),
+        kind,
+        url: format!("http://hooks/{name}"),
+        timeout: d("5s"),
+        retries: 2,
+        metadata: Default::default(),
+    }
+}
+
+fn answered(name: &str, kind: WebhookKind, code: u16) -> WebhookCall {
+    WebhookCall {
+        name: name.into(),
+        kind,
+        ok: (200..300).contains(&code),
+        code: Some(code),
+        message: format!("HTTP {code}"),
+        attempts: 1,
+    }
+}
+
+fn with_hooks(hooks: Vec<GatingWebhook>) -> (ModelRolloutSpec, ModelRolloutStatus) {
+    let mut v1 = spec("v1", SHA_V1);
+    v1.webhooks = hooks.clone();
+    let first = decide(&v1, &ModelRolloutStatus::default(), &obs(false), at(-100));
+    let mut s = spec("v2", SHA_V2);
+    s.webhooks = hooks;
+    let d = decide(&s, &first.status, &obs(false), at(-10));
+    (s, d.status)
+}
+
+#[test]
+fn pre_rollout_webhooks_are_asked_once_ready_and_traffic_waits_for_every_2xx() {
+    let (s, st) = with_hooks(vec![hook("smoke", WebhookKind::PreRollout), hook("tests", WebhookKind::PreRollout)]);
+    let due = |st: &ModelRolloutStatus, ready| webhooks_due(&s, st, ready, false, t0());
+    assert!(due(&st, false).is_empty(), "not before the candidate is Ready");
+    assert_eq!(due(&st, true), vec![WebhookKind::PreRollout]);
+    // One answered 2xx, the other has not answered yet: still no traffic, asked again soon.
+    let o = Observations { webhooks: vec![answered("smoke", WebhookKind::PreRollout, 200)], ..obs(true) };
+    let d = step(&s, &st, o, t0());
+    assert_eq!(traffic(&d).2 + traffic(&d).3, 0);
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::AWAITING_PRE_ROLLOUT_WEBHOOK));
+    assert!(d.requeue_after.unwrap() <= std::time::Duration::from_secs(2));
+    assert_eq!(due(&d.status, true), vec![WebhookKind::PreRollout], "asked until every hook said 2xx");
+    let o = Observations {
+        webhooks: vec![
+            answered("smoke", WebhookKind::PreRollout, 200),
+            answered("tests", WebhookKind::PreRollout, 204),
+        ],
+        ..obs(true)
+    };
+    let d = step(&s, &d.status, o, at(5));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::PRE_ROLLOUT_WEBHOOK_PASSED));
+    assert_eq!(traffic(&d), ("v1".into(), Some("v2".into()), 0, 100), "the shadow stage starts");
+    assert_eq!(d.status.stage_start_time.as_ref().unwrap().0, at(5));
+    assert!(due(&d.status, true).is_empty(), "not asked again");
+    assert_eq!(d.status.webhooks.len(), 2);
+    assert!(d.status.webhooks.iter().all(|w| w.ok && w.version == "v2"));
+}
+
+#[test]
+fn a_pre_rollout_webhook_that_does_not_answer_2xx_fails_the_rollout_and_a_retry_asks_again() {
+    let (mut s, st) = with_hooks(vec![hook("smoke", WebhookKind::PreRollout)]);
+    let o = Observations { webhooks: vec![answered("smoke", WebhookKind::PreRollout, 412)], ..obs(true) };
+    let d = step(&s, &st, o, t0());
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::PRE_ROLLOUT_WEBHOOK_FAILED));
+    assert!(d.status.message.as_deref().unwrap().contains("smoke: HTTP 412"), "{:?}", d.status.message);
+    assert_eq!(traffic(&d), ("v1".into(), None, 0, 0));
+    let failed = d.status.webhooks.iter().find(|w| w.name == "smoke").unwrap();
+    assert_eq!((failed.ok, failed.code), (false, Some(412)));
+    s.operations.retry = Some(OperationRequest { id: "again".into(), reason: None });
+    let d = step(&s, &d.status, obs(true), at(30));
+    assert_eq!(d.status.phase, Some(Phase::Progressing));
+    assert_eq!(webhooks_due(&s, &d.status, true, false, at(30)), vec![WebhookKind::PreRollout]);
+}
+
+#[test]
+fn confirm_promotion_holds_after_the_last_stage_asking_each_interval_until_2xx() {
+    let (s, st) = with_hooks(vec![hook("change-window", WebhookKind::ConfirmPromotion)]);
+    let st = step(&s, &st, obs(true), t0()).status;
+    // shadow, 5, 25 pass; the last stage (100) passes and holds.
+    let (st, now) = pass_stages(&s, st, 3, 0);
+    assert_eq!(st.stage_name.as_deref(), Some("full"));
+    assert!(webhooks_due(&s, &st, true, false, at(now)).is_empty(), "not before the last stage passes");
+    let d = step(&s, &st, analysed(healthy()), at(now + 10));
+    assert_eq!(d.status.phase, Some(Phase::Paused));
+    assert_eq!(d.status.hold, Some(Hold::Confirmation));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::AWAITING_CONFIRMATION));
+    assert_eq!(traffic(&d).2, 100, "the last stage's traffic stays while it waits");
+    let now = now + 10;
+    assert_eq!(webhooks_due(&s, &d.status, true, false, at(now)), vec![WebhookKind::ConfirmPromotion]);
+    // "Not yet": held; asked again an interval (5 s) later, not before.
+    let o = Observations { webhooks: vec![answered("change-window", WebhookKind::ConfirmPromotion, 423)], ..obs(true) };
+    let d = step(&s, &d.status, o, at(now + 1));
+    assert_eq!(d.status.hold, Some(Hold::Confirmation));
+    assert!(webhooks_due(&s, &d.status, true, false, at(now + 5)).is_empty());
+    assert_eq!(webhooks_due(&s, &d.status, true, false, at(now + 6)), vec![WebhookKind::ConfirmPromotion]);
+    let o = Observations { webhooks: vec![answered("change-window", WebhookKind::ConfirmPromotion, 200)], ..obs(true) };
+    let d = step(&s, &d.status, o, at(now + 6));
+    assert_eq!(d.status.phase, Some(Phase::Promoted), "{:?}", d.status.message);
+    assert_eq!(d.status.stable_version.as_deref(), Some("v2"));
+}
+
+#[test]
+fn a_rollback_webhook_is_asked_at_each_analysis_and_its_2xx_rolls_back_now() {
+    let (s, st) = with_hooks(vec![hook("kill-switch", WebhookKind::Rollback)]);
+    let st = step(&s, &st, obs(true), t0()).status;
+    assert!(webhooks_due(&s, &st, true, false, at(1)).is_empty(), "only with an analysis");
+    assert_eq!(webhooks_due(&s, &st, true, true, at(5)), vec![WebhookKind::Rollback]);
+    // A non-2xx is "carry on".
+    let o = Observations { webhooks: vec![answered("kill-switch", WebhookKind::Rollback, 404)], ..analysed(healthy()) };
+    let d = step(&s, &st, o, at(5));
+    assert_eq!(d.status.phase, Some(Phase::Progressing));
+    let o = Observations { webhooks: vec![answered("kill-switch", WebhookKind::Rollback, 200)], ..analysed(healthy()) };
+    let d = step(&s, &d.status, o, at(10));
+    assert_eq!(d.status.phase, Some(Phase::RolledBack));
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::ROLLBACK_WEBHOOK));
+    assert!(d.status.message.as_deref().unwrap().contains("kill-switch"), "{:?}", d.status.message);
+    assert_eq!(traffic(&d), ("v1".into(), None, 0, 0));
+}
+
+#[test]
+fn post_rollout_webhooks_hear_once_of_every_end_and_a_failure_is_an_event() {
+    let (s, st) = with_hooks(vec![hook("report", WebhookKind::PostRollout)]);
+    let st = step(&s, &st, obs(true), t0()).status;
+    assert!(webhooks_due(&s, &st, true, false, at(1)).is_empty(), "not while it runs");
+    let (st, now) = pass_stages(&s, st, 4, 0);
+    assert_eq!(st.phase, Some(Phase::Promoted));
+    let ended = st.post_rollout.clone().expect("pending");
+    assert_eq!((ended.version.as_str(), ended.outcome), ("v2", Outcome::Promoted));
+    assert_eq!(webhooks_due(&s, &st, false, false, at(now)), vec![WebhookKind::PostRollout]);
+    let o = Observations { webhooks: vec![answered("report", WebhookKind::PostRollout, 500)], ..obs(false) };
+    let d = step(&s, &st, o, at(now + 1));
+    assert!(d.status.post_rollout.is_none(), "called once, whatever it answered");
+    let w = d.status.webhooks.iter().find(|w| w.kind == WebhookKind::PostRollout).unwrap();
+    assert_eq!((w.version.as_str(), w.ok, w.code), ("v2", false, Some(500)));
+    assert!(
+        d.actions.iter().any(|a| matches!(a, Action::Event { kind: EventType::Warning, reason, .. } if *reason == reasons::WEBHOOK_FAILED)),
+        "{:?}",
+        d.actions
+    );
+    assert!(webhooks_due(&s, &d.status, false, false, at(now + 2)).is_empty());
 }

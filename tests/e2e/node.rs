@@ -90,6 +90,100 @@ async fn a_bad_fpr_candidate_is_rolled_back_on_the_real_node() {
     env.harness.shutdown().await;
 }
 
+/// A golden set from the model store (the models image serves them), named by its digest.
+fn golden_from_store(file: &str) -> serde_json::Value {
+    use sha2::Digest;
+    let bytes = std::fs::read(root().join("models").join(file)).unwrap();
+    json!({"uri": format!("{MODEL_STORE}/{file}"), "sha256": hex::encode(sha2::Sha256::digest(&bytes))})
+}
+
+/// The AUC of a golden file's own reference scores (what the served model must reproduce).
+fn reference_auc(file: &str) -> f64 {
+    let text = std::fs::read(root().join("models").join(file)).unwrap();
+    let set = modelrollout::acceptance::parse(&text).unwrap();
+    let pairs: Vec<(f64, bool)> = set.rows.iter().map(|r| (r.probability.unwrap(), r.label)).collect();
+    modelrollout::acceptance::auc(&pairs).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
+async fn acceptance_a_candidate_failing_its_golden_set_auc_never_gets_traffic_and_one_passing_does() {
+    let env = NodeEnv::setup("node-accept", 40, from_image("fraud-v1.onnx")).await;
+    // AUC >= 0.80 on the candidate's golden set (labelled fraud rows with the scores Python's
+    // onnxruntime gave), scores within 1e-4 of those, no row refused; p95 <= 250 ms at 100 req/s.
+    let acceptance = |golden: &str| {
+        json!({
+            "goldenSet": {"artifact": golden_from_store(golden), "auc": {"min": 0.80},
+                          "maxScoreDifference": 0.0001, "maxContractFailureRate": 0},
+            "load": {"rate": 100, "duration": "5s", "maxLatencyP95": "250ms"},
+            "timeout": "3m"
+        })
+    };
+    let mut bad = manifest("v2-bad", from_image("fraud-v2-bad-fpr.onnx"), canary_stages(6));
+    bad["spec"]["acceptance"] = acceptance("fraud-v2-bad-fpr.golden.json");
+    gitops_apply(&env.ns.name, &bad);
+    let mut running_seen = false;
+    let mr = env
+        .wait(Duration::from_secs(240), "the candidate judged by its acceptance", |s| {
+            running_seen |=
+                s.reason.as_deref() == Some("AcceptanceRunning") && s.canary_weight == 0 && s.mirror_percent == 0;
+            s.candidate_version.as_deref() == Some("v2-bad")
+                && matches!(s.phase, Some(Phase::Failed | Phase::RolledBack))
+                || s.phase == Some(Phase::Promoted)
+        })
+        .await;
+    let st = mr.status.unwrap();
+    assert!(running_seen, "the status showed the checks running with no traffic");
+    assert_eq!(st.phase, Some(Phase::Failed), "{:?}", st.message);
+    assert_eq!(st.reason.as_deref(), Some("AcceptanceFailed"), "{:?}", st.message);
+    let msg = st.message.clone().unwrap();
+    assert!(msg.contains("goldenSet.auc"), "the failing check is named: {msg}");
+    let acc = st.acceptance.as_ref().expect("acceptance results in status");
+    let auc = acc.checks.iter().find(|c| c.name == "goldenSet.auc").unwrap();
+    assert_eq!(auc.verdict, modelrollout::api::Verdict::Fail, "{auc:?}");
+    // Scored by the candidate's own pods: the AUC the served scores give is the reference's.
+    let expected = reference_auc("fraud-v2-bad-fpr.golden.json");
+    assert!((auc.value.unwrap() - expected).abs() < 1e-3, "{} vs {expected}", auc.value.unwrap());
+    let golden = acc.golden_set.as_ref().unwrap();
+    assert_eq!((golden.rows, golden.candidate.rows), (200, 200));
+    assert!(golden.candidate.max_score_difference.unwrap() <= 1e-4, "{golden:?}");
+    let load = acc.load.as_ref().expect("the load check ran too");
+    assert!(load.requests >= 400 && load.errors == 0, "{load:?}");
+    println!(
+        "ACCEPTANCE golden_auc={:.4} reference_auc={expected:.4} load_requests={} achieved_rate={:.1} p50_ms={:.2} p95_ms={:.2}",
+        auc.value.unwrap(),
+        load.requests,
+        load.achieved_rate,
+        load.latency_p50_seconds * 1e3,
+        load.latency_p95_seconds * 1e3
+    );
+    // No traffic moved to it: the clients following the route never reached it, not even mirrored.
+    let t = &env.harness.traffic;
+    assert_eq!(t.canary_ok.load(Ordering::Relaxed) + t.canary_errors.load(Ordering::Relaxed), 0, "no live traffic");
+    assert_eq!(t.mirrored.load(Ordering::Relaxed), 0, "no mirrored traffic");
+    assert_eq!(st.stable_version.as_deref(), Some("v1"));
+
+    // The same checks on a candidate that meets them: it passes and then moves through the stages.
+    let mut good = manifest("v2", from_image("fraud-v2.onnx"), canary_stages(6));
+    good["spec"]["acceptance"] = acceptance("fraud-v2.golden.json");
+    gitops_apply(&env.ns.name, &good);
+    let mr = env
+        .wait(Duration::from_secs(300), "v2 accepted and promoted", |s| {
+            s.candidate_version.as_deref() == Some("v2") && matches!(s.phase, Some(Phase::Failed | Phase::RolledBack))
+                || s.phase == Some(Phase::Promoted)
+        })
+        .await;
+    let st = mr.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::Promoted), "{:?}", st.message);
+    let acc = st.acceptance.as_ref().unwrap();
+    assert_eq!(acc.version, "v2");
+    assert_eq!(acc.verdict, Some(modelrollout::api::Verdict::Pass), "{:?}", acc.checks);
+    assert!(acc.checks.iter().all(|c| c.verdict == modelrollout::api::Verdict::Pass), "{:?}", acc.checks);
+    assert!(t.canary_ok.load(Ordering::Relaxed) > 0, "the accepted candidate served live traffic");
+    assert_eq!(t.stable_errors.load(Ordering::Relaxed), 0, "{:?}", t.error_samples.lock().unwrap());
+    env.harness.shutdown().await;
+}
+
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn a_candidate_whose_model_or_image_cannot_load_fails_naming_why_and_gets_no_traffic() {

@@ -533,3 +533,99 @@ async fn r_a_candidate_required_to_serve_on_the_gpu_is_rolled_back_when_it_falls
     assert_eq!(rule["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
     env.harness.shutdown().await;
 }
+
+/// The sequential judge's scenario: stable is fraud-v1 deciding at 0.87, which flags 1 of the 147
+/// legitimate rows the load generators send (0.68%); the candidate is the same model re-tuned to
+/// decide at 0.73, which flags 4 of them (2.72%): a 2-point false-positive-rate regression. The
+/// only gate is falsePositiveRate, judged sequentially at 95% against `margin` above stable.
+fn retuned(version: &str, threshold: f64, stages: Value, margin: f64) -> Value {
+    let gates = json!({"falsePositiveRate": {"maxAboveStable": margin, "judge": "Sequential", "confidence": 0.95}});
+    let mut m = manifest(version, "fraud-v1.onnx", stages, gates);
+    m["spec"]["model"]["contract"]["output"] = json!({"threshold": threshold});
+    m
+}
+
+/// The false-positive rates the two thresholds give on the rows the load generators send.
+fn golden_fpr(threshold: f64) -> f64 {
+    let text = std::fs::read_to_string(root().join("models/fraud-v1.golden.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let negatives: Vec<f64> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["label"] == 0)
+        .map(|r| r["probability"].as_f64().unwrap())
+        .collect();
+    negatives.iter().filter(|p| **p >= threshold).count() as f64 / negatives.len() as f64
+}
+
+async fn sequential_scenario(prefix: &str, margin: f64, stages: Value) -> (Env, modelrollout::api::ModelRolloutStatus) {
+    let (stable_fpr, candidate_fpr) = (golden_fpr(0.87), golden_fpr(0.73));
+    assert!((candidate_fpr - stable_fpr - 0.0204).abs() < 1e-3, "{stable_fpr} {candidate_fpr}");
+    let v1 = retuned("v1", 0.87, four_stages(5), margin);
+    let env = setup_stable(prefix, 500, &["--leader-election=false"], v1).await;
+    gitops_apply(&env.ns.name, &retuned("v1-t073", 0.73, stages, margin));
+    let mr = wait_phase(&env, Duration::from_secs(400), |s| {
+        s.candidate_version.as_deref() == Some("v1-t073") && matches!(s.phase, Some(Phase::RolledBack | Phase::Failed))
+            || s.phase == Some(Phase::Promoted)
+    })
+    .await;
+    (env, mr.status.unwrap())
+}
+
+fn fpr_result(st: &modelrollout::api::ModelRolloutStatus) -> modelrollout::api::GateResult {
+    let run = st.last_analysis.clone().expect("analysed");
+    run.gates.into_iter().find(|g| g.name == "falsePositiveRate").expect("the gate")
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn s_a_2_point_fpr_regression_at_5_percent_is_rolled_back_by_the_sequential_judge() {
+    // Half a point allowed above stable; the 5% stage is long enough that only the judge ends it.
+    let stages = json!([
+        {"name": "canary-5", "weight": 5, "minDuration": "10m"},
+        {"name": "full", "weight": 100, "minDuration": "5s"}
+    ]);
+    let started = std::time::Instant::now();
+    let (env, st) = sequential_scenario("seqbad", 0.005, stages).await;
+    assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
+    assert_eq!(st.stage_name.as_deref(), Some("canary-5"), "rolled back at 5%");
+    let fpr = fpr_result(&st);
+    assert_eq!(fpr.verdict, modelrollout::api::Verdict::Fail, "{fpr:?}");
+    let ev = fpr.sequential.as_ref().expect("judged sequentially");
+    let diff = ev.difference_interval.as_ref().expect("the difference's interval");
+    assert!(diff.low > 0.005, "the interval of candidate − stable lies above the margin: {ev:?}");
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(msg.contains("falsePositiveRate"), "{msg}");
+    println!(
+        "SEQUENTIAL rollback: candidate {:.4} stable {:.4} difference in [{:.4}, {:.4}] after {} labelled candidate samples, {:.0} s",
+        fpr.value.unwrap(),
+        fpr.stable_value.unwrap(),
+        diff.low,
+        diff.high,
+        ev.candidate.trials,
+        started.elapsed().as_secs_f64()
+    );
+    env.harness.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn t_the_same_candidate_within_a_5_point_margin_is_promoted_by_the_sequential_judge() {
+    let (env, st) = sequential_scenario("seqgood", 0.05, canary_stages(5)).await;
+    assert_eq!(st.phase, Some(Phase::Promoted), "{:?}", st.message);
+    assert_eq!(st.stable_version.as_deref(), Some("v1-t073"));
+    // Each stage advanced on a Pass: the interval shown below stable + 5 points.
+    let promoted = st.history.first().expect("history");
+    assert_eq!(promoted.outcome, Outcome::Promoted);
+    let fpr = fpr_result(&st);
+    assert_eq!(fpr.verdict, modelrollout::api::Verdict::Pass, "{fpr:?}");
+    let ev = fpr.sequential.as_ref().expect("judged sequentially");
+    let diff = ev.difference_interval.as_ref().expect("the difference's interval");
+    assert!(diff.high <= 0.05, "{ev:?}");
+    println!(
+        "SEQUENTIAL promotion: difference in [{:.4}, {:.4}] after {} labelled candidate samples",
+        diff.low, diff.high, ev.candidate.trials
+    );
+    env.harness.shutdown().await;
+}

@@ -128,6 +128,10 @@ impl Ctx<'_> {
             }
             return;
         }
+        // Acceptance checks (spec.acceptance) before any traffic.
+        if self.hold_for_acceptance(obs) || self.hold_for_pre_rollout(obs) {
+            return;
+        }
         if self.st.candidate_unready_since.take().is_some() {
             // The stage's clock starts when its traffic can actually flow.
             self.st.stage_start_time = Some(Time(self.now));
@@ -168,6 +172,10 @@ impl Ctx<'_> {
         }
         self.apply_stage_traffic();
 
+        if let Some(msg) = self.rollback_requested(obs) {
+            self.roll_back(Phase::RolledBack, reasons::ROLLBACK_WEBHOOK, Outcome::RolledBack, msg);
+            return;
+        }
         if let Some(measurements) = &obs.analysis
             && self.analyse(measurements)
         {
@@ -193,6 +201,13 @@ impl Ctx<'_> {
                 return;
             }
             let name = spec.stages.get(idx).map_or("?", |s| s.name.as_str());
+            if idx + 1 >= spec.stages.len() && !self.promotion_confirmed() {
+                if self.st.hold != Some(Hold::Confirmation) {
+                    let msg = format!("stage {name} passed; waiting for the confirmPromotion webhooks' 2xx");
+                    self.pause(Hold::Confirmation, reasons::AWAITING_CONFIRMATION, msg);
+                }
+                return;
+            }
             let msg = if self.st.promoting_without_gates {
                 format!("stage {name} passed its minDuration (no gates: analysis.promoteWithoutGates)")
             } else {
@@ -212,6 +227,9 @@ impl Ctx<'_> {
         self.st.consecutive_inconclusive = 0;
         self.st.last_analysis = None;
         self.st.candidate_unready_since = None;
+        // A retry checks the candidate again, and asks its webhooks again.
+        self.st.acceptance = None;
+        self.st.webhooks.retain(|w| w.version != candidate.version);
         self.st.pending_scale_downs.retain(|p| p.version != candidate.version);
 
         let unmet = candidate.contract.unmet_by(&stable.contract);
@@ -229,6 +247,7 @@ impl Ctx<'_> {
             self.st.canary_weight = 0;
             self.st.mirror_percent = 0;
             self.push_history(&candidate.version, Outcome::Failed, &msg);
+            self.ended(&candidate.version, Outcome::Failed, &msg);
             self.set_phase(Phase::Failed, reasons::CONTRACT_MISMATCH, msg.clone());
             self.event(EventType::Warning, reasons::CONTRACT_MISMATCH, msg.clone());
             self.notify(NotificationEvent::RolledBack, msg);
@@ -293,6 +312,7 @@ impl Ctx<'_> {
         let new = self.spec.model.clone();
         let old = self.st.stable.replace(new.clone());
         self.push_history(&new.version, Outcome::Promoted, &msg);
+        self.ended(&new.version, Outcome::Promoted, &msg);
         if let Some(old) = old.filter(|o| o.version != new.version) {
             self.schedule_scale_down(&old.version, self.timings.previous_stable_delay);
         }
@@ -315,6 +335,7 @@ impl Ctx<'_> {
         self.ensure_candidate = false;
         self.schedule_scale_down(&version, self.timings.scale_down_delay);
         self.push_history(&version, outcome, &msg);
+        self.ended(&version, outcome, &msg);
         if phase == Phase::Idle {
             self.clear_candidate();
         }

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::api::*;
 use crate::conditions::{reasons, types};
 
+mod acceptance;
 mod analysis;
 mod gates;
 mod machine;
@@ -21,10 +22,13 @@ mod outcome;
 pub mod pods;
 pub mod sequential;
 mod timing;
+mod webhooks;
 
+pub use acceptance::{ACCEPTANCE_POLL, AcceptanceReport, awaiting_acceptance, judge_acceptance};
 pub use gates::*;
 pub use timing::*;
 use timing::{elapsed, until};
+pub use webhooks::{WEBHOOK_POLL, WebhookCall, webhooks_due};
 
 /// The most history entries kept in status.
 pub const HISTORY_LIMIT: usize = 10;
@@ -46,6 +50,10 @@ pub struct Observations {
     pub analysis: Option<Vec<GateObservation>>,
     /// Where this rollout's first analysis of a stage falls within the spread.
     pub analysis_slot: AnalysisSlot,
+    /// The candidate's acceptance checks, once they have finished (see [`awaiting_acceptance`]).
+    pub acceptance: Option<AcceptanceReport>,
+    /// The gating webhooks called this reconcile (those [`webhooks_due`] named), with their answers.
+    pub webhooks: Vec<WebhookCall>,
 }
 
 /// A fixed place per rollout within a short spread after its stage starts, where its analyses
@@ -154,6 +162,10 @@ pub enum Action {
     Event { kind: EventType, reason: &'static str, action: String, message: String },
     /// Send to the webhooks subscribed to this event.
     Notify { event: NotificationEvent, message: String },
+    /// Make sure the candidate's acceptance checks (`spec.acceptance`) run: started once per
+    /// candidate build, their results read back as [`Observations::acceptance`]. A step without
+    /// this action ends any checks still running for the rollout.
+    RunAcceptance { version: String, sha256: String },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -176,6 +188,10 @@ pub(super) struct Ctx<'a> {
     ensure_candidate: bool,
     /// This step starts a rollout: its candidate has never served.
     starting: bool,
+    /// The candidate's acceptance checks are to run (see [`Action::RunAcceptance`]).
+    run_acceptance: bool,
+    /// Waiting on preRollout webhooks: look again soon.
+    awaiting_webhooks: bool,
     events: Vec<Action>,
     analysis_slot: AnalysisSlot,
 }
@@ -210,9 +226,12 @@ pub fn decide(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, obs: &Observ
         timings,
         ensure_candidate: false,
         starting: false,
+        run_acceptance: false,
+        awaiting_webhooks: false,
         events: Vec::new(),
         analysis_slot: obs.analysis_slot,
     };
+    ctx.record_webhooks(obs);
     ctx.step(obs);
     ctx.finish()
 }

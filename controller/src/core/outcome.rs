@@ -9,6 +9,7 @@ impl Ctx<'_> {
     pub(super) fn finish(mut self) -> Decision {
         let now = self.now;
         let mut actions = Vec::new();
+        let mut wake: Vec<Timestamp> = Vec::new();
         let stable = self.st.stable.clone().expect("stable is set by step");
         actions.push(Action::EnsureWorkload { role: Role::Stable, model: stable.clone() });
         let active = self.st.phase.is_some_and(Phase::is_active);
@@ -32,10 +33,20 @@ impl Ctx<'_> {
                 actions.push(Action::ScaleDown { version: p.version });
             }
         }
+        if self.run_acceptance {
+            actions.push(Action::RunAcceptance {
+                version: self.spec.model.version.clone(),
+                sha256: self.spec.model.artifact.sha256.clone(),
+            });
+            wake.push(now.checked_add(ACCEPTANCE_POLL).unwrap_or(now));
+        }
+        if self.awaiting_webhooks || self.st.post_rollout.is_some() {
+            wake.push(now.checked_add(WEBHOOK_POLL).unwrap_or(now));
+        }
         actions.append(&mut self.events);
         set_conditions(&mut self.st, now);
 
-        let mut wake: Vec<Timestamp> = self.st.pending_scale_downs.iter().map(|p| p.at.0).collect();
+        wake.extend(self.st.pending_scale_downs.iter().map(|p| p.at.0));
         if let Some(at) = next_analysis_at(self.spec, &self.st, self.analysis_slot) {
             wake.push(at);
         }

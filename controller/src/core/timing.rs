@@ -66,7 +66,11 @@ pub(super) fn until(at: Timestamp, now: Timestamp) -> Duration {
 /// a late analysis is not made up for by a burst.
 pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, slot: AnalysisSlot) -> Option<Timestamp> {
     let phase = status.phase?;
-    if !phase.is_active() || spec.paused || status.candidate_unready_since.is_some() {
+    if !phase.is_active()
+        || spec.paused
+        || status.candidate_unready_since.is_some()
+        || awaiting_acceptance(spec, status)
+    {
         return None;
     }
     let interval = signed(&spec.analysis.interval);

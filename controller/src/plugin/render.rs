@@ -179,6 +179,12 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
         Some(Hold::Inconclusive) => {
             let _ = writeln!(out, "Held:       by inconclusive analyses (a passing analysis releases it)");
         }
+        Some(Hold::Confirmation) => {
+            let _ = writeln!(
+                out,
+                "Held:       for a confirmPromotion webhook's 2xx (asked each interval; `kubectl modelrollout promote` releases it)"
+            );
+        }
         None if spec.paused => {
             let _ = writeln!(out, "Paused:     spec.paused is true (`kubectl modelrollout resume` releases it)");
         }

@@ -22,6 +22,13 @@ pub(super) async fn execute(
     let mut workloads = Vec::new();
     let mut traffic = None;
     let mut scale_downs = Vec::new();
+    match actions.iter().find_map(|a| match a {
+        Action::RunAcceptance { version, sha256 } => Some((version, sha256)),
+        _ => None,
+    }) {
+        Some((version, sha256)) => acceptance::ensure(mr, ctx, version, sha256),
+        None => acceptance::end(mr, ctx),
+    }
     for action in actions {
         match action {
             Action::EnsureWorkload { role, model } => workloads.push(ensure_workload(mr, ctx, st, *role, model)),
@@ -29,6 +36,7 @@ pub(super) async fn execute(
             Action::ScaleDown { version } => scale_downs.push(scale_down(mr, ctx, version)),
             // Published with the status write (see `apply`).
             Action::Event { .. } | Action::Notify { .. } => {}
+            Action::RunAcceptance { .. } => {}
         }
     }
     let route = match traffic {

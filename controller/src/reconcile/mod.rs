@@ -18,6 +18,7 @@ use kube::runtime::reflector;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+mod acceptance;
 mod act;
 mod memo;
 mod metrics;
@@ -25,6 +26,7 @@ mod observe;
 
 use observe::observe;
 
+pub use acceptance::{AcceptanceRun, AcceptanceRuns};
 use act::{announce, execute};
 pub use memo::{AppliedTraffic, AppliedWorkloads, LastWrites, PerRollout};
 use memo::{LastWrite, newest_copy};
@@ -63,6 +65,8 @@ pub struct Context {
     pub backoff: Backoffs,
     /// The generation of each route as the route watch last saw it (empty without the watch).
     pub routes: Arc<crate::route_watch::RouteGenerations>,
+    /// Acceptance checks in flight, one per rollout.
+    pub acceptance: AcceptanceRuns,
 }
 
 /// Failed reconciles in a row, per rollout.
@@ -86,6 +90,7 @@ impl Context {
             reapply_after: Duration::from_secs(300),
             backoff: Default::default(),
             routes: Default::default(),
+            acceptance: Default::default(),
         }
     }
 
@@ -314,6 +319,7 @@ async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     ctx.last_writes.forget(mr);
     ctx.applied_traffic.forget(mr);
     ctx.applied_workloads.forget(mr);
+    ctx.acceptance.forget(mr);
     let split = Split {
         stable_service: workloads::stable_service(mr),
         canary_service: workloads::canary_service(mr),

@@ -92,7 +92,40 @@ pub(super) async fn observe(
                 .collect(),
         });
     }
-    Observations { generation: mr.meta().generation, candidate_ready, candidate_trouble, analysis, analysis_slot }
+    let acceptance = (candidate_ready && core::awaiting_acceptance(&mr.spec, status))
+        .then(|| super::acceptance::finished(mr, ctx))
+        .flatten();
+    let webhooks = call_webhooks(mr, ctx, status, candidate_ready, due, now).await;
+    Observations {
+        generation: mr.meta().generation,
+        candidate_ready,
+        candidate_trouble,
+        analysis,
+        analysis_slot,
+        acceptance,
+        webhooks,
+    }
+}
+
+/// Calls the gating webhooks the core says are due, all at once.
+async fn call_webhooks(
+    mr: &ModelRollout,
+    ctx: &Context,
+    status: &ModelRolloutStatus,
+    candidate_ready: bool,
+    analysis_due: bool,
+    now: Timestamp,
+) -> Vec<core::WebhookCall> {
+    let due = core::webhooks_due(&mr.spec, status, candidate_ready, analysis_due, now);
+    if due.is_empty() {
+        return Vec::new();
+    }
+    let (ns, name) = (mr.namespace().unwrap_or_default(), mr.name_any());
+    let calls = mr.spec.webhooks.iter().filter(|h| due.contains(&h.kind)).map(|hook| {
+        let body = crate::webhooks::payload(&ns, &name, status, &mr.spec.model.version, hook);
+        async move { crate::webhooks::call(&ctx.http, hook, &body).await }
+    });
+    futures::future::join_all(calls).await
 }
 
 /// What the candidate's pods say is wrong (a list by label: the controller watches no pods, which

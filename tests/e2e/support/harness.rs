@@ -443,6 +443,14 @@ async fn read_route(client: &Client, ns: &str, rollout: &str, route: &str, on_no
     Some(out)
 }
 
+/// The splitmix64 finalizer: a fixed, well-mixed hash of a counter.
+fn splitmix(n: u64) -> u64 {
+    let mut h = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn generate_load(
     client: Client,
@@ -496,7 +504,10 @@ async fn generate_load(
         // Deterministic spread: request n goes to the canary when its slot falls under the weight.
         let to_canary = r.weight > 0 && (n * 7919 % 100) < r.weight as u64 && canary_base.is_some();
         let mirror = r.mirror > 0 && (n * 104_729 % 100) < r.mirror as u64 && canary_base.is_some();
-        let row = rows[(n as usize) % rows.len()].clone();
+        // The row from a hash of n, not n itself: the canary's slots repeat every 100 requests,
+        // and rows[n % 200] would give the canary the same 10 rows for ever (its rates measured on
+        // those alone). Hashed, each version sees every row alike.
+        let row = rows[(splitmix(n) % rows.len() as u64) as usize].clone();
         let (base, is_canary) = if to_canary { (canary_base.clone().unwrap(), true) } else { (stable_base, false) };
         let (http2, traffic2) = (http.clone(), traffic.clone());
         let id = format!("{ns}-{n}");

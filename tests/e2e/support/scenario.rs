@@ -94,6 +94,11 @@ pub async fn setup(prefix: &str, rps: u32) -> Env {
 
 /// `setup` with the controller's extra flags.
 pub async fn setup_with(prefix: &str, rps: u32, controller_args: &[&str]) -> Env {
+    setup_stable(prefix, rps, controller_args, manifest("v1", "fraud-v1.onnx", four_stages(5), default_gates())).await
+}
+
+/// `setup_with` and a stable of the caller's: `v1`, the first manifest applied.
+pub async fn setup_stable(prefix: &str, rps: u32, controller_args: &[&str], v1: Value) -> Env {
     let ns = TestNamespace::new(prefix).await;
     let route = json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
@@ -107,11 +112,12 @@ pub async fn setup_with(prefix: &str, rps: u32, controller_args: &[&str]) -> Env
     let controller = ControllerProc::start(&ns.name, &kubeconfig, controller_args);
     let client = client().await;
     let harness = Harness::start(client.clone(), &ns.name, "fraud", "fraud", rps);
-    gitops_apply(&ns.name, &manifest("v1", "fraud-v1.onnx", four_stages(5), default_gates()));
+    let stable = v1["spec"]["model"]["version"].as_str().expect("a version").to_string();
+    gitops_apply(&ns.name, &v1);
     let env = Env { ns, client, controller, harness, kubeconfig };
     wait_phase(&env, Duration::from_secs(60), |s| s.phase == Some(Phase::Idle)).await;
     wait_for("the stable sidecar", Duration::from_secs(30), || async {
-        env.harness.running_versions().contains(&"v1".to_string()).then_some(())
+        env.harness.running_versions().contains(&stable).then_some(())
     })
     .await;
     env
