@@ -24,12 +24,18 @@ const SCORING_CONCURRENCY: usize = 8;
 /// Attempts per golden row (a pod restarting, a connection reset) before the check gives up.
 const ROW_ATTEMPTS: u32 = 3;
 
-/// Where the checks send their requests: base URLs of the versions' Services.
+/// Where the checks send their requests: base URLs of the versions' Services, and the version
+/// each must answer as (the sidecar names its version in every answer).
 #[derive(Clone, Debug)]
 pub struct Targets {
     pub model: String,
     pub candidate: String,
+    pub candidate_version: String,
     pub stable: String,
+    pub stable_version: String,
+    /// How long a Service may take to route to the version it now selects (its endpoints and
+    /// the proxy's rules follow a selector change within seconds).
+    pub routing_wait: Duration,
 }
 
 /// One labelled row of a golden set.
@@ -70,14 +76,20 @@ async fn measure(
     let golden = match &spec.golden_set {
         Some(check) => {
             let set = fetch(http, &check.artifact).await?;
+            routed(&to.candidate, &to.candidate_version, &to.model, &set.rows[0].features, to.routing_wait)
+                .await
+                .map_err(|e| format!("candidate: {e}"))?;
             let threshold = check.threshold.or(set.threshold).unwrap_or(0.5);
-            let candidate = score(http, &to.candidate, &to.model, &set.rows, threshold)
+            let candidate = score(http, &to.candidate, &to.candidate_version, &to.model, &set.rows, threshold)
                 .await
                 .map_err(|e| format!("candidate: {e}"))?;
             let relative = [&check.auc, &check.accuracy].into_iter().flatten().any(|l| l.max_below_stable.is_some());
             let stable = if relative {
+                routed(&to.stable, &to.stable_version, &to.model, &set.rows[0].features, to.routing_wait)
+                    .await
+                    .map_err(|e| format!("stable: {e}"))?;
                 Some(
-                    score(http, &to.stable, &to.model, &set.rows, threshold)
+                    score(http, &to.stable, &to.stable_version, &to.model, &set.rows, threshold)
                         .await
                         .map_err(|e| format!("stable: {e}"))?,
                 )
@@ -154,6 +166,32 @@ pub fn parse(body: &[u8]) -> Result<GoldenSet, String> {
     Ok(GoldenSet { threshold: v["threshold"].as_f64(), rows })
 }
 
+/// Waits until `base` answers as `version`: a Service whose selector just changed still routes to
+/// the old version's pods for a moment. Each probe is a connection of its own (a pooled one would
+/// stay on the pod it was made to).
+async fn routed(base: &str, version: &str, model: &str, features: &Value, wait: Duration) -> Result<(), String> {
+    let probe = reqwest::Client::builder().pool_max_idle_per_host(0).build().map_err(|e| e.to_string())?;
+    let url = format!("{base}/v1/models/{model}:predict");
+    let start = Instant::now();
+    let mut last = String::from("no answer");
+    while start.elapsed() < wait {
+        match probe.post(&url).json(&json!({"instances": [features]})).timeout(Duration::from_secs(5)).send().await {
+            Ok(r) => {
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                match v["model_version"].as_str() {
+                    Some(answered) if answered == version => return Ok(()),
+                    // A refusal carries no version: the row itself decides, scoring will say.
+                    None => return Ok(()),
+                    Some(answered) => last = format!("answered by version {answered}"),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!("{base} did not answer as version {version} within {wait:?} ({last})"))
+}
+
 /// What one row got: a score, or a refusal for its contract.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Scored {
@@ -161,7 +199,7 @@ enum Scored {
     ContractRefused,
 }
 
-async fn score_row(http: &reqwest::Client, url: &str, features: &Value) -> Result<Scored, String> {
+async fn score_row(http: &reqwest::Client, url: &str, version: &str, features: &Value) -> Result<Scored, String> {
     let mut last = String::new();
     for attempt in 0..ROW_ATTEMPTS {
         if attempt > 0 {
@@ -189,6 +227,12 @@ async fn score_row(http: &reqwest::Client, url: &str, features: &Value) -> Resul
             continue;
         }
         let v: Value = resp.json().await.map_err(|e| format!("answer is not JSON: {e}"))?;
+        // A Service can still route to another version's pod for a moment (a connection made
+        // before its selector changed): only the version checked may score.
+        if let Some(answered) = v["model_version"].as_str().filter(|a| *a != version) {
+            last = format!("answered by version {answered}, not {version}");
+            continue;
+        }
         return v["predictions"][0]["score"]
             .as_f64()
             .map(Scored::Score)
@@ -201,16 +245,20 @@ async fn score_row(http: &reqwest::Client, url: &str, features: &Value) -> Resul
 async fn score(
     http: &reqwest::Client,
     base: &str,
+    version: &str,
     model: &str,
     rows: &[GoldenRow],
     threshold: f64,
 ) -> Result<GoldenScores, String> {
     let url = format!("{base}/v1/models/{model}:predict");
-    let jobs: Vec<_> =
-        rows.iter().enumerate().map(|(i, r)| (i, http.clone(), url.clone(), r.features.clone())).collect();
+    let jobs: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, http.clone(), url.clone(), version.to_string(), r.features.clone()))
+        .collect();
     let scored: Vec<Scored> = futures::stream::iter(jobs)
-        .map(|(i, http, url, features)| async move {
-            score_row(&http, &url, &features).await.map_err(|e| format!("row {i} via {url}: {e}"))
+        .map(|(i, http, url, version, features)| async move {
+            score_row(&http, &url, &version, &features).await.map_err(|e| format!("row {i} via {url}: {e}"))
         })
         .buffered(SCORING_CONCURRENCY)
         .try_collect()

@@ -429,6 +429,9 @@ pub enum WebhookKind {
 }
 
 impl WebhookKind {
+    pub const ALL: [WebhookKind; 4] =
+        [WebhookKind::PreRollout, WebhookKind::ConfirmPromotion, WebhookKind::Rollback, WebhookKind::PostRollout];
+
     pub fn as_str(self) -> &'static str {
         match self {
             WebhookKind::PreRollout => "preRollout",

@@ -44,8 +44,19 @@ pub struct GateLabel {
     pub version: &'static str,
 }
 
+/// A gating webhook's answers: `type` and `ok` take a handful of values each.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    pub namespace: String,
+    pub name: String,
+    pub r#type: &'static str,
+    pub ok: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Gating webhook answers by type and whether they were 2xx.
+    pub webhook_answers: Family<WebhookLabel, Counter>,
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<ErrorLabel, Counter>,
     pub phase: Family<PhaseLabel, Gauge>,
@@ -88,6 +99,7 @@ impl Default for Metrics {
             rollback_decided: Family::default(),
             last_analysis: Family::default(),
             gates_seen: Default::default(),
+            webhook_answers: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("modelrollout");
         r.register("reconcile_duration_seconds", "Reconcile duration", m.reconcile_duration.clone());
@@ -97,6 +109,7 @@ impl Default for Metrics {
         r.register("rollout_mirror_percent", "Percent of traffic mirrored to the candidate", m.mirror.clone());
         r.register("rollout_gate_value", "Last measured gate value (candidate, stable)", m.gate_value.clone());
         r.register("rollbacks", "Rollbacks", m.rollbacks.clone());
+        r.register("webhook_answers", "Gating webhook answers (ok: 2xx)", m.webhook_answers.clone());
         r.register("promotions", "Promotions", m.promotions.clone());
         r.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
         r.register(
@@ -147,6 +160,16 @@ impl Metrics {
         self.rollbacks.remove(rollout);
         self.promotions.remove(rollout);
         self.rollback_decided.remove(rollout);
+        for kind in crate::api::WebhookKind::ALL {
+            for ok in ["true", "false"] {
+                self.webhook_answers.remove(&WebhookLabel {
+                    namespace: rollout.namespace.clone(),
+                    name: rollout.name.clone(),
+                    r#type: kind.as_str(),
+                    ok,
+                });
+            }
+        }
         for p in PHASES {
             self.phase.remove(&PhaseLabel {
                 namespace: rollout.namespace.clone(),

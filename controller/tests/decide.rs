@@ -1603,3 +1603,21 @@ fn post_rollout_webhooks_hear_once_of_every_end_and_a_failure_is_an_event() {
     );
     assert!(webhooks_due(&s, &d.status, false, false, at(now + 2)).is_empty());
 }
+
+#[test]
+fn acceptance_then_pre_rollout_webhooks_and_traffic_only_after_both() {
+    let (mut s, st) = accepting();
+    s.webhooks = vec![hook("smoke", WebhookKind::PreRollout)];
+    let d = step(&s, &st, obs(true), t0());
+    assert!(webhooks_due(&s, &d.status, true, false, t0()).is_empty(), "not while acceptance runs");
+    let o = Observations { acceptance: Some(measured(0.97, 0.96, 0.03, 0)), ..obs(true) };
+    let d = step(&s, &d.status, o, at(30));
+    assert_eq!(d.status.acceptance.as_ref().unwrap().verdict, Some(Verdict::Pass));
+    assert_eq!(traffic(&d).2 + traffic(&d).3, 0, "no traffic between the two");
+    assert_eq!(d.status.reason.as_deref(), Some(reasons::AWAITING_PRE_ROLLOUT_WEBHOOK));
+    assert_eq!(webhooks_due(&s, &d.status, true, false, at(31)), vec![WebhookKind::PreRollout]);
+    let o = Observations { webhooks: vec![answered("smoke", WebhookKind::PreRollout, 200)], ..obs(true) };
+    let d = step(&s, &d.status, o, at(32));
+    assert_eq!(traffic(&d), ("v1".into(), Some("v2".into()), 0, 100));
+    assert_eq!(d.status.stage_start_time.as_ref().unwrap().0, at(32));
+}

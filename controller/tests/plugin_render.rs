@@ -184,3 +184,68 @@ fn ages_read_like_kubectl() {
     assert_eq!(render::age(&ago(3 * 3600), now()), "3h");
     assert_eq!(render::age(&ago(5 * 86400), now()), "5d");
 }
+
+#[test]
+fn status_shows_the_sequential_interval_acceptance_and_webhook_answers() {
+    use modelrollout::api::{
+        AcceptanceStatus, Counts, GoldenScores, GoldenSetMeasurement, Interval, LoadMeasurement, SequentialEvidence,
+        WebhookKind, WebhookResult,
+    };
+    let mut st = progressing_at_5_percent();
+    let fpr = &mut st.last_analysis.as_mut().unwrap().gates[1];
+    fpr.sequential = Some(SequentialEvidence {
+        confidence: 0.95,
+        candidate: Counts { events: 31, trials: 1000 },
+        stable: Counts { events: 400, trials: 20000 },
+        candidate_interval: Interval { low: 0.018, high: 0.05 },
+        difference_interval: Some(Interval { low: -0.004, high: 0.017 }),
+        more_samples: Some(2400),
+    });
+    let mut auc = gate("goldenSet.auc", Verdict::Pass, 0.97, Some(0.96), ">= 0.95", 0);
+    auc.samples = None;
+    st.acceptance = Some(AcceptanceStatus {
+        version: "v2".into(),
+        sha256: "ab".repeat(32),
+        start_time: ago(300),
+        verdict: Some(Verdict::Pass),
+        end_time: Some(ago(200)),
+        checks: vec![auc],
+        golden_set: Some(GoldenSetMeasurement {
+            rows: 200,
+            threshold: 0.5,
+            candidate: GoldenScores::default(),
+            stable: None,
+        }),
+        load: Some(LoadMeasurement {
+            requests: 12000,
+            errors: 2,
+            achieved_rate: 199.9,
+            latency_p50_seconds: 0.011,
+            latency_p95_seconds: 0.042,
+        }),
+        error: None,
+    });
+    st.webhooks = vec![WebhookResult {
+        name: "smoke-tests".into(),
+        kind: WebhookKind::PreRollout,
+        version: "v2".into(),
+        ok: true,
+        code: Some(200),
+        message: "HTTP 200 OK: 40 of 40 passed".into(),
+        attempts: 2,
+        time: ago(190),
+    }];
+    let out = render::status(&fraud(st, 4), now(), PLAIN);
+    let seq = out.lines().find(|l| l.contains("(sequential, 95%)")).expect(&out);
+    for part in ["31/1000 candidate", "400/20000 stable", "candidate − stable in [-0.00400, 0.01700]", "~2400 more"] {
+        assert!(seq.contains(part), "{part} missing in {seq}");
+    }
+    assert!(out.contains("Acceptance (v2, before any traffic): Pass, started 5m ago"), "{out}");
+    let auc = out.lines().find(|l| l.trim_start().starts_with("goldenSet.auc")).expect(&out);
+    assert!(auc.contains("0.97000") && auc.contains(">= 0.95"), "{auc}");
+    assert!(out.contains("load: 12000 requests at 199.9 req/s, 2 failed, p50 11.0 ms, p95 42.0 ms"), "{out}");
+    let hook = out.lines().find(|l| l.trim_start().starts_with("smoke-tests")).expect(&out);
+    for part in ["preRollout", "v2", "200", "40 of 40 passed"] {
+        assert!(hook.contains(part), "{part} missing in {hook}");
+    }
+}

@@ -629,3 +629,86 @@ async fn t_the_same_candidate_within_a_5_point_margin_is_promoted_by_the_sequent
     );
     env.harness.shutdown().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn u_gating_webhooks_start_hold_end_and_follow_rollouts() {
+    let env = setup("hooks", 150).await;
+    let hooks = GatingHooks::start().await;
+    let with_hooks = |version: &str| {
+        let mut m = manifest(version, "fraud-v2.onnx", canary_stages(4), default_gates());
+        m["spec"]["webhooks"] = hooks.spec();
+        m
+    };
+    let ended = |version: &'static str| {
+        move |s: &modelrollout::api::ModelRolloutStatus| {
+            s.history.first().is_some_and(|h| h.version == version)
+                && !matches!(s.phase, Some(Phase::Progressing | Phase::Paused))
+        }
+    };
+
+    // preRollout refuses: the rollout fails before any traffic, and postRollout hears of it.
+    hooks.set("preRollout", 412);
+    gitops_apply(&env.ns.name, &with_hooks("v2"));
+    let st = wait_phase(&env, Duration::from_secs(90), ended("v2")).await.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::Failed), "{:?}", st.message);
+    assert_eq!(st.reason.as_deref(), Some("PreRolloutWebhookFailed"));
+    assert!(st.message.as_deref().unwrap().contains("smoke-tests: HTTP 412"), "{:?}", st.message);
+    let t = &env.harness.traffic;
+    assert_eq!(t.canary_ok.load(std::sync::atomic::Ordering::Relaxed), 0, "no traffic moved");
+    let pre = hooks.of("preRollout");
+    assert_eq!(pre[0]["candidateVersion"], "v2");
+    assert_eq!(pre[0]["metadata"]["suite"], "e2e");
+    wait_for("postRollout about v2", Duration::from_secs(30), || async {
+        hooks.of("postRollout").iter().any(|p| p["candidateVersion"] == "v2" && p["outcome"] == "Failed").then_some(())
+    })
+    .await;
+
+    // preRollout answers 2xx, rollback says "carry on" (404) at every analysis, and
+    // confirmPromotion says "not yet" (423): the last stage passes and the rollout holds there.
+    hooks.set("preRollout", 200);
+    hooks.set("rollback", 404);
+    hooks.set("confirmPromotion", 423);
+    gitops_apply(&env.ns.name, &with_hooks("v3"));
+    let st = wait_phase(&env, Duration::from_secs(150), |s| {
+        s.hold == Some(modelrollout::api::Hold::Confirmation) || ended("v3")(s)
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(st.reason.as_deref(), Some("AwaitingConfirmation"), "{:?}", st.message);
+    assert_eq!((st.stage_name.as_deref(), st.canary_weight), (Some("full"), 100));
+    assert!(hooks.of("rollback").len() >= 3, "asked at every analysis");
+    wait_for("confirmPromotion asked again an interval later", Duration::from_secs(30), || async {
+        (hooks.of("confirmPromotion").len() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(get(&env).await.status.unwrap().phase, Some(Phase::Paused), "held while it says not yet");
+    let asked = hooks.of("confirmPromotion");
+    assert_eq!((asked[0]["stage"].as_str(), asked[0]["gates"].as_array().map(Vec::len)), (Some("full"), Some(4)));
+    hooks.set("confirmPromotion", 200);
+    let st = wait_phase(&env, Duration::from_secs(60), ended("v3")).await.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::Promoted), "{:?}", st.message);
+    assert_eq!(st.stable_version.as_deref(), Some("v3"));
+
+    // The kill switch: a rollback webhook's 2xx rolls v4 back at the next analysis.
+    gitops_apply(&env.ns.name, &with_hooks("v4"));
+    wait_phase(&env, Duration::from_secs(90), |s| s.candidate_version.as_deref() == Some("v4") && s.canary_weight > 0)
+        .await;
+    hooks.set("rollback", 200);
+    let st = wait_phase(&env, Duration::from_secs(60), ended("v4")).await.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
+    assert_eq!(st.reason.as_deref(), Some("RollbackRequestedByWebhook"));
+    assert!(st.message.as_deref().unwrap().contains("kill-switch"), "{:?}", st.message);
+    assert_eq!(st.stable_version.as_deref(), Some("v3"));
+    wait_for("postRollout about v3 and v4", Duration::from_secs(30), || async {
+        let post = hooks.of("postRollout");
+        let about = |v: &str, outcome: &str| post.iter().any(|p| p["candidateVersion"] == v && p["outcome"] == outcome);
+        (about("v3", "Promoted") && about("v4", "RolledBack")).then_some(())
+    })
+    .await;
+    // Each answer is in status, for the version it was about.
+    let st = get(&env).await.status.unwrap();
+    assert!(st.webhooks.iter().any(|w| w.name == "kill-switch" && w.version == "v4" && w.ok), "{:?}", st.webhooks);
+    env.harness.shutdown().await;
+}

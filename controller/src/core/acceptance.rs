@@ -208,20 +208,13 @@ impl Ctx<'_> {
         a.end_time = Some(Time(now));
         let summary = a.summary();
         if verdict == Verdict::Pass {
-            // The first stage's clock starts when its traffic can flow: now.
-            self.st.stage_start_time = Some(Time(now));
-            self.st.candidate_unready_since = None;
-            self.apply_stage_traffic();
-            let msg = format!(
-                "acceptance passed ({summary}); stage {}: {}% traffic, {}% mirror",
-                self.stage_name(),
-                self.st.canary_weight,
-                self.st.mirror_percent
-            );
-            self.event(EventType::Normal, reasons::ACCEPTANCE_PASSED, msg.clone());
-            if !self.is_paused() {
-                self.set_phase(Phase::Progressing, reasons::ACCEPTANCE_PASSED, msg);
+            let what = format!("acceptance passed ({summary})");
+            if self.pre_rollout_pending() {
+                // The preRollout webhooks hold the traffic next (this same step).
+                self.event(EventType::Normal, reasons::ACCEPTANCE_PASSED, what);
+                return false;
             }
+            self.begin_first_stage(reasons::ACCEPTANCE_PASSED, what);
         } else {
             let msg = format!("candidate {} failed acceptance before any traffic: {summary}", spec.model.version);
             self.roll_back(Phase::Failed, reasons::ACCEPTANCE_FAILED, Outcome::Failed, msg);

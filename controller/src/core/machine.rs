@@ -290,6 +290,24 @@ impl Ctx<'_> {
         self.notify(NotificationEvent::StageChanged, full);
     }
 
+    /// The checks before traffic (acceptance, preRollout webhooks) are done: the first stage's
+    /// traffic flows from now, and its clock starts.
+    pub(super) fn begin_first_stage(&mut self, reason: &'static str, what: String) {
+        self.st.stage_start_time = Some(Time(self.now));
+        self.st.candidate_unready_since = None;
+        self.apply_stage_traffic();
+        let msg = format!(
+            "{what}; stage {}: {}% traffic, {}% mirror",
+            self.stage_name(),
+            self.st.canary_weight,
+            self.st.mirror_percent
+        );
+        self.event(EventType::Normal, reason, msg.clone());
+        if !self.is_paused() {
+            self.set_phase(Phase::Progressing, reason, msg);
+        }
+    }
+
     pub(super) fn apply_stage_traffic(&mut self) {
         let idx = self.st.stage_index.unwrap_or(0) as usize;
         let Some(stage) = self.spec.stages.get(idx) else { return };

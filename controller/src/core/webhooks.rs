@@ -137,20 +137,7 @@ impl Ctx<'_> {
             return true;
         }
         if all_ok(spec, &self.st, WebhookKind::PreRollout, &version) {
-            // Traffic starts now, and the first stage's clock with it.
-            self.st.stage_start_time = Some(Time(self.now));
-            self.st.candidate_unready_since = None;
-            self.apply_stage_traffic();
-            let msg = format!(
-                "preRollout webhooks answered 2xx; stage {}: {}% traffic, {}% mirror",
-                self.stage_name(),
-                self.st.canary_weight,
-                self.st.mirror_percent
-            );
-            self.event(EventType::Normal, reasons::PRE_ROLLOUT_WEBHOOK_PASSED, msg.clone());
-            if !self.is_paused() {
-                self.set_phase(Phase::Progressing, reasons::PRE_ROLLOUT_WEBHOOK_PASSED, msg);
-            }
+            self.begin_first_stage(reasons::PRE_ROLLOUT_WEBHOOK_PASSED, "preRollout webhooks answered 2xx".into());
             return true;
         }
         self.awaiting_webhooks = true;
@@ -159,6 +146,11 @@ impl Ctx<'_> {
             self.set_phase(Phase::Progressing, reasons::AWAITING_PRE_ROLLOUT_WEBHOOK, msg);
         }
         true
+    }
+
+    /// preRollout webhooks are set and have not all answered 2xx about this candidate.
+    pub(super) fn pre_rollout_pending(&self) -> bool {
+        !all_ok(self.spec, &self.st, WebhookKind::PreRollout, &self.spec.model.version)
     }
 
     /// A rollback webhook that answered 2xx this reconcile, if any.

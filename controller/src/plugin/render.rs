@@ -248,8 +248,87 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
         }
         rows[0][0] = "  GATE".into();
         out.push_str(&table(&rows, style));
+        for g in &run.gates {
+            let Some(ev) = &g.sequential else { continue };
+            let diff = ev
+                .difference_interval
+                .as_ref()
+                .map_or(String::new(), |d| format!("; candidate − stable in [{}, {}]", number(d.low), number(d.high)));
+            let more = ev.more_samples.map_or(String::new(), |n| format!("; ~{n} more labelled samples to settle"));
+            let _ = writeln!(
+                out,
+                "  {} (sequential, {}%): {}/{} candidate, {}/{} stable; candidate in [{}, {}]{diff}{more}",
+                g.name,
+                (ev.confidence * 1000.0).round() / 10.0,
+                ev.candidate.events,
+                ev.candidate.trials,
+                ev.stable.events,
+                ev.stable.trials,
+                number(ev.candidate_interval.low),
+                number(ev.candidate_interval.high),
+            );
+        }
     } else if st.phase.is_some_and(Phase::is_active) {
         let _ = writeln!(out, "\nLast analysis: none yet in this rollout");
+    }
+
+    if let Some(a) = &st.acceptance {
+        let verdict = a.verdict.map_or_else(|| style.paint("36", "Running"), |v| style.verdict(v));
+        let _ = writeln!(
+            out,
+            "\nAcceptance ({}, before any traffic): {verdict}, started {} ago",
+            a.version,
+            age(&a.start_time, now)
+        );
+        if let Some(e) = &a.error {
+            let _ = writeln!(out, "  {e}");
+        }
+        if !a.checks.is_empty() {
+            let mut rows = vec![["  CHECK", "VERDICT", "CANDIDATE", "STABLE", "LIMIT"].map(String::from).to_vec()];
+            for c in &a.checks {
+                rows.push(vec![
+                    format!("  {}", c.name),
+                    style.verdict(c.verdict),
+                    c.value.map_or("-".into(), number),
+                    c.stable_value.map_or("-".into(), number),
+                    c.limit.clone().unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            out.push_str(&table(&rows, style));
+        }
+        if let Some(g) = &a.golden_set {
+            let _ = writeln!(out, "  golden set: {} rows, threshold {}", g.rows, number(g.threshold));
+        }
+        if let Some(l) = &a.load {
+            let _ = writeln!(
+                out,
+                "  load: {} requests at {:.1} req/s, {} failed, p50 {:.1} ms, p95 {:.1} ms",
+                l.requests,
+                l.achieved_rate,
+                l.errors,
+                l.latency_p50_seconds * 1e3,
+                l.latency_p95_seconds * 1e3
+            );
+        }
+    }
+
+    if !st.webhooks.is_empty() {
+        let _ = writeln!(out, "\nWebhooks:");
+        let mut rows =
+            vec![["  NAME", "TYPE", "VERSION", "ANSWER", "ATTEMPTS", "AGE", "MESSAGE"].map(String::from).to_vec()];
+        for w in &st.webhooks {
+            let answer = w.code.map_or_else(|| "none".to_string(), |c| c.to_string());
+            rows.push(vec![
+                format!("  {}", w.name),
+                w.kind.as_str().to_string(),
+                w.version.clone(),
+                if w.ok { style.paint("32", &answer) } else { style.paint("33", &answer) },
+                w.attempts.to_string(),
+                age(&w.time, now),
+                w.message.clone(),
+            ]);
+        }
+        out.push_str(&table(&rows, style));
     }
 
     if !st.conditions.is_empty() {

@@ -29,7 +29,7 @@ fn service_base(mr: &ModelRollout, service: String) -> String {
 }
 
 /// Starts the checks of this build unless they already run (or ran) for it.
-pub(super) fn ensure(mr: &ModelRollout, ctx: &Context, version: &str, sha256: &str) {
+pub(super) fn ensure(mr: &ModelRollout, ctx: &Context, version: &str, sha256: &str, stable: &str) {
     let Some(spec) = mr.spec.acceptance.clone() else { return };
     ctx.acceptance.with_entry(mr, |entry| {
         if entry.as_ref().is_some_and(|r| r.version == version && r.sha256 == sha256) {
@@ -38,9 +38,15 @@ pub(super) fn ensure(mr: &ModelRollout, ctx: &Context, version: &str, sha256: &s
         let targets = Targets {
             model: mr.spec.model.name.clone(),
             candidate: service_base(mr, workloads::canary_service(mr)),
+            candidate_version: version.to_string(),
             stable: service_base(mr, workloads::stable_service(mr)),
+            stable_version: stable.to_string(),
+            routing_wait: Duration::from_secs(60),
         };
-        let (http, contract, result) = (ctx.http.clone(), mr.spec.model.contract.clone(), Arc::new(OnceLock::new()));
+        // A client of the run's own: no connection pooled by an earlier candidate's checks (made
+        // to that candidate's pod through the same Service address) is reused.
+        let http = reqwest::Client::builder().build().unwrap_or_else(|_| ctx.http.clone());
+        let (contract, result) = (mr.spec.model.contract.clone(), Arc::new(OnceLock::new()));
         let out = result.clone();
         let (ns, name) = (mr.namespace().unwrap_or_default(), mr.name_any());
         tracing::info!(%ns, %name, version, "acceptance checks started");

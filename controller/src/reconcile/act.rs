@@ -26,7 +26,9 @@ pub(super) async fn execute(
         Action::RunAcceptance { version, sha256 } => Some((version, sha256)),
         _ => None,
     }) {
-        Some((version, sha256)) => acceptance::ensure(mr, ctx, version, sha256),
+        Some((version, sha256)) => {
+            acceptance::ensure(mr, ctx, version, sha256, st.stable_version.as_deref().unwrap_or_default())
+        }
         None => acceptance::end(mr, ctx),
     }
     for action in actions {

@@ -2,7 +2,7 @@
 //! goes.
 
 use super::*;
-use crate::telemetry::{GATE_SERIES, PHASES, PhaseLabel};
+use crate::telemetry::{GATE_SERIES, PHASES, PhaseLabel, WebhookLabel};
 
 pub(super) fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, new: &ModelRolloutStatus) {
     let m = &ctx.metrics;
@@ -20,6 +20,22 @@ pub(super) fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRollou
             Some(Phase::Promoted) => m.promotions.get_or_create(&rl).inc(),
             _ => 0,
         };
+    }
+    // Acceptance checks as gates of their own (`acceptance/goldenSet.auc`): names fixed by the API.
+    for c in new.acceptance.iter().flat_map(|a| &a.checks) {
+        for (version, value) in GATE_SERIES.into_iter().zip([c.value, c.stable_value, c.bound]) {
+            if let Some(v) = value {
+                m.set_gate(&rl, &format!("acceptance/{}", c.name), version, v);
+            }
+        }
+    }
+    // Each answer recorded this reconcile (new, or newer than the one status had).
+    for w in &new.webhooks {
+        if !old.webhooks.contains(w) {
+            let ok = if w.ok { "true" } else { "false" };
+            let l = WebhookLabel { namespace: namespace.clone(), name: name.clone(), r#type: w.kind.as_str(), ok };
+            m.webhook_answers.get_or_create(&l).inc();
+        }
     }
     if let Some(run) = &new.last_analysis {
         let gauge = m.last_analysis.get_or_create(&rl);
