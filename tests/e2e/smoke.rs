@@ -202,6 +202,58 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             |v| v["spec"]["analysis"]["gates"] = json!({"custom": []}),
             &["spec.analysis.gates", "promoteWithoutGates"],
         ),
+        (
+            "acceptance with replica-ratio routing",
+            |v| {
+                v["spec"]["trafficRouting"] = json!({"replicaRatio": {}});
+                v["spec"]["acceptance"] = json!({"load": {"rate": 10, "duration": "10s", "maxLatencyP95": "50ms"}});
+            },
+            &["spec.acceptance", "needs a router"],
+        ),
+        (
+            "acceptance with no check",
+            |v| v["spec"]["acceptance"] = json!({"timeout": "5m"}),
+            &["spec.acceptance.goldenSet", "goldenSet, load or both"],
+        ),
+        (
+            "a golden set with no limit",
+            |v| {
+                v["spec"]["acceptance"] =
+                    json!({"goldenSet": {"artifact": {"uri": "http://store/g.json", "sha256": SHA}}})
+            },
+            &["spec.acceptance.goldenSet.auc", "at least one of"],
+        ),
+        (
+            "an AUC limit with neither min nor maxBelowStable",
+            |v| {
+                v["spec"]["acceptance"] =
+                    json!({"goldenSet": {"artifact": {"uri": "http://store/g.json", "sha256": SHA}, "auc": {}}})
+            },
+            &["spec.acceptance.goldenSet.auc.min", "min, maxBelowStable or both"],
+        ),
+        (
+            "a load check longer than 10m",
+            |v| v["spec"]["acceptance"] = json!({"load": {"rate": 10, "duration": "11m", "maxLatencyP95": "50ms"}}),
+            &["spec.acceptance.load.duration", "at most 10m"],
+        ),
+        (
+            "two webhooks of one name",
+            |v| {
+                let hook = json!({"name": "smoke", "type": "preRollout", "url": "http://hooks/smoke"});
+                v["spec"]["webhooks"] = json!([hook, hook]);
+            },
+            &["spec.webhooks", "Duplicate"],
+        ),
+        (
+            "a webhook of no known type",
+            |v| v["spec"]["webhooks"] = json!([{"name": "x", "type": "preRoll", "url": "http://hooks/x"}]),
+            &["spec.webhooks[0].type", "preRollout"],
+        ),
+        (
+            "a webhook url that is not http",
+            |v| v["spec"]["webhooks"] = json!([{"name": "x", "type": "rollback", "url": "ftp://hooks/x"}]),
+            &["spec.webhooks[0].url", "http(s) URL"],
+        ),
     ];
     // An empty stage list gets its one clear error, not a CEL evaluation error beside it.
     let mut empty = valid();
