@@ -20,6 +20,7 @@ pub mod env {
     pub const REFERENCE: &str = "SIDECAR_REFERENCE";
     pub const ROLE: &str = "SIDECAR_ROLE";
     pub const LISTEN: &str = "SIDECAR_LISTEN";
+    pub const GRPC_LISTEN: &str = "SIDECAR_GRPC_LISTEN";
     pub const DEVICE: &str = "SIDECAR_DEVICE";
     pub const THREADS: &str = "SIDECAR_THREADS";
     pub const WORKERS: &str = "SIDECAR_WORKERS";
@@ -99,6 +100,8 @@ pub struct Launch {
     pub contract: DataContract,
     pub role: Role,
     pub port: u16,
+    /// The Open Inference Protocol's gRPC port, when the pod serves it.
+    pub grpc_port: Option<u16>,
     pub device: Device,
     pub threads: u32,
     pub max_batch_size: u32,
@@ -118,7 +121,7 @@ impl Launch {
     /// The pod's environment, in a fixed order.
     pub fn to_env(&self) -> Vec<(&'static str, String)> {
         let contract = serde_json::to_string(&self.contract).expect("a contract serialises");
-        vec![
+        let mut out = vec![
             (env::MODEL_NAME, self.model_name.clone()),
             (env::MODEL_VERSION, self.model_version.clone()),
             (env::MODEL_URI, self.model_uri.clone()),
@@ -130,7 +133,11 @@ impl Launch {
             (env::THREADS, self.threads.to_string()),
             (env::MAX_BATCH_SIZE, self.max_batch_size.to_string()),
             (env::MAX_BATCH_DELAY, self.max_batch_delay.to_string()),
-        ]
+        ];
+        if let Some(p) = self.grpc_port {
+            out.push((env::GRPC_LISTEN, format!("0.0.0.0:{p}")));
+        }
+        out
     }
 
     /// Reads a launch back from an environment (`lookup` gives a variable's value).
@@ -147,6 +154,13 @@ impl Launch {
         let listen = get(env::LISTEN)?;
         let device = get(env::DEVICE)?;
         let delay = get(env::MAX_BATCH_DELAY)?;
+        let port_of = |name: &'static str, v: &str| {
+            v.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).ok_or_else(|| invalid(name, v, "not HOST:PORT".into()))
+        };
+        let grpc_port = match lookup(env::GRPC_LISTEN) {
+            Some(v) => Some(port_of(env::GRPC_LISTEN, &v)?),
+            None => None,
+        };
         Ok(Self {
             model_name: get(env::MODEL_NAME)?,
             model_version: get(env::MODEL_VERSION)?,
@@ -155,10 +169,8 @@ impl Launch {
             contract: serde_json::from_str(&contract_json)
                 .map_err(|e| invalid(env::CONTRACT_JSON, &contract_json, e.to_string()))?,
             role: Role::parse(&role).ok_or_else(|| invalid(env::ROLE, &role, "stable, canary or shadow".into()))?,
-            port: listen
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse().ok())
-                .ok_or_else(|| invalid(env::LISTEN, &listen, "not HOST:PORT".into()))?,
+            port: port_of(env::LISTEN, &listen)?,
+            grpc_port,
             device: Device::parse(&device).ok_or_else(|| invalid(env::DEVICE, &device, "cpu or cuda".into()))?,
             threads: number(env::THREADS)?,
             max_batch_size: number(env::MAX_BATCH_SIZE)?,
@@ -195,6 +207,7 @@ mod tests {
             },
             role: Role::Shadow,
             port: 8080,
+            grpc_port: Some(8081),
             device: Device::Cuda,
             threads: 2,
             max_batch_size: 16,

@@ -117,12 +117,14 @@ pub enum Route {
     Infer,
     Rank,
     Feedback,
+    /// The OIP gRPC service's ModelInfer.
+    GrpcInfer,
 }
 
 impl Route {
-    pub const ALL: [Route; 4] = [Route::Predict, Route::Infer, Route::Rank, Route::Feedback];
+    pub const ALL: [Route; 5] = [Route::Predict, Route::Infer, Route::Rank, Route::Feedback, Route::GrpcInfer];
     /// The routes that score requests: the ones the gates count.
-    pub const SCORING: [Route; 3] = [Route::Predict, Route::Infer, Route::Rank];
+    pub const SCORING: [Route; 4] = [Route::Predict, Route::Infer, Route::Rank, Route::GrpcInfer];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -130,6 +132,7 @@ impl Route {
             Route::Infer => "infer",
             Route::Rank => "rank",
             Route::Feedback => "feedback",
+            Route::GrpcInfer => "grpc_infer",
         }
     }
 
@@ -138,7 +141,7 @@ impl Route {
         self as usize
     }
 
-    /// A PromQL regular expression matching the scoring routes: `predict|infer|rank`.
+    /// A PromQL regular expression matching the scoring routes: `predict|infer|rank|grpc_infer`.
     pub fn scoring_regex() -> String {
         Self::SCORING.map(Route::as_str).join("|")
     }
@@ -217,7 +220,7 @@ mod tests {
         for (i, r) in Route::ALL.into_iter().enumerate() {
             assert_eq!(r.index(), i);
         }
-        assert_eq!(Route::scoring_regex(), "predict|infer|rank");
+        assert_eq!(Route::scoring_regex(), "predict|infer|rank|grpc_infer");
     }
 
     /// The README's metric contract is this list, word for word.

@@ -452,6 +452,11 @@ impl WebhookKind {
     "message": "progressDeadline must be more than 0s",
     "fieldPath": ".progressDeadline",
     "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.grpcPort) || !has(self.servicePort) || self.grpcPort != self.servicePort",
+    "message": "grpcPort must differ from servicePort",
+    "fieldPath": ".grpcPort",
+    "reason": "FieldValueDuplicate"
 }]))]
 pub struct WorkloadSpec {
     /// Pods per version at 100% of traffic.
@@ -462,6 +467,13 @@ pub struct WorkloadSpec {
     #[serde(default = "default_service_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub service_port: i32,
+    /// Port of the sidecar's Open Inference Protocol gRPC service, exposed as `grpc` on every
+    /// Service of the rollout (unset: no gRPC). Its requests count in the gates like REST's
+    /// (`route="grpc_infer"`); a gateway splits them with a GRPCRoute of the user's (not managed
+    /// here yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub grpc_port: Option<i32>,
     /// Inference sidecar image. Left at its default, a model whose `runtime.device` is `cuda` gets
     /// the CUDA build of the same version (the tag with `-cuda`).
     #[serde(default = "default_sidecar_image")]
@@ -488,6 +500,7 @@ impl Default for WorkloadSpec {
         Self {
             replicas: default_replicas(),
             service_port: default_service_port(),
+            grpc_port: None,
             sidecar_image: default_sidecar_image(),
             resources: None,
             gpus: None,

@@ -105,6 +105,7 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
         contract: model.contract.clone(),
         role,
         port: u16::try_from(port).expect("the schema bounds the port to 1-65535"),
+        grpc_port: w.grpc_port.and_then(|p| u16::try_from(p).ok()),
         device: rt.device,
         threads: rt.threads,
         max_batch_size: rt.max_batch_size,
@@ -151,7 +152,12 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
                 .map(|(name, value)| EnvVar { name: name.into(), value: Some(value), ..Default::default() })
                 .collect(),
         ),
-        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: port, ..Default::default() }]),
+        ports: Some(
+            std::iter::once(("http", port))
+                .chain(w.grpc_port.map(|p| ("grpc", p)))
+                .map(|(name, p)| ContainerPort { name: Some(name.into()), container_port: p, ..Default::default() })
+                .collect(),
+        ),
         // A sidecar that exits (a model that fails its sha256 or its contract) leaves its last log
         // lines in the pod's status, where the controller quotes them when it fails the rollout.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -207,12 +213,19 @@ pub fn service(mr: &ModelRollout, name: String, version: Option<&str>) -> Servic
         metadata: meta(mr, name, labels),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(mr, version)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: mr.spec.workload.service_port,
-                target_port: Some(IntOrString::String("http".into())),
-                ..Default::default()
-            }]),
+            ports: Some(
+                std::iter::once(("http", mr.spec.workload.service_port))
+                    .chain(mr.spec.workload.grpc_port.map(|p| ("grpc", p)))
+                    .map(|(name, port)| ServicePort {
+                        name: Some(name.into()),
+                        port,
+                        target_port: Some(IntOrString::String(name.into())),
+                        // gRPC is HTTP/2: say so, for the proxies that read it (Envoy Gateway, Istio).
+                        app_protocol: (name == "grpc").then(|| "kubernetes.io/h2c".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }),
         status: None,
@@ -398,6 +411,29 @@ mod tests {
         assert_eq!(launch.contract, mr.spec.model.contract);
         assert_eq!(launch.max_batch_delay, mr.spec.model.runtime.max_batch_delay);
         assert_eq!(i32::from(launch.port), mr.spec.workload.service_port);
+        assert_eq!(launch.grpc_port, None, "no gRPC unless asked for");
+    }
+
+    /// `workload.grpcPort`: the sidecar's gRPC listener, a `grpc` container port, and a `grpc`
+    /// port (h2c) on every Service.
+    #[test]
+    fn a_grpc_port_reaches_the_pod_and_every_service() {
+        let mut mr = rollout();
+        mr.spec.workload.grpc_port = Some(9001);
+        let d = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1);
+        let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
+        let env: BTreeMap<String, String> = c.env.unwrap().into_iter().map(|e| (e.name, e.value.unwrap())).collect();
+        assert_eq!(Launch::from_env(|k| env.get(k).cloned()).unwrap().grpc_port, Some(9001));
+        let ports: Vec<(String, i32)> =
+            c.ports.unwrap().into_iter().map(|p| (p.name.unwrap(), p.container_port)).collect();
+        assert_eq!(ports, [("http".to_string(), 8080), ("grpc".to_string(), 9001)]);
+        for name in [stable_service(&mr), canary_service(&mr), root_service(&mr)] {
+            let svc = service(&mr, name, None);
+            let grpc =
+                svc.spec.unwrap().ports.unwrap().into_iter().find(|p| p.name.as_deref() == Some("grpc")).unwrap();
+            assert_eq!((grpc.port, grpc.app_protocol.as_deref()), (9001, Some("kubernetes.io/h2c")));
+            assert_eq!(grpc.target_port, Some(IntOrString::String("grpc".into())));
+        }
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Args {
     pub role: Role,
     #[arg(long, env = env::LISTEN, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Where the Open Inference Protocol's gRPC service listens (none unless set).
+    #[arg(long, env = env::GRPC_LISTEN)]
+    pub grpc_listen: Option<SocketAddr>,
     #[arg(long, env = env::DEVICE, value_parser = parse_device, default_value = "cpu")]
     pub device: Device,
     /// Intra-op threads per session.

@@ -122,6 +122,18 @@ impl ApiError {
         }
     }
 
+    /// The Open Inference Protocol's error body: `error` is the message string; our code, and
+    /// the field and reason of an invalid argument, ride along as extra keys.
+    pub fn oip_body(&self) -> serde_json::Value {
+        match self {
+            ApiError::InvalidArgument { field, reason, detail } => serde_json::json!({
+                "error": format!("{field}: {detail}"), "code": self.code(), "field": field, "reason": reason
+            }),
+            ApiError::Internal(_) => serde_json::json!({"error": "internal error", "code": self.code()}),
+            other => serde_json::json!({"error": other.to_string(), "code": self.code()}),
+        }
+    }
+
     /// The JSON body. Internal details are logged, never returned.
     pub fn body(&self) -> serde_json::Value {
         match self {

@@ -145,15 +145,43 @@ pub async fn run(args: Args) -> i32 {
         }
     };
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (not ready yet)");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app(state.clone()).into_make_service()).with_graceful_shutdown(async {
-        let _ = stop_rx.await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server =
+        axum::serve(listener, app(state.clone()).into_make_service()).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let http = tokio::spawn(async move { server.await });
+    // The Open Inference Protocol's gRPC service, on a port of its own when asked for.
+    let grpc = match cfg.args.grpc_listen {
+        Some(addr) => {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %StartError::Listen(e.to_string()), "cannot start");
+                    return 1;
+                }
+            };
+            tracing::info!(grpc_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gRPC listening");
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let svc = crate::server::grpc::service(state.clone());
+            let server = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+            Some(tokio::spawn(server))
+        }
+        None => None,
+    };
+    let server = async move {
+        let _ = http.await;
+        if let Some(g) = grpc {
+            let _ = g.await;
+        }
+    };
     let loaded = tokio::select! {
         r = load(&cfg, &state) => r,
         _ = shutdown_signal() => {
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
             return 0;
         }
     };
@@ -175,7 +203,7 @@ pub async fn run(args: Args) -> i32 {
         deadline_s = cfg.args.shutdown_deadline.as_secs_f64(),
         "closing the listener; draining in-flight requests"
     );
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     match tokio::time::timeout(cfg.args.shutdown_deadline, server).await {
         Ok(_) => {
             tracing::info!("drained; exiting");

@@ -414,7 +414,138 @@ async fn oip_v2_infer_and_metadata_work_as_kserve_clients_expect() {
     let r = client.post(format!("{base}/v2/models/fraud/infer")).json(&bad).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["field"], "inputs[0].data[1].hour");
+    // The protocol's error body: `error` is the message; our field and reason ride along.
+    assert!(v["error"].as_str().unwrap().starts_with("inputs[0].data[1].hour: "), "{v}");
+    assert_eq!((v["field"].as_str(), v["code"].as_str()), (Some("inputs[0].data[1].hour"), Some("INVALID_ARGUMENT")));
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn oip_v2_to_the_letter_versions_outputs_datatypes_errors_and_binary_tensors() {
+    let (state, _c) = fraud(&[]).await;
+    let base = serve(state).await;
+    let client = http();
+    let get = |path: &str| {
+        let (client, url) = (client.clone(), format!("{base}{path}"));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Server metadata, and every model route with and without a version.
+    let (code, server) = get("/v2").await;
+    assert_eq!(code, 200);
+    assert_eq!(server["extensions"], json!(["binary_tensor_data"]));
+    assert!(server["name"].is_string() && server["version"].is_string(), "{server}");
+    let (code, meta) = get("/v2/models/fraud/versions/v2").await;
+    assert_eq!(code, 200);
+    assert_eq!(meta, get("/v2/models/fraud").await.1);
+    // Metadata lists exactly the tensors one valid request carries: one per feature, typed.
+    let inputs: Vec<(String, String)> = meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap().to_string(), i["datatype"].as_str().unwrap().to_string()))
+        .collect();
+    let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["amount", "hour", "merchant_risk", "distance_km", "card_age_days", "foreign"]);
+    assert_eq!(inputs[1].1, "INT64");
+    assert_eq!(inputs[0].1, "FP32");
+    assert_eq!(get("/v2/models/fraud/versions/v2/ready").await.0, 200);
+    let (code, v) = get("/v2/models/fraud/versions/v9").await;
+    assert_eq!(code, 404);
+    assert_eq!(v["error"], "no model named fraud version v9", "{v}");
+    assert_eq!(get("/v2/models/fraud/versions/v9/ready").await.0, 404);
+    // A request built from the metadata alone, as a generic client builds it.
+    let values = [json!(120.5), json!(3), json!(0.8), json!(300), json!(20), json!(1)];
+    let tensors: Vec<Value> = inputs
+        .iter()
+        .zip(&values)
+        .map(|((name, dt), x)| json!({"name": name, "datatype": dt, "shape": [1], "data": [x]}))
+        .collect();
+    let post = |path: &str, body: Value| {
+        let (client, url) = (client.clone(), format!("{base}{path}"));
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, v) = post("/v2/models/fraud/versions/v2/infer", json!({"inputs": tensors})).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["outputs"][1]["data"], json!([true]));
+    assert_eq!(post("/v2/models/fraud/versions/v1/infer", json!({"inputs": tensors})).await.0, 404);
+    // Only the outputs asked for, and an unknown one refused.
+    let (_, v) = post("/v2/models/fraud/infer", json!({"inputs": tensors, "outputs": [{"name": "decision"}]})).await;
+    assert_eq!(v["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(v["outputs"][0]["name"], "decision");
+    let (code, v) = post("/v2/models/fraud/infer", json!({"inputs": tensors, "outputs": [{"name": "logits"}]})).await;
+    assert_eq!((code, v["field"].as_str()), (400, Some("outputs[0].name")), "{v}");
+    // The datatype rule: the one metadata lists, or 400 (no silent FP64 -> FP32 rounding).
+    for (i, dt) in [(0, "FP64"), (1, "FP32"), (0, "INT64")] {
+        let mut t = tensors.clone();
+        t[i]["datatype"] = json!(dt);
+        let (code, v) = post("/v2/models/fraud/infer", json!({"inputs": t})).await;
+        assert_eq!((code, v["field"].as_str()), (400, Some(format!("inputs[{i}].datatype").as_str())), "{dt}: {v}");
+        assert_eq!(v["reason"], "wrong_type");
+        assert!(v["error"].as_str().unwrap().contains(&format!("datatype {dt}")), "{v}");
+    }
+    // Binary tensor data both ways: two rows, each input as little-endian bytes after the JSON,
+    // the probability asked for as binary, the decision as JSON.
+    let rows = [[120.5, 3.0, 0.8, 300.0, 20.0, 1.0], [12.0, 14.0, 0.1, 2.0, 2000.0, 0.0]];
+    let mut tail = Vec::new();
+    let mut head_inputs = Vec::new();
+    for (j, (name, dt)) in inputs.iter().enumerate() {
+        let bytes: Vec<u8> = if dt == "INT64" {
+            rows.iter().flat_map(|r| (r[j] as i64).to_le_bytes()).collect()
+        } else {
+            rows.iter().flat_map(|r| (r[j] as f32).to_le_bytes()).collect()
+        };
+        head_inputs
+            .push(json!({"name": name, "datatype": dt, "shape": [2], "parameters": {"binary_data_size": bytes.len()}}));
+        tail.extend(bytes);
+    }
+    let head = serde_json::to_vec(&json!({"inputs": head_inputs, "outputs": [
+        {"name": "probability", "parameters": {"binary_data": true}}, {"name": "decision"}
+    ]}))
+    .unwrap();
+    let mut body = head.clone();
+    body.extend(&tail);
+    let r = client
+        .post(format!("{base}/v2/models/fraud/infer"))
+        .header("Inference-Header-Content-Length", head.len())
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let json_len: usize = r.headers()["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+    let bytes = r.bytes().await.unwrap();
+    let (answer, binary) = bytes.split_at(json_len);
+    let answer: Value = serde_json::from_slice(answer).unwrap();
+    assert_eq!(answer["outputs"][0]["parameters"]["binary_data_size"], 8, "{answer}");
+    assert!(answer["outputs"][0].get("data").is_none());
+    assert_eq!(answer["outputs"][1]["data"], json!([true, false]));
+    let probs: Vec<f32> = binary.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(probs.len(), 2);
+    assert!(probs[0] >= 0.5 && probs[1] < 0.5, "{probs:?}");
+    // The same rows as JSON score the same.
+    let rows_json = json!({"inputs": [{"name": "input", "shape": [2, 6], "datatype": "FP32", "data": rows}]});
+    let (_, v) = post("/v2/models/fraud/infer", rows_json).await;
+    assert_eq!(v["outputs"][0]["data"][0].as_f64().unwrap() as f32, probs[0]);
+    // A binary size that overruns the body is refused, naming it.
+    let mut short = head.clone();
+    short.extend(&tail[..10]);
+    let r = client
+        .post(format!("{base}/v2/models/fraud/infer"))
+        .header("Inference-Header-Content-Length", head.len())
+        .body(short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["field"].as_str().unwrap().ends_with("binary_data_size"), "{v}");
 }
 
 #[tokio::test]
@@ -535,4 +666,133 @@ async fn an_oversized_body_is_answered_413_and_never_reset() {
         *outcomes.entry(outcome).or_default() += 1;
     }
     assert_eq!(outcomes.keys().collect::<Vec<_>>(), vec!["413 Payload Too Large"], "{outcomes:?}");
+}
+
+/// Which of the sidecar's servers a client talks to.
+#[derive(Clone, Copy)]
+enum Target {
+    /// `http://host:port`
+    RestUrl,
+    /// `host:port` of the REST server
+    RestHost,
+    /// `host:port` of the gRPC server
+    Grpc,
+}
+
+/// Runs one of `tests/clients/*.py` (the clients users use, from the project's Python environment)
+/// against the fraud model served on ports of its own; returns its last line (JSON).
+async fn python_client(script: &str, target: Target) -> Value {
+    let (state, _c) = fraud(&[]).await;
+    let base = serve(state.clone()).await;
+    let target = match target {
+        Target::RestUrl => base,
+        Target::RestHost => base.trim_start_matches("http://").to_string(),
+        Target::Grpc => common::serve_grpc(state).await,
+    };
+    let python =
+        std::env::var("MODELROLLOUT_PYTHON").expect("MODELROLLOUT_PYTHON (eval \"$(bash scripts/python-env.sh)\")");
+    let script = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/fraud-v2.golden.json");
+    // The client blocks: it runs beside the server's runtime, not on it.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).args([&script, &target, "fraud", "v2", golden]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the client failed:\n{stdout}\n{stderr}");
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime and the Python environment (tritonclient): bash tests/run.sh"]
+async fn tritons_own_http_client_drives_the_oip_api_from_metadata_alone() {
+    let v = python_client("triton_http.py", Target::RestHost).await;
+    // Batches of 1, 8 and 64, each with JSON and binary inputs and outputs.
+    assert_eq!(v["rows_checked"], 4 * (1 + 8 + 64), "{v}");
+    println!("TRITONCLIENT_HTTP {v}");
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime and the Python environment (tritonclient): bash tests/run.sh"]
+async fn tritons_own_grpc_client_drives_the_oip_grpc_service() {
+    let v = python_client("triton_grpc.py", Target::Grpc).await;
+    assert_eq!(v["rows_checked"], 1 + 8 + 64, "{v}");
+    println!("TRITONCLIENT_GRPC {v}");
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime and the Python environment (kserve): bash tests/run.sh"]
+async fn kserves_python_sdk_drives_the_oip_api() {
+    let v = python_client("kserve_rest.py", Target::RestUrl).await;
+    assert_eq!(v["rows_checked"], 4 * (1 + 8 + 64), "{v}");
+    println!("KSERVE_SDK {v}");
+}
+
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn grpc_typed_contents_raw_contents_errors_and_the_route_label() {
+    use inference_sidecar::server::grpc::pb::{
+        self, grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
+    };
+    let (state, _c) = fraud(&[]).await;
+    let base = serve(state.clone()).await;
+    let addr = common::serve_grpc(state).await;
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let features = [
+        ("amount", 120.5),
+        ("hour", 3.0),
+        ("merchant_risk", 0.8),
+        ("distance_km", 300.0),
+        ("card_age_days", 20.0),
+        ("foreign", 1.0),
+    ];
+    let typed: Vec<InferInputTensor> = features
+        .iter()
+        .map(|(name, x)| {
+            let int = matches!(*name, "hour" | "card_age_days" | "foreign");
+            InferInputTensor {
+                name: name.to_string(),
+                datatype: if int { "INT64" } else { "FP32" }.into(),
+                shape: vec![1],
+                contents: Some(if int {
+                    pb::InferTensorContents { int64_contents: vec![*x as i64], ..Default::default() }
+                } else {
+                    pb::InferTensorContents { fp32_contents: vec![*x as f32], ..Default::default() }
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let req = pb::ModelInferRequest { model_name: "fraud".into(), inputs: typed.clone(), ..Default::default() };
+    let r = client.model_infer(req.clone()).await.unwrap().into_inner();
+    assert_eq!((r.model_version.as_str(), r.outputs.len(), r.raw_output_contents.len()), ("v2", 2, 2));
+    let p = f32::from_le_bytes(r.raw_output_contents[0][..4].try_into().unwrap());
+    assert!(p >= 0.5, "{p}");
+    assert_eq!(r.raw_output_contents[1], vec![1u8], "decision true");
+    // The same request over REST scores the same.
+    let rest: Value = http()
+        .post(format!("{base}/v2/models/fraud/infer"))
+        .json(&json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32",
+            "data": features.iter().map(|f| f.1).collect::<Vec<_>>()}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["outputs"][0]["data"][0].as_f64().unwrap() as f32, p);
+    // raw_input_contents must cover every input; the wrong version is NOT_FOUND.
+    let bad = pb::ModelInferRequest { raw_input_contents: vec![vec![0; 4]], ..req.clone() };
+    let e = client.model_infer(bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("1 entries for 6 inputs"), "{}", e.message());
+    let e = client.model_infer(pb::ModelInferRequest { model_version: "v1".into(), ..req }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    // Counted under their own route label, with the HTTP status the error maps to.
+    let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = |needle: &str| text.lines().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+    assert!(line("route=\"grpc_infer\",code=\"200\"").ends_with(" 1"), "{text}");
+    assert!(line("route=\"grpc_infer\",code=\"400\"").ends_with(" 1"), "{text}");
+    assert!(line("route=\"grpc_infer\",code=\"404\"").ends_with(" 1"), "{text}");
 }

@@ -117,6 +117,18 @@ pub async fn serve(state: Arc<AppState>) -> String {
     format!("http://{addr}")
 }
 
+/// The OIP gRPC service of `state` on a port of its own; returns `host:port`.
+pub async fn serve_grpc(state: Arc<AppState>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let svc = inference_sidecar::server::grpc::service(state);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await.unwrap()
+    });
+    addr.to_string()
+}
+
 pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()

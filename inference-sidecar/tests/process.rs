@@ -192,7 +192,7 @@ async fn the_launch_environment_the_controller_writes_is_the_one_the_sidecar_rea
     use modelrollout_contract::launch::{Launch, Role, env};
     require_ort();
     let contract: modelrollout_contract::DataContract = serde_yaml::from_str(FRAUD_CONTRACT).unwrap();
-    let port = free_port();
+    let (port, grpc_port) = (free_port(), free_port());
     let launch = Launch {
         model_name: "fraud".into(),
         model_version: "v7".into(),
@@ -201,6 +201,7 @@ async fn the_launch_environment_the_controller_writes_is_the_one_the_sidecar_rea
         contract,
         role: Role::Shadow,
         port,
+        grpc_port: Some(grpc_port),
         device: modelrollout_contract::Device::Cpu,
         threads: 1,
         max_batch_size: 8,
@@ -231,6 +232,18 @@ async fn the_launch_environment_the_controller_writes_is_the_one_the_sidecar_rea
         .json()
         .await
         .unwrap();
+    // The gRPC service, on the port the launch names.
+    use inference_sidecar::server::grpc::pb;
+    let mut grpc =
+        pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+            .await
+            .unwrap();
+    let meta = grpc
+        .model_metadata(pb::ModelMetadataRequest { name: "fraud".into(), version: "v7".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(meta.inputs.len(), 6);
     let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     let _ = child.kill();
     let _ = child.wait();

@@ -32,13 +32,16 @@ use crate::validate::{InputKind, Rows, Validator, Violation};
 
 mod fast_path;
 mod feedback;
+pub mod grpc;
 mod oip;
 mod v1;
 
 use fast_path::Refused;
 pub use fast_path::{Sidecar, app};
 use feedback::feedback;
-use oip::{infer, model_metadata, model_ready};
+use oip::{
+    infer, infer_version, model_metadata, model_metadata_version, model_ready, model_ready_version, server_metadata,
+};
 use v1::{predict, predict_body, predict_prefix, rank};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -128,13 +131,19 @@ struct Failure(ApiError);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(detail) = &self.0 {
-            tracing::error!(%detail, "internal error");
-        }
-        let mut resp = (self.0.status(), Json(self.0.body())).into_response();
-        resp.extensions_mut().insert(self.0);
-        resp
+        failure_response(self.0, false)
     }
+}
+
+/// An error's response: our body, or (`oip`) the Open Inference Protocol's.
+fn failure_response(e: ApiError, oip: bool) -> Response {
+    if let ApiError::Internal(detail) = &e {
+        tracing::error!(%detail, "internal error");
+    }
+    let body = if oip { e.oip_body() } else { e.body() };
+    let mut resp = (e.status(), Json(body)).into_response();
+    resp.extensions_mut().insert(e);
+    resp
 }
 
 impl From<ApiError> for Failure {
@@ -151,9 +160,13 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ready))
         .route("/v2/health/ready", get(ready))
         .route("/metrics", get(metrics_text))
+        .route("/v2", get(server_metadata))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata_version))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_version))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
         .route("/v1/models/{target}", post(predict))
         .route("/v1/rank:score", post(rank))
         .route("/v1/feedback", post(feedback))
@@ -167,7 +180,7 @@ fn router(state: Arc<AppState>) -> Router {
 fn route_index(path: &str) -> Option<usize> {
     let route = match path {
         "/v1/models/{target}" => metrics::Route::Predict,
-        "/v2/models/{name}/infer" => metrics::Route::Infer,
+        "/v2/models/{name}/infer" | "/v2/models/{name}/versions/{version}/infer" => metrics::Route::Infer,
         "/v1/rank:score" => metrics::Route::Rank,
         "/v1/feedback" => metrics::Route::Feedback,
         _ => return None,
@@ -187,7 +200,8 @@ async fn around(State(state): State<Arc<AppState>>, mut req: Request, next: Next
     let mut resp = next.run(req).await;
     // A body over the limit is refused by axum before our handler runs: render it our way.
     if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && resp.extensions().get::<ApiError>().is_none() {
-        resp = Failure(ApiError::PayloadTooLarge { limit: state.max_payload_bytes }).into_response();
+        let oip = route == Some(metrics::Route::Infer.index());
+        resp = failure_response(ApiError::PayloadTooLarge { limit: state.max_payload_bytes }, oip);
     }
     finish(&state, resp, id_header, route, start)
 }
@@ -200,14 +214,7 @@ fn request_id(state: &AppState, headers: &HeaderMap) -> (Arc<str>, Option<Header
         Some((Arc::<str>::from(id), v.clone()))
     });
     let (id, id_header) = given.unzip();
-    let id = id.unwrap_or_else(|| {
-        let n = state.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut id = String::with_capacity(state.id_prefix.len() + 21);
-        id.push_str(&state.id_prefix);
-        id.push('-');
-        id.push_str(itoa::Buffer::new().format(n));
-        id.into()
-    });
+    let id = id.unwrap_or_else(|| state.next_request_id().into());
     let id_header = id_header.or_else(|| HeaderValue::from_str(&id).ok());
     (id, id_header)
 }
@@ -231,14 +238,7 @@ fn finish(
         headers.insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(i) = route {
-        let (m, series) = (&state.metrics, &state.metrics.routes[i]);
-        match resp.status().as_u16() {
-            200 => series.ok.inc(),
-            code => {
-                m.requests.get_or_create(&metrics::RouteCode { route: metrics::Route::ALL[i].as_str(), code }).inc()
-            }
-        };
-        series.latency.observe(start.elapsed().as_secs_f64());
+        state.count(i, resp.status().as_u16(), start);
     }
     resp
 }
@@ -285,6 +285,29 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 impl AppState {
+    /// A generated request id: this process's prefix and a counter.
+    fn next_request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(self.id_prefix.len() + 21);
+        id.push_str(&self.id_prefix);
+        id.push('-');
+        id.push_str(itoa::Buffer::new().format(n));
+        id
+    }
+
+    /// Counts an answer of route `i` (an index into [`metrics::Route::ALL`]) with its status code
+    /// and latency.
+    fn count(&self, i: usize, code: u16, start: Instant) {
+        let (m, series) = (&self.metrics, &self.metrics.routes[i]);
+        match code {
+            200 => series.ok.inc(),
+            code => {
+                m.requests.get_or_create(&metrics::RouteCode { route: metrics::Route::ALL[i].as_str(), code }).inc()
+            }
+        };
+        series.latency.observe(start.elapsed().as_secs_f64());
+    }
+
     /// Counts a contract violation (bounded labels) and turns it into the API error.
     fn refuse(&self, v: Violation) -> ApiError {
         self.metrics

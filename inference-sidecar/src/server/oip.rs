@@ -1,59 +1,152 @@
-//! Open Inference Protocol v2: model metadata, readiness and `/v2/models/{name}/infer`.
+//! Open Inference Protocol v2 (REST), to the letter of KServe's spec and Triton's HTTP docs:
+//! server metadata, model metadata and readiness, and infer, each with and without a version;
+//! errors as `{"error": "<message>"}`; the `outputs` a request asks for; the binary tensor data
+//! extension (`Inference-Header-Content-Length`) in both directions.
 
 use super::*;
+
+/// The length of the JSON header of a body that carries binary tensor data after it.
+pub(super) const INFER_HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
+
+/// An OIP error response: the protocol's `{"error": "<message>"}`, with our `code`, `field` and
+/// `reason` beside it.
+pub(super) struct OipFailure(ApiError);
+
+impl From<ApiError> for OipFailure {
+    fn from(e: ApiError) -> Self {
+        OipFailure(e)
+    }
+}
+
+impl From<Failure> for OipFailure {
+    fn from(f: Failure) -> Self {
+        OipFailure(f.0)
+    }
+}
+
+impl IntoResponse for OipFailure {
+    fn into_response(self) -> Response {
+        failure_response(self.0, true)
+    }
+}
+
+/// The server's name, version and protocol extensions, as both protocols report them.
+pub(super) const SERVER_NAME: &str = "modelrollout-inference-sidecar";
+pub(super) const EXTENSIONS: [&str; 1] = ["binary_tensor_data"];
+
+pub(super) async fn server_metadata() -> Response {
+    Json(json!({"name": SERVER_NAME, "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS})).into_response()
+}
+
+pub(super) fn check_version(state: &AppState, name: &str, version: &str) -> Result<(), ApiError> {
+    check_name(state, name)?;
+    if version == state.model_version { Ok(()) } else { Err(ApiError::NotFound(format!("{name} version {version}"))) }
+}
+
+/// The model's input tensors as metadata lists them: exactly what one valid request carries,
+/// one `[-1]` tensor per contract input. (A single `input` tensor of shape [N, features] is also
+/// accepted for numeric models; see the README.)
+pub(super) fn input_tensors(state: &AppState) -> Vec<(String, &'static str)> {
+    match state.validator.kind {
+        InputKind::Numeric { .. } => {
+            state.validator.contract.inputs.iter().map(|f| (f.name.clone(), datatype(f))).collect()
+        }
+        InputKind::Text => vec![(state.validator.contract.inputs[0].name.clone(), "BYTES")],
+    }
+}
+
+/// The model's output tensors.
+pub(super) const OUTPUT_TENSORS: [(&str, &str); 2] = [(PROBABILITY, "FP32"), (DECISION, "BOOL")];
+
+/// The platform metadata names.
+pub(super) const PLATFORM: &str = "onnxruntime_onnx";
+
+fn metadata(state: &AppState) -> Response {
+    let tensor = |(name, datatype): (&str, &str)| json!({"name": name, "datatype": datatype, "shape": [-1]});
+    let inputs: Vec<Value> = input_tensors(state).iter().map(|(n, d)| tensor((n, d))).collect();
+    Json(json!({
+        "name": state.model_name,
+        "versions": [state.model_version],
+        "platform": PLATFORM,
+        "inputs": inputs,
+        "outputs": OUTPUT_TENSORS.map(tensor),
+    }))
+    .into_response()
+}
+
+/// The datatype a numeric contract input takes, as metadata lists it: INT64 for `int`, FP32
+/// otherwise.
+fn datatype(f: &modelrollout_contract::Feature) -> &'static str {
+    match f.kind {
+        modelrollout_contract::FeatureType::Int => "INT64",
+        _ => "FP32",
+    }
+}
+
+pub(super) const PROBABILITY: &str = "probability";
+pub(super) const DECISION: &str = "decision";
 
 pub(super) async fn model_metadata(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Result<Response, Failure> {
+) -> Result<Response, OipFailure> {
     check_name(&state, &name)?;
-    let inputs: Vec<Value> = match state.validator.kind {
-        InputKind::Numeric { width } => state
-            .validator
-            .contract
-            .inputs
-            .iter()
-            .map(|f| json!({"name": f.name, "datatype": "FP32", "shape": [-1]}))
-            .chain(std::iter::once(json!({"name": "input", "datatype": "FP32", "shape": [-1, width]})))
-            .collect(),
-        InputKind::Text => {
-            vec![json!({"name": state.validator.contract.inputs[0].name, "datatype": "BYTES", "shape": [-1]})]
-        }
-    };
-    Ok(Json(json!({
-        "name": state.model_name,
-        "versions": [state.model_version],
-        "platform": "onnxruntime_onnx",
-        "inputs": inputs,
-        "outputs": [
-            {"name": "probability", "datatype": "FP32", "shape": [-1]},
-            {"name": "decision", "datatype": "BOOL", "shape": [-1]}
-        ]
-    }))
-    .into_response())
+    Ok(metadata(&state))
+}
+
+pub(super) async fn model_metadata_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, OipFailure> {
+    check_version(&state, &name, &version)?;
+    Ok(metadata(&state))
 }
 
 pub(super) async fn model_ready(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Result<Response, Failure> {
+) -> Result<Response, OipFailure> {
     check_name(&state, &name)?;
     Ok(ready(State(state)).await)
 }
 
+pub(super) async fn model_ready_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, OipFailure> {
+    check_version(&state, &name, &version)?;
+    Ok(ready(State(state)).await)
+}
+
+/// An inference request, from REST's JSON or from gRPC's message.
 #[derive(Deserialize)]
-struct InferRequest {
+pub(super) struct InferRequest {
     #[serde(default)]
-    id: Option<String>,
-    inputs: Vec<InferInput>,
+    pub id: Option<String>,
+    pub inputs: Vec<InferInput>,
+    #[serde(default)]
+    pub outputs: Vec<RequestedOutput>,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
-struct InferInput {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    data: Value,
+pub(super) struct InferInput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    /// Absent when the tensor comes as binary data after the JSON (`parameters.binary_data_size`).
+    #[serde(default)]
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RequestedOutput {
+    pub name: String,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
 }
 
 /// Flattens nested JSON arrays (the OIP allows row-major nesting).
@@ -68,29 +161,253 @@ pub(super) async fn infer(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     Extension(RequestId(rid)): Extension<RequestId>,
+    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
+) -> Result<Response, OipFailure> {
     check_name(&state, &name)?;
+    infer_any(&state, rid, &headers, b).await
+}
+
+pub(super) async fn infer_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, OipFailure> {
+    check_version(&state, &name, &version)?;
+    infer_any(&state, rid, &headers, b).await
+}
+
+fn invalid(field: impl Into<String>, reason: Reason, detail: impl Into<String>) -> ApiError {
+    ApiError::invalid(field, reason, detail)
+}
+
+/// The JSON part of a body, and the binary tensor data after it (empty without the extension).
+fn split_body<'a>(headers: &HeaderMap, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
+    let Some(v) = headers.get(&INFER_HEADER_LENGTH) else { return Ok((bytes, &[])) };
+    let n: usize = v
+        .to_str()
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| invalid("Inference-Header-Content-Length", Reason::Malformed, "not a length"))?;
+    if n > bytes.len() {
+        return Err(invalid(
+            "Inference-Header-Content-Length",
+            Reason::Malformed,
+            format!("{n} is more than the body's {} bytes", bytes.len()),
+        ));
+    }
+    Ok(bytes.split_at(n))
+}
+
+/// Fills `data` of each input sent as binary (`parameters.binary_data_size`), in input order.
+fn decode_binary(req: &mut InferRequest, mut binary: &[u8]) -> Result<(), ApiError> {
+    for (i, input) in req.inputs.iter_mut().enumerate() {
+        let Some(size) = input.parameters.get("binary_data_size") else {
+            if input.data.is_none() {
+                return Err(invalid(format!("inputs[{i}].data"), Reason::Missing, "no data and no binary_data_size"));
+            }
+            continue;
+        };
+        let size = size.as_u64().ok_or_else(|| {
+            invalid(format!("inputs[{i}].parameters.binary_data_size"), Reason::Malformed, "not a size")
+        })? as usize;
+        if size > binary.len() {
+            return Err(invalid(
+                format!("inputs[{i}].parameters.binary_data_size"),
+                Reason::Malformed,
+                format!("{size} bytes, {} left in the body", binary.len()),
+            ));
+        }
+        let (mine, rest) = binary.split_at(size);
+        binary = rest;
+        input.data = Some(decode_raw(&input.datatype, mine, &format!("inputs[{i}]"))?);
+    }
+    if !binary.is_empty() {
+        return Err(invalid("body", Reason::Malformed, format!("{} bytes of binary data left over", binary.len())));
+    }
+    Ok(())
+}
+
+/// One tensor's raw bytes (the binary extension, gRPC's `raw_input_contents`) as JSON values:
+/// little-endian fixed-size elements, or BYTES elements each a 4-byte length and the bytes.
+pub(super) fn decode_raw(datatype: &str, mine: &[u8], field: &str) -> Result<Value, ApiError> {
+    match datatype {
+        // Every fixed-size type is read as what it is; the datatype rule (in `infer_rows`) then
+        // says whether this input may be it.
+        "FP32" | "FP64" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8" | "UINT16" | "UINT32" | "UINT64" | "BOOL" => {
+            fixed_size(datatype, mine).map_err(|e| invalid(field, Reason::Malformed, e))
+        }
+        "BYTES" => {
+            let mut items = Vec::new();
+            let mut b = mine;
+            while !b.is_empty() {
+                if b.len() < 4 {
+                    return Err(invalid(field, Reason::Malformed, "a BYTES element's length is cut short"));
+                }
+                let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                let Some(text) = b.get(4..4 + len) else {
+                    return Err(invalid(field, Reason::Malformed, "a BYTES element is cut short"));
+                };
+                let text = std::str::from_utf8(text)
+                    .map_err(|_| invalid(field, Reason::WrongType, "a BYTES element is not UTF-8"))?;
+                items.push(Value::String(text.to_string()));
+                b = &b[4 + len..];
+            }
+            Ok(Value::Array(items))
+        }
+        other => Err(invalid(
+            format!("{field}.datatype"),
+            Reason::WrongType,
+            format!("{other} is not a datatype this server reads"),
+        )),
+    }
+}
+
+/// Little-endian fixed-size elements as JSON values.
+fn fixed_size(datatype: &str, bytes: &[u8]) -> Result<Value, String> {
+    let width = match datatype {
+        "BOOL" | "INT8" | "UINT8" => 1,
+        "INT16" | "UINT16" => 2,
+        "FP32" | "INT32" | "UINT32" => 4,
+        _ => 8,
+    };
+    if !bytes.len().is_multiple_of(width) {
+        return Err(format!("{datatype} binary data is not a multiple of {width} bytes"));
+    }
+    let values = bytes.chunks_exact(width).map(|c| {
+        let mut b = [0u8; 8];
+        b[..width].copy_from_slice(c);
+        match datatype {
+            "BOOL" => json!(c[0] != 0),
+            "INT8" => json!(c[0] as i8),
+            "UINT8" => json!(c[0]),
+            "INT16" => json!(i16::from_le_bytes([c[0], c[1]])),
+            "UINT16" => json!(u16::from_le_bytes([c[0], c[1]])),
+            "FP32" => json!(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            "INT32" => json!(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            "UINT32" => json!(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            "FP64" => json!(f64::from_le_bytes(b)),
+            "INT64" => json!(i64::from_le_bytes(b)),
+            _ => json!(u64::from_le_bytes(b)),
+        }
+    });
+    Ok(Value::Array(values.collect()))
+}
+
+/// The datatype rule: an input's datatype must be the one model metadata lists. No conversion
+/// (an FP64 tensor for an FP32 input would be rounded without a word): the client converts.
+fn wrong_datatype(field: &str, got: &str, want: &str) -> ApiError {
+    invalid(field, Reason::WrongType, format!("datatype {got}, the model's metadata says {want}"))
+}
+
+/// The outputs to answer (all when none is asked for), each as binary data or JSON.
+fn requested(req: &InferRequest) -> Result<Vec<(&'static str, bool)>, ApiError> {
+    let all_binary = req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
+    if req.outputs.is_empty() {
+        return Ok(vec![(PROBABILITY, all_binary), (DECISION, all_binary)]);
+    }
+    req.outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let name = match o.name.as_str() {
+                PROBABILITY => PROBABILITY,
+                DECISION => DECISION,
+                other => {
+                    return Err(invalid(
+                        format!("outputs[{i}].name"),
+                        Reason::Unknown,
+                        format!("no output named {other} (the model has {PROBABILITY} and {DECISION})"),
+                    ));
+                }
+            };
+            let binary = o.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary);
+            Ok((name, binary))
+        })
+        .collect()
+}
+
+async fn infer_any(
+    state: &AppState,
+    rid: Arc<str>,
+    headers: &HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, OipFailure> {
     let arrival = state.arrival();
     let bytes = body(b, state.max_payload_bytes)?;
-    let req: InferRequest = parse(&bytes)?;
-    let rows = infer_rows(&state, &req).map_err(|e| match e {
+    let (head, binary) = split_body(headers, &bytes)?;
+    let mut req: InferRequest = parse(head)?;
+    decode_binary(&mut req, binary)?;
+    let done = infer_core(state, rid, &req, arrival).await?;
+    let n = done.scores.len();
+    let mut tail: Vec<u8> = Vec::new();
+    let tensors: Vec<Value> = done
+        .outputs
+        .iter()
+        .map(|(name, binary)| {
+            let datatype = if *name == PROBABILITY { "FP32" } else { "BOOL" };
+            if *binary {
+                let raw = done.raw(name);
+                let size = raw.len();
+                tail.extend(raw);
+                json!({"name": name, "datatype": datatype, "shape": [n], "parameters": {"binary_data_size": size}})
+            } else {
+                let data = if *name == PROBABILITY { json!(done.scores) } else { json!(done.decisions) };
+                json!({"name": name, "datatype": datatype, "shape": [n], "data": data})
+            }
+        })
+        .collect();
+    let answer = json!({"model_name": state.model_name, "model_version": state.model_version, "id": &*done.id, "outputs": tensors});
+    if tail.is_empty() {
+        return Ok(Json(answer).into_response());
+    }
+    let mut out = serde_json::to_vec(&answer).expect("JSON to memory");
+    let head_len = out.len();
+    out.extend(tail);
+    let mut resp = out.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(INFER_HEADER_LENGTH, HeaderValue::from(head_len));
+    Ok(resp)
+}
+
+/// What an inference answered: its id, the scores and decisions, and the outputs asked for
+/// (each as binary or not).
+pub(super) struct Inferred {
+    pub id: Arc<str>,
+    pub scores: Vec<f32>,
+    pub decisions: Vec<bool>,
+    pub outputs: Vec<(&'static str, bool)>,
+}
+
+impl Inferred {
+    /// An output's little-endian bytes.
+    pub fn raw(&self, name: &str) -> Vec<u8> {
+        if name == PROBABILITY {
+            self.scores.iter().flat_map(|s| s.to_le_bytes()).collect()
+        } else {
+            self.decisions.iter().map(|d| u8::from(*d)).collect()
+        }
+    }
+}
+
+/// Validates and scores a request, whichever protocol it came by.
+pub(super) async fn infer_core(
+    state: &AppState,
+    rid: Arc<str>,
+    req: &InferRequest,
+    arrival: Option<crate::batcher::Arrival>,
+) -> Result<Inferred, ApiError> {
+    let outputs = requested(req)?;
+    let rows = infer_rows(state, req).map_err(|e| match e {
         Ok(v) => state.refuse(v),
         Err(e) => e,
     })?;
-    let id: Arc<str> = req.id.as_deref().map_or(rid, Arc::from);
-    let n = rows.len();
+    let id: Arc<str> = req.id.as_deref().filter(|i| !i.is_empty()).map_or(rid, Arc::from);
     let (scores, decisions) = state.score(rows, RowIds::instances(id.clone()), arrival).await?;
-    Ok(Json(json!({
-        "model_name": state.model_name,
-        "model_version": state.model_version,
-        "id": &*id,
-        "outputs": [
-            {"name": "probability", "datatype": "FP32", "shape": [n], "data": scores},
-            {"name": "decision", "datatype": "BOOL", "shape": [n], "data": decisions}
-        ]
-    }))
-    .into_response())
+    Ok(Inferred { id, scores, decisions, outputs })
 }
 
 /// Encodes OIP inputs: one `[N, F]` tensor, or one `[N]` tensor per contract feature; BYTES for text.
@@ -100,16 +417,17 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
         return bad("inputs".into(), Reason::Missing, "at least one input tensor is required".into());
     }
     let features = &state.validator.contract.inputs;
-    let numeric_type =
-        |dt: &str| matches!(dt, "FP32" | "FP64" | "FP16" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8");
     match state.validator.kind {
         InputKind::Text => {
             let input = &req.inputs[0];
-            if req.inputs.len() != 1 || input.datatype != "BYTES" {
-                return bad("inputs[0].datatype".into(), Reason::WrongType, "one BYTES tensor is expected".into());
+            if req.inputs.len() != 1 {
+                return bad("inputs".into(), Reason::Malformed, "one BYTES tensor is expected".into());
+            }
+            if input.datatype != "BYTES" {
+                return Err(Err(wrong_datatype("inputs[0].datatype", &input.datatype, "BYTES")));
             }
             let mut values = Vec::new();
-            flatten(&input.data, &mut values);
+            flatten(data(input), &mut values);
             let mut texts = Vec::with_capacity(values.len());
             for (i, v) in values.iter().enumerate() {
                 let path = format!("inputs[0].data[{i}]");
@@ -124,18 +442,14 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
             let mut values = Vec::new();
             if req.inputs.len() == 1 && req.inputs[0].shape.len() == 2 {
                 let input = &req.inputs[0];
-                if !numeric_type(&input.datatype) {
-                    return bad(
-                        "inputs[0].datatype".into(),
-                        Reason::WrongType,
-                        format!("{} is not numeric", input.datatype),
-                    );
+                if input.datatype != "FP32" {
+                    return Err(Err(wrong_datatype("inputs[0].datatype", &input.datatype, "FP32")));
                 }
                 if input.shape[1] != width as i64 {
                     return bad("inputs[0].shape".into(), Reason::Malformed, format!("expected [N, {width}]"));
                 }
                 let mut flat = Vec::new();
-                flatten(&input.data, &mut flat);
+                flatten(data(input), &mut flat);
                 if flat.len() as i64 != input.shape[0] * width as i64 {
                     return bad("inputs[0].data".into(), Reason::Malformed, "data does not match shape".into());
                 }
@@ -163,15 +477,12 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
                     };
                     return Err(Ok(v));
                 };
-                if !numeric_type(&input.datatype) {
-                    return bad(
-                        format!("inputs[{i}].datatype"),
-                        Reason::WrongType,
-                        format!("{} is not numeric", input.datatype),
-                    );
+                let want = datatype(&features[j]);
+                if input.datatype != want {
+                    return Err(Err(wrong_datatype(&format!("inputs[{i}].datatype"), &input.datatype, want)));
                 }
                 let mut flat = Vec::new();
-                flatten(&input.data, &mut flat);
+                flatten(data(input), &mut flat);
                 columns[j] = Some(flat);
             }
             let n = columns.iter().flatten().map(Vec::len).max().unwrap_or(0);
@@ -215,4 +526,9 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
             Ok(Rows::Numeric { width, values })
         }
     }
+}
+
+/// An input's data (present: `decode_binary` filled in what came as binary, or refused the request).
+fn data(input: &InferInput) -> &Value {
+    input.data.as_ref().unwrap_or(&Value::Null)
 }
