@@ -43,6 +43,9 @@ cargo build --workspace --all-targets --locked
 cargo build --release --locked -p inference-sidecar
 
 phase "unit and in-process tests"
+# The S3-compatible server the sidecar's s3:// tests download from (versitygw, from its Go module).
+eval "$(bash tests/s3/build.sh | grep -E '^VERSITYGW=')"
+export MODELROLLOUT_VERSITYGW=$VERSITYGW
 cargo test --workspace --locked --exclude modelrollout-e2e -- --include-ignored
 
 phase "the sidecar built with --features cuda: CUDA asked for, no CUDA provider here, falls back to CPU"

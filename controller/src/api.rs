@@ -139,9 +139,14 @@ impl ModelSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.uri.startsWith('https://') || self.uri.startsWith('http://') || self.uri.startsWith('oci://') || self.uri.startsWith('/')",
-    "message": "uri must be an http(s) URL, an oci:// image reference or an absolute path in the sidecar's image",
+    "rule": "self.uri.startsWith('https://') || self.uri.startsWith('http://') || self.uri.startsWith('oci://') || self.uri.matches('^s3://[^/]+/.+') || self.uri.startsWith('/')",
+    "message": "uri must be an http(s) URL, an s3://bucket/key object, an oci:// image reference or an absolute path in the sidecar's image",
     "fieldPath": ".uri",
+    "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.credentialsSecret) || self.uri.startsWith('s3://')",
+    "message": "credentialsSecret is for s3:// artifacts",
+    "fieldPath": ".credentialsSecret",
     "reason": "FieldValueInvalid"
 }, {
     "rule": "self.uri.startsWith('oci://') == has(self.path)",
@@ -152,6 +157,8 @@ impl ModelSpec {
 pub struct Artifact {
     /// Where the model comes from:
     /// - `http(s)://…`: the sidecar downloads it (e.g. from a model store Service in the cluster);
+    /// - `s3://bucket/key`: the sidecar downloads it from S3 or an S3-compatible server (see
+    ///   `credentialsSecret`);
     /// - `oci://<image reference>`: an OCI image mounted read-only into the pod as a volume
     ///   (Kubernetes ImageVolume, as KServe's modelcars do); `path` names the file in it;
     /// - `/…`: a file already in the sidecar's image.
@@ -166,6 +173,13 @@ pub struct Artifact {
     /// Lower-case hex SHA-256 of the artifact. The sidecar refuses to serve a file that differs.
     #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
     pub sha256: String,
+    /// For `s3://` artifacts: a Secret in the rollout's namespace whose keys become the pod's
+    /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` for
+    /// an S3-compatible server). Without it the pod's own credential chain applies (environment,
+    /// web identity from a service account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
     #[serde(default)]
     pub format: ModelFormat,
 }

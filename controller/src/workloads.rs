@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, ImageVolumeSource, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, HTTPGetAction,
+    ImageVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -152,6 +152,13 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
                 .map(|(name, value)| EnvVar { name: name.into(), value: Some(value), ..Default::default() })
                 .collect(),
         ),
+        // An s3:// artifact's credentials, from the Secret the spec names.
+        env_from: model.artifact.credentials_secret.as_ref().map(|name| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: name.clone(), optional: Some(false) }),
+                ..Default::default()
+            }]
+        }),
         ports: Some(
             std::iter::once(("http", port))
                 .chain(w.grpc_port.map(|p| ("grpc", p)))
@@ -412,6 +419,26 @@ mod tests {
         assert_eq!(launch.max_batch_delay, mr.spec.model.runtime.max_batch_delay);
         assert_eq!(i32::from(launch.port), mr.spec.workload.service_port);
         assert_eq!(launch.grpc_port, None, "no gRPC unless asked for");
+    }
+
+    /// An `s3://` artifact's credentials Secret becomes the sidecar's environment.
+    #[test]
+    fn an_s3_artifacts_credentials_secret_is_the_sidecars_environment() {
+        let mut mr = rollout();
+        assert!(
+            deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1).spec.unwrap().template.spec.unwrap().containers[0]
+                .env_from
+                .is_none()
+        );
+        mr.spec.model.artifact.uri = "s3://models/fraud-v2.onnx".into();
+        mr.spec.model.artifact.credentials_secret = Some("model-store-s3".into());
+        let c = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1).spec.unwrap().template.spec.unwrap().containers
+            [0]
+        .clone();
+        let from = c.env_from.unwrap();
+        assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "model-store-s3");
+        let uri = c.env.unwrap().into_iter().find(|e| e.name == "SIDECAR_MODEL_URI").unwrap().value.unwrap();
+        assert_eq!(uri, "s3://models/fraud-v2.onnx", "the sidecar fetches it itself");
     }
 
     /// `workload.grpcPort`: the sidecar's gRPC listener, a `grpc` container port, and a `grpc`

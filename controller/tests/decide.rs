@@ -42,6 +42,7 @@ fn model(version: &str, sha: &str) -> ModelSpec {
             path: None,
             sha256: sha.into(),
             format: ModelFormat::Onnx,
+            credentials_secret: None,
         },
         runtime: RuntimeSpec::default(),
         contract: DataContract { inputs: vec![feature("amount"), feature("age")], output: OutputSpec::default() },

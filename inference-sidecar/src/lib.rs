@@ -7,6 +7,7 @@ pub mod config;
 pub mod drift;
 pub mod error;
 pub mod feedback;
+pub mod fetch;
 pub mod metrics;
 pub mod model;
 pub mod run;

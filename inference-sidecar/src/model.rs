@@ -1,5 +1,5 @@
-//! Loading a model: fetch (file or http), verify its digest, open ONNX Runtime sessions, check the
-//! graph against the data contract, and score encoded rows.
+//! Loading a model (fetched and verified by [`crate::fetch`]): open ONNX Runtime sessions, check
+//! the graph against the data contract, and score encoded rows.
 
 use std::path::Path;
 
@@ -9,39 +9,10 @@ use ort::memory::Allocator;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
-use sha2::{Digest, Sha256};
 
 use crate::config::Device;
 use crate::error::{InferenceError, StartError};
 use crate::validate::{InputKind, Rows};
-
-/// Reads the model from a path or downloads it from an http(s) URL.
-pub async fn fetch(uri: &str) -> Result<Vec<u8>, StartError> {
-    if uri.starts_with("http://") || uri.starts_with("https://") {
-        let err = |reason: String| StartError::Download { uri: uri.to_string(), reason };
-        let resp = reqwest::get(uri).await.map_err(|e| err(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(err(format!("HTTP {}", resp.status())));
-        }
-        Ok(resp.bytes().await.map_err(|e| err(e.to_string()))?.to_vec())
-    } else {
-        let path = uri.strip_prefix("file://").unwrap_or(uri);
-        std::fs::read(path).map_err(|e| StartError::Read { path: path.to_string(), reason: e.to_string() })
-    }
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Refuses a model whose digest differs from the expected one.
-pub fn verify(bytes: &[u8], expected: &str, uri: &str) -> Result<(), StartError> {
-    let actual = sha256_hex(bytes);
-    if actual != expected {
-        return Err(StartError::DigestMismatch { uri: uri.into(), expected: expected.into(), actual });
-    }
-    Ok(())
-}
 
 static RUNTIME: std::sync::OnceLock<Environment> = std::sync::OnceLock::new();
 static RUNTIME_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -143,3 +143,17 @@ pub fn metric(text: &str, series_prefix: &str) -> f64 {
         .map(|v| v.parse().unwrap())
         .unwrap_or_else(|| panic!("no series {series_prefix} in:\n{text}"))
 }
+
+/// Waits for a child to exit (at most `timeout`); its exit code and what it wrote to stderr.
+pub fn wait_exit(child: &mut std::process::Child, timeout: std::time::Duration) -> (i32, String) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        assert!(start.elapsed() < timeout, "the sidecar did not exit within {timeout:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

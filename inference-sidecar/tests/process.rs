@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,19 +27,6 @@ fn spawn(name: &str, file: &str, sha: &str, contract: &std::path::Path, port: u1
         .stderr(Stdio::piped())
         .spawn()
         .expect("the sidecar binary runs")
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> (i32, String) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (status.code().unwrap_or(-1), err);
-        }
-        assert!(start.elapsed() < timeout, "the sidecar did not exit within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 async fn wait_ready(base: &str) {

@@ -138,7 +138,7 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
         (
             "an artifact uri that is neither URL nor absolute path",
             |v| v["spec"]["model"]["artifact"]["uri"] = json!("models/fraud.onnx"),
-            &["spec.model.artifact.uri", "http(s) URL, an oci:// image reference"],
+            &["spec.model.artifact.uri", "http(s) URL, an s3://bucket/key object, an oci:// image reference"],
         ),
         (
             "an oci:// artifact without the file in the image",
@@ -235,6 +235,16 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             "a load check longer than 10m",
             |v| v["spec"]["acceptance"] = json!({"load": {"rate": 10, "duration": "11m", "maxLatencyP95": "50ms"}}),
             &["spec.acceptance.load.duration", "at most 10m"],
+        ),
+        (
+            "an s3 uri without a key",
+            |v| v["spec"]["model"]["artifact"]["uri"] = json!("s3://models"),
+            &["spec.model.artifact.uri", "s3://bucket/key"],
+        ),
+        (
+            "credentials for an artifact that is not on s3",
+            |v| v["spec"]["model"]["artifact"]["credentialsSecret"] = json!("aws"),
+            &["spec.model.artifact.credentialsSecret", "s3://"],
         ),
         (
             "two webhooks of one name",
