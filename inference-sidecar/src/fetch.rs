@@ -18,20 +18,22 @@ use crate::error::StartError;
 /// Attempts per download (the first and the resumes after a cut).
 const ATTEMPTS: u32 = 3;
 
-/// The verified model file: `uri` itself when local, else a download in `cache_dir` named by its
-/// digest (reused when already there and intact).
-pub async fn fetch_verified(uri: &str, sha256: &str, cache_dir: &Path) -> Result<PathBuf, StartError> {
+/// The verified model's bytes (ONNX Runtime loads them from memory): `uri` itself when local,
+/// else a download into `cache_dir` named by its digest (reused when already there and intact).
+/// Each file is read once.
+pub async fn fetch_verified(uri: &str, sha256: &str, cache_dir: &Path) -> Result<Vec<u8>, StartError> {
     let remote = uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("s3://");
     if !remote {
         let path = PathBuf::from(uri.strip_prefix("file://").unwrap_or(uri));
-        verify_file(&path, sha256, uri).await?;
-        return Ok(path);
+        return read_verified(&path, sha256, uri).await;
     }
     let err = |reason: String| StartError::Download { uri: uri.to_string(), reason };
     tokio::fs::create_dir_all(cache_dir).await.map_err(|e| err(format!("{}: {e}", cache_dir.display())))?;
     let done = cache_dir.join(format!("{sha256}.model"));
-    if tokio::fs::try_exists(&done).await.unwrap_or(false) && verify_file(&done, sha256, uri).await.is_ok() {
-        return Ok(done);
+    if tokio::fs::try_exists(&done).await.unwrap_or(false)
+        && let Ok(bytes) = read_verified(&done, sha256, uri).await
+    {
+        return Ok(bytes);
     }
     let part = cache_dir.join(format!("{sha256}.part"));
     let mut file = tokio::fs::File::create(&part).await.map_err(|e| err(format!("{}: {e}", part.display())))?;
@@ -74,7 +76,10 @@ pub async fn fetch_verified(uri: &str, sha256: &str, cache_dir: &Path) -> Result
     }
     tokio::fs::rename(&part, &done).await.map_err(|e| err(e.to_string()))?;
     tracing::info!(uri, bytes = written, "model downloaded and verified");
-    Ok(done)
+    // Hashed as it streamed in: read, not hashed again.
+    tokio::fs::read(&done)
+        .await
+        .map_err(|e| StartError::Read { path: done.display().to_string(), reason: e.to_string() })
 }
 
 /// How a download attempt ended badly: for good (refused, missing) or cut after `got` bytes.
@@ -144,23 +149,14 @@ async fn http_from(uri: &str, from: u64, file: &mut tokio::fs::File, hasher: &mu
     }
 }
 
-/// Streams a file through sha256 and compares.
-async fn verify_file(path: &Path, sha256: &str, uri: &str) -> Result<(), StartError> {
-    use tokio::io::AsyncReadExt;
-    let read_err = |e: std::io::Error| StartError::Read { path: path.display().to_string(), reason: e.to_string() };
-    let mut f = tokio::fs::File::open(path).await.map_err(read_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).await.map_err(read_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let actual = hex::encode(hasher.finalize());
+/// A file's bytes, if their sha256 is the one expected.
+async fn read_verified(path: &Path, sha256: &str, uri: &str) -> Result<Vec<u8>, StartError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| StartError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+    let actual = hex::encode(Sha256::digest(&bytes));
     if actual != sha256 {
         return Err(StartError::DigestMismatch { uri: uri.into(), expected: sha256.into(), actual });
     }
-    Ok(())
+    Ok(bytes)
 }

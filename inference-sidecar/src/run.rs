@@ -57,9 +57,7 @@ fn warmup_rows(v: &Validator, n: usize) -> Rows {
 /// Fetches, verifies, loads and warms up the model, then turns the state ready.
 pub async fn load(cfg: &Config, state: &Arc<AppState>) -> Result<(), StartError> {
     let start = Instant::now();
-    let path = crate::fetch::fetch_verified(&cfg.model_uri, &cfg.model_sha256, &cfg.args.cache_dir).await?;
-    let bytes = std::fs::read(&path)
-        .map_err(|e| StartError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+    let bytes = crate::fetch::fetch_verified(&cfg.model_uri, &cfg.model_sha256, &cfg.args.cache_dir).await?;
     let env = model::init_runtime()?;
     let args = &cfg.args;
     let mut engines = Vec::with_capacity(args.workers);

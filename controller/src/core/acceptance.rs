@@ -151,11 +151,12 @@ impl Ctx<'_> {
         if !awaiting_acceptance(spec, &self.st) {
             return false;
         }
-        if current(spec, &self.st).is_some_and(|a| a.verdict.is_some()) {
+        let judged = current(spec, &self.st).map(|a| a.verdict.is_some());
+        if judged == Some(true) {
             // Failed: the rollout ended on the step that judged it.
             return true;
         }
-        if current(spec, &self.st).is_none() {
+        if judged.is_none() {
             self.st.acceptance = Some(AcceptanceStatus {
                 version: spec.model.version.clone(),
                 sha256: spec.model.artifact.sha256.clone(),
