@@ -166,6 +166,8 @@ impl Drop for SidecarProc {
 pub struct GoldenRow {
     pub features: Value,
     pub label: i64,
+    /// What fraud-v1 scores it (the golden set's reference).
+    pub probability: f64,
 }
 
 /// The fraud golden set's rows (models/fraud-v1.golden.json), the requests the load generators send.
@@ -176,7 +178,11 @@ pub fn golden_rows() -> Vec<GoldenRow> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| GoldenRow { features: r["features"].clone(), label: r["label"].as_i64().unwrap() })
+        .map(|r| GoldenRow {
+            features: r["features"].clone(),
+            label: r["label"].as_i64().unwrap(),
+            probability: r["probability"].as_f64().unwrap(),
+        })
         .collect()
 }
 
@@ -443,12 +449,39 @@ async fn read_route(client: &Client, ns: &str, rollout: &str, route: &str, on_no
     Some(out)
 }
 
-/// The splitmix64 finalizer: a fixed, well-mixed hash of a counter.
-fn splitmix(n: u64) -> u64 {
-    let mut h = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+/// Which row each version's k-th request carries, so that any run of a version's requests is a
+/// fair sample of the golden set and the same one every run.
+///
+/// Rows are ordered by (label, stable's score) and walked by the golden-ratio sequence, whose
+/// prefixes are spread over [0, 1) as evenly as any sequence's can be: after k requests a version
+/// has seen the negatives (and the positives) in their share, from every part of the score range.
+/// Its false-positive and capture rates are then those of the whole set within about 1/k, not
+/// within the ±1/√k of rows drawn at random, and a test about latency or the device fails no
+/// quality gate by chance. Counting per version, not per request, keeps the canary's rows from
+/// following the slots the traffic split gives it.
+struct RowPicker {
+    order: Vec<usize>,
+    next: [u64; 2],
+}
+
+impl RowPicker {
+    const PHI_CONJ: f64 = 0.618_033_988_749_894_9;
+
+    fn new(rows: &[GoldenRow]) -> Self {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by(|&a, &b| {
+            (rows[a].label, rows[a].probability).partial_cmp(&(rows[b].label, rows[b].probability)).unwrap()
+        });
+        RowPicker { order, next: [0; 2] }
+    }
+
+    /// The row for the next request to the canary (`true`) or to stable.
+    fn pick(&mut self, to_canary: bool) -> usize {
+        let k = &mut self.next[to_canary as usize];
+        *k += 1;
+        let at = ((*k as f64 * Self::PHI_CONJ).fract() * self.order.len() as f64) as usize;
+        self.order[at.min(self.order.len() - 1)]
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -467,6 +500,7 @@ async fn generate_load(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let rows = golden_rows();
+    let mut picker = RowPicker::new(&rows);
     let route = Arc::new(Mutex::new(Route::default()));
     // Re-read the route twice a second, as a gateway would watch it.
     {
@@ -504,10 +538,8 @@ async fn generate_load(
         // Deterministic spread: request n goes to the canary when its slot falls under the weight.
         let to_canary = r.weight > 0 && (n * 7919 % 100) < r.weight as u64 && canary_base.is_some();
         let mirror = r.mirror > 0 && (n * 104_729 % 100) < r.mirror as u64 && canary_base.is_some();
-        // The row from a hash of n, not n itself: the canary's slots repeat every 100 requests,
-        // and rows[n % 200] would give the canary the same 10 rows for ever (its rates measured on
-        // those alone). Hashed, each version sees every row alike.
-        let row = rows[(splitmix(n) % rows.len() as u64) as usize].clone();
+        // A mirrored copy carries the same row as the request it copies.
+        let row = rows[picker.pick(to_canary)].clone();
         let (base, is_canary) = if to_canary { (canary_base.clone().unwrap(), true) } else { (stable_base, false) };
         let (http2, traffic2) = (http.clone(), traffic.clone());
         let id = format!("{ns}-{n}");
