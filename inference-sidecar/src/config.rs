@@ -119,6 +119,11 @@ pub struct Args {
     /// Where downloaded models are kept.
     #[arg(long, env = env::CACHE_DIR, default_value = "/tmp/inference-sidecar")]
     pub cache_dir: PathBuf,
+    /// Download the model into --cache-dir, check its sha256, print its path and exit: what an
+    /// init container runs so that the server finds it there. Only the model's uri and sha256
+    /// are needed (flags or --config). The file streams to disk; it is never held whole.
+    #[arg(long)]
+    pub fetch_only: bool,
 }
 
 impl Args {
@@ -159,12 +164,35 @@ pub struct Config {
     pub reference: Option<PathBuf>,
 }
 
+/// The model's uri and lower-case sha256 (64 hex characters), flags before the config file.
+fn model_source(args: &Args, file: &FileConfig) -> Result<(String, String), StartError> {
+    let need = |flag: &Option<String>, file: &Option<String>, name: &str| {
+        flag.clone()
+            .or_else(|| file.clone())
+            .ok_or_else(|| StartError::Config(format!("missing {name} (flag, env or config file)")))
+    };
+    let sha = need(&args.model_sha256, &file.model.sha256, "--model-sha256")?.to_ascii_lowercase();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StartError::Config(format!("--model-sha256 `{sha}` is not 64 hex characters")));
+    }
+    Ok((need(&args.model_uri, &file.model.uri, "--model-uri")?, sha))
+}
+
 fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, StartError> {
     let text = std::fs::read_to_string(path).map_err(|e| StartError::Config(format!("{}: {e}", path.display())))?;
     serde_yaml::from_str(&text).map_err(|e| StartError::Config(format!("{}: {e}", path.display())))
 }
 
 impl Config {
+    /// The model's uri and sha256 alone (what `--fetch-only` needs), from flags, env or --config.
+    pub fn model_only(args: &Args) -> Result<(String, String), StartError> {
+        let file: FileConfig = match &args.config {
+            Some(p) => read_yaml(p)?,
+            None => FileConfig::default(),
+        };
+        model_source(args, &file)
+    }
+
     pub fn resolve(args: Args) -> Result<Self, StartError> {
         let file: FileConfig = match &args.config {
             Some(p) => read_yaml(p)?,
@@ -175,6 +203,8 @@ impl Config {
                 .or(file)
                 .ok_or_else(|| StartError::Config(format!("missing {name} (flag, env or config file)")))
         };
+        // Before `file.contract` moves out.
+        let (model_uri, sha) = model_source(&args, &file)?;
         let contract = match (&args.contract_json, &args.contract, file.contract) {
             (Some(json), _, _) => {
                 serde_json::from_str(json).map_err(|e| StartError::Config(format!("--contract-json: {e}")))?
@@ -190,17 +220,13 @@ impl Config {
         if contract.inputs.is_empty() {
             return Err(StartError::Config("the data contract has no inputs".into()));
         }
-        let sha = need(&args.model_sha256, file.model.sha256, "--model-sha256")?.to_ascii_lowercase();
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StartError::Config(format!("--model-sha256 `{sha}` is not 64 hex characters")));
-        }
         if args.max_batch_size == 0 || args.workers == 0 || args.queue_capacity == 0 {
             return Err(StartError::Config("max-batch-size, workers and queue-capacity must be > 0".into()));
         }
         Ok(Self {
             model_name: need(&args.model_name, file.model.name, "--model-name")?,
             model_version: need(&args.model_version, file.model.version, "--model-version")?,
-            model_uri: need(&args.model_uri, file.model.uri, "--model-uri")?,
+            model_uri,
             model_sha256: sha,
             contract,
             reference: args.reference.clone().or(file.reference),

@@ -18,23 +18,62 @@ use crate::error::StartError;
 /// Attempts per download (the first and the resumes after a cut).
 const ATTEMPTS: u32 = 3;
 
+fn is_remote(uri: &str) -> bool {
+    uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("s3://")
+}
+
+fn local_path(uri: &str) -> PathBuf {
+    PathBuf::from(uri.strip_prefix("file://").unwrap_or(uri))
+}
+
+/// Where a remote model with this digest is kept once verified.
+fn cached(cache_dir: &Path, sha256: &str) -> PathBuf {
+    cache_dir.join(format!("{sha256}.model"))
+}
+
 /// The verified model's bytes (ONNX Runtime loads them from memory): `uri` itself when local,
 /// else a download into `cache_dir` named by its digest (reused when already there and intact).
 /// Each file is read once.
 pub async fn fetch_verified(uri: &str, sha256: &str, cache_dir: &Path) -> Result<Vec<u8>, StartError> {
-    let remote = uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("s3://");
-    if !remote {
-        let path = PathBuf::from(uri.strip_prefix("file://").unwrap_or(uri));
-        return read_verified(&path, sha256, uri).await;
+    if !is_remote(uri) {
+        return read_verified(&local_path(uri), sha256, uri).await;
     }
-    let err = |reason: String| StartError::Download { uri: uri.to_string(), reason };
-    tokio::fs::create_dir_all(cache_dir).await.map_err(|e| err(format!("{}: {e}", cache_dir.display())))?;
-    let done = cache_dir.join(format!("{sha256}.model"));
+    let done = cached(cache_dir, sha256);
     if tokio::fs::try_exists(&done).await.unwrap_or(false)
         && let Ok(bytes) = read_verified(&done, sha256, uri).await
     {
         return Ok(bytes);
     }
+    download(uri, sha256, cache_dir).await?;
+    // Hashed as it streamed in: read, not hashed again.
+    tokio::fs::read(&done)
+        .await
+        .map_err(|e| StartError::Read { path: done.display().to_string(), reason: e.to_string() })
+}
+
+/// The verified model on disk, never held whole in memory (`--fetch-only`, an init container's
+/// job: the server then finds it in the cache): `uri` itself when local, else the cached copy,
+/// downloaded unless already there and intact.
+pub async fn fetch_to_cache(uri: &str, sha256: &str, cache_dir: &Path) -> Result<PathBuf, StartError> {
+    if !is_remote(uri) {
+        let path = local_path(uri);
+        hash_verified(&path, sha256, uri).await?;
+        return Ok(path);
+    }
+    let done = cached(cache_dir, sha256);
+    if tokio::fs::try_exists(&done).await.unwrap_or(false) && hash_verified(&done, sha256, uri).await.is_ok() {
+        return Ok(done);
+    }
+    download(uri, sha256, cache_dir).await?;
+    Ok(done)
+}
+
+/// Streams `uri` into `cache_dir` while hashing it; renames it into place only when its digest is
+/// `sha256`, resuming a cut download (`ATTEMPTS` in all).
+async fn download(uri: &str, sha256: &str, cache_dir: &Path) -> Result<(), StartError> {
+    let err = |reason: String| StartError::Download { uri: uri.to_string(), reason };
+    tokio::fs::create_dir_all(cache_dir).await.map_err(|e| err(format!("{}: {e}", cache_dir.display())))?;
+    let done = cached(cache_dir, sha256);
     let part = cache_dir.join(format!("{sha256}.part"));
     let mut file = tokio::fs::File::create(&part).await.map_err(|e| err(format!("{}: {e}", part.display())))?;
     let mut hasher = Sha256::new();
@@ -76,10 +115,7 @@ pub async fn fetch_verified(uri: &str, sha256: &str, cache_dir: &Path) -> Result
     }
     tokio::fs::rename(&part, &done).await.map_err(|e| err(e.to_string()))?;
     tracing::info!(uri, bytes = written, "model downloaded and verified");
-    // Hashed as it streamed in: read, not hashed again.
-    tokio::fs::read(&done)
-        .await
-        .map_err(|e| StartError::Read { path: done.display().to_string(), reason: e.to_string() })
+    Ok(())
 }
 
 /// How a download attempt ended badly: for good (refused, missing) or cut after `got` bytes.
@@ -159,4 +195,25 @@ async fn read_verified(path: &Path, sha256: &str, uri: &str) -> Result<Vec<u8>, 
         return Err(StartError::DigestMismatch { uri: uri.into(), expected: sha256.into(), actual });
     }
     Ok(bytes)
+}
+
+/// Checks a file's sha256 reading it in chunks (never whole).
+async fn hash_verified(path: &Path, sha256: &str, uri: &str) -> Result<(), StartError> {
+    use tokio::io::AsyncReadExt;
+    let read_err = |e: std::io::Error| StartError::Read { path: path.display().to_string(), reason: e.to_string() };
+    let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await.map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let actual = hex::encode(hasher.finalize());
+    if actual != sha256 {
+        return Err(StartError::DigestMismatch { uri: uri.into(), expected: sha256.into(), actual });
+    }
+    Ok(())
 }

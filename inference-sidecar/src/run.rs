@@ -112,6 +112,24 @@ async fn publish_drift(state: Arc<AppState>) {
     }
 }
 
+/// `--fetch-only`: the verified model on disk, its path on stdout; 0, or 1 naming why not.
+async fn fetch_only(args: &Args) -> i32 {
+    let fetched = match Config::model_only(args) {
+        Ok((uri, sha)) => crate::fetch::fetch_to_cache(&uri, &sha, &args.cache_dir).await,
+        Err(e) => Err(e),
+    };
+    match fetched {
+        Ok(path) => {
+            println!("{}", path.display());
+            0
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot fetch the model");
+            1
+        }
+    }
+}
+
 /// The whole program; returns the exit code.
 pub async fn run(args: Args) -> i32 {
     init_logging(
@@ -122,6 +140,9 @@ pub async fn run(args: Args) -> i32 {
         "info",
     );
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if args.fetch_only {
+        return fetch_only(&args).await;
+    }
     let cfg = match Config::resolve(args) {
         Ok(c) => c,
         Err(e) => {
@@ -162,7 +183,9 @@ pub async fn run(args: Args) -> i32 {
                 }
             };
             tracing::info!(grpc_listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gRPC listening");
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            // No Nagle: a response goes out as headers, data and trailers in separate writes, and
+            // with Nagle (and the client's delayed ACK) each call waited 40 ms for the trailers.
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let svc = crate::server::grpc::service(state.clone());
             let server = tonic::transport::Server::builder()
                 .add_service(svc)

@@ -1,7 +1,8 @@
 //! `s3://` models against a real S3-compatible server: versitygw (tests/s3/build.sh builds it from
 //! its Go module; `MODELROLLOUT_VERSITYGW` names the binary) serving a directory, the sidecar binary
 //! as a process with the usual AWS environment. A good download, a wrong sha256, a missing object,
-//! bad credentials, and a download cut short that resumes.
+//! bad credentials, a download cut short that resumes, and one much bigger than the memory the
+//! process ever holds (`--fetch-only`, streamed to disk).
 
 mod common;
 
@@ -156,6 +157,7 @@ fn s3_models_download_verified_every_failure_named_and_a_cut_download_resumed() 
         assert!(files_in(&cache.0).is_empty(), "{case}: left {:?}", files_in(&cache.0));
     }
     an_s3_download_cut_short_resumes_and_is_verified(&gw);
+    a_download_many_times_the_memory_held_streams_to_disk(&gw);
 }
 
 /// A proxy to `upstream` that cuts its first connection after `cut` bytes of the answer.
@@ -211,4 +213,84 @@ fn an_s3_download_cut_short_resumes_and_is_verified(gw: &Gateway) {
     assert!(ok, "not ready after a cut download: {err}");
     assert!(connections.load(Ordering::SeqCst) >= 2, "the download was not tried again");
     assert_eq!(files_in(&cache.0), [format!("{}.model", sha("fraud-v2.onnx"))]);
+}
+
+/// The object's size, and the most the fetching process may hold: a quarter of it.
+const BIG: usize = 384 << 20;
+const BIG_RSS_LIMIT_KIB: i64 = (BIG as i64 / 4) >> 10;
+
+/// `--fetch-only` on an object of `BIG` bytes: the path printed is the verified cached file, and the
+/// process's peak resident memory (the kernel's own count, from wait4) stays under a quarter of it,
+/// downloading and again when it finds the copy in the cache and checks its digest.
+fn a_download_many_times_the_memory_held_streams_to_disk(gw: &Gateway) {
+    use sha2::{Digest, Sha256};
+    let path = gw._root.0.join("models/big.bin");
+    let mut hasher = Sha256::new();
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut block = vec![0u8; 1 << 20];
+        for i in 0..(BIG >> 20) {
+            // Every block differs, so no layer could fold the object into a few pages.
+            for (j, b) in block.iter_mut().enumerate() {
+                *b = (i.wrapping_mul(131) ^ j.wrapping_mul(7) ^ (j >> 8)) as u8;
+            }
+            hasher.update(&block);
+            f.write_all(&block).unwrap();
+        }
+    }
+    let digest = hex::encode(hasher.finalize());
+    let cache = Dir::new("cache");
+    let want = cache.0.join(format!("{digest}.model"));
+    for run in ["download", "cached"] {
+        let child = Command::new(env!("CARGO_BIN_EXE_inference-sidecar"))
+            .args(["--fetch-only", "--model-uri", "s3://models/big.bin", "--model-sha256", &digest])
+            .args(["--log-format", "text"])
+            .arg("--cache-dir")
+            .arg(&cache.0)
+            .env("AWS_ACCESS_KEY_ID", KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_ENDPOINT", &gw.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the sidecar binary runs");
+        let (code, peak_kib, out, err) = wait_with_peak_rss(child);
+        assert_eq!(code, 0, "{run}: {err}");
+        assert_eq!(out.trim(), want.display().to_string(), "{run}: prints the cached file");
+        assert_eq!(std::fs::metadata(&want).unwrap().len(), BIG as u64, "{run}");
+        assert!(
+            peak_kib < BIG_RSS_LIMIT_KIB,
+            "{run}: peak RSS {peak_kib} KiB for a {} MiB object (limit {BIG_RSS_LIMIT_KIB} KiB)",
+            BIG >> 20
+        );
+        println!("BIG FETCH {run}: {} MiB object, peak RSS {} MiB", BIG >> 20, peak_kib >> 10);
+    }
+    assert_eq!(files_in(&cache.0), [format!("{digest}.model")]);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Waits for `child` with wait4: its exit code, its peak resident set in KiB, stdout and stderr.
+fn wait_with_peak_rss(mut child: Child) -> (i32, i64, String, String) {
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let readers = (
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        }),
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        }),
+    );
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, and wait4 writes it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    (code, usage.ru_maxrss, readers.0.join().unwrap(), readers.1.join().unwrap())
 }
