@@ -7,6 +7,7 @@ Outputs (committed, each well under 1 MB) in models/:
   fraud-v2-slow.onnx     fraud-v2 plus real extra compute (~10 ms/row): a latency-regression candidate
   toxicity-v1.onnx       TF-IDF + logistic regression over a string input (real-time text classifier)
   ranker-v1.onnx         logistic regression scoring (user, item) pairs for the ranking example
+  ranker-popularity.onnx a ranker that sees only item popularity: the A/B experiment's weaker arm
   <model>.reference.json feature statistics (quantile bins) the sidecar computes drift (PSI) against
   <model>.golden.json    labelled rows with the probabilities Python onnxruntime gives
   SHA256SUMS             digests, as the ModelRollout manifests name them
@@ -261,6 +262,22 @@ def main():
     write("toxicity-v1.golden.json", json.dumps({"threshold": THRESHOLD, "rows": [
         {"features": {"text": str(t)}, "label": int(l), "probability": float(p)} for t, l, p in zip(test_texts, test_labels, probs)
     ]}, indent=1))
+
+    # Last, from a generator of its own, so that every model above stays byte for byte the same:
+    # the ranker that knows only how popular an item is (the usual baseline before personalisation).
+    rng_pop = np.random.default_rng(SEED + 1)
+    xp, yp = ranker_data(rng_pop, 20000)
+    only_pop = LogisticRegression(max_iter=2000).fit(xp[:, [1]], yp)
+    pop_full = LogisticRegression()
+    pop_full.classes_ = np.array([0, 1])
+    pop_full.coef_ = np.zeros((1, 4))
+    pop_full.coef_[0, 1] = only_pop.coef_[0, 0]
+    pop_full.intercept_ = only_pop.intercept_.copy()
+    pop_full.n_features_in_ = 4
+    path = write("ranker-popularity.onnx", to_onnx(pop_full, 4, "ranker-popularity"))
+    probs = onnx_probabilities(path, xp[:200])
+    write("ranker-popularity.golden.json", json.dumps({"threshold": THRESHOLD, "rows": golden_rows(xp, yp, probs, RANKER_FEATURES)}, indent=1))
+    write("ranker-popularity.reference.json", json.dumps(reference_stats(xp, RANKER_FEATURES), indent=1))
 
     for f in sorted(os.listdir(OUT)):
         if f.endswith(".onnx"):

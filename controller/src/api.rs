@@ -65,6 +65,24 @@ pub use modelrollout_contract::{DataContract, Device, Duration, Feature, Feature
         "reason": "FieldValueForbidden"
     },
     {
+        "rule": "!self.stages.exists(s, has(s.match)) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))",
+        "message": "an experiment stage (match) needs a router that matches requests (gatewayAPI or istio)",
+        "fieldPath": ".stages",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(self.analysis) || !has(self.analysis.reward) || self.stages.exists(s, has(s.match))",
+        "message": "analysis.reward picks an experiment's winner: set match on a stage",
+        "fieldPath": ".analysis.reward",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "!has(self.analysis) || !has(self.analysis.reward) || !has(self.analysis.interval) || duration(self.analysis.interval) >= duration('5s')",
+        "message": "with analysis.reward the interval is at least 5s: each analysis adds its window (the interval, at least 5s) to the reward's evidence, and windows must not overlap",
+        "fieldPath": ".analysis.interval",
+        "reason": "FieldValueInvalid"
+    },
+    {
         "rule": "has(self.analysis) && ((has(self.analysis.promoteWithoutGates) && self.analysis.promoteWithoutGates) || (has(self.analysis.gates) && (has(self.analysis.gates.errorRate) || has(self.analysis.gates.latencyP95) || has(self.analysis.gates.falsePositiveRate) || has(self.analysis.gates.captureRate) || (has(self.analysis.gates.custom) && size(self.analysis.gates.custom) > 0))))",
         "message": "set at least one gate in analysis.gates, or analysis.promoteWithoutGates: true to promote on minDuration alone",
         "fieldPath": ".analysis.gates",
@@ -653,6 +671,16 @@ pub struct ReplicaRatioRouting {}
     "message": "mirrorPercent is for shadow stages, whose weight is 0",
     "fieldPath": ".mirrorPercent",
     "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.match) || (self.weight == 0 && !has(self.mirrorPercent))",
+    "message": "an experiment stage (match) sends the matching requests, not a weight: its weight is 0 and it mirrors nothing",
+    "fieldPath": ".match",
+    "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.maxDuration) || (has(self.match) && duration(self.maxDuration) > duration('0s'))",
+    "message": "maxDuration (more than 0s) ends an experiment stage (match) that found no winner",
+    "fieldPath": ".maxDuration",
+    "reason": "FieldValueInvalid"
 }]))]
 pub struct Stage {
     #[schemars(length(min = 1, max = 63))]
@@ -667,9 +695,68 @@ pub struct Stage {
     /// Least time spent in this stage before it may advance.
     #[serde(default = "default_min_duration")]
     pub min_duration: Duration,
-    /// Hold at the end of this stage until someone promotes.
+    /// Hold at the end of this stage until someone promotes. On an experiment stage: hold once
+    /// the candidate has won, so that a person promotes the winner (manual promotion).
     #[serde(default)]
     pub manual_approval: bool,
+    /// An A/B experiment stage: the requests this matches go to the candidate, all others to
+    /// stable, for the whole stage. The same request key always reaches the same arm. The
+    /// stage ends when `analysis.reward` names a winner (the candidate: on to the next stage;
+    /// stable: rolled back), when a gate (a guardrail) fails, or at `maxDuration` with no winner
+    /// (stable stays). Needs the gatewayAPI or istio router.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<TrafficMatch>,
+    /// How long an experiment stage may run without a winner before stable is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Duration>,
+}
+
+/// Which requests an experiment stage sends to the candidate: exactly one of `header`, `cookie`
+/// and `keyShare`. The router writes it as a request-header match (Gateway API `HTTPRouteMatch`
+/// headers, Istio `HTTPMatchRequest` headers) on a rule of its own, beside the stable rule and
+/// with its path matches and filters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.header) ? 1 : 0) + (has(self.cookie) ? 1 : 0) + (has(self.keyShare) ? 1 : 0) == 1",
+    "message": "set exactly one of header, cookie and keyShare",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct TrafficMatch {
+    /// Requests whose header `name` is exactly `value` (an opt-in group, an internal tester).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderValue>,
+    /// Requests carrying the cookie `name` with exactly `value` (a cookie an A/B assignment
+    /// service set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<HeaderValue>,
+    /// A share of users by key: the last two hex digits of header `header` (a random hex id such
+    /// as a UUID, or any hex hash of the user id) pick one of 256 buckets, and the lowest
+    /// `percent`% of them go to the candidate. The bucket is the key's own, so a user stays on
+    /// one arm for the whole experiment, across pod restarts, and a larger share only adds users.
+    /// Requests without the header go to stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_share: Option<KeyShare>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderValue {
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 4096))]
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyShare {
+    /// The request header that carries the user key.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"))]
+    pub header: String,
+    /// Percent of keys sent to the candidate, rounded to whole buckets of 1/256.
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: i32,
 }
 
 fn default_min_duration() -> Duration {
@@ -684,6 +771,8 @@ pub fn default_stages() -> Vec<Stage> {
         mirror_percent: mirror,
         min_duration: default_min_duration(),
         manual_approval: false,
+        match_: None,
+        max_duration: None,
     };
     vec![
         stage("shadow", 0, Some(100)),
@@ -725,6 +814,49 @@ pub struct AnalysisSpec {
     /// evidence never promotes). Shown in status as `promotingWithoutGates`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub promote_without_gates: bool,
+    /// The reward that decides an experiment stage's winner (see `Stage.match`); the gates are
+    /// its guardrails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<Reward>,
+}
+
+/// An experiment's reward: a proportion per arm (click-through, conversion), judged candidate
+/// against stable by the sequential judge's anytime-valid interval on their difference, summed
+/// over every analysis window of the experiment. The candidate wins once the interval lies wholly
+/// beyond `minEffect` in the better direction; stable wins once it lies wholly short of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reward {
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_-]*$"))]
+    pub name: String,
+    /// PromQL for one arm's proportion over the window (same variables as a custom gate:
+    /// `$version`, `$role`, `$interval`, ...).
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// PromQL for the trials behind it over the window (impressions, labelled answers).
+    #[schemars(length(min = 1, max = 4096))]
+    pub samples_query: String,
+    /// Which way is better.
+    #[serde(default)]
+    pub direction: RewardDirection,
+    /// The least improvement worth switching for (same unit as the query, 0.01 = 1 point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_effect: Option<f64>,
+    /// The verdict's confidence: a wrong winner at most `1 - confidence` of the time, however
+    /// often the controller looks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.5, max = 0.9999))]
+    pub confidence: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RewardDirection {
+    /// Higher is better (click-through, conversion).
+    #[default]
+    Higher,
+    /// Lower is better (abandonment, complaints).
+    Lower,
 }
 
 impl Default for AnalysisSpec {
@@ -736,6 +868,7 @@ impl Default for AnalysisSpec {
             inconclusive_limit: default_inconclusive_limit(),
             gates: Gates::default(),
             promote_without_gates: false,
+            reward: None,
         }
     }
 }
@@ -922,8 +1055,8 @@ fn default_min_samples() -> u64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.min) || has(self.max)",
-    "message": "set min, max or both",
+    "rule": "has(self.min) || has(self.max) || has(self.maxAboveStable) || has(self.maxBelowStable)",
+    "message": "set at least one of min, max, maxAboveStable and maxBelowStable",
     "reason": "FieldValueRequired"
 }]))]
 pub struct CustomGate {
@@ -941,6 +1074,16 @@ pub struct CustomGate {
     pub min: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    /// Allowed excess over the stable version's value over the same window (a guardrail such as
+    /// "latency no more than 5 ms above stable").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_above_stable: Option<f64>,
+    /// Allowed shortfall below the stable version's value ("click-through no more than 2
+    /// points below stable").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_below_stable: Option<f64>,
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 0))]
     pub min_samples: u64,
@@ -1147,6 +1290,53 @@ pub struct ModelRolloutStatus {
     /// A rollout that ended and whose postRollout webhooks are still to be called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_rollout: Option<EndedRollout>,
+    /// The requests routed to the candidate by match (an experiment stage's `match`), while
+    /// they are; the candidate's weight is then 0.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<TrafficMatch>,
+    /// This rollout's experiment (a stage with `match`): its arms, rule and reward so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentStatus>,
+}
+
+/// An experiment stage as it runs, and its result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentStatus {
+    pub stage: String,
+    /// Which requests reach the candidate, for people.
+    pub rule: String,
+    /// The share of user keys the candidate gets (`keyShare` only, after rounding to buckets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_share_percent: Option<f64>,
+    /// The gates that stop the experiment when they fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<String>,
+    /// The reward's evidence and verdict (absent before the first analysis, or without a reward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<RewardResult>,
+}
+
+/// The reward's evidence so far: counts, intervals, the effect and the winner once shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RewardResult {
+    pub name: String,
+    pub direction: RewardDirection,
+    /// Candidate minus stable (the estimate), in the query's unit.
+    pub effect: f64,
+    /// Events and trials per arm, the candidate's interval, the difference's interval and the
+    /// samples still needed, at `confidence`.
+    pub evidence: SequentialEvidence,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winner: Option<Arm>,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Arm {
+    Stable,
+    Candidate,
 }
 
 /// A gating webhook's answer.
@@ -1424,6 +1614,9 @@ pub struct HistoryEntry {
     pub outcome: Outcome,
     pub reason: String,
     pub time: Time,
+    /// The experiment's result, when this rollout ran one with a reward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<RewardResult>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -47,4 +47,10 @@ pub mod reasons {
     /// A postRollout webhook failed (an Event; the rollout's outcome stands).
     pub const WEBHOOK_FAILED: &str = "WebhookFailed";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// An experiment stage's reward showed the candidate better: on to the next stage.
+    pub const EXPERIMENT_WON: &str = "ExperimentWon";
+    /// An experiment stage's reward showed stable better: the candidate is rolled back.
+    pub const EXPERIMENT_LOST: &str = "ExperimentLost";
+    /// An experiment stage reached its maxDuration with no winner: stable stays.
+    pub const NO_WINNER: &str = "ExperimentWithoutWinner";
 }

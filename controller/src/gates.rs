@@ -161,18 +161,41 @@ pub async fn observe(
     window: Duration,
     timeout: Duration,
 ) -> Vec<GateObservation> {
-    let futs = defs.iter().map(|d| async move {
-        let (c, s) = if d.is_relative() {
-            tokio::join!(
-                measure(client, candidate, &d.kind, window, timeout),
-                measure(client, stable, &d.kind, window, timeout)
-            )
-        } else {
-            (measure(client, candidate, &d.kind, window, timeout).await, Measurement::NoData)
-        };
-        GateObservation { gate: d.name.clone(), candidate: c, stable: s }
-    });
+    let futs = defs.iter().map(|d| observe_one(client, d, d.is_relative(), candidate, stable, window, timeout));
     futures::future::join_all(futs).await
+}
+
+/// Measures one definition for both arms, whatever its limits: an experiment's reward, which
+/// always compares candidate with stable.
+pub async fn observe_both(
+    client: &Client,
+    def: &GateDef,
+    candidate: &Selector,
+    stable: &Selector,
+    window: Duration,
+    timeout: Duration,
+) -> GateObservation {
+    observe_one(client, def, true, candidate, stable, window, timeout).await
+}
+
+async fn observe_one(
+    client: &Client,
+    d: &GateDef,
+    both: bool,
+    candidate: &Selector,
+    stable: &Selector,
+    window: Duration,
+    timeout: Duration,
+) -> GateObservation {
+    let (c, s) = if both {
+        tokio::join!(
+            measure(client, candidate, &d.kind, window, timeout),
+            measure(client, stable, &d.kind, window, timeout)
+        )
+    } else {
+        (measure(client, candidate, &d.kind, window, timeout).await, Measurement::NoData)
+    };
+    GateObservation { gate: d.name.clone(), candidate: c, stable: s }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! * [`api`]: the `ModelRollout` custom resource.
 //! * [`core`]: the pure decision core.
 //! * [`conditions`]: condition types and reasons.
+//! * [`matching`]: an experiment stage's match as a router's header rule.
 //! * [`plugin`]: the `kubectl modelrollout` plugin.
 //! * [`reconcile`]: the loop that observes, decides and acts; [`workloads`], [`routers`], [`gates`]
 //!   and [`notify`] are its adapters.
@@ -16,6 +17,7 @@ pub mod crd;
 pub mod error;
 pub mod gates;
 pub mod leader;
+pub mod matching;
 pub mod notify;
 pub mod plugin;
 pub mod reconcile;

@@ -1,14 +1,23 @@
 //! Traffic routers behind one trait: Gateway API HTTPRoute, Istio VirtualService, and the no-mesh
 //! replica ratio. In a route the user owns, only the rule that routes to the stable Service is
-//! touched, by a JSON patch guarded by the resourceVersion; a route created on request is owned by
-//! the ModelRollout and written whole by server-side apply.
+//! touched (and, in an experiment stage, a rule of the controller's own beside it), by a JSON
+//! patch guarded by the resourceVersion; a route created on request is owned by the ModelRollout
+//! and written whole by server-side apply.
+//!
+//! An experiment stage's rule sends the requests its match selects to the candidate: the stable
+//! rule's path matches, each with the match's header condition added, and the stable rule's
+//! filters. Gateway API ranks a rule with more header matches above one with fewer for the same
+//! path, and Istio takes the first route that matches, so it goes just before the stable route.
+//! The controller knows its Gateway API rule as the one whose every backend is the candidate's
+//! Service, and its Istio route by its name, [`EXPERIMENT_ROUTE`].
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::api::{GatewayApiRouting, IstioRouting, ModelRollout};
+use crate::api::{GatewayApiRouting, IstioRouting, ModelRollout, TrafficMatch};
 use crate::error::Error;
+use crate::matching::HeaderRule;
 use crate::workloads::{self, MANAGER};
 
 /// The split to route: `weight`% to the canary Service, `mirror`% copied to it.
@@ -21,7 +30,12 @@ pub struct Split {
     pub candidate_active: bool,
     pub weight: i32,
     pub mirror: i32,
+    /// An experiment stage's match: the requests it selects go to the candidate.
+    pub matched: Option<TrafficMatch>,
 }
+
+/// The name of the Istio route the controller adds for an experiment stage.
+pub const EXPERIMENT_ROUTE: &str = "modelrollout-experiment";
 
 pub trait TrafficRouter {
     /// Makes the route send the split. Idempotent. Returns the route's `metadata.generation` as
@@ -124,6 +138,70 @@ pub fn gateway_rule(rule: &Value, split: &Split) -> Value {
     rule
 }
 
+/// The Gateway API header match of an experiment's rule.
+fn gateway_header(rule: &HeaderRule) -> Value {
+    match rule {
+        HeaderRule::Exact { name, value } => json!({"type": "Exact", "name": name, "value": value}),
+        HeaderRule::Regex { name, pattern } => json!({"type": "RegularExpression", "name": name, "value": pattern}),
+    }
+}
+
+/// The experiment's rule: each of the stable rule's matches with the header condition added,
+/// the stable rule's filters, the candidate's Service alone.
+pub fn experiment_rule(stable_rule: &Value, split: &Split, m: &TrafficMatch) -> Value {
+    let header = gateway_header(&m.header_rule());
+    let mut matches = stable_rule["matches"].as_array().cloned().unwrap_or_default();
+    if matches.is_empty() {
+        matches.push(json!({"path": {"type": "PathPrefix", "value": "/"}}));
+    }
+    for one in &mut matches {
+        let mut headers = one["headers"].as_array().cloned().unwrap_or_default();
+        headers.retain(|h| !h["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(m.header_rule().name())));
+        headers.push(header.clone());
+        one["headers"] = Value::Array(headers);
+    }
+    let mut rule = json!({
+        "matches": matches,
+        "backendRefs": [{"name": split.canary_service, "port": split.port, "weight": 100}]
+    });
+    let filters: Vec<Value> = stable_rule["filters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f["type"] != "RequestMirror")
+        .collect();
+    if !filters.is_empty() {
+        rule["filters"] = Value::Array(filters);
+    }
+    rule
+}
+
+/// Whether a rule is the controller's experiment rule: every backend is the candidate's Service.
+fn is_experiment_rule(rule: &Value, split: &Split) -> bool {
+    rule["backendRefs"]
+        .as_array()
+        .is_some_and(|refs| !refs.is_empty() && refs.iter().all(|b| b["name"] == split.canary_service.as_str()))
+}
+
+/// A route's rules for the split: the stable rule (the first that routes to the stable Service)
+/// rewritten by [`gateway_rule`], the experiment rule after it while a match is in force, every
+/// other rule as it was. None when no rule routes to stable.
+pub fn gateway_rules(rules: &[Value], split: &Split) -> Option<Vec<Value>> {
+    let mut out: Vec<Value> = rules.iter().filter(|r| !is_experiment_rule(r, split)).cloned().collect();
+    let idx = out.iter().position(|r| {
+        r["backendRefs"].as_array().is_some_and(|refs| refs.iter().any(|b| b["name"] == split.stable_service.as_str()))
+    })?;
+    out[idx] = gateway_rule(&out[idx], split);
+    if split.candidate_active
+        && let Some(m) = &split.matched
+    {
+        let rule = experiment_rule(&out[idx], split, m);
+        out.insert(idx + 1, rule);
+    }
+    Some(out)
+}
+
 async fn gateway_api(
     client: &Client,
     mr: &ModelRollout,
@@ -152,31 +230,30 @@ async fn gateway_api(
         let route = json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": g.http_route, "namespace": ns, "ownerReferences": [workloads::owner_ref(mr)]},
-            "spec": {"parentRefs": parents, "rules": [gateway_rule(&base, split)]}
+            "spec": {"parentRefs": parents, "rules": gateway_rules(&[base], split).expect("the base rule routes to stable")}
         });
         let written = api.patch(&g.http_route, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&route)).await?;
         return Ok(written.metadata.generation);
     }
     let route = api.get(&g.http_route).await.map_err(|e| route_error("HTTPRoute", &g.http_route, e))?;
     let rules = route.data["spec"]["rules"].as_array().cloned().unwrap_or_default();
-    let idx = rules
-        .iter()
-        .position(|r| {
-            r["backendRefs"]
-                .as_array()
-                .is_some_and(|refs| refs.iter().any(|b| b["name"] == split.stable_service.as_str()))
-        })
-        .ok_or_else(|| {
-            Error::Router(format!(
-                "HTTPRoute {} has no rule with a backendRef to Service {}",
-                g.http_route, split.stable_service
-            ))
-        })?;
-    let new_rule = gateway_rule(&rules[idx], split);
-    if new_rule == rules[idx] {
+    let new_rules = gateway_rules(&rules, split).ok_or_else(|| {
+        Error::Router(format!(
+            "HTTPRoute {} has no rule with a backendRef to Service {}",
+            g.http_route, split.stable_service
+        ))
+    })?;
+    if new_rules == rules {
         return Ok(route.metadata.generation);
     }
-    replace_guarded(&api, &g.http_route, route.resource_version(), &format!("/spec/rules/{idx}"), new_rule).await
+    // One rule changed: replace that one (the user's other rules are not even rewritten). Rules
+    // added or removed (an experiment starts or ends): the list, still guarded.
+    let changed: Vec<usize> = (0..rules.len().min(new_rules.len())).filter(|i| rules[*i] != new_rules[*i]).collect();
+    let (path, value) = match changed.as_slice() {
+        [i] if rules.len() == new_rules.len() => (format!("/spec/rules/{i}"), new_rules[*i].clone()),
+        _ => ("/spec/rules".to_string(), Value::Array(new_rules)),
+    };
+    replace_guarded(&api, &g.http_route, route.resource_version(), &path, value).await
 }
 
 /// Replaces one list item of a user-owned object, only if nobody changed the object since we read
@@ -233,6 +310,55 @@ pub fn istio_route(route: &Value, split: &Split, stable_host: &str, canary_host:
     route
 }
 
+/// The Istio header condition of an experiment's route.
+fn istio_header(rule: &HeaderRule) -> (String, Value) {
+    match rule {
+        HeaderRule::Exact { name, value } => (name.clone(), json!({"exact": value})),
+        HeaderRule::Regex { name, pattern } => (name.clone(), json!({"regex": pattern})),
+    }
+}
+
+/// A VirtualService's http routes for the split: the primary route (at `idx`) rewritten by
+/// [`istio_route`], the experiment route just before it while a match is in force.
+pub fn istio_routes(routes: &[Value], idx: usize, split: &Split, stable_host: &str, canary_host: &str) -> Vec<Value> {
+    let primary = istio_route(&routes[idx], split, stable_host, canary_host);
+    let mut out = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        if r["name"] == EXPERIMENT_ROUTE {
+            continue;
+        }
+        if i == idx {
+            if split.candidate_active
+                && let Some(m) = &split.matched
+            {
+                let (name, cond) = istio_header(&m.header_rule());
+                let mut matches = primary["match"].as_array().cloned().unwrap_or_default();
+                if matches.is_empty() {
+                    matches.push(json!({}));
+                }
+                for one in &mut matches {
+                    one["headers"][&name] = cond.clone();
+                }
+                let mut route = json!({
+                    "name": EXPERIMENT_ROUTE,
+                    "match": matches,
+                    "route": [{"destination": {"host": canary_host}, "weight": 100}]
+                });
+                for keep in ["rewrite", "headers", "timeout", "retries", "corsPolicy"] {
+                    if let Some(v) = primary.get(keep) {
+                        route[keep] = v.clone();
+                    }
+                }
+                out.push(route);
+            }
+            out.push(primary.clone());
+        } else {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
 async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Split) -> Result<Option<i64>, Error> {
     let ar = virtual_service_resource();
     let ns = mr.namespace().unwrap_or_default();
@@ -245,7 +371,7 @@ async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Spl
             "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
             "metadata": {"name": i.virtual_service, "namespace": ns, "ownerReferences": [workloads::owner_ref(mr)]},
             "spec": {"hosts": hosts, "gateways": i.gateways,
-                     "http": [istio_route(&base, split, &split.stable_service, &split.canary_service)]}
+                     "http": istio_routes(&[base], 0, split, &split.stable_service, &split.canary_service)}
         });
         let written = api.patch(&i.virtual_service, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&vs)).await?;
         return Ok(written.metadata.generation);
@@ -254,7 +380,7 @@ async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Spl
     let routes = vs.data["spec"]["http"].as_array().cloned().unwrap_or_default();
     let idx = match &i.route {
         Some(name) => routes.iter().position(|r| r["name"] == name.as_str()),
-        None => (!routes.is_empty()).then_some(0),
+        None => routes.iter().position(|r| r["name"] != EXPERIMENT_ROUTE),
     }
     .ok_or_else(|| Error::Router(format!("VirtualService {} has no http route {:?}", i.virtual_service, i.route)))?;
     // Keep the host style the user wrote (short name or FQDN) for the canary destination too.
@@ -273,11 +399,17 @@ async fn istio(client: &Client, mr: &ModelRollout, i: &IstioRouting, split: &Spl
         })?
         .to_string();
     let canary_host = stable_host.replacen(&split.stable_service, &split.canary_service, 1);
-    let new_route = istio_route(&routes[idx], split, &stable_host, &canary_host);
-    if new_route == routes[idx] {
+    let new_routes = istio_routes(&routes, idx, split, &stable_host, &canary_host);
+    if new_routes == routes {
         return Ok(vs.metadata.generation);
     }
-    replace_guarded(&api, &i.virtual_service, vs.resource_version(), &format!("/spec/http/{idx}"), new_route).await
+    let changed: Vec<usize> =
+        (0..routes.len().min(new_routes.len())).filter(|i| routes[*i] != new_routes[*i]).collect();
+    let (path, value) = match changed.as_slice() {
+        [i] if routes.len() == new_routes.len() => (format!("/spec/http/{i}"), new_routes[*i].clone()),
+        _ => ("/spec/http".to_string(), Value::Array(new_routes)),
+    };
+    replace_guarded(&api, &i.virtual_service, vs.resource_version(), &path, value).await
 }
 
 /// A failed read of the user's route: `RouteNotFound` when it does not exist (typed, never matched
@@ -301,6 +433,7 @@ mod tests {
             candidate_active: active,
             weight,
             mirror,
+            matched: None,
         }
     }
 
@@ -343,5 +476,79 @@ mod tests {
         assert!(c.get("mirror").is_none());
         let r = istio_route(&c, &split(false, 0, 0), "fraud-stable", "fraud-canary");
         assert_eq!(r, json!({"name": "primary", "route": [{"destination": {"host": "fraud-stable"}, "weight": 100}]}));
+    }
+
+    fn keyed(percent: i32) -> Split {
+        use crate::api::KeyShare;
+        Split {
+            matched: Some(TrafficMatch {
+                header: None,
+                cookie: None,
+                key_share: Some(KeyShare { header: "X-User-Id".into(), percent }),
+            }),
+            ..split(true, 0, 0)
+        }
+    }
+
+    /// An experiment adds one rule after the stable rule: the stable rule's matches with the key
+    /// condition, its filters, the candidate's Service alone. Applying again changes nothing, a new
+    /// share rewrites only that rule, and the end of the experiment restores the route exactly.
+    #[test]
+    fn an_experiment_rule_follows_the_stable_rule_and_goes_when_it_ends() {
+        let user = json!({"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}], "backendRefs": [{"name": "admin", "port": 80}]});
+        let stable = json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": "/v1"}, "headers": [{"name": "x-user-id", "value": "old"}]},
+                        {"path": {"type": "PathPrefix", "value": "/v2"}}],
+            "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}],
+            "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x", "value": "y"}]}}]
+        });
+        let rules = vec![user.clone(), stable.clone()];
+        let on = gateway_rules(&rules, &keyed(50)).unwrap();
+        assert_eq!(on.len(), 3);
+        assert_eq!(on[0], user);
+        assert_eq!(on[1]["backendRefs"][0]["weight"], 100, "stable keeps every unmatched request");
+        let exp = &on[2];
+        assert_eq!(exp["backendRefs"], json!([{"name": "fraud-canary", "port": 8080, "weight": 100}]));
+        assert_eq!(exp["filters"], stable["filters"]);
+        let want = json!({"type": "RegularExpression", "name": "x-user-id", "value": "^.*(?:[01234567][0-9a-fA-F])$"});
+        // The user's own condition on the key header gives way to the experiment's; each match keeps its path.
+        assert_eq!(exp["matches"][0]["headers"], json!([want]));
+        assert_eq!(exp["matches"][0]["path"], stable["matches"][0]["path"]);
+        assert_eq!(exp["matches"][1], json!({"path": {"type": "PathPrefix", "value": "/v2"}, "headers": [want]}));
+        assert_eq!(gateway_rules(&on, &keyed(50)).unwrap(), on, "idempotent");
+        let wider = gateway_rules(&on, &keyed(75)).unwrap();
+        assert_eq!(wider.len(), 3);
+        assert_eq!(wider[..2], on[..2]);
+        assert_eq!(wider[2]["matches"][1]["headers"][0]["value"], "^.*(?:[0123456789aAbB][0-9a-fA-F])$");
+        let off = gateway_rules(&wider, &split(false, 0, 0)).unwrap();
+        assert_eq!(off, rules);
+        // A rule with no matches of its own matches every path.
+        let bare = json!({"backendRefs": [{"name": "fraud-stable", "port": 8080}]});
+        let one = gateway_rules(&[bare], &keyed(50)).unwrap();
+        assert_eq!(one[1]["matches"][0]["path"], json!({"type": "PathPrefix", "value": "/"}));
+    }
+
+    /// Istio: the experiment route goes before the primary (first match wins), keeps the primary's
+    /// rewrite and timeout, and goes when the experiment ends.
+    #[test]
+    fn an_istio_experiment_route_precedes_the_primary_and_goes_when_it_ends() {
+        let other = json!({"name": "health", "match": [{"uri": {"prefix": "/healthz"}}], "route": [{"destination": {"host": "health"}}]});
+        let primary = json!({"name": "primary", "match": [{"uri": {"prefix": "/v1"}}], "timeout": "2s",
+                             "route": [{"destination": {"host": "fraud-stable"}, "weight": 100}]});
+        let routes = vec![other.clone(), primary.clone()];
+        let on = istio_routes(&routes, 1, &keyed(50), "fraud-stable", "fraud-canary");
+        assert_eq!(on.len(), 3);
+        assert_eq!(on[0], other);
+        assert_eq!(on[1]["name"], EXPERIMENT_ROUTE);
+        assert_eq!(
+            on[1]["match"],
+            json!([{"uri": {"prefix": "/v1"}, "headers": {"x-user-id": {"regex": "^.*(?:[01234567][0-9a-fA-F])$"}}}])
+        );
+        assert_eq!(on[1]["route"], json!([{"destination": {"host": "fraud-canary"}, "weight": 100}]));
+        assert_eq!(on[1]["timeout"], "2s");
+        assert_eq!(on[2]["route"][0]["weight"], 100);
+        assert_eq!(istio_routes(&on, 2, &keyed(50), "fraud-stable", "fraud-canary"), on, "idempotent");
+        let off = istio_routes(&on, 2, &split(false, 0, 0), "fraud-stable", "fraud-canary");
+        assert_eq!(off, routes);
     }
 }

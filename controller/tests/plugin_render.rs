@@ -69,6 +69,7 @@ fn progressing_at_5_percent() -> ModelRolloutStatus {
             outcome: Outcome::Promoted,
             reason: "passed every stage".into(),
             time: ago(86400 * 3),
+            experiment: None,
         }],
         ..Default::default()
     }
@@ -166,6 +167,7 @@ fn history_lists_every_rollout() {
             outcome: Outcome::RolledBack,
             reason: "FPR 0.08 > 0.03".into(),
             time: ago(60),
+            experiment: None,
         },
     );
     let out = render::history(&fraud(st, 4), now(), PLAIN);
@@ -248,4 +250,50 @@ fn status_shows_the_sequential_interval_acceptance_and_webhook_answers() {
     for part in ["preRollout", "v2", "200", "40 of 40 passed"] {
         assert!(hook.contains(part), "{part} missing in {hook}");
     }
+}
+
+/// An A/B stage: each arm's version, share of keys and rule, the guardrails, and the reward's
+/// counts, interval and winner.
+#[test]
+fn status_shows_the_experiment_arms_guardrails_and_reward() {
+    use modelrollout::api::{
+        Arm, Counts, ExperimentStatus, Interval, RewardDirection, RewardResult, SequentialEvidence,
+    };
+    let mut st = progressing_at_5_percent();
+    st.stage_name = Some("ab".into());
+    st.canary_weight = 0;
+    let reward = |winner| RewardResult {
+        name: "clickThrough".into(),
+        direction: RewardDirection::Higher,
+        effect: 0.2312,
+        evidence: SequentialEvidence {
+            confidence: 0.95,
+            candidate: Counts { events: 748, trials: 1000 },
+            stable: Counts { events: 517, trials: 990 },
+            candidate_interval: Interval { low: 0.70, high: 0.79 },
+            difference_interval: Some(Interval { low: 0.161, high: 0.301 }),
+            more_samples: None,
+        },
+        winner,
+        message: "the candidate won".into(),
+    };
+    st.experiment = Some(ExperimentStatus {
+        stage: "ab".into(),
+        rule: "key header x-user-id: last two hex digits below 0x80 (128/256 buckets, 50% of keys)".into(),
+        key_share_percent: Some(50.0),
+        guardrails: vec!["errorRate".into(), "clickThrough".into()],
+        reward: Some(reward(None)),
+    });
+    let out = render::status(&fraud(st.clone(), 4), now(), PLAIN);
+    assert!(out.contains("Experiment (stage ab)"), "{out}");
+    let candidate = out.lines().find(|l| l.trim_start().starts_with("candidate ")).expect("the candidate's arm");
+    assert!(candidate.contains("v2") && candidate.contains("50% of keys") && candidate.contains("128/256"), "{out}");
+    let stable = out.lines().find(|l| l.trim_start().starts_with("stable ")).expect("the stable arm");
+    assert!(stable.contains("v1") && stable.contains("50% of keys"), "{out}");
+    assert!(out.contains("Guardrails: errorRate, clickThrough"), "{out}");
+    assert!(out.contains("candidate 748/1000, stable 517/990"), "{out}");
+    assert!(out.contains("in [0.16100, 0.30100]") && out.contains("no winner yet"), "{out}");
+    st.experiment.as_mut().unwrap().reward = Some(reward(Some(Arm::Candidate)));
+    let out = render::status(&fraud(st, 4), now(), PLAIN);
+    assert!(out.contains("winner: candidate"), "{out}");
 }

@@ -264,6 +264,72 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             |v| v["spec"]["webhooks"] = json!([{"name": "x", "type": "rollback", "url": "ftp://hooks/x"}]),
             &["spec.webhooks[0].url", "http(s) URL"],
         ),
+        (
+            "an experiment stage with a weight",
+            |v| {
+                v["spec"]["stages"] = json!([{"name": "ab", "weight": 5, "match": {"keyShare": {"header": "x-user-id", "percent": 50}}},
+                                              {"name": "all", "weight": 100}])
+            },
+            &["spec.stages[0]", "its weight is 0"],
+        ),
+        (
+            "a match with two rules",
+            |v| {
+                v["spec"]["stages"] = json!([{"name": "ab", "weight": 0, "match": {
+                    "header": {"name": "x-beta", "value": "1"}, "cookie": {"name": "arm", "value": "b"}}},
+                    {"name": "all", "weight": 100}])
+            },
+            &["spec.stages[0].match", "exactly one of header, cookie and keyShare"],
+        ),
+        (
+            "a key share of 0%",
+            |v| {
+                v["spec"]["stages"] = json!([{"name": "ab", "weight": 0, "match": {"keyShare": {"header": "x-user-id", "percent": 0}}},
+                                              {"name": "all", "weight": 100}])
+            },
+            &["spec.stages[0].match.keyShare.percent", "greater than or equal to 1"],
+        ),
+        (
+            "maxDuration on a stage that is no experiment",
+            |v| {
+                v["spec"]["stages"] =
+                    json!([{"name": "a", "weight": 5, "maxDuration": "1h"}, {"name": "b", "weight": 100}])
+            },
+            &["spec.stages[0].maxDuration", "experiment stage"],
+        ),
+        (
+            "an experiment with replica-ratio routing",
+            |v| {
+                v["spec"]["trafficRouting"] = json!({"replicaRatio": {}});
+                v["spec"]["stages"] = json!([{"name": "ab", "weight": 0, "match": {"header": {"name": "x-beta", "value": "1"}}},
+                                              {"name": "all", "weight": 100}]);
+            },
+            &["spec", "gatewayAPI or istio"],
+        ),
+        (
+            "a reward with no experiment stage",
+            |v| {
+                v["spec"]["analysis"]["reward"] =
+                    json!({"name": "ctr", "query": "up", "samplesQuery": "up", "direction": "Higher"})
+            },
+            &["spec", "set match on a stage"],
+        ),
+        (
+            "a reward judged on overlapping windows",
+            |v| {
+                v["spec"]["stages"] = json!([{"name": "ab", "weight": 0, "match": {"header": {"name": "x-beta", "value": "1"}}},
+                                              {"name": "all", "weight": 100}]);
+                v["spec"]["analysis"]["interval"] = json!("3s");
+                v["spec"]["analysis"]["reward"] =
+                    json!({"name": "ctr", "query": "up", "samplesQuery": "up", "direction": "Higher"});
+            },
+            &["spec.analysis.interval", "at least 5s"],
+        ),
+        (
+            "a custom gate with no limit",
+            |v| v["spec"]["analysis"]["gates"]["custom"] = json!([{"name": "ctr", "query": "up"}]),
+            &["spec.analysis.gates.custom[0]", "maxBelowStable"],
+        ),
     ];
     // An empty stage list gets its one clear error, not a CEL evaluation error beside it.
     let mut empty = valid();

@@ -173,6 +173,7 @@ impl Ctx<'_> {
         }
         self.st.canary_weight = 0;
         self.st.mirror_percent = 0;
+        self.st.match_ = None;
         let started = self.st.acceptance.as_ref().map_or(self.now, |a| a.start_time.0);
         let now = self.now;
         let verdict = match &obs.acceptance {

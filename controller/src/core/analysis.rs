@@ -85,6 +85,7 @@ impl Ctx<'_> {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
+        self.judge_experiment_reward(measurements);
         self.st.last_analysis = Some(AnalysisRun {
             time: Time(self.now),
             stage_index: self.st.stage_index.unwrap_or(0),

@@ -79,8 +79,8 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             min_samples: c.min_samples,
             max: c.max,
             min: c.min,
-            max_above_stable: None,
-            max_below_stable: None,
+            max_above_stable: c.max_above_stable,
+            max_below_stable: c.max_below_stable,
             judge: Judge::Threshold,
             confidence: DEFAULT_CONFIDENCE,
         });

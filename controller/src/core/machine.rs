@@ -1,5 +1,6 @@
 //! The state machine: a step of a rollout, and the transitions between its phases and stages.
 
+use super::experiment::ExperimentGate;
 use super::*;
 
 impl Ctx<'_> {
@@ -119,6 +120,7 @@ impl Ctx<'_> {
                 self.st.canary_weight = 0;
                 self.st.mirror_percent = 0;
             }
+            self.st.match_ = None;
             if !self.is_paused() {
                 self.set_phase(
                     Phase::Progressing,
@@ -138,10 +140,7 @@ impl Ctx<'_> {
             if !self.is_paused() {
                 self.apply_stage_traffic();
                 let stage = self.stage_name();
-                let msg = format!(
-                    "candidate {} Ready; stage {stage}: {}% traffic, {}% mirror",
-                    spec.model.version, self.st.canary_weight, self.st.mirror_percent
-                );
+                let msg = format!("candidate {} Ready; stage {stage}: {}", spec.model.version, self.traffic_text());
                 self.set_phase(Phase::Progressing, reasons::CANDIDATE_READY, msg);
             }
         }
@@ -181,6 +180,10 @@ impl Ctx<'_> {
         {
             return;
         }
+        let (experiment, ended) = self.experiment_gate();
+        if ended {
+            return;
+        }
         if self.st.hold == Some(Hold::Inconclusive) {
             return;
         }
@@ -192,10 +195,17 @@ impl Ctx<'_> {
         let passed_here = self.st.last_analysis.as_ref().is_some_and(|run| {
             run.stage_index as usize == idx && run.time.0 >= stage_start && run.verdict == Verdict::Pass
         });
+        let won = self.experiment_result().filter(|_| experiment == ExperimentGate::CandidateWon);
+        if experiment == ExperimentGate::Undecided {
+            return;
+        }
         if elapsed(stage_start, self.now) >= min && passed_here && self.now >= stage_start {
             if spec.stages.get(idx).is_some_and(|s| s.manual_approval) {
                 if self.st.hold != Some(Hold::Approval) {
-                    let msg = format!("stage {} passed; waiting for promote", spec.stages[idx].name);
+                    let msg = match &won {
+                        Some(r) => format!("stage {}: {}; waiting for promote", spec.stages[idx].name, r.message),
+                        None => format!("stage {} passed; waiting for promote", spec.stages[idx].name),
+                    };
                     self.pause(Hold::Approval, reasons::AWAITING_APPROVAL, msg);
                 }
                 return;
@@ -208,12 +218,15 @@ impl Ctx<'_> {
                 }
                 return;
             }
-            let msg = if self.st.promoting_without_gates {
+            let msg = if let Some(r) = &won {
+                format!("stage {name}: {} and its guardrails passed", r.message)
+            } else if self.st.promoting_without_gates {
                 format!("stage {name} passed its minDuration (no gates: analysis.promoteWithoutGates)")
             } else {
                 format!("stage {name} passed its gates")
             };
-            self.advance(reasons::STAGE_ADVANCED, msg);
+            let reason = if won.is_some() { reasons::EXPERIMENT_WON } else { reasons::STAGE_ADVANCED };
+            self.advance(reason, msg);
         }
     }
 
@@ -229,6 +242,8 @@ impl Ctx<'_> {
         self.st.candidate_unready_since = None;
         // A retry checks the candidate again, and asks its webhooks again.
         self.st.acceptance = None;
+        self.st.experiment = None;
+        self.st.match_ = None;
         self.st.webhooks.retain(|w| w.version != candidate.version);
         self.st.pending_scale_downs.retain(|p| p.version != candidate.version);
 
@@ -280,11 +295,15 @@ impl Ctx<'_> {
         self.st.consecutive_failures = 0;
         self.st.consecutive_inconclusive = 0;
         self.st.candidate_unready_since = None;
+        self.start_experiment(stage);
         self.apply_stage_traffic();
-        let full = format!(
-            "stage {} ({}% traffic, {}% mirror): {msg}",
-            stage.name, self.st.canary_weight, self.st.mirror_percent
-        );
+        let full = match &stage.match_ {
+            Some(m) => format!("stage {} (experiment: {}): {msg}", stage.name, m.describe()),
+            None => format!(
+                "stage {} ({}% traffic, {}% mirror): {msg}",
+                stage.name, self.st.canary_weight, self.st.mirror_percent
+            ),
+        };
         self.set_phase(Phase::Progressing, reason, full.clone());
         self.event(EventType::Normal, reasons::STAGE_ADVANCED, full.clone());
         self.notify(NotificationEvent::StageChanged, full);
@@ -296,12 +315,7 @@ impl Ctx<'_> {
         self.st.stage_start_time = Some(Time(self.now));
         self.st.candidate_unready_since = None;
         self.apply_stage_traffic();
-        let msg = format!(
-            "{what}; stage {}: {}% traffic, {}% mirror",
-            self.stage_name(),
-            self.st.canary_weight,
-            self.st.mirror_percent
-        );
+        let msg = format!("{what}; stage {}: {}", self.stage_name(), self.traffic_text());
         self.event(EventType::Normal, reason, msg.clone());
         if !self.is_paused() {
             self.set_phase(Phase::Progressing, reason, msg);
@@ -314,6 +328,15 @@ impl Ctx<'_> {
         let can_mirror = self.spec.traffic_routing.kind() != RouterKind::ReplicaRatio;
         self.st.canary_weight = stage.weight;
         self.st.mirror_percent = if can_mirror { stage.mirror_percent.unwrap_or(0) } else { 0 };
+        self.st.match_ = stage.match_.clone();
+    }
+
+    /// The traffic in force, for messages: weights, or an experiment's rule.
+    fn traffic_text(&self) -> String {
+        match &self.st.match_ {
+            Some(m) => format!("experiment, candidate for {}", m.describe()),
+            None => format!("{}% traffic, {}% mirror", self.st.canary_weight, self.st.mirror_percent),
+        }
     }
 
     pub(super) fn advance(&mut self, reason: &'static str, msg: String) {
@@ -350,6 +373,7 @@ impl Ctx<'_> {
         let version = self.st.candidate_version.clone().unwrap_or_else(|| self.spec.model.version.clone());
         self.st.canary_weight = 0;
         self.st.mirror_percent = 0;
+        self.st.match_ = None;
         self.ensure_candidate = false;
         self.schedule_scale_down(&version, self.timings.scale_down_delay);
         self.push_history(&version, outcome, &msg);
@@ -372,6 +396,7 @@ impl Ctx<'_> {
         self.st.candidate_unready_since = None;
         self.st.canary_weight = 0;
         self.st.mirror_percent = 0;
+        self.st.match_ = None;
     }
 
     pub(super) fn mark_operations_handled(&mut self) {
@@ -397,7 +422,13 @@ impl Ctx<'_> {
     pub(super) fn push_history(&mut self, version: &str, outcome: Outcome, reason: &str) {
         self.st.history.insert(
             0,
-            HistoryEntry { version: version.to_string(), outcome, reason: reason.to_string(), time: Time(self.now) },
+            HistoryEntry {
+                version: version.to_string(),
+                outcome,
+                reason: reason.to_string(),
+                time: Time(self.now),
+                experiment: self.experiment_result(),
+            },
         );
         self.st.history.truncate(HISTORY_LIMIT);
     }

@@ -16,6 +16,7 @@ use crate::conditions::{reasons, types};
 
 mod acceptance;
 mod analysis;
+mod experiment;
 mod gates;
 mod machine;
 mod outcome;
@@ -25,6 +26,7 @@ mod timing;
 mod webhooks;
 
 pub use acceptance::{ACCEPTANCE_POLL, AcceptanceReport, awaiting_acceptance, judge_acceptance};
+pub use experiment::{judge_reward, reward_def, reward_measurement};
 pub use gates::*;
 pub use timing::*;
 use timing::{elapsed, until};
@@ -152,8 +154,15 @@ pub enum EventType {
 pub enum Action {
     /// Make sure a Deployment serves this model in this role.
     EnsureWorkload { role: Role, model: ModelSpec },
-    /// Route traffic: `weight`% of live traffic to the candidate, `mirror_percent`% copied to it.
-    SetTraffic { stable_version: String, candidate_version: Option<String>, weight: i32, mirror_percent: i32 },
+    /// Route traffic: `weight`% of live traffic to the candidate, `mirror_percent`% copied to it,
+    /// and every request that `matched` matches to it (an experiment stage).
+    SetTraffic {
+        stable_version: String,
+        candidate_version: Option<String>,
+        weight: i32,
+        mirror_percent: i32,
+        matched: Option<TrafficMatch>,
+    },
     /// Scale this version's Deployment to zero.
     ScaleDown { version: String },
     /// Record a Kubernetes Event on the ModelRollout. `action` names the transition (the

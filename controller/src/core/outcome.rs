@@ -21,6 +21,7 @@ impl Ctx<'_> {
             candidate_version: if active { self.st.candidate_version.clone() } else { None },
             weight: if active { self.st.canary_weight } else { 0 },
             mirror_percent: if active { self.st.mirror_percent } else { 0 },
+            matched: if active { self.st.match_.clone() } else { None },
         });
         let (due, waiting): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.st.pending_scale_downs).into_iter().partition(|p| p.at.0 <= now);
@@ -55,6 +56,9 @@ impl Ctx<'_> {
             && let Some(min) = self.timings.stage_min.get(idx as usize)
         {
             wake.push(start.0.checked_add(*min).unwrap_or(start.0));
+            if let Some(max) = self.spec.stages.get(idx as usize).and_then(|s| s.max_duration.as_ref()) {
+                wake.push(start.0.checked_add(signed(max)).unwrap_or(start.0));
+            }
         }
         if let Some(since) = &self.st.candidate_unready_since {
             wake.push(since.0.checked_add(self.timings.progress_deadline).unwrap_or(since.0));

@@ -97,7 +97,7 @@ pub fn mixing_for(scale: f64) -> f64 {
 
 /// How much more information (as a multiple of what there is) the interval needs before its
 /// radius falls to `gap`, or `None` when that is out of reach.
-fn information_factor(look: &Look, gap: f64) -> Option<f64> {
+pub(super) fn information_factor(look: &Look, gap: f64) -> Option<f64> {
     if gap <= 0.0 || !gap.is_finite() {
         return None;
     }

@@ -125,6 +125,7 @@ impl Ctx<'_> {
         }
         self.st.canary_weight = 0;
         self.st.mirror_percent = 0;
+        self.st.match_ = None;
         let refused: Vec<String> = obs
             .webhooks
             .iter()

@@ -7,7 +7,10 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::api::{Hold, ModelRollout, Outcome, Phase, Verdict};
+use crate::api::{
+    Arm, ExperimentStatus, Hold, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Outcome, Phase, RewardDirection,
+    Verdict,
+};
 
 /// ANSI styling, or none (not a terminal, or `NO_COLOR` set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +54,12 @@ pub fn age(since: &Time, now: Timestamp) -> String {
         s if s < 48 * 3600 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86400),
     }
+}
+
+/// A share in percent: `50`, `1.172` (a key share's buckets give up to three decimals).
+fn percent(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn number(v: f64) -> String {
@@ -161,14 +170,26 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
             let _ = writeln!(out, "Model:      {}  stable {stable}", spec.model.name);
         }
     }
-    let _ = writeln!(
-        out,
-        "Traffic:    candidate {}%, stable {}%, mirror {}%   (router: {})",
-        st.canary_weight,
-        100 - st.canary_weight,
-        st.mirror_percent,
-        spec.traffic_routing.kind().as_str()
-    );
+    match &st.match_ {
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "Traffic:    candidate: requests matching {}; stable: the rest   (router: {})",
+                m.describe(),
+                spec.traffic_routing.kind().as_str()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "Traffic:    candidate {}%, stable {}%, mirror {}%   (router: {})",
+                st.canary_weight,
+                100 - st.canary_weight,
+                st.mirror_percent,
+                spec.traffic_routing.kind().as_str()
+            );
+        }
+    }
     match st.hold {
         Some(Hold::Spec) => {
             let _ = writeln!(out, "Held:       by spec.paused (`kubectl modelrollout resume` releases it)");
@@ -199,8 +220,12 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
     let current = st.stage_index.map(|i| i as usize);
     let mut marks = vec![];
     for (i, stage) in spec.stages.iter().enumerate() {
-        let traffic = match stage.mirror_percent {
-            Some(m) if stage.weight == 0 => format!("mirror {m}%"),
+        let traffic = match (&stage.match_, stage.mirror_percent) {
+            (Some(m), _) => match m.key_share_percent() {
+                Some(p) => format!("A/B {}% of keys", percent(p)),
+                None => "A/B by match".to_string(),
+            },
+            (None, Some(m)) if stage.weight == 0 => format!("mirror {m}%"),
             _ => format!("{}%", stage.weight),
         };
         let label = format!("{} ({traffic})", stage.name);
@@ -272,6 +297,10 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
         let _ = writeln!(out, "\nLast analysis: none yet in this rollout");
     }
 
+    if let Some(e) = &st.experiment {
+        out.push_str(&experiment(e, &st, spec, style));
+    }
+
     if let Some(a) = &st.acceptance {
         let verdict = a.verdict.map_or_else(|| style.paint("36", "Running"), |v| style.verdict(v));
         let _ = writeln!(
@@ -338,6 +367,63 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
     if !st.history.is_empty() {
         let _ = writeln!(out, "\nRecent history:");
         out.push_str(&history_table(mr, now, style, 3));
+    }
+    out
+}
+
+/// An experiment's arms, rule, guardrails and reward.
+fn experiment(e: &ExperimentStatus, st: &ModelRolloutStatus, spec: &ModelRolloutSpec, style: Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\nExperiment (stage {}):", e.stage);
+    let share =
+        e.key_share_percent.map_or_else(|| "matching requests".to_string(), |p| format!("{}% of keys", percent(p)));
+    let rest =
+        e.key_share_percent.map_or_else(|| "the rest".to_string(), |p| format!("{}% of keys", percent(100.0 - p)));
+    let candidate = st.candidate_version.clone().unwrap_or_else(|| spec.model.version.clone());
+    let stable = st.stable_version.clone().unwrap_or_else(|| "-".into());
+    let rows = vec![
+        ["  ARM", "VERSION", "SHARE", "RULE"].map(String::from).to_vec(),
+        vec!["  candidate".into(), candidate, share, e.rule.clone()],
+        vec!["  stable".into(), stable, rest, "every other request".into()],
+    ];
+    out.push_str(&table(&rows, style));
+    let guardrails = if e.guardrails.is_empty() { "none".to_string() } else { e.guardrails.join(", ") };
+    let _ = writeln!(out, "  Guardrails: {guardrails} (a failing gate sends every request to stable)");
+    match &e.reward {
+        Some(r) => {
+            let ev = &r.evidence;
+            let diff = ev.difference_interval.as_ref().map_or(String::new(), |d| {
+                format!("; candidate − stable {} in [{}, {}]", number(r.effect), number(d.low), number(d.high))
+            });
+            let verdict = match r.winner {
+                Some(Arm::Candidate) => style.paint("32", "winner: candidate"),
+                Some(Arm::Stable) => style.paint("31", "winner: stable"),
+                None => match ev.more_samples {
+                    Some(n) => format!("no winner yet (~{n} more candidate samples to settle)"),
+                    None => "no winner yet".to_string(),
+                },
+            };
+            let direction = match r.direction {
+                RewardDirection::Higher => "higher is better",
+                RewardDirection::Lower => "lower is better",
+            };
+            let _ = writeln!(
+                out,
+                "  Reward {} ({direction}, {}%): candidate {}/{}, stable {}/{}{diff}; {verdict}",
+                r.name,
+                (ev.confidence * 1000.0).round() / 10.0,
+                ev.candidate.events,
+                ev.candidate.trials,
+                ev.stable.events,
+                ev.stable.trials,
+            );
+        }
+        None if spec.analysis.reward.is_some() => {
+            let _ = writeln!(out, "  Reward: not measured yet");
+        }
+        None => {
+            let _ = writeln!(out, "  Reward: none (analysis.reward); the stage advances on its guardrails");
+        }
     }
     out
 }

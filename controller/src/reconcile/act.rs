@@ -42,7 +42,7 @@ pub(super) async fn execute(
         }
     }
     let route = match traffic {
-        Some(Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent }) => {
+        Some(Action::SetTraffic { stable_version, candidate_version, weight, mirror_percent, matched }) => {
             // The spec's generation and uid are part of it: a changed router or port applies.
             let split_print = format!("{traffic:?}/{:?}/{:?}", mr.metadata.generation, mr.metadata.uid);
             // Stale when it changed, aged past --reapply-after, or the route was written by someone
@@ -63,6 +63,7 @@ pub(super) async fn execute(
                     candidate_active: candidate_version.is_some(),
                     weight: *weight,
                     mirror: *mirror_percent,
+                    matched: matched.clone(),
                 };
                 (split_print, split, stable_version.as_str(), candidate_version.as_deref())
             })

@@ -327,6 +327,7 @@ async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         candidate_active: false,
         weight: 0,
         mirror: 0,
+        matched: None,
     };
     match Router::of(mr).apply(&ctx.client, mr, &split).await {
         Ok(_) => {}

@@ -65,6 +65,10 @@ pub(super) async fn observe(
     if due {
         let stable = status.stable.clone().expect("a candidate implies a stable");
         let defs = core::gate_defs(&mr.spec.analysis.gates);
+        // An experiment stage's reward is measured beside its guardrails, always for both arms.
+        let experiment =
+            status.stage_index.and_then(|i| mr.spec.stages.get(i as usize)).is_some_and(|s| s.match_.is_some());
+        let reward = core::reward_def(&mr.spec).filter(|_| experiment);
         let timings = core::Timings::of(&mr.spec).ok();
         let window =
             timings.as_ref().map_or(Duration::from_secs(60), |t| t.interval.unsigned_abs()).max(Duration::from_secs(5));
@@ -72,18 +76,22 @@ pub(super) async fn observe(
         let role = candidate_role(status);
         analysis = Some(match prometheus(ctx, mr) {
             Some(prom) => {
-                gates::observe(
-                    &prom,
-                    &defs,
-                    &selector(mr, &mr.spec.model, role),
-                    &selector(mr, &stable, SidecarRole::Stable),
-                    window,
-                    timeout,
-                )
-                .await
+                let (candidate, stable) =
+                    (selector(mr, &mr.spec.model, role), selector(mr, &stable, SidecarRole::Stable));
+                let gates = gates::observe(&prom, &defs, &candidate, &stable, window, timeout);
+                let reward = async {
+                    match &reward {
+                        Some(r) => Some(gates::observe_both(&prom, r, &candidate, &stable, window, timeout).await),
+                        None => None,
+                    }
+                };
+                let (mut all, reward) = tokio::join!(gates, reward);
+                all.extend(reward);
+                all
             }
             None => defs
                 .iter()
+                .chain(reward.iter())
                 .map(|d| core::GateObservation {
                     gate: d.name.clone(),
                     candidate: core::Measurement::QueryError("no Prometheus address (spec or --prometheus-url)".into()),

@@ -225,7 +225,9 @@ async fn send(
     }
 }
 
-async fn post_labels(
+/// Posts the labels gathered (`{"id", "label"}`) every quarter second to every ready pod of
+/// rollout `rollout` (its `<name>` Service's endpoints), counting them in `posted`.
+pub async fn post_labels(
     client: Client,
     ns: String,
     rollout: String,

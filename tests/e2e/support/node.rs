@@ -166,6 +166,8 @@ pub fn from_image(file: &str) -> Value {
 pub struct RolloutEnv {
     pub ns: TestNamespace,
     pub client: Client,
+    /// The ModelRollout's name.
+    pub name: String,
 }
 
 impl RolloutEnv {
@@ -173,6 +175,11 @@ impl RolloutEnv {
     /// platform team's field manager, when given) and `v1` (a ModelRollout manifest, applied by
     /// GitOps); returns once v1 is Idle and its pods run.
     pub async fn setup(prefix: &str, route: impl FnOnce(&str) -> Option<Value>, v1: Value) -> Self {
+        Self::setup_named(prefix, "fraud", route, v1).await
+    }
+
+    /// [`RolloutEnv::setup`] for a rollout named `name`.
+    pub async fn setup_named(prefix: &str, name: &str, route: impl FnOnce(&str) -> Option<Value>, v1: Value) -> Self {
         require_real_node();
         ensure_model_store().await;
         let ns = TestNamespace::new(prefix).await;
@@ -185,14 +192,14 @@ impl RolloutEnv {
         }
         let client = client().await;
         gitops_apply(&ns.name, &v1);
-        let env = Self { ns, client };
+        let env = Self { ns, client, name: name.to_string() };
         env.wait(Duration::from_secs(180), "v1 stable", |s| s.phase == Some(modelrollout::api::Phase::Idle)).await;
         running_pods(&env.ns.name, "modelrollout.dev/version=v1").await;
         env
     }
 
     pub async fn get(&self) -> ModelRollout {
-        Api::<ModelRollout>::namespaced(self.client.clone(), &self.ns.name).get("fraud").await.unwrap()
+        Api::<ModelRollout>::namespaced(self.client.clone(), &self.ns.name).get(&self.name).await.unwrap()
     }
 
     /// Waits until the status satisfies `ok`; on timeout shows the status and the controller pod's log.
