@@ -15,8 +15,8 @@
 //! Tolerances: the share of users on the candidate is checked against the share of the 256 key
 //! buckets the stage names, with the 99.9% binomial interval over the users seen; every user's arm
 //! must be exactly the one its key's last two hex digits select (`KeyShare::selects`), and no user
-//! may see both arms while the experiment runs (its window starts 1.5 s after the status first
-//! said the stage and ends 0.5 s before the status left it, as in gateway.rs).
+//! may see both arms while the experiment runs (its window starts 1.5 s after the experiment's rule
+//! is in the route and ends 0.5 s before the status left the stage, as in gateway.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,27 +37,15 @@ const CANDIDATES: usize = 10;
 const KEY_HEADER: &str = "x-user-id";
 const SHARE_PERCENT: i32 = 50;
 
-fn gateway_addr() -> (String, String, String) {
-    let addr = cluster_env("MODELROLLOUT_GATEWAY");
-    let r = cluster_env("MODELROLLOUT_GATEWAY_REF");
-    assert!(!addr.is_empty(), "the cluster runs without its Gateway (MODELROLLOUT_WITH_GATEWAY=0?)");
-    let (ns, name) = r.split_once('/').expect("namespace/name");
-    (addr, ns.to_string(), name.to_string())
-}
-
-fn host(ns: &str) -> String {
-    format!("{ns}.models.test")
-}
-
 /// The platform team's HTTPRoute on the shared Gateway: every path to the stable Service.
 fn user_route(ns: &str) -> Value {
-    let (_, gw_ns, gw_name) = gateway_addr();
+    let (_, gw_ns, gw_name) = gateway();
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": NAME, "namespace": ns},
         "spec": {
             "parentRefs": [{"name": gw_name, "namespace": gw_ns}],
-            "hostnames": [host(ns)],
+            "hostnames": [gateway_host(ns)],
             "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
                        "backendRefs": [{"name": format!("{NAME}-stable"), "port": 8080, "weight": 100}]}]
         }
@@ -191,7 +179,7 @@ struct Users {
 impl Users {
     fn start(env: &RolloutEnv, seed: u64) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (addr, ..) = gateway_addr();
+        let (addr, ..) = gateway();
         let ns = env.ns.name.clone();
         let keys = Arc::new(user_keys(USERS, seed));
         let shown: Arc<Mutex<Vec<Shown>>> = Arc::default();
@@ -215,7 +203,7 @@ impl Users {
                     let rid = format!("{ns}-r{n}");
                     let req = http
                         .post(format!("http://{addr}/v1/rank:score"))
-                        .header(reqwest::header::HOST, host(&ns))
+                        .header(reqwest::header::HOST, gateway_host(&ns))
                         .header(KEY_HEADER, &keys[user])
                         .header("x-request-id", &rid)
                         .json(&json!({"candidates": items.iter().map(Item::json).collect::<Vec<_>>()}));
@@ -312,13 +300,14 @@ impl Drop for Users {
     }
 }
 
-/// The experiment stage's window as clients saw it: from 1.5 s after the status first said the
-/// stage (Envoy applies the route within about a second) to 0.5 s before the status left it.
-fn experiment_window(samples: &[Sample]) -> (f64, f64) {
+/// The experiment stage's window as clients saw it: from 1.5 s after the experiment's rule was
+/// seen in the route (`rule_at`; Envoy applies a route within about a second; the stage begins by
+/// waiting for the candidate's pods, with no rule yet) to 0.5 s before the status left the stage.
+fn experiment_window(samples: &[Sample], rule_at: f64) -> (f64, f64) {
     let in_stage: Vec<&Sample> =
         samples.iter().filter(|s| s.phase == Some(Phase::Progressing) && s.stage.as_deref() == Some("ab")).collect();
     let (first, last) = (in_stage.first().expect("the status said stage ab"), in_stage.last().unwrap());
-    (first.at + 1.5, last.at - 0.5)
+    (first.at.max(rule_at) + 1.5, last.at - 0.5)
 }
 
 /// Each user's arms in [from, to): user -> versions that answered it, and how many times.
@@ -417,6 +406,7 @@ async fn an_ab_test_keeps_users_on_their_arm_and_promotes_the_winner() {
         (rules.len() == 2).then_some(rules)
     })
     .await;
+    let rule_at = now();
     assert_eq!(rules[1]["backendRefs"][0]["name"], "ranker-canary", "{rules:#?}");
     assert_eq!(rules[1]["matches"][0]["headers"][0]["name"], KEY_HEADER, "{rules:#?}");
     // `kubectl modelrollout status` shows the arms, the key rule, the guardrails and the reward.
@@ -450,7 +440,7 @@ async fn an_ab_test_keeps_users_on_their_arm_and_promotes_the_winner() {
 
     let mr = env
         .wait(Duration::from_secs(120), "v2 promoted", |s| {
-            s.phase == Some(Phase::Idle) && s.stable_version.as_deref() == Some("v2")
+            s.phase == Some(Phase::Promoted) && s.stable_version.as_deref() == Some("v2")
         })
         .await;
     users.wait_answered_by("v2").await;
@@ -463,7 +453,7 @@ async fn an_ab_test_keeps_users_on_their_arm_and_promotes_the_winner() {
     let samples = log.stop().await;
     let keys = users.keys.clone();
     let shown = users.shutdown().await;
-    let (from, to) = experiment_window(&samples);
+    let (from, to) = experiment_window(&samples, rule_at);
     check_users(&shown, &keys, from, to);
     let ctr = click_through(&shown, from, to);
     println!("click-through as users clicked, per arm: {ctr:?}");
@@ -505,7 +495,7 @@ async fn a_guardrail_breach_sends_every_user_to_stable_within_one_analysis() {
     })
     .await;
     let shown = users.shutdown().await;
-    let (from, _) = experiment_window(&samples);
+    let (from, _) = experiment_window(&samples, 0.0);
     // Before the breach, half the users were on the candidate; from 1.5 s after the decision every
     // one of them is on stable.
     let before = arms_by_user(&shown, from, analysed);

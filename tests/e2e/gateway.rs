@@ -23,18 +23,6 @@ const RPS: u32 = 160;
 const PIN_EVERY: u64 = 10;
 const MIN_PER_STAGE: u64 = 2_000;
 
-fn gateway() -> (String, String, String) {
-    let addr = cluster_env("MODELROLLOUT_GATEWAY");
-    let r = cluster_env("MODELROLLOUT_GATEWAY_REF");
-    assert!(!addr.is_empty(), "the cluster runs without its Gateway (MODELROLLOUT_WITH_GATEWAY=0?)");
-    let (ns, name) = r.split_once('/').expect("namespace/name");
-    (addr, ns.to_string(), name.to_string())
-}
-
-fn host(ns: &str) -> String {
-    format!("{ns}.models.test")
-}
-
 /// The platform team's HTTPRoute: the rule the rollout drives (all paths), and a second rule of
 /// their own that pins requests carrying `x-model-pin: stable` to the stable Service.
 fn user_route(ns: &str) -> Value {
@@ -44,7 +32,7 @@ fn user_route(ns: &str) -> Value {
         "metadata": {"name": "fraud", "namespace": ns},
         "spec": {
             "parentRefs": [{"name": gw_name, "namespace": gw_ns}],
-            "hostnames": [host(ns)],
+            "hostnames": [gateway_host(ns)],
             "rules": [
                 {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
                  "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]},
@@ -80,7 +68,7 @@ async fn through_gateway(prefix: &str, rps: u32, pin_every: Option<u64>) -> (Rol
     let v1 = manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6));
     let env = RolloutEnv::setup(prefix, |ns| Some(user_route(ns)), v1).await;
     let ns = env.ns.name.clone();
-    let target = Target::Gateway { addr, host: host(&ns) };
+    let target = Target::Gateway { addr, host: gateway_host(&ns) };
     let load = ClientLoad::start(env.client.clone(), &ns, "fraud", target, rps, pin_every);
     wait_answered_by(&load, "v1").await;
     (env, load, ns)

@@ -49,6 +49,21 @@ pub enum Target {
     Service,
 }
 
+/// The shared Gateway of the real-node cluster (tests/gateway/gateway.sh): its address
+/// (host:port), namespace and name.
+pub fn gateway() -> (String, String, String) {
+    let addr = crate::cluster_env("MODELROLLOUT_GATEWAY");
+    let r = crate::cluster_env("MODELROLLOUT_GATEWAY_REF");
+    assert!(!addr.is_empty(), "the cluster runs without its Gateway (MODELROLLOUT_WITH_GATEWAY=0?)");
+    let (ns, name) = r.split_once('/').expect("namespace/name");
+    (addr, ns.to_string(), name.to_string())
+}
+
+/// A test namespace's hostname on the shared Gateway.
+pub fn gateway_host(ns: &str) -> String {
+    format!("{ns}.models.test")
+}
+
 /// The request header and value the tests' second, user-owned rule matches.
 pub const PIN_HEADER: &str = "x-model-pin";
 pub const PIN_VALUE: &str = "stable";
