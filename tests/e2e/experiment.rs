@@ -484,9 +484,13 @@ async fn a_guardrail_breach_sends_every_user_to_stable_within_one_analysis() {
     assert_eq!(guard.verdict, Verdict::Fail, "{last:?}");
     assert!(st.history[0].reason.contains("clickThrough"), "{:?}", st.history[0]);
     assert!(st.experiment.is_some(), "the experiment's record stays in status");
+    // The rollback as the status first said it (the log polls every 100 ms, so it may see it a
+    // moment after the wait above did), and the analysis that decided it: one decision.
+    let rolled_back = wait_for("the status log to see the rollback", Duration::from_secs(10), || async {
+        log.samples().iter().find(|s| s.phase == Some(Phase::RolledBack)).map(|s| s.at)
+    })
+    .await;
     let samples = log.stop().await;
-    // The rollback as the status first said it, and the analysis that decided it: one decision.
-    let rolled_back = samples.iter().find(|s| s.phase == Some(Phase::RolledBack)).expect("the rollback").at;
     let analysed = last.time.0.as_millisecond() as f64 / 1000.0;
     assert!((rolled_back - analysed).abs() < 2.0, "analysis at {analysed}, rollback seen at {rolled_back}");
     // Five seconds of answers after the rollback, then stop.
