@@ -149,14 +149,15 @@ fn gateway_header(rule: &HeaderRule) -> Value {
 /// The experiment's rule: each of the stable rule's matches with the header condition added,
 /// the stable rule's filters, the candidate's Service alone.
 pub fn experiment_rule(stable_rule: &Value, split: &Split, m: &TrafficMatch) -> Value {
-    let header = gateway_header(&m.header_rule());
+    let rule = m.header_rule();
+    let header = gateway_header(&rule);
     let mut matches = stable_rule["matches"].as_array().cloned().unwrap_or_default();
     if matches.is_empty() {
         matches.push(json!({"path": {"type": "PathPrefix", "value": "/"}}));
     }
     for one in &mut matches {
         let mut headers = one["headers"].as_array().cloned().unwrap_or_default();
-        headers.retain(|h| !h["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(m.header_rule().name())));
+        headers.retain(|h| !h["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(rule.name())));
         headers.push(header.clone());
         one["headers"] = Value::Array(headers);
     }
@@ -177,7 +178,8 @@ pub fn experiment_rule(stable_rule: &Value, split: &Split, m: &TrafficMatch) -> 
     rule
 }
 
-/// Whether a rule is the controller's experiment rule: every backend is the candidate's Service.
+/// Whether a rule looks like the controller's experiment rule: every backend is the candidate's
+/// Service. Only the rule right after the stable rule is taken for it (that is where it goes).
 fn is_experiment_rule(rule: &Value, split: &Split) -> bool {
     rule["backendRefs"]
         .as_array()
@@ -188,10 +190,13 @@ fn is_experiment_rule(rule: &Value, split: &Split) -> bool {
 /// rewritten by [`gateway_rule`], the experiment rule after it while a match is in force, every
 /// other rule as it was. None when no rule routes to stable.
 pub fn gateway_rules(rules: &[Value], split: &Split) -> Option<Vec<Value>> {
-    let mut out: Vec<Value> = rules.iter().filter(|r| !is_experiment_rule(r, split)).cloned().collect();
+    let mut out = rules.to_vec();
     let idx = out.iter().position(|r| {
         r["backendRefs"].as_array().is_some_and(|refs| refs.iter().any(|b| b["name"] == split.stable_service.as_str()))
     })?;
+    if out.get(idx + 1).is_some_and(|r| is_experiment_rule(r, split)) {
+        out.remove(idx + 1);
+    }
     out[idx] = gateway_rule(&out[idx], split);
     if split.candidate_active
         && let Some(m) = &split.matched
@@ -526,6 +531,14 @@ mod tests {
         let bare = json!({"backendRefs": [{"name": "fraud-stable", "port": 8080}]});
         let one = gateway_rules(&[bare], &keyed(50)).unwrap();
         assert_eq!(one[1]["matches"][0]["path"], json!({"type": "PathPrefix", "value": "/"}));
+        // A user's own rule to the candidate elsewhere in the route is theirs: kept, with or
+        // without an experiment.
+        let debug = json!({"matches": [{"headers": [{"name": "x-debug", "value": "canary"}]}],
+                           "backendRefs": [{"name": "fraud-canary", "port": 8080}]});
+        let with_debug = vec![debug.clone(), stable.clone()];
+        let on = gateway_rules(&with_debug, &keyed(50)).unwrap();
+        assert_eq!((on.len(), &on[0]), (3, &debug));
+        assert_eq!(gateway_rules(&on, &split(false, 0, 0)).unwrap(), with_debug);
     }
 
     /// Istio: the experiment route goes before the primary (first match wins), keeps the primary's

@@ -38,14 +38,14 @@ pub fn judge_reward(reward: &Reward, before: Option<&RewardResult>, obs: Option<
     let alpha = 1.0 - confidence;
     let min_effect = reward.min_effect.unwrap_or(0.0);
     let mixing = mixing_for(if min_effect > 0.0 { min_effect } else { DEFAULT_EFFECT_SCALE });
-    let (mut candidate, mut stable) =
-        before.map_or((Counts::default(), Counts::default()), |b| (b.evidence.candidate, b.evidence.stable));
-    let mut note = None;
     if let Some(b) = before
         && b.winner.is_some()
     {
         return b.clone();
     }
+    let (mut candidate, mut stable) =
+        before.map_or((Counts::default(), Counts::default()), |b| (b.evidence.candidate, b.evidence.stable));
+    let mut note = None;
     match obs {
         Some(o) => match (&o.candidate, &o.stable) {
             (Measurement::Value { .. }, Measurement::Value { .. }) => {
