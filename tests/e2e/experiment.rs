@@ -334,8 +334,11 @@ fn click_through(shown: &[Shown], from: f64, to: f64) -> BTreeMap<String, (u64, 
     out
 }
 
+/// Failed requests once the route was first programmed (the first answer): before it, Envoy
+/// answers 503 for a hostname it does not route yet, which is setup, not the experiment.
 fn failures(shown: &[Shown]) -> Vec<String> {
-    shown.iter().filter_map(|s| s.error.clone()).take(10).collect()
+    let first = shown.iter().filter(|s| s.version.is_some()).map(|s| s.start).fold(f64::INFINITY, f64::min);
+    shown.iter().filter(|s| s.start > first).filter_map(|s| s.error.clone()).take(10).collect()
 }
 
 /// Stickiness and share, from what users saw during the experiment: every user on exactly the arm
