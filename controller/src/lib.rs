@@ -1,28 +1,28 @@
-//! modelrollout: progressive delivery for ML models on Kubernetes.
+//! modelrollout's controller: the reconcile loop and its adapters.
 //!
-//! * [`api`]: the `ModelRollout` custom resource.
-//! * [`core`]: the pure decision core.
-//! * [`conditions`]: condition types and reasons.
-//! * [`matching`]: an experiment stage's match as a router's header rule.
-//! * [`plugin`]: the `kubectl modelrollout` plugin.
-//! * [`reconcile`]: the loop that observes, decides and acts; [`workloads`], [`routers`], [`gates`]
-//!   and [`notify`] are its adapters.
+//! * [`reconcile`]: observe -> decide (the pure core, `modelrollout-core`) -> act -> record.
+//! * The adapters, named by what they talk to: [`workloads`] (Deployments and Services),
+//!   [`routers`] (Gateway API, Istio, replica ratio), [`prometheus`] (the gates' queries),
+//!   [`acceptance_runner`] (a candidate's golden-set and load checks), [`webhook_calls`] (gating
+//!   webhooks), [`notify`] (notifications), [`route_watch`] (routes edited by others).
+//! * [`leader`] election, [`telemetry`] (metrics and health), [`cli`] (flags and start-up).
+//!
+//! The API types are `modelrollout-api`'s, re-exported as [`api`]; the decision core is
+//! `modelrollout-core`'s, re-exported as [`core`].
 
-pub mod acceptance;
-pub mod api;
+pub use modelrollout_api as api;
+pub use modelrollout_api::{conditions, crd};
+pub use modelrollout_core as core;
+
+pub mod acceptance_runner;
 pub mod cli;
-pub mod conditions;
-pub mod core;
-pub mod crd;
 pub mod error;
-pub mod gates;
 pub mod leader;
-pub mod matching;
 pub mod notify;
-pub mod plugin;
+pub mod prometheus;
 pub mod reconcile;
 pub mod route_watch;
 pub mod routers;
 pub mod telemetry;
-pub mod webhooks;
+pub mod webhook_calls;
 pub mod workloads;

@@ -15,9 +15,9 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::api::matching::HeaderRule;
 use crate::api::{GatewayApiRouting, IstioRouting, ModelRollout, TrafficMatch};
 use crate::error::Error;
-use crate::matching::HeaderRule;
 use crate::workloads::{self, MANAGER};
 
 /// The split to route: `weight`% to the canary Service, `mirror`% copied to it.

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use modelrollout::acceptance::{self, Targets};
+use modelrollout::acceptance_runner::{self, Targets};
 use modelrollout::api::*;
 use modelrollout::core::AcceptanceReport;
 use serde_json::{Value, json};
@@ -107,8 +107,8 @@ async fn webhook_answers_timeouts_and_retries() {
 
     // 2xx: ok at once; the payload names the rollout, stage, versions, gates and metadata.
     let h = hook("smoke", WebhookKind::PreRollout, format!("{base}/ok"), "2s", 2);
-    let body = modelrollout::webhooks::payload("team-a", "fraud", &st, "v2", &h);
-    let call = modelrollout::webhooks::call(&http, &h, &body).await;
+    let body = modelrollout::webhook_calls::payload("team-a", "fraud", &st, "v2", &h);
+    let call = modelrollout::webhook_calls::call(&http, &h, &body).await;
     assert!(call.ok && call.attempts == 1 && call.code == Some(200), "{call:?}");
     let got = state.bodies.lock().unwrap()[0].clone();
     assert_eq!(got["type"], "preRollout");
@@ -121,27 +121,27 @@ async fn webhook_answers_timeouts_and_retries() {
 
     // 4xx: the hook's answer, not retried; its body is quoted.
     let h = hook("smoke", WebhookKind::PreRollout, format!("{base}/refuse"), "2s", 3);
-    let call = modelrollout::webhooks::call(&http, &h, &body).await;
+    let call = modelrollout::webhook_calls::call(&http, &h, &body).await;
     assert!(!call.ok && call.code == Some(412) && call.attempts == 1, "{call:?}");
     assert!(call.message.contains("3 of 40"), "{}", call.message);
     assert_eq!(state.refused_calls.load(Ordering::SeqCst), 1);
 
     // 5xx twice, then 200: retried (1 s, then 2 s apart).
     let h = hook("warm", WebhookKind::ConfirmPromotion, format!("{base}/flaky"), "2s", 2);
-    let call = modelrollout::webhooks::call(&http, &h, &body).await;
+    let call = modelrollout::webhook_calls::call(&http, &h, &body).await;
     assert!(call.ok && call.attempts == 3, "{call:?}");
 
     // No answer within the timeout: retried, then given up, saying so.
     let h = hook("slow", WebhookKind::Rollback, format!("{base}/slow"), "300ms", 1);
     let started = std::time::Instant::now();
-    let call = modelrollout::webhooks::call(&http, &h, &body).await;
+    let call = modelrollout::webhook_calls::call(&http, &h, &body).await;
     assert!(!call.ok && call.code.is_none() && call.attempts == 2, "{call:?}");
     assert!(call.message.contains("no answer within 300ms"), "{}", call.message);
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 
     // Nothing listening: a connection error, retried.
     let h = hook("gone", WebhookKind::PostRollout, "http://127.0.0.1:9/hook".into(), "1s", 1);
-    let call = modelrollout::webhooks::call(&http, &h, &body).await;
+    let call = modelrollout::webhook_calls::call(&http, &h, &body).await;
     assert!(!call.ok && call.code.is_none() && call.attempts == 2, "{call:?}");
 }
 
@@ -214,7 +214,7 @@ async fn acceptance_scores_the_golden_set_through_the_service_and_loads_it() {
         }),
         timeout: "1m".parse().unwrap(),
     };
-    let report = acceptance::run(&http, &spec, &contract, &targets).await;
+    let report = acceptance_runner::run(&http, &spec, &contract, &targets).await;
     let AcceptanceReport::Measured { golden_set: Some(g), load: Some(l) } = &report else { panic!("{report:?}") };
     assert_eq!((g.rows, g.candidate.rows), (7, 6));
     // Positives 0.9, 0.8, 0.3 against negatives 0.6, 0.2, 0.1: 8 of 9 pairs ordered right.
@@ -233,7 +233,7 @@ async fn acceptance_scores_the_golden_set_through_the_service_and_loads_it() {
 
     // A file that is not the one the spec names: the checks do not run.
     let wrong = AcceptanceSpec { golden_set: Some(golden_check(&base, "0".repeat(64))), load: None, ..spec.clone() };
-    match acceptance::run(&http, &wrong, &contract, &targets).await {
+    match acceptance_runner::run(&http, &wrong, &contract, &targets).await {
         AcceptanceReport::Error(e) => assert!(e.contains("sha256") && e.contains(&"0".repeat(64)), "{e}"),
         other => panic!("{other:?}"),
     }
@@ -241,7 +241,7 @@ async fn acceptance_scores_the_golden_set_through_the_service_and_loads_it() {
     // scored as this one.
     let other = model_server(file.clone(), Some("v1")).await;
     let misrouted = Targets { candidate: other, ..targets.clone() };
-    match acceptance::run(&http, &AcceptanceSpec { load: None, ..spec.clone() }, &contract, &misrouted).await {
+    match acceptance_runner::run(&http, &AcceptanceSpec { load: None, ..spec.clone() }, &contract, &misrouted).await {
         AcceptanceReport::Error(e) => {
             assert!(e.contains("did not answer as version v2 within 2s (answered by version v1)"), "{e}")
         }
@@ -249,7 +249,7 @@ async fn acceptance_scores_the_golden_set_through_the_service_and_loads_it() {
     }
     // A candidate that does not answer: an error naming it, after the row's retries.
     let gone = Targets { candidate: "http://127.0.0.1:9".into(), ..targets.clone() };
-    match acceptance::run(&http, &AcceptanceSpec { load: None, ..spec.clone() }, &contract, &gone).await {
+    match acceptance_runner::run(&http, &AcceptanceSpec { load: None, ..spec.clone() }, &contract, &gone).await {
         AcceptanceReport::Error(e) => assert!(e.starts_with("candidate: http://127.0.0.1:9 did not answer"), "{e}"),
         other => panic!("{other:?}"),
     }

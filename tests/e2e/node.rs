@@ -100,9 +100,9 @@ fn golden_from_store(file: &str) -> serde_json::Value {
 /// The AUC of a golden file's own reference scores (what the served model must reproduce).
 fn reference_auc(file: &str) -> f64 {
     let text = std::fs::read(root().join("models").join(file)).unwrap();
-    let set = modelrollout::acceptance::parse(&text).unwrap();
+    let set = modelrollout::acceptance_runner::parse(&text).unwrap();
     let pairs: Vec<(f64, bool)> = set.rows.iter().map(|r| (r.probability.unwrap(), r.label)).collect();
-    modelrollout::acceptance::auc(&pairs).unwrap()
+    modelrollout::acceptance_runner::auc(&pairs).unwrap()
 }
 
 #[tokio::test]

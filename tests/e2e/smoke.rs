@@ -607,7 +607,7 @@ async fn the_on_gpu_gate_recipe_reads_1_on_cuda_0_after_a_cpu_fallback_and_nothi
     // The recipe's PromQL, substituted as the controller substitutes a custom gate, over sidecar
     // device gauges as the sidecar writes them (one fake target per pod).
     let namespace = format!("gpu-recipe-{}", std::process::id());
-    let selector = modelrollout::gates::Selector {
+    let selector = modelrollout::prometheus::Selector {
         namespace: namespace.clone(),
         rollout: "fraud".into(),
         model: "fraud".into(),

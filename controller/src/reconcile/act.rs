@@ -27,9 +27,9 @@ pub(super) async fn execute(
         _ => None,
     }) {
         Some((version, sha256)) => {
-            acceptance::ensure(mr, ctx, version, sha256, st.stable_version.as_deref().unwrap_or_default())
+            acceptance_runs::ensure(mr, ctx, version, sha256, st.stable_version.as_deref().unwrap_or_default())
         }
-        None => acceptance::end(mr, ctx),
+        None => acceptance_runs::end(mr, ctx),
     }
     for action in actions {
         match action {

@@ -18,25 +18,25 @@ use kube::runtime::reflector;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-mod acceptance;
+mod acceptance_runs;
 mod act;
 mod memo;
-mod metrics;
 mod observe;
+mod record_metrics;
 
 use observe::observe;
 
-pub use acceptance::{AcceptanceRun, AcceptanceRuns};
+pub use acceptance_runs::{AcceptanceRun, AcceptanceRuns};
 use act::{announce, execute};
 pub use memo::{AppliedTraffic, AppliedWorkloads, LastWrites, PerRollout};
 use memo::{LastWrite, newest_copy};
-use metrics::record_metrics;
+use record_metrics::record_metrics;
 
 use crate::api::{ModelRollout, ModelRolloutStatus, ModelSpec, Phase, RouterKind};
 use crate::core::{self, Action, EventType, Observations, Role};
 use crate::error::Error;
-use crate::gates::{self, Selector};
 use crate::notify;
+use crate::prometheus::{self, Selector};
 use crate::routers::{Router, Split, TrafficRouter};
 use crate::telemetry::{Metrics, RolloutLabel};
 use crate::workloads::{self, MANAGER};

@@ -78,10 +78,10 @@ pub(super) async fn observe(
             Some(prom) => {
                 let (candidate, stable) =
                     (selector(mr, &mr.spec.model, role), selector(mr, &stable, SidecarRole::Stable));
-                let gates = gates::observe(&prom, &defs, &candidate, &stable, window, timeout);
+                let gates = prometheus::observe(&prom, &defs, &candidate, &stable, window, timeout);
                 let reward = async {
                     match &reward {
-                        Some(r) => Some(gates::observe_both(&prom, r, &candidate, &stable, window, timeout).await),
+                        Some(r) => Some(prometheus::observe_both(&prom, r, &candidate, &stable, window, timeout).await),
                         None => None,
                     }
                 };
@@ -101,7 +101,7 @@ pub(super) async fn observe(
         });
     }
     let acceptance = (candidate_ready && core::awaiting_acceptance(&mr.spec, status))
-        .then(|| super::acceptance::finished(mr, ctx))
+        .then(|| super::acceptance_runs::finished(mr, ctx))
         .flatten();
     let webhooks = call_webhooks(mr, ctx, status, candidate_ready, due, now).await;
     Observations {
@@ -130,8 +130,8 @@ async fn call_webhooks(
     }
     let (ns, name) = (mr.namespace().unwrap_or_default(), mr.name_any());
     let calls = mr.spec.webhooks.iter().filter(|h| due.contains(&h.kind)).map(|hook| {
-        let body = crate::webhooks::payload(&ns, &name, status, &mr.spec.model.version, hook);
-        async move { crate::webhooks::call(&ctx.http, hook, &body).await }
+        let body = crate::webhook_calls::payload(&ns, &name, status, &mr.spec.model.version, hook);
+        async move { crate::webhook_calls::call(&ctx.http, hook, &body).await }
     });
     futures::future::join_all(calls).await
 }

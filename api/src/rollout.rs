@@ -1,0 +1,124 @@
+//! The `ModelRollout` resource and its spec, with the cross-field rules (CEL) that guard the spec
+//! as a whole. The rules for one field sit beside that field's type.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use kube_derive::CustomResource;
+
+use crate::*;
+
+/// Rolls a new model version out through traffic stages, gated on Prometheus metrics.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "modelrollout.dev",
+    version = "v1alpha1",
+    kind = "ModelRollout",
+    plural = "modelrollouts",
+    shortname = "mro",
+    namespaced,
+    status = "ModelRolloutStatus",
+    category = "all",
+    crates(kube_core = "::kube_core"),
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.stageName"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
+    printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".status.stableVersion"}"#,
+    printcolumn = r#"{"name":"Candidate","type":"string","jsonPath":".status.candidateVersion"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "size(self.stages) == 0 || self.stages[size(self.stages) - 1].weight == 100",
+        "message": "the last stage must send 100% of traffic to the candidate",
+        "fieldPath": ".stages",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "self.stages.all(a, self.stages.exists_one(b, b.weight == a.weight)) && self.stages.map(s, s.weight).isSorted()",
+        "message": "stage weights must be strictly increasing",
+        "fieldPath": ".stages",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "self.stages.all(a, self.stages.exists_one(b, b.name == a.name))",
+        "message": "stage names must be unique",
+        "fieldPath": ".stages",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "!has(self.webhooks) || self.webhooks.all(a, self.webhooks.exists_one(b, b.name == a.name))",
+        "message": "webhook names must be unique",
+        "fieldPath": ".webhooks",
+        "reason": "FieldValueDuplicate"
+    },
+    {
+        "rule": "!has(self.acceptance) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))",
+        "message": "acceptance needs a router (gatewayAPI or istio): with replica-ratio routing the candidate's pods take traffic as soon as they are Ready",
+        "fieldPath": ".acceptance",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!self.stages.exists(s, has(s.match)) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))",
+        "message": "an experiment stage (match) needs a router that matches requests (gatewayAPI or istio)",
+        "fieldPath": ".stages",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(self.analysis) || !has(self.analysis.reward) || self.stages.exists(s, has(s.match))",
+        "message": "analysis.reward picks an experiment's winner: set match on a stage",
+        "fieldPath": ".analysis.reward",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "!has(self.analysis) || !has(self.analysis.reward) || !has(self.analysis.interval) || duration(self.analysis.interval) >= duration('5s')",
+        "message": "with analysis.reward the interval is at least 5s: each analysis adds its window (the interval, at least 5s) to the reward's evidence, and windows must not overlap",
+        "fieldPath": ".analysis.interval",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "has(self.analysis) && ((has(self.analysis.promoteWithoutGates) && self.analysis.promoteWithoutGates) || (has(self.analysis.gates) && (has(self.analysis.gates.errorRate) || has(self.analysis.gates.latencyP95) || has(self.analysis.gates.falsePositiveRate) || has(self.analysis.gates.captureRate) || (has(self.analysis.gates.custom) && size(self.analysis.gates.custom) > 0))))",
+        "message": "set at least one gate in analysis.gates, or analysis.promoteWithoutGates: true to promote on minDuration alone",
+        "fieldPath": ".analysis.gates",
+        "reason": "FieldValueRequired"
+    }
+]))]
+pub struct ModelRolloutSpec {
+    /// The model version to roll out. Changing `version` (or `sha256`) starts a rollout.
+    pub model: ModelSpec,
+    /// The pods that serve the stable and candidate versions.
+    #[serde(default)]
+    pub workload: WorkloadSpec,
+    /// How traffic is split between stable and candidate. At most one router; none means replica ratio.
+    #[serde(default)]
+    pub traffic_routing: TrafficRouting,
+    /// Traffic stages, in order. Weights strictly increase and end at 100.
+    #[serde(default = "default_stages")]
+    #[schemars(length(min = 1, max = 16))]
+    pub stages: Vec<Stage>,
+    /// How each stage is judged.
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+    /// What happens when a candidate fails or data stays inconclusive.
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+    /// Holds the rollout at its current weights while true. Abort still works while paused.
+    #[serde(default)]
+    pub paused: bool,
+    /// One-shot requests (abort, promote, retry). See [`Operations`].
+    #[serde(default, skip_serializing_if = "Operations::is_empty")]
+    pub operations: Operations,
+    /// Webhooks told about rollout events.
+    #[serde(default, skip_serializing_if = "Notifications::is_empty")]
+    pub notifications: Notifications,
+    /// Checks a candidate must pass once its pods are Ready and before any traffic moves to it:
+    /// a labelled golden set scored by its own pods, and a load check against its Service. A
+    /// failure ends the rollout as `Failed`, naming the check; no traffic has moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<AcceptanceSpec>,
+    /// Gating webhooks (as Flagger's): their answers start, hold, end and follow the rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub webhooks: Vec<GatingWebhook>,
+}

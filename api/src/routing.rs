@@ -1,0 +1,102 @@
+//! How traffic is split between stable and candidate: Gateway API, Istio or replica ratio.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.gatewayAPI) ? 1 : 0) + (has(self.istio) ? 1 : 0) + (has(self.replicaRatio) ? 1 : 0) <= 1",
+    "message": "set at most one traffic router: gatewayAPI, istio or replicaRatio",
+    "reason": "FieldValueForbidden"
+}]))]
+pub struct TrafficRouting {
+    /// Gateway API `HTTPRoute`: weights on backendRefs, `RequestMirror` filter for shadow.
+    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiRouting>,
+    /// Istio `VirtualService`: route weights, `mirror` + `mirrorPercentage` for shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioRouting>,
+    /// No mesh: the root Service selects both versions and the replica counts set the split.
+    /// Approximate (per-connection, in steps of one pod) and without shadow traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_ratio: Option<ReplicaRatioRouting>,
+}
+
+/// Which router a spec selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouterKind {
+    GatewayApi,
+    Istio,
+    ReplicaRatio,
+}
+
+impl RouterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouterKind::GatewayApi => "gatewayAPI",
+            RouterKind::Istio => "istio",
+            RouterKind::ReplicaRatio => "replicaRatio",
+        }
+    }
+}
+
+impl TrafficRouting {
+    pub fn kind(&self) -> RouterKind {
+        if self.gateway_api.is_some() {
+            RouterKind::GatewayApi
+        } else if self.istio.is_some() {
+            RouterKind::Istio
+        } else {
+            RouterKind::ReplicaRatio
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// Name of the `HTTPRoute` in the rollout's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub http_route: String,
+    /// Create the route (owned by the rollout) instead of patching one the user manages.
+    #[serde(default)]
+    pub create: bool,
+    /// Gateways the created route attaches to (only with `create`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioRouting {
+    /// Name of the `VirtualService` in the rollout's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub virtual_service: String,
+    /// Name of the HTTP route inside it to drive; the first one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Create the VirtualService (owned by the rollout) instead of patching one the user manages.
+    #[serde(default)]
+    pub create: bool,
+    /// Hosts of the created VirtualService (only with `create`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Gateways of the created VirtualService (only with `create`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaRatioRouting {}

@@ -1,0 +1,195 @@
+//! What a rollout reports: its phase and hold, its stage and traffic, operations handled, history.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::*;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRolloutStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// What holds a `Paused` rollout (set exactly while the phase is `Paused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    /// The spec sets no gate and `analysis.promoteWithoutGates`: stages advance on `minDuration`
+    /// alone, with no evidence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoting_without_gates: bool,
+    /// Why the rollout is in its phase (CamelCase, see `modelrollout::reasons`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last transition, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_start_time: Option<Time>,
+    /// Percent of live traffic the candidate answers.
+    #[serde(default)]
+    pub canary_weight: i32,
+    /// Percent of traffic mirrored to the candidate.
+    #[serde(default)]
+    pub mirror_percent: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_version: Option<String>,
+    /// The stable model as last promoted: what the stable pods serve and what a rollback returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<ModelSpec>,
+    /// Digest of the candidate this rollout is about (with `candidateVersion`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis: Option<AnalysisRun>,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub consecutive_inconclusive: u32,
+    /// When the candidate's pods were last seen not Ready (cleared once they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_unready_since: Option<Time>,
+    /// Scale-downs waiting for their delay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_scale_downs: Vec<PendingScaleDown>,
+    #[serde(default, skip_serializing_if = "HandledOperations::is_empty")]
+    pub handled_operations: HandledOperations,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Past rollouts, newest first, at most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+    /// The candidate's acceptance checks (`spec.acceptance`): running, passed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<AcceptanceStatus>,
+    /// Each gating webhook's last answer (see `spec.webhooks`), for the version it was about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookResult>,
+    /// A rollout that ended and whose postRollout webhooks are still to be called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_rollout: Option<EndedRollout>,
+    /// The requests routed to the candidate by match (an experiment stage's `match`), while
+    /// they are; the candidate's weight is then 0.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<TrafficMatch>,
+    /// This rollout's experiment (a stage with `match`): its arms, rule and reward so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentStatus>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// The stable version serves everything; nothing to roll out.
+    Idle,
+    /// A candidate is moving through the stages.
+    Progressing,
+    /// Held: by `spec.paused`, a manual-approval stage, or inconclusive data.
+    Paused,
+    /// The candidate became stable.
+    Promoted,
+    /// The candidate was rolled back (failed gates or abort); stable serves everything.
+    RolledBack,
+    /// The rollout could not run (contract mismatch, candidate never Ready); stable serves everything.
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "Idle",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Promoted => "Promoted",
+            Phase::RolledBack => "RolledBack",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// A rollout in this phase is underway (traffic may be on the candidate).
+    pub fn is_active(self) -> bool {
+        matches!(self, Phase::Progressing | Phase::Paused)
+    }
+}
+
+/// What holds a paused rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Hold {
+    /// `spec.paused` is true.
+    Spec,
+    /// `inconclusiveLimit` analyses in a row were inconclusive and `rollback.onInconclusive` is
+    /// `Pause`: released by a passing analysis.
+    Inconclusive,
+    /// A `manualApproval` stage passed its gates: released by `promote`.
+    Approval,
+    /// The last stage passed and a confirmPromotion webhook has not answered 2xx yet: released by
+    /// its 2xx (or `promote`).
+    Confirmation,
+}
+
+impl Hold {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hold::Spec => "Spec",
+            Hold::Inconclusive => "Inconclusive",
+            Hold::Approval => "Approval",
+            Hold::Confirmation => "Confirmation",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingScaleDown {
+    pub version: String,
+    pub at: Time,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledOperations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+}
+
+impl HandledOperations {
+    pub fn is_empty(&self) -> bool {
+        self.abort.is_none() && self.promote.is_none() && self.retry.is_none()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub version: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub time: Time,
+    /// The experiment's result, when this rollout ran one with a reward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<RewardResult>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    Aborted,
+    Failed,
+    /// A newer version replaced it mid-rollout.
+    Superseded,
+}

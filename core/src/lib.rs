@@ -1,0 +1,285 @@
+//! The decision core: `(spec, status, observations, now) -> (status', actions)`.
+//!
+//! Pure: no I/O, no async, no clock. Everything the controller knows about the world arrives in
+//! [`Observations`]; everything it should do leaves as [`Action`]s, executed by the adapters before
+//! the returned status is written (so a crash between the two repeats idempotent actions instead of
+//! losing progress). All progress lives in the status, which is what makes a restart resume the same
+//! stage.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use modelrollout_api::conditions::{reasons, types};
+use modelrollout_api::*;
+
+mod acceptance;
+mod analysis;
+mod ctx;
+mod experiment;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
+mod gates;
+mod machine;
+mod outcome;
+pub mod pods;
+pub mod sequential;
+mod steps;
+mod timing;
+mod webhooks;
+
+pub use acceptance::{ACCEPTANCE_POLL, AcceptanceReport, awaiting_acceptance, judge_acceptance};
+use ctx::Ctx;
+pub use experiment::{judge_reward, reward_def, reward_measurement};
+pub use gates::*;
+use steps::{STEPS, Step};
+pub use timing::*;
+use timing::{elapsed, until};
+pub use webhooks::{WEBHOOK_POLL, WebhookCall, webhooks_due};
+
+/// The most history entries kept in status.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// Slack for float comparisons, so a value equal to its limit (after `stable + delta` arithmetic)
+/// is judged equal rather than a rounding error over.
+const EPSILON: f64 = 1e-9;
+
+/// What the controller observed this reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observations {
+    /// `metadata.generation` of the object being reconciled.
+    pub generation: Option<i64>,
+    /// Whether the candidate's Deployment has all its desired pods Ready (false when it is absent).
+    pub candidate_ready: bool,
+    /// What a candidate's pod says is wrong with it (read only while the candidate is not Ready).
+    pub candidate_trouble: Option<pods::Trouble>,
+    /// Gate measurements, when an analysis was due and ran (see [`analysis_due`]).
+    pub analysis: Option<Vec<GateObservation>>,
+    /// Where this rollout's first analysis of a stage falls within the spread.
+    pub analysis_slot: AnalysisSlot,
+    /// The candidate's acceptance checks, once they have finished (see [`awaiting_acceptance`]).
+    pub acceptance: Option<AcceptanceReport>,
+    /// The gating webhooks called this reconcile (those [`webhooks_due`] named), with their answers.
+    pub webhooks: Vec<WebhookCall>,
+}
+
+/// A fixed place per rollout within a short spread after its stage starts, where its analyses
+/// fall (see [`next_analysis_at`]). Rollouts started together (one GitOps sync, one `kubectl
+/// apply` of many) would otherwise query Prometheus and write status in the same instant at every
+/// interval for as long as they run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnalysisSlot(u16);
+
+impl AnalysisSlot {
+    /// The slot of a rollout, from a key that outlives restarts (its uid): a fixed hash, not the
+    /// std hasher, whose seed differs per process.
+    pub fn of(key: &str) -> Self {
+        let fnv = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        // FNV's last byte reaches only the low bits: mix them up (the splitmix64 finalizer).
+        let mut h = fnv;
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Self(((h ^ (h >> 31)) >> 48) as u16)
+    }
+
+    /// The slot as a fraction in [0, 1): other periodic work spreads by it too.
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / 65_536.0
+    }
+
+    /// How far the rollout's analyses sit after the interval's beat: up to a fifth of the
+    /// interval, at most 10 s.
+    pub fn delay(self, interval: SignedDuration) -> SignedDuration {
+        let spread = (interval / 5).min(SignedDuration::from_secs(10));
+        spread.mul_f64(self.fraction())
+    }
+}
+
+/// One gate's measurement for the candidate and for the stable baseline over the same window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateObservation {
+    pub gate: String,
+    pub candidate: Measurement,
+    pub stable: Measurement,
+}
+
+/// A measurement. Missing data is its own variant, never a default number.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Measurement {
+    /// A finite value and the number of samples behind it in the window.
+    Value {
+        value: f64,
+        samples: u64,
+    },
+    /// The query returned no series.
+    NoData,
+    NotANumber,
+    Infinite,
+    /// The query failed (unreachable, timeout, bad PromQL).
+    QueryError(String),
+}
+
+impl Measurement {
+    /// Classifies a raw value: NaN and ±Inf are their own variants.
+    pub fn sample(value: f64, samples: u64) -> Self {
+        if value.is_nan() {
+            Measurement::NotANumber
+        } else if value.is_infinite() {
+            Measurement::Infinite
+        } else {
+            Measurement::Value { value, samples }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Measurement::Value { value, samples } => format!("{value} ({samples} samples)"),
+            Measurement::NoData => "no data".into(),
+            Measurement::NotANumber => "NaN".into(),
+            Measurement::Infinite => "infinite".into(),
+            Measurement::QueryError(e) => format!("query error: {e}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Stable,
+    Candidate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// What the adapters should do. Every action is idempotent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Make sure a Deployment serves this model in this role.
+    EnsureWorkload { role: Role, model: ModelSpec },
+    /// Route traffic: `weight`% of live traffic to the candidate, `mirror_percent`% copied to it,
+    /// and every request that `matched` matches to it (an experiment stage).
+    SetTraffic {
+        stable_version: String,
+        candidate_version: Option<String>,
+        weight: i32,
+        mirror_percent: i32,
+        matched: Option<TrafficMatch>,
+    },
+    /// Scale this version's Deployment to zero.
+    ScaleDown { version: String },
+    /// Record a Kubernetes Event on the ModelRollout. `action` names the transition (the
+    /// candidate and its stage): Events with the same reason and action are one series, so each
+    /// transition is an Event of its own.
+    Event { kind: EventType, reason: &'static str, action: String, message: String },
+    /// Send to the webhooks subscribed to this event.
+    Notify { event: NotificationEvent, message: String },
+    /// Make sure the candidate's acceptance checks (`spec.acceptance`) run: started once per
+    /// candidate build, their results read back as [`Observations::acceptance`]. A step without
+    /// this action ends any checks still running for the rollout.
+    RunAcceptance { version: String, sha256: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: ModelRolloutStatus,
+    pub actions: Vec<Action>,
+    /// When to look again even if nothing changes (next analysis, stage end, scale-down, deadline).
+    pub requeue_after: Option<Duration>,
+}
+
+pub(crate) fn pending<'a>(id: Option<&'a str>, handled: &Option<String>) -> Option<&'a str> {
+    id.filter(|id| handled.as_deref() != Some(*id))
+}
+
+/// Decides what a rollout does next. See the module docs and README for the rules.
+pub fn decide(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, obs: &Observations, now: Timestamp) -> Decision {
+    decide_with(&STEPS, spec, status, obs, now)
+}
+
+/// [`decide`] with the steps of an active rollout in this order.
+fn decide_with(
+    steps: &[(&'static str, Step)],
+    spec: &ModelRolloutSpec,
+    status: &ModelRolloutStatus,
+    obs: &Observations,
+    now: Timestamp,
+) -> Decision {
+    let mut st = status.clone();
+    st.observed_generation = obs.generation;
+    let timings = match Timings::of(spec) {
+        Ok(t) => t,
+        Err(message) => {
+            // Invalid spec: change nothing, say why, wait for a new generation.
+            st.reason = Some(reasons::INVALID_SPEC.into());
+            st.message = Some(message.clone());
+            set_conditions(&mut st, now);
+            return Decision {
+                status: st,
+                actions: vec![Action::Event {
+                    kind: EventType::Warning,
+                    reason: reasons::INVALID_SPEC,
+                    action: format!("InvalidSpec generation {}", obs.generation.unwrap_or(0)),
+                    message,
+                }],
+                requeue_after: None,
+            };
+        }
+    };
+    let mut ctx = Ctx::new(spec, st, now, timings, steps);
+    ctx.analysis_slot = obs.analysis_slot;
+    ctx.record_webhooks(obs);
+    ctx.step(obs);
+    ctx.finish()
+}
+
+/// Sets the kstatus-style conditions from the phase, keeping `lastTransitionTime` where the
+/// condition's status did not change.
+fn set_conditions(st: &mut ModelRolloutStatus, now: Timestamp) {
+    let phase = st.phase;
+    let reason = st.reason.clone().unwrap_or_else(|| reasons::STABLE.into());
+    let message = st.message.clone().unwrap_or_default();
+    let is = |p: &[Phase]| phase.is_some_and(|x| p.contains(&x));
+    let wanted = [
+        (types::READY, is(&[Phase::Idle, Phase::Promoted])),
+        (types::RECONCILING, is(&[Phase::Progressing, Phase::Paused])),
+        (types::STALLED, is(&[Phase::RolledBack, Phase::Failed])),
+        (types::PROGRESSING, is(&[Phase::Progressing])),
+        (types::DEGRADED, is(&[Phase::RolledBack, Phase::Failed])),
+        (types::PAUSED, is(&[Phase::Paused])),
+    ];
+    for (type_, on) in wanted {
+        let status = if on { "True" } else { "False" }.to_string();
+        let transition = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        st.conditions.retain(|c| c.type_ != type_);
+        st.conditions.push(Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.clone(),
+            message: message.clone(),
+            observed_generation: st.observed_generation,
+            last_transition_time: transition,
+        });
+    }
+}
+
+/// Whether two statuses differ in anything but timestamps of unchanged conditions.
+pub fn status_changed(old: &ModelRolloutStatus, new: &ModelRolloutStatus) -> bool {
+    let strip = |s: &ModelRolloutStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        s
+    };
+    strip(old) != strip(new)
+}

@@ -1,0 +1,103 @@
+//! Time in the core: a spec's durations, when analyses fall due, and the clock helpers.
+
+use super::*;
+
+/// A spec's duration as the core computes with it. The contract's type holds at most `i64`
+/// nanoseconds, so this cannot fail.
+pub fn signed(d: &modelrollout_api::Duration) -> SignedDuration {
+    SignedDuration::try_from(d.get()).unwrap_or(SignedDuration::MAX)
+}
+
+/// The durations of a spec, parsed once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timings {
+    pub interval: SignedDuration,
+    pub query_timeout: SignedDuration,
+    pub progress_deadline: SignedDuration,
+    pub scale_down_delay: SignedDuration,
+    pub previous_stable_delay: SignedDuration,
+    pub stage_min: Vec<SignedDuration>,
+}
+
+impl Timings {
+    /// The durations, or why the spec cannot run. The apiserver refuses a zero interval,
+    /// timeout or progress deadline (CEL); an object stored before those rules is refused here.
+    pub fn of(spec: &ModelRolloutSpec) -> Result<Self, String> {
+        for (field, d) in [
+            ("spec.analysis.interval", &spec.analysis.interval),
+            ("spec.analysis.prometheus.timeout", &spec.analysis.prometheus.timeout),
+            ("spec.workload.progressDeadline", &spec.workload.progress_deadline),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{field}: must be more than 0s"));
+            }
+        }
+        Ok(Self {
+            interval: signed(&spec.analysis.interval),
+            query_timeout: signed(&spec.analysis.prometheus.timeout),
+            progress_deadline: signed(&spec.workload.progress_deadline),
+            scale_down_delay: signed(&spec.rollback.scale_down_delay),
+            previous_stable_delay: signed(&spec.rollback.previous_stable_scale_down_delay),
+            stage_min: spec.stages.iter().map(|s| signed(&s.min_duration)).collect(),
+        })
+    }
+}
+
+pub(super) fn ts(t: &Time) -> Timestamp {
+    t.0
+}
+
+/// `now - since`, zero when the clock went backwards.
+pub(super) fn elapsed(since: Timestamp, now: Timestamp) -> SignedDuration {
+    let d = now.duration_since(since);
+    if d.is_negative() { SignedDuration::ZERO } else { d }
+}
+
+pub(super) fn until(at: Timestamp, now: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    if d.is_negative() { Duration::ZERO } else { d.unsigned_abs() }
+}
+
+/// When the next analysis of the current stage is due, if the rollout is in a phase that analyses.
+///
+/// A stage's analyses fall on a grid: the stage start, plus the rollout's [`AnalysisSlot`], plus
+/// every interval. The next one is the first grid point at least a second after the last analysis,
+/// because status keeps times to the second: the analysis just taken must not come due again, and
+/// a late analysis is not made up for by a burst.
+pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, slot: AnalysisSlot) -> Option<Timestamp> {
+    let phase = status.phase?;
+    if !phase.is_active()
+        || spec.paused
+        || status.candidate_unready_since.is_some()
+        || awaiting_acceptance(spec, status)
+    {
+        return None;
+    }
+    let interval = signed(&spec.analysis.interval);
+    if interval.is_zero() {
+        return None;
+    }
+    let stage_start = ts(status.stage_start_time.as_ref()?);
+    let first = whole_second(stage_start).checked_add(slot.delay(interval)).ok()?.checked_add(interval).ok()?;
+    let last = match &status.last_analysis {
+        Some(run) if Some(run.stage_index) == status.stage_index && ts(&run.time) >= stage_start => ts(&run.time),
+        _ => return Some(first),
+    };
+    let after = whole_second(last).checked_add(SignedDuration::from_secs(1)).ok()?;
+    if after <= first {
+        return Some(first);
+    }
+    let behind = u128::try_from(after.duration_since(first).as_nanos()).ok()?;
+    let steps = behind.div_ceil(u128::try_from(interval.as_nanos()).ok()?);
+    first.checked_add(interval.checked_mul(i32::try_from(steps).ok()?)?).ok()
+}
+
+/// `t` without its fraction of a second, as status stores it.
+pub(super) fn whole_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// Whether the controller should query the gates now. A clock that went backwards is not due.
+pub fn analysis_due(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, slot: AnalysisSlot, now: Timestamp) -> bool {
+    next_analysis_at(spec, status, slot).is_some_and(|at| now >= at)
+}

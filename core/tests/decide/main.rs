@@ -1,0 +1,24 @@
+//! Table-driven tests of the decision core: every rule, every threshold at its boundary. One file
+//! per area; the builders are the core's fixtures.
+
+use jiff::{SignedDuration, Timestamp};
+use modelrollout_api::conditions::{reasons, types};
+use modelrollout_api::*;
+use modelrollout_core::fixtures::*;
+use modelrollout_core::*;
+
+mod acceptance;
+mod advancing;
+mod events;
+mod experiments;
+mod gate_boundaries;
+mod gating_webhooks;
+mod holds;
+mod inconclusive;
+mod no_gates;
+mod operations;
+mod readiness;
+mod rolling_back;
+mod sequential;
+mod time;
+mod versions;
