@@ -17,6 +17,8 @@ pub use modelrollout_core as core;
 pub mod acceptance_runner;
 pub mod cli;
 pub mod error;
+#[cfg(test)]
+pub mod fixtures;
 pub mod leader;
 pub mod notify;
 pub mod prometheus;

@@ -292,14 +292,7 @@ mod tests {
     }
 
     fn rollout() -> ModelRollout {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
-            "metadata": {"name": "fraud", "namespace": "team-a", "uid": "3f1c"},
-            "spec": {"model": {"name": "fraud", "version": "v2",
-                               "artifact": {"uri": "/models/fraud.onnx", "sha256": "0".repeat(64)},
-                               "contract": {"inputs": [{"name": "amount", "type": "float"}]}}},
-        }))
-        .expect("a valid ModelRollout")
+        crate::fixtures::rollout("fraud", crate::fixtures::spec("v2", crate::fixtures::SHA_V2))
     }
 
     /// Ours as the apiserver returns it: defaults filled in and fields of other managers added.

@@ -4,6 +4,7 @@
 use super::memo::{AppliedSplit, AppliedWorkload, fingerprint};
 use super::*;
 use crate::route_watch;
+use crate::routers::{CandidateTraffic, Split};
 use modelrollout_contract::launch::Role as SidecarRole;
 
 /// Carries out the core's writes (events and notifications go out with the status write). The
@@ -56,15 +57,12 @@ pub(super) async fn execute(
                 })
             };
             (!ctx.applied_traffic.with(mr, split_fresh)).then(|| {
-                let split = Split {
-                    stable_service: workloads::stable_service(mr),
-                    canary_service: workloads::canary_service(mr),
-                    port: mr.spec.workload.service_port,
-                    candidate_active: candidate_version.is_some(),
+                let candidate = candidate_version.as_ref().map(|_| CandidateTraffic {
                     weight: *weight,
                     mirror: *mirror_percent,
                     matched: matched.clone(),
-                };
+                });
+                let split = Split::of(mr, candidate);
                 (split_print, split, stable_version.as_str(), candidate_version.as_deref())
             })
         }
@@ -259,83 +257,24 @@ pub(super) async fn announce(mr: &ModelRollout, ctx: &Context, action: &Action) 
 mod tests {
     use super::*;
     use crate::core::{Observations, decide};
-    use http::{Request, Response};
-    use kube::client::Body;
+    use crate::fixtures::*;
     use serde_json::Value;
 
-    /// One request as the apiserver saw it.
-    #[derive(Debug)]
-    struct Seen {
-        method: String,
-        path: String,
-        body: Value,
-    }
-
-    /// A user-owned HTTPRoute: a rule to the stable Service (`ours`, with the weights and filters
-    /// a stage left there) and one rule of the user's own.
-    fn user_route(ours: Value) -> Value {
-        json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "fraud", "namespace": "team-a", "resourceVersion": "41"},
-            "spec": {"rules": [
-                ours,
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/legacy"}}],
-                 "backendRefs": [{"name": "legacy", "port": 80}]}
-            ]}
+    /// Answers every request as the apiserver would for these kinds (the applied object back, the
+    /// route for a GET and for its JSON patch) and records it, until the client is dropped.
+    fn apiserver(route: Value) -> (Client, tokio::task::JoinHandle<Vec<Seen>>) {
+        crate::fixtures::apiserver(move |_, path, body| {
+            // A JSON patch is answered with the object too; its content is not read.
+            (200, if path.contains("/httproutes/") { route.clone() } else { written(body) })
         })
     }
 
-    fn stable_only() -> Value {
-        json!({"backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]})
-    }
-
-    /// Answers every request as the apiserver would for these kinds (the applied object back, the
-    /// route for a GET) and records it, until the client is dropped.
-    fn apiserver(route: Value) -> (Client, tokio::task::JoinHandle<Vec<Seen>>) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let task = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while let Some((request, send)) = handle.next_request().await {
-                let (parts, body) = request.into_parts();
-                let bytes = body.collect_bytes().await.unwrap();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let path = parts.uri.path().to_string();
-                let answer = if path.contains("/httproutes/") {
-                    route.clone() // a JSON patch is answered with the object too; its content is not read
-                } else {
-                    let mut object = body.clone();
-                    object["metadata"]["resourceVersion"] = json!("1");
-                    object["metadata"]["generation"] = json!(1);
-                    object
-                };
-                seen.push(Seen { method: parts.method.to_string(), path: parts.uri.to_string(), body });
-                send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
-            }
-            seen
-        });
-        (Client::new(service, "team-a"), task)
-    }
-
     fn context(client: Client) -> Context {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Context::new(client, kube::runtime::events::Reporter { controller: "test".into(), instance: None })
+        Context::test(client)
     }
 
     fn rollout(version: &str, status: ModelRolloutStatus) -> ModelRollout {
-        let mut mr: ModelRollout = serde_json::from_value(json!({
-            "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
-            "metadata": {"name": "fraud", "namespace": "team-a", "uid": "u-1", "generation": 1},
-            "spec": {
-                "model": {"name": "fraud", "version": version,
-                          "artifact": {"uri": "http://models/fraud.onnx", "sha256": "0".repeat(64)},
-                          "contract": {"inputs": [{"name": "amount", "type": "float"}]}},
-                "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}},
-                "analysis": {"gates": {"errorRate": {"max": 0.01}}}
-            }
-        }))
-        .unwrap();
-        mr.status = Some(status);
-        mr
+        rollout_with_status(version, status)
     }
 
     fn obs(ready: bool) -> Observations {

@@ -140,15 +140,14 @@ mod tests {
     use super::*;
 
     fn rollout(resource_version: &str, candidate: Option<&str>) -> ModelRollout {
-        serde_json::from_value(json!({
-            "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
-            "metadata": {"name": "fraud", "namespace": "team-a", "resourceVersion": resource_version},
-            "spec": {"model": {"name": "fraud", "version": "v2",
-                               "artifact": {"uri": "/models/fraud.onnx", "sha256": "0".repeat(64)},
-                               "contract": {"inputs": [{"name": "amount", "type": "float"}]}}},
-            "status": {"stableVersion": "v1", "candidateVersion": candidate},
-        }))
-        .expect("a valid ModelRollout")
+        let status = ModelRolloutStatus {
+            stable_version: Some("v1".into()),
+            candidate_version: candidate.map(Into::into),
+            ..Default::default()
+        };
+        let mut mr = crate::fixtures::rollout_with_status("v2", status);
+        mr.metadata.resource_version = Some(resource_version.into());
+        mr
     }
 
     #[test]

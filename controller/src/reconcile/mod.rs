@@ -37,7 +37,7 @@ use crate::core::{self, Action, EventType, Observations, Role};
 use crate::error::Error;
 use crate::notify;
 use crate::prometheus::{self, Selector};
-use crate::routers::{Router, Split, TrafficRouter};
+use crate::routers::{Router, TrafficRouter};
 use crate::telemetry::{Metrics, RolloutLabel};
 use crate::workloads::{self, MANAGER};
 
@@ -320,78 +320,11 @@ async fn cleanup(mr: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     ctx.applied_traffic.forget(mr);
     ctx.applied_workloads.forget(mr);
     ctx.acceptance.forget(mr);
-    let split = Split {
-        stable_service: workloads::stable_service(mr),
-        canary_service: workloads::canary_service(mr),
-        port: mr.spec.workload.service_port,
-        candidate_active: false,
-        weight: 0,
-        mirror: 0,
-        matched: None,
-    };
-    match Router::of(mr).apply(&ctx.client, mr, &split).await {
-        Ok(_) => {}
-        // A route already gone needs no restoring.
-        Err(Error::RouteNotFound { .. }) => {}
-        Err(e) => return Err(e),
-    }
+    Router::of(mr).restore(&ctx.client, mr).await?;
     ctx.metrics.forget_rollout(&RolloutLabel { namespace: mr.namespace().unwrap_or_default(), name: mr.name_any() });
     ctx.backoff.forget(mr);
     Ok(Requeue::await_change())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn guard(name: &str) -> Arc<DeserializeGuard<ModelRollout>> {
-        let mr: ModelRollout = serde_json::from_value(json!({
-            "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
-            "metadata": {"name": name, "namespace": "team-a", "uid": format!("uid-{name}")},
-            "spec": {"model": {"name": "fraud", "version": "v2",
-                               "artifact": {"uri": "/models/fraud.onnx", "sha256": "0".repeat(64)},
-                               "contract": {"inputs": [{"name": "amount", "type": "float"}]}}},
-        }))
-        .unwrap();
-        Arc::new(DeserializeGuard(Ok(mr)))
-    }
-
-    #[tokio::test]
-    async fn each_rollout_backs_off_on_its_own_and_a_success_starts_over() {
-        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
-        let ctx =
-            Arc::new(Context::new(client, kube::runtime::events::Reporter { controller: "t".into(), instance: None }));
-        let error = Error::Config("the apiserver said no".into());
-        let spread = |name: &str| core::AnalysisSlot::of(&format!("uid-{name}")).fraction();
-        let (a, b) = (guard("a"), guard("b"));
-        for n in 1..=3 {
-            assert_eq!(
-                error_policy(a.clone(), &error, ctx.clone()),
-                Requeue::requeue(retry_delay(n, spread("a"))),
-                "a #{n}"
-            );
-        }
-        assert_eq!(
-            error_policy(b.clone(), &error, ctx.clone()),
-            Requeue::requeue(retry_delay(1, spread("b"))),
-            "b has its own count"
-        );
-        // What a successful reconcile of `a` does:
-        ctx.backoff.forget(&a.0.clone().unwrap());
-        assert_eq!(
-            error_policy(a, &error, ctx.clone()),
-            Requeue::requeue(retry_delay(1, spread("a"))),
-            "a starts over"
-        );
-        assert_eq!(error_policy(b, &error, ctx), Requeue::requeue(retry_delay(2, spread("b"))));
-    }
-
-    #[test]
-    fn retries_back_off_per_failure_and_are_spread() {
-        let at = |n, spread| retry_delay(n, spread).as_millis();
-        assert_eq!([1, 2, 3, 4, 5].map(|n| at(n, 0.5)), [1000, 2000, 4000, 8000, 16000]);
-        assert_eq!(at(30, 0.5), 300_000, "capped at five minutes");
-        assert_eq!(at(1, 0.0), 800);
-        assert_eq!(at(1, 0.999_999), 1199);
-    }
-}
+mod tests;
