@@ -19,7 +19,7 @@
 # compiles only what changed. Storage (vfs) lives in $MODELROLLOUT_CACHE/containers.
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}
+source "$ROOT/tests/lib.sh"
 IMG="$CACHE/images"
 OUT="$IMG/out"
 mkdir -p "$IMG" "$OUT"
@@ -27,8 +27,6 @@ STORE=(--root "$CACHE/containers/storage" --runroot "$CACHE/containers/run" --st
 TAG=0.1.0
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-START=$(date +%s)
 
 [[ $(id -u) == 0 ]] || { echo "build-images.sh: run as root (buildah vfs storage, chroot builds)" >&2; exit 1; }
 bash "$ROOT/scripts/debian-packages.sh" buildah debootstrap >&2

@@ -53,18 +53,7 @@ phase "the sidecar built with --features cuda: CUDA asked for, no CUDA provider 
 cargo test --locked -p inference-sidecar --features cuda --test process -- --include-ignored cuda_requested
 
 phase "cluster.sh up ends on SIGTERM, its processes gone"
-UP_LOG=$(mktemp)
-bash tests/cluster/cluster.sh up >"$UP_LOG" 2>&1 &
-UP=$!
-for _ in $(seq 300); do grep -q "control plane ready" "$UP_LOG" && break; kill -0 "$UP" || break; sleep 0.5; done
-grep -q "control plane ready" "$UP_LOG" || { cat "$UP_LOG"; echo "cluster.sh up did not come up" >&2; exit 1; }
-UP_DIR=$(sed -n 's/.*source \(.*\)\/env.*/\1/p' "$UP_LOG" | head -1)
-kill -TERM "$UP"
-for _ in $(seq 60); do kill -0 "$UP" 2>/dev/null || break; sleep 0.5; done
-if kill -0 "$UP" 2>/dev/null; then cat "$UP_LOG"; echo "cluster.sh up still running 30 s after SIGTERM" >&2; exit 1; fi
-[[ -z $UP_DIR || ! -d $UP_DIR ]] || { echo "cluster.sh left $UP_DIR behind" >&2; exit 1; }
-echo "cluster.sh up exited on SIGTERM and removed its directory"
-rm -f "$UP_LOG"
+BIN=$BIN bash tests/cluster/self-check.sh sigterm
 
 phase "container images from the shipped Dockerfiles (buildah, base images made from Debian packages)"
 bash scripts/build-images.sh --sizes
@@ -76,26 +65,7 @@ bash tests/node/build.sh >/dev/null
 phase "a SIGKILLed real-node run: the next run reclaims its pods' mounts, rules, bridge and cgroups"
 # A run killed outright (a CI timeout, a session's hard end) cannot tear its node down; the next
 # real-node run must not be blocked by what it left.
-UP_LOG=$(mktemp)
-MODELROLLOUT_REAL_NODE=1 MODELROLLOUT_WITH_GATEWAY=0 bash tests/cluster/cluster.sh up >"$UP_LOG" 2>&1 &
-UP=$!
-for _ in $(seq 600); do grep -q "control plane ready" "$UP_LOG" && break; kill -0 "$UP" || break; sleep 0.5; done
-grep -q "control plane ready" "$UP_LOG" || { cat "$UP_LOG"; echo "cluster.sh up (real node) did not come up" >&2; exit 1; }
-UP_DIR=$(sed -n 's/.*source \(.*\)\/env.*/\1/p' "$UP_LOG" | head -1)
-KUBECONFIG="$UP_DIR/kubeconfig" "$BIN/kubectl" run reclaim-probe --image=localhost/modelrollout/pause:1 \
-  --overrides='{"spec":{"nodeName":"real-node-0","tolerations":[{"operator":"Exists"}]}}' >/dev/null
-KUBECONFIG="$UP_DIR/kubeconfig" "$BIN/kubectl" wait --for=condition=Ready pod/reclaim-probe --timeout=120s
-kill -KILL "$UP"
-for _ in $(seq 60); do kill -0 "$UP" 2>/dev/null || break; sleep 0.5; done
-LEFTOVERS='source tests/node/node.sh && NODE_BIN=$(bash tests/node/build.sh 2>/dev/null | sed -n "s/^NODE_BIN=//p") && node_leftovers'
-if bash -c "$LEFTOVERS" >/dev/null; then echo "the SIGKILLed run left nothing: this check would prove nothing" >&2; exit 1; fi
-RECLAIM_LOG=$(mktemp)
-MODELROLLOUT_REAL_NODE=1 MODELROLLOUT_WITH_GATEWAY=0 bash tests/cluster/cluster.sh run -- true >"$RECLAIM_LOG" 2>&1 \
-  || { cat "$RECLAIM_LOG"; echo "the run after a SIGKILLed one failed" >&2; exit 1; }
-grep "reclaiming a dead run's real node ($UP_DIR)" "$RECLAIM_LOG" || { cat "$RECLAIM_LOG"; echo "no reclaim of $UP_DIR" >&2; exit 1; }
-bash -c "$LEFTOVERS" || { echo "the above is left after reclaiming and a clean run" >&2; exit 1; }
-[[ ! -d $UP_DIR ]] || { echo "the dead run's $UP_DIR is still there" >&2; exit 1; }
-rm -f "$UP_LOG" "$RECLAIM_LOG"
+BIN=$BIN bash tests/cluster/self-check.sh reclaim
 
 phase "end-to-end tests on the local control plane, its real node and Gateway"
 # kwok's suites first (their sidecars are local processes), then the real node's (real pods, two
@@ -111,7 +81,6 @@ MODELROLLOUT_REAL_NODE=1 bash tests/cluster/cluster.sh run -- bash -c '
 '
 
 phase "the real node left nothing behind"
-bash -c "$LEFTOVERS" \
-  || { echo "the real node left the above behind" >&2; exit 1; }
+BIN=$BIN bash tests/cluster/self-check.sh leftovers
 
 phase "all tests passed"

@@ -6,6 +6,9 @@
 #
 # Env: MODELROLLOUT_CACHE (default ~/.cache/modelrollout).
 set -Eeuo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+source "$ROOT/tests/lib.sh"
+go_build tests/cluster/build.sh
 
 K8S_VERSION=${K8S_VERSION:-v1.36.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
@@ -17,21 +20,12 @@ ISTIO_API_VERSION=${ISTIO_API_VERSION:-v1.32.0}
 # which is how a user's Prometheus finds pods. Only the kubernetes and file SD plugins are built in.
 PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
 
-CACHE=${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}
 BIN="$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION"
 PROM_BIN="$CACHE/bin/prometheus-$PROMETHEUS_VERSION"
 CRDS="$CACHE/crds/gateway-api-$GATEWAY_API_VERSION-istio-$ISTIO_API_VERSION"
 WORK="$CACHE/gowork"
 mkdir -p "$BIN" "$PROM_BIN" "$CRDS" "$WORK"
 
-step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-fail() { printf 'build.sh: step "%s" failed\n' "$CURRENT_STEP" >&2; }
-trap fail ERR
-CURRENT_STEP=init
-
-command -v go >/dev/null || { echo "build.sh: go is not installed (need Go >= 1.26)" >&2; exit 1; }
-export GOFLAGS="${GOFLAGS:-} -mod=mod"
-START=$(date +%s)
 
 # --- kube-apiserver, kube-controller-manager, kube-scheduler -------------------------------
 # k8s.io/kubernetes replaces its staging modules with ./staging paths, so `go install` refuses it.

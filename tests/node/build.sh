@@ -7,7 +7,7 @@
 #   CoreDNS                 github.com/coredns/coredns
 #   pause                   a static C program (pause(), reaping children), the sandbox image's binary
 # Debian: the CNI plugins (bridge, host-local, loopback, portmap), iptables, conntrack, buildah
-# (images, tests/images/build.sh), debootstrap (base layers), libseccomp-dev and pkg-config (runc).
+# (images, scripts/build-images.sh), debootstrap (base layers), libseccomp-dev and pkg-config (runc).
 #
 #   tests/node/build.sh      build whatever is missing; prints NODE_BIN=<dir> on its last line
 #
@@ -15,24 +15,18 @@
 set -Eeuo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+source "$ROOT/tests/lib.sh"
+go_build tests/node/build.sh
 
 K8S_VERSION=${K8S_VERSION:-v1.36.4}
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 RUNC_VERSION=${RUNC_VERSION:-v1.4.4}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 
-CACHE=${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}
 NODE_BIN="$CACHE/bin/node-k8s-$K8S_VERSION-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-coredns-$COREDNS_VERSION"
 WORK="$CACHE/gowork"
 mkdir -p "$NODE_BIN" "$WORK"
 
-step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-fail() { printf 'node/build.sh: step "%s" failed\n' "$CURRENT_STEP" >&2; }
-trap fail ERR
-CURRENT_STEP=init
-START=$(date +%s)
-command -v go >/dev/null || { echo "node/build.sh: go is not installed (need Go >= 1.26)" >&2; exit 1; }
-export GOFLAGS="${GOFLAGS:-} -mod=mod"
 
 CURRENT_STEP="Debian packages"
 bash "$ROOT/scripts/debian-packages.sh" containernetworking-plugins iptables conntrack buildah \

@@ -13,6 +13,7 @@
 # node_check verifies all of this by rules and routes and fails the run if any is missing.
 # node_down leaves no interface, route, rule, mount, cgroup or process behind.
 
+NODE_TEMPLATES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/templates
 NODE_NAME=real-node-0
 NODE_BRIDGE=mrbr0
 NODE_IP=10.42.0.1
@@ -94,76 +95,31 @@ PY
     || die "network rule: image pulls are not pinned to a closed local port"
 }
 
+# node_render TEMPLATE OUT: tests/node/templates/TEMPLATE with each ${NAME} filled in from the
+# node's settings; a name no setting gives fails the render.
+node_render() {
+  env N="$N" SERVER="${SERVER:-}" PROXY_METRICS_PORT="$PROXY_METRICS_PORT" KUBECONFIG="$KUBECONFIG" PKI="$PKI" \
+    NODE_BIN="$NODE_BIN" NODE_NAME="$NODE_NAME" NODE_IP="$NODE_IP" NODE_BRIDGE="$NODE_BRIDGE" \
+    NODE_POD_CIDR="$NODE_POD_CIDR" NODE_SERVICE_CIDR="$NODE_SERVICE_CIDR" NODE_PAUSE_IMAGE="$NODE_PAUSE_IMAGE" \
+    NODE_DNS_HEALTH_PORT="$NODE_DNS_HEALTH_PORT" NODE_DNS_READY_PORT="$NODE_DNS_READY_PORT" NODE_CGROUP="$NODE_CGROUP" \
+    NODE_KUBELET_PORT="$NODE_KUBELET_PORT" NODE_KUBELET_HEALTHZ_PORT="$NODE_KUBELET_HEALTHZ_PORT" NODE_TAINT="$NODE_TAINT" \
+    NODE_PROXY_HEALTHZ_PORT="$NODE_PROXY_HEALTHZ_PORT" \
+    python3 -c 'import os, string, sys; sys.stdout.write(string.Template(open(sys.argv[1]).read()).substitute(os.environ))' \
+    "$NODE_TEMPLATES/$1" >"$2" || die "rendering tests/node/templates/$1 failed"
+}
+
 node_write_configs() {
   local n="$DIR/node"
+  N=$n
+  PROXY_METRICS_PORT=$(free_port)
   mkdir -p "$n"/{cni,containerd,containerd-state,runc,kubelet,pki} "$n/registry/_default"
   # No registry is reachable, and no pull may leave the machine: every registry resolves to a
   # closed local port, so an image that was not imported fails at once (ErrImagePull).
-  cat >"$n/registry/_default/hosts.toml" <<TOML
-server = "http://127.0.0.1:9"
-[host."http://127.0.0.1:9"]
-  capabilities = ["pull", "resolve"]
-TOML
-  cat >"$n/cni/10-modelrollout.conflist" <<JSON
-{
-  "cniVersion": "1.0.0",
-  "name": "modelrollout",
-  "plugins": [
-    {
-      "type": "bridge", "bridge": "$NODE_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-      "ipam": {
-        "type": "host-local", "dataDir": "$n/cni-ipam",
-        "ranges": [[{"subnet": "$NODE_POD_CIDR", "rangeStart": "10.42.1.1", "gateway": "$NODE_IP"}]],
-        "routes": [{"dst": "$NODE_POD_CIDR"}, {"dst": "$NODE_SERVICE_CIDR"}]
-      }
-    },
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-JSON
-  cat >"$n/containerd/config.toml" <<TOML
-version = 3
-root = "$n/containerd/root"
-state = "$n/containerd-state"
-[grpc]
-  address = "$n/containerd.sock"
-[ttrpc]
-  address = "$n/containerd.sock.ttrpc"
-[plugins.'io.containerd.cri.v1.images']
-  snapshotter = 'overlayfs'
-  [plugins.'io.containerd.cri.v1.images'.pinned_images]
-    sandbox = '$NODE_PAUSE_IMAGE'
-  [plugins.'io.containerd.cri.v1.images'.registry]
-    config_path = '$n/registry'
-[plugins.'io.containerd.cri.v1.runtime']
-  # This machine's root lacks CAP_SYS_RESOURCE: no process may lower its oom_score_adj.
-  restrict_oom_score_adj = true
-  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-    BinaryName = '$NODE_BIN/runc'
-    Root = '$n/runc'
-    SystemdCgroup = false
-  [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dirs = ['/usr/lib/cni']
-    conf_dir = '$n/cni'
-[plugins.'io.containerd.grpc.v1.cri']
-  stream_server_address = '127.0.0.1'
-[plugins.'io.containerd.internal.v1.opt']
-  path = '$n/containerd/opt'
-TOML
+  node_render hosts.toml "$n/registry/_default/hosts.toml"
+  node_render 10-modelrollout.conflist "$n/cni/10-modelrollout.conflist"
+  node_render containerd.toml "$n/containerd/config.toml"
   echo "nameserver $NODE_IP" >"$n/resolv.conf"
-  cat >"$n/Corefile" <<CORE
-.:53 {
-    bind $NODE_IP
-    errors
-    health 127.0.0.1:$NODE_DNS_HEALTH_PORT
-    ready 127.0.0.1:$NODE_DNS_READY_PORT
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-        kubeconfig $KUBECONFIG modelrollout-test
-        pods insecure
-    }
-    cache 5
-}
-CORE
+  node_render Corefile "$n/Corefile"
   (
     cd "$n/pki"
     openssl req -newkey rsa:2048 -nodes -subj "/O=system:nodes/CN=system:node:$NODE_NAME" -keyout kubelet.key -out kubelet.csr
@@ -172,61 +128,10 @@ CORE
     printf 'subjectAltName=IP:%s,DNS:%s\nextendedKeyUsage=serverAuth\n' "$NODE_IP" "$NODE_NAME" >serving.ext
     openssl x509 -req -in serving.csr -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 2 -extfile serving.ext -out serving.crt
   ) >/dev/null 2>&1 || die "node certificates failed"
-  local server
-  server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-  cat >"$n/kubelet.kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "$server", certificate-authority: "$PKI/ca.crt"}}]
-users: [{name: kubelet, user: {client-certificate: "$n/pki/kubelet.crt", client-key: "$n/pki/kubelet.key"}}]
-contexts: [{name: c, context: {cluster: c, user: kubelet}}]
-current-context: c
-KC
-  cat >"$n/kubelet.yaml" <<YAML
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-# This machine is cgroup v1 (kubelet 1.35+ refuses v1 unless told) with no systemd as PID 1.
-failCgroupV1: false
-cgroupDriver: cgroupfs
-cgroupRoot: /$NODE_CGROUP
-containerRuntimeEndpoint: unix://$n/containerd.sock
-address: $NODE_IP
-port: $NODE_KUBELET_PORT
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: $NODE_KUBELET_HEALTHZ_PORT
-tlsCertFile: $n/pki/serving.crt
-tlsPrivateKeyFile: $n/pki/serving.key
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: true}
-  x509: {clientCAFile: $PKI/ca.crt}
-authorization: {mode: Webhook}
-resolvConf: $n/resolv.conf
-clusterDNS: [$NODE_IP]
-clusterDomain: cluster.local
-failSwapOn: false
-# The disk is shared with everything else on this machine: it is not the kubelet's to guard.
-evictionHard: {memory.available: 50Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-serializeImagePulls: false
-registerWithTaints: [{key: $NODE_TAINT, value: "true", effect: NoSchedule}]
-YAML
-  cat >"$n/kube-proxy.yaml" <<YAML
-apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-mode: iptables
-clientConnection: {kubeconfig: $KUBECONFIG}
-hostnameOverride: $NODE_NAME
-clusterCIDR: $NODE_POD_CIDR
-# No CAP_SYS_RESOURCE here (oom score) and no conntrack table resizing either.
-oomScoreAdj: 0
-conntrack: {maxPerCore: 0}
-healthzBindAddress: 127.0.0.1:$NODE_PROXY_HEALTHZ_PORT
-metricsBindAddress: 127.0.0.1:$(free_port)
-nodePortAddresses: [$NODE_IP/32]
-YAML
+  SERVER=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  node_render kubelet.kubeconfig "$n/kubelet.kubeconfig"
+  node_render kubelet.yaml "$n/kubelet.yaml"
+  node_render kube-proxy.yaml "$n/kube-proxy.yaml"
 }
 
 # Images for the node's runtime: the sandbox (pause) image, then every docker-archive tar named.
