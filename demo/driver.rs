@@ -8,58 +8,14 @@
 use std::fmt::Write as _;
 
 use modelrollout::api::ModelRollout;
-use modelrollout_e2e::clients::{ClientLoad, StatusLog, Target, stage_shares};
-use modelrollout_e2e::node::{from_image, on_real_node};
-use modelrollout_e2e::{cluster_env, root};
-use serde_json::{Value, json};
-
-fn manifest(which: &str) -> Value {
-    let (version, file) = match which {
-        "v1" => ("v1", "fraud-v1.onnx"),
-        "v2" => ("v2", "fraud-v2.onnx"),
-        "bad" => ("v2-bad-fpr", "fraud-v2-bad-fpr.onnx"),
-        other => panic!("unknown model {other}: v1, v2 or bad"),
-    };
-    let text = std::fs::read_to_string(root().join("examples/fraud-gateway-api.yaml")).expect("the example");
-    let mut m: Value = serde_yaml::from_str(&text).expect("the example parses");
-    let model = &mut m["spec"]["model"];
-    model["version"] = json!(version);
-    model["artifact"] = from_image(file);
-    let spec = &mut m["spec"];
-    let (selector, tolerations) = on_real_node();
-    spec["workload"] =
-        json!({"replicas": 1, "progressDeadline": "120s", "nodeSelector": selector, "tolerations": tolerations});
-    // The route is the rollout's own, attached to the cluster's Gateway (tests/gateway/gateway.sh).
-    let gateway = cluster_env("MODELROLLOUT_GATEWAY_REF");
-    let (gw_ns, gw_name) = gateway.split_once('/').expect("namespace/name");
-    spec["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "fraud", "create": true,
-        "parentRefs": [{"name": gw_name, "namespace": gw_ns}]}});
-    // The example's plan with demo timings: seconds instead of minutes, fewer samples per gate.
-    spec["stages"] = json!([
-        {"name": "shadow", "weight": 0, "mirrorPercent": 100, "minDuration": "15s"},
-        {"name": "canary-5", "weight": 5, "minDuration": "20s"},
-        {"name": "canary-25", "weight": 25, "minDuration": "20s"},
-        {"name": "full", "weight": 100, "minDuration": "15s"}
-    ]);
-    spec["analysis"]["interval"] = json!("5s");
-    spec["analysis"]["gates"] = json!({
-        "errorRate": {"max": 0.002, "minSamples": 50},
-        "latencyP95": {"max": 120, "minSamples": 50},
-        "captureRate": {"maxBelowStable": 0.1, "minSamples": 10},
-        "falsePositiveRate": {"maxAboveStable": 0.05, "minSamples": 20}
-    });
-    spec["rollback"] =
-        json!({"scaleDownDelay": "5s", "previousStableScaleDownDelay": "30s", "onInconclusive": "Pause"});
-    spec.as_object_mut().unwrap().remove("notifications");
-    m
-}
+use modelrollout_e2e::{ClientLoad, StatusLog, Target, cluster_env, demo, stage_shares};
 
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["manifest", which] => print!("{}", serde_yaml::to_string(&manifest(which)).unwrap()),
+        ["manifest", which] => print!("{}", serde_yaml::to_string(&demo(which)).unwrap()),
         ["traffic", ns, summary] => {
             let client = kube::Client::try_default().await.expect("KUBECONFIG from cluster.sh");
             let target = Target::Gateway { addr: cluster_env("MODELROLLOUT_GATEWAY"), host: format!("fraud.{ns}") };

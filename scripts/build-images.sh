@@ -19,7 +19,7 @@
 # compiles only what changed. Storage (vfs) lives in $MODELROLLOUT_CACHE/containers.
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-source "$ROOT/tests/lib.sh"
+source "$(dirname "$0")/../tests/lib.sh"
 IMG="$CACHE/images"
 OUT="$IMG/out"
 mkdir -p "$IMG" "$OUT"

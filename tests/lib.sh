@@ -1,9 +1,10 @@
 # tests/lib.sh: the preamble every build script of the project shares, sourced once:
-#   ROOT=...; source "$ROOT/tests/lib.sh"; go_build tests/node/build.sh
-# Gives CACHE (MODELROLLOUT_CACHE, default ~/.cache/modelrollout: outputs live outside the repo),
-# START (for "ready in Ns") and step (a progress line on stderr); go_build NAME adds what a Go
-# build needs: the failing step named on error (set CURRENT_STEP before each), Go required, and
-# modules resolved as their go.mod says.
+#   source "$(dirname "$0")/../lib.sh"; go_build tests/node/build.sh
+# Gives ROOT (the repository), CACHE (MODELROLLOUT_CACHE, default ~/.cache/modelrollout: outputs
+# live outside the repo), START (for "ready in Ns") and step (a progress line on stderr); go_build
+# NAME adds what a Go build needs: the failing step named on error (set CURRENT_STEP before each),
+# Go required, and modules resolved as their go.mod says.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}
 START=$(date +%s)
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -6,8 +6,7 @@
 #
 # Env: MODELROLLOUT_CACHE (default ~/.cache/modelrollout).
 set -Eeuo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-source "$ROOT/tests/lib.sh"
+source "$(dirname "$0")/../lib.sh"
 go_build tests/cluster/build.sh
 
 K8S_VERSION=${K8S_VERSION:-v1.36.4}

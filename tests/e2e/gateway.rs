@@ -12,78 +12,20 @@
 use std::time::Duration;
 
 use modelrollout::api::Phase;
-use modelrollout_e2e::clients::*;
-use modelrollout_e2e::node::*;
-use modelrollout_e2e::scenario::gitops_apply;
 use modelrollout_e2e::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const RPS: u32 = 160;
 /// Every tenth request carries the header of the user's own second rule.
 const PIN_EVERY: u64 = 10;
 const MIN_PER_STAGE: u64 = 2_000;
 
-/// The platform team's HTTPRoute: the rule the rollout drives (all paths), and a second rule of
-/// their own that pins requests carrying `x-model-pin: stable` to the stable Service.
-fn user_route(ns: &str) -> Value {
-    let (_, gw_ns, gw_name) = gateway();
-    json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "fraud", "namespace": ns},
-        "spec": {
-            "parentRefs": [{"name": gw_name, "namespace": gw_ns}],
-            "hostnames": [gateway_host(ns)],
-            "rules": [
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                 "backendRefs": [{"name": "fraud-stable", "port": 8080, "weight": 100}]},
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
-                              "headers": [{"name": PIN_HEADER, "value": PIN_VALUE}]}],
-                 "backendRefs": [{"name": "fraud-stable", "port": 8080}]}
-            ]
-        }
-    })
-}
-
-fn route_rules(ns: &str) -> Vec<Value> {
-    let out = kubectl_ok(&["get", "httproute", "fraud", "-n", ns, "-o", "json"], None);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["spec"]["rules"].as_array().unwrap().clone()
-}
-
-/// Waits until the clients' latest answers all come from `version` (the route is programmed).
-async fn wait_answered_by(load: &ClientLoad, version: &str) {
-    wait_for(&format!("clients answered by {version} through the Gateway"), Duration::from_secs(90), || async {
-        let a = load.answers();
-        let last: Vec<_> = a.iter().rev().take(50).collect();
-        (last.len() == 50 && last.iter().all(|a| a.version.as_deref() == Some(version))).then_some(())
-    })
-    .await;
-}
-
-/// A test's namespace with the chart's controller, the user's route on the shared Gateway, v1
-/// stable, and clients sending `rps` through the Gateway (every `pin_every`-th pinned); returns
-/// once v1 answers them.
-async fn through_gateway(prefix: &str, rps: u32, pin_every: Option<u64>) -> (RolloutEnv, ClientLoad, String) {
-    let (addr, ..) = gateway();
-    let v1 = manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6));
-    let env = RolloutEnv::setup(prefix, |ns| Some(user_route(ns)), v1).await;
-    let ns = env.ns.name.clone();
-    let target = Target::Gateway { addr, host: gateway_host(&ns) };
-    let load = ClientLoad::start(env.client.clone(), &ns, "fraud", target, rps, pin_every);
-    wait_answered_by(&load, "v1").await;
-    (env, load, ns)
-}
-
-fn failures(answers: &[Answer]) -> Vec<String> {
-    answers.iter().filter_map(|a| a.error.clone()).take(10).collect()
-}
-
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
 async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
     let (env, load, ns) = through_gateway("gw-stages", RPS, Some(PIN_EVERY)).await;
     // The user's second rule as the apiserver keeps it (defaults filled in), before the rollout.
-    let users_rule = route_rules(&ns)[1].clone();
+    let users_rule = route_rules(&ns, "fraud")[1].clone();
     let log = StatusLog::start(env.client.clone(), &ns, "fraud");
     let d = "20s";
     let stages = json!([
@@ -92,7 +34,7 @@ async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
         {"name": "canary-25", "weight": 25, "minDuration": d},
         {"name": "full", "weight": 100, "minDuration": d}
     ]);
-    let mut m = manifest("v2", from_image("fraud-v2.onnx"), stages);
+    let mut m = Manifest::fraud_on_node("v2", from_image("fraud-v2.onnx")).stages(stages).build();
     // What this test measures is traffic, not judgement: the gates it must pass are the ones whose
     // estimates are steady here (errors, latency, false positives over the many negatives). The
     // capture-rate gate judges a few fraud positives per window with the threshold judge, which
@@ -112,11 +54,7 @@ async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
     let st = env.get().await.status.unwrap();
     assert_eq!(st.stage_name.as_deref(), Some("shadow"), "the shadow measurement stayed inside the stage");
 
-    let mr = env
-        .wait(Duration::from_secs(300), "v2 promoted", |s| {
-            matches!(s.phase, Some(Phase::Promoted | Phase::RolledBack | Phase::Failed))
-        })
-        .await;
+    let mr = env.decided(Duration::from_secs(300), "v2 promoted").await;
     let st = mr.status.unwrap();
     assert_eq!(st.phase, Some(Phase::Promoted), "{:?}", st.message);
     // Through the old stable's scale-down (previousStableScaleDownDelay), then a little longer.
@@ -171,8 +109,8 @@ async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
     let pinned_before = versions_between(&answers, 0.0, promoted_at - 0.5, true);
     println!("GATEWAY_PINNED before_promotion={pinned_before:?}");
     assert_eq!(pinned_before.keys().collect::<Vec<_>>(), ["v1"], "pinned requests stayed on stable: {pinned_before:?}");
-    assert_eq!(route_rules(&ns)[1], users_rule, "the user's second rule is as they wrote it");
-    let failed = failures(&answers);
+    assert_eq!(route_rules(&ns, "fraud")[1], users_rule, "the user's second rule is as they wrote it");
+    let failed = answer_failures(&answers);
     println!("GATEWAY_REQUESTS total={} failed={}", answers.len(), failed.len());
     assert!(failed.is_empty(), "failed requests through promotion and the old stable's scale-down: {failed:?}");
 }
@@ -181,14 +119,10 @@ async fn envoy_splits_and_mirrors_every_stage_as_clients_see_it() {
 #[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
 async fn a_route_gitops_re_applies_mid_rollout_gets_its_split_back_within_one_reconcile() {
     let (env, load, ns) = through_gateway("gw-gitops", RPS / 2, None).await;
-    let users_rule = route_rules(&ns)[1].clone();
+    let users_rule = route_rules(&ns, "fraud")[1].clone();
     // One long 25% stage, analysed every 30 s: a repair within a few seconds is the route watch's,
     // not the next scheduled reconcile's.
-    let mut m = manifest(
-        "v2",
-        from_image("fraud-v2.onnx"),
-        json!([{"name": "canary-25", "weight": 25, "minDuration": "10m"}, {"name": "full", "weight": 100, "minDuration": "10s"}]),
-    );
+    let mut m = Manifest::fraud_on_node("v2", from_image("fraud-v2.onnx")).stages(json!([{"name": "canary-25", "weight": 25, "minDuration": "10m"}, {"name": "full", "weight": 100, "minDuration": "10s"}])).build();
     m["spec"]["analysis"]["interval"] = json!("30s");
     gitops_apply(&ns, &m);
     env.wait(Duration::from_secs(180), "the candidate at 25%", |s| s.canary_weight == 25).await;
@@ -202,10 +136,10 @@ async fn a_route_gitops_re_applies_mid_rollout_gets_its_split_back_within_one_re
     let reapplied = now();
     kubectl_ok(
         &["apply", "--server-side", "--force-conflicts", "--field-manager", "platform-team", "-f", "-"],
-        Some(&user_route(&ns).to_string()),
+        Some(&gateway_route(&ns, "fraud", true).to_string()),
     );
     let restored = wait_for("the controller's split back in the route", Duration::from_secs(20), || async {
-        let rules = route_rules(&ns);
+        let rules = route_rules(&ns, "fraud");
         let canary =
             rules[0]["backendRefs"].as_array()?.iter().find(|b| b["name"] == "fraud-canary")?["weight"].as_i64();
         (canary == Some(25)).then(now)
@@ -225,8 +159,8 @@ async fn a_route_gitops_re_applies_mid_rollout_gets_its_split_back_within_one_re
         "GATEWAY_GITOPS after_repair requests={n} candidate_answers={k} share={share:.4} interval=[{lo:.4},{hi:.4}]"
     );
     assert!(share >= lo && share <= hi, "share after the repair {share:.4} outside [{lo:.4},{hi:.4}]");
-    assert_eq!(route_rules(&ns)[1], users_rule, "the user's second rule is theirs");
-    let failed = failures(&answers);
+    assert_eq!(route_rules(&ns, "fraud")[1], users_rule, "the user's second rule is theirs");
+    let failed = answer_failures(&answers);
     assert!(failed.is_empty(), "failed requests: {failed:?}");
 }
 
@@ -236,17 +170,9 @@ async fn a_failing_candidate_stops_answering_clients_within_a_second_of_the_deci
     let (env, load, ns) = through_gateway("gw-rollback", RPS, None).await;
     gitops_apply(
         &ns,
-        &manifest(
-            "v2-bad",
-            from_image("fraud-v2-bad-fpr.onnx"),
-            json!([{"name": "canary-25", "weight": 25, "minDuration": "120s"}, {"name": "full", "weight": 100, "minDuration": "10s"}]),
-        ),
+        &Manifest::fraud_on_node("v2-bad", from_image("fraud-v2-bad-fpr.onnx")).stages(json!([{"name": "canary-25", "weight": 25, "minDuration": "120s"}, {"name": "full", "weight": 100, "minDuration": "10s"}])).build(),
     );
-    let mr = env
-        .wait(Duration::from_secs(240), "the bad candidate decided", |s| {
-            matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted | Phase::Failed))
-        })
-        .await;
+    let mr = env.decided(Duration::from_secs(240), "the bad candidate decided").await;
     let st = mr.status.unwrap();
     assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
     let decided = controller_metric(&env, "modelrollout_rollback_decided_timestamp_seconds").await;
@@ -270,48 +196,19 @@ async fn a_failing_candidate_stops_answering_clients_within_a_second_of_the_deci
         "a request started {:.3} s after the decision got the candidate's answer",
         last - decided
     );
-    let failed = failures(&answers);
+    let failed = answer_failures(&answers);
     println!("GATEWAY_REQUESTS total={} failed={}", answers.len(), failed.len());
     assert!(failed.is_empty(), "failed requests through the rollback and scale-down: {failed:?}");
-}
-
-/// `ip:port` of the one Ready pod of `version` (its sidecar's port).
-async fn candidate_pod(ns: &str, version: &str) -> String {
-    wait_for(&format!("the Ready pod of {version}"), Duration::from_secs(60), || async {
-        let pods = pods_now(ns, &format!("modelrollout.dev/version={version}")).await;
-        let ready: Vec<_> = pods
-            .iter()
-            .filter(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .collect();
-        let [pod] = ready.as_slice() else { return None };
-        let ip = pod.status.as_ref()?.pod_ip.clone()?;
-        let port = pod.spec.as_ref()?.containers.first()?.ports.as_ref()?.first()?.container_port;
-        Some(format!("{ip}:{port}"))
-    })
-    .await
-}
-
-/// A value of the controller pod's own /metrics (the chart's metrics port).
-async fn controller_metric(env: &RolloutEnv, family: &str) -> f64 {
-    let pods = running_pods(&env.ns.name, "app.kubernetes.io/component=controller").await;
-    let ip = pods[0].status.as_ref().unwrap().pod_ip.clone().unwrap();
-    pod_counter(&format!("{ip}:8080"), family, &[]).await.unwrap_or_else(|| panic!("{family} from the controller pod"))
 }
 
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn replica_ratio_through_kube_proxy_follows_the_pods_as_clients_see_it() {
     require_real_node();
-    let mut v1 = manifest("v1", from_image("fraud-v1.onnx"), modelrollout_e2e::scenario::four_stages(6));
+    let mut v1 = Manifest::fraud_on_node("v1", from_image("fraud-v1.onnx")).stages(four_stages(6)).build();
     v1["spec"]["trafficRouting"] = json!({"replicaRatio": {}});
     v1["spec"]["workload"]["replicas"] = json!(4);
-    let env = RolloutEnv::setup("ratio", |_| None, v1.clone()).await;
+    let env = Env::on_node("ratio", "fraud", |_| None, v1.clone()).await;
     let ns = env.ns.name.clone();
     let load = ClientLoad::start(env.client.clone(), &ns, "fraud", Target::Service, RPS / 2, None);
     wait_for("answers from v1 through the fraud Service", Duration::from_secs(60), || async {
@@ -356,11 +253,7 @@ async fn replica_ratio_through_kube_proxy_follows_the_pods_as_clients_see_it() {
         assert!(n >= 1_000, "only {n} requests at {stage}");
         assert!(share >= lo && share <= hi, "{stage}: share {share:.4} outside [{lo:.4},{hi:.4}]");
     }
-    let mr = env
-        .wait(Duration::from_secs(180), "v2 promoted", |s| {
-            matches!(s.phase, Some(Phase::Promoted | Phase::RolledBack | Phase::Failed))
-        })
-        .await;
+    let mr = env.decided(Duration::from_secs(180), "v2 promoted").await;
     assert_eq!(mr.status.unwrap().phase, Some(Phase::Promoted));
     // Through the old pods' scale-down.
     wait_for("v1 scaled down", Duration::from_secs(60), || async {
@@ -369,7 +262,7 @@ async fn replica_ratio_through_kube_proxy_follows_the_pods_as_clients_see_it() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let answers = load.shutdown().await;
-    let failed = failures(&answers);
+    let failed = answer_failures(&answers);
     println!("RATIO_REQUESTS total={} failed={}", answers.len(), failed.len());
     assert!(failed.is_empty(), "failed requests while pods came and went: {failed:?}");
 }

@@ -10,15 +10,13 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use modelrollout::api::{Outcome, Phase};
-use modelrollout_e2e::node::*;
-use modelrollout_e2e::scenario::{canary_stages, gitops_apply};
 use modelrollout_e2e::*;
 use serde_json::json;
 
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn the_chart_s_controller_promotes_fraud_v2_served_from_an_image_volume() {
-    let env = NodeEnv::setup("node-good", 60, from_store("fraud-v1.onnx")).await;
+    let env = Env::on_node_with_load("node-good", 60, from_store("fraud-v1.onnx")).await;
     println!("NODE {}", node_line().lines().collect::<Vec<_>>().join(" | "));
     // v1 came from the model store over HTTP (CoreDNS name, Service, another pod), checked by sha256.
     let v1 = running_pods(&env.ns.name, "modelrollout.dev/version=v1").await;
@@ -37,7 +35,7 @@ async fn the_chart_s_controller_promotes_fraud_v2_served_from_an_image_volume() 
 
     gitops_apply(
         &env.ns.name,
-        &manifest("v2", from_image("fraud-v2.onnx"), modelrollout_e2e::scenario::four_stages(6)),
+        &Manifest::fraud_on_node("v2", from_image("fraud-v2.onnx")).stages(four_stages(6)).build(),
     );
     let mut seen = Vec::new();
     let mr = env
@@ -59,7 +57,7 @@ async fn the_chart_s_controller_promotes_fraud_v2_served_from_an_image_volume() 
     let spec = v2[0].spec.as_ref().unwrap();
     let vol = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "model").expect("the model volume");
     assert_eq!(vol.image.as_ref().unwrap().reference.as_deref(), Some(MODELS_IMAGE));
-    let t = &env.harness.traffic;
+    let t = &env.harness().traffic;
     assert!(t.canary_ok.load(Ordering::Relaxed) > 0, "the candidate served live traffic through its Service");
     assert!(t.mirrored.load(Ordering::Relaxed) > 0, "shadow traffic was mirrored");
     assert_eq!(t.stable_errors.load(Ordering::Relaxed), 0, "{:?}", t.error_samples.lock().unwrap());
@@ -69,46 +67,30 @@ async fn the_chart_s_controller_promotes_fraud_v2_served_from_an_image_volume() 
         env.ns.name
     );
     assert!(first_sample(&prom, &served).await.unwrap().unwrap_or(0.0) > 0.0, "{served}");
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn a_bad_fpr_candidate_is_rolled_back_on_the_real_node() {
-    let env = NodeEnv::setup("node-bad", 80, from_image("fraud-v1.onnx")).await;
-    gitops_apply(&env.ns.name, &manifest("v2-bad", from_image("fraud-v2-bad-fpr.onnx"), canary_stages(60)));
-    let mr = env
-        .wait(Duration::from_secs(240), "the bad candidate decided", |s| {
-            matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted | Phase::Failed))
-        })
-        .await;
+    let env = Env::on_node_with_load("node-bad", 80, from_image("fraud-v1.onnx")).await;
+    gitops_apply(
+        &env.ns.name,
+        &Manifest::fraud_on_node("v2-bad", from_image("fraud-v2-bad-fpr.onnx")).stages(canary_stages(60)).build(),
+    );
+    let mr = env.decided(Duration::from_secs(240), "the bad candidate decided").await;
     let st = mr.status.unwrap();
     assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
     assert_eq!(st.history[0].outcome, Outcome::RolledBack);
     assert!(st.message.as_deref().unwrap_or_default().contains("falsePositiveRate"), "{:?}", st.message);
     assert_eq!(st.stable_version.as_deref(), Some("v1"));
-    env.harness.shutdown().await;
-}
-
-/// A golden set from the model store (the models image serves them), named by its digest.
-fn golden_from_store(file: &str) -> serde_json::Value {
-    use sha2::Digest;
-    let bytes = std::fs::read(root().join("models").join(file)).unwrap();
-    json!({"uri": format!("{MODEL_STORE}/{file}"), "sha256": hex::encode(sha2::Sha256::digest(&bytes))})
-}
-
-/// The AUC of a golden file's own reference scores (what the served model must reproduce).
-fn reference_auc(file: &str) -> f64 {
-    let text = std::fs::read(root().join("models").join(file)).unwrap();
-    let set = modelrollout::acceptance_runner::parse(&text).unwrap();
-    let pairs: Vec<(f64, bool)> = set.rows.iter().map(|r| (r.probability.unwrap(), r.label)).collect();
-    modelrollout::acceptance_runner::auc(&pairs).unwrap()
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn acceptance_a_candidate_failing_its_golden_set_auc_never_gets_traffic_and_one_passing_does() {
-    let env = NodeEnv::setup("node-accept", 150, from_image("fraud-v1.onnx")).await;
+    let env = Env::on_node_with_load("node-accept", 150, from_image("fraud-v1.onnx")).await;
     // AUC >= 0.80 on the candidate's golden set (labelled fraud rows with the scores Python's
     // onnxruntime gave), scores within 1e-4 of those, no row refused; p95 <= 250 ms at 100 req/s.
     let acceptance = |golden: &str| {
@@ -119,7 +101,8 @@ async fn acceptance_a_candidate_failing_its_golden_set_auc_never_gets_traffic_an
             "timeout": "3m"
         })
     };
-    let mut bad = manifest("v2-bad", from_image("fraud-v2-bad-fpr.onnx"), canary_stages(6));
+    let mut bad =
+        Manifest::fraud_on_node("v2-bad", from_image("fraud-v2-bad-fpr.onnx")).stages(canary_stages(6)).build();
     bad["spec"]["acceptance"] = acceptance("fraud-v2-bad-fpr.golden.json");
     gitops_apply(&env.ns.name, &bad);
     let mut running_seen = false;
@@ -158,13 +141,13 @@ async fn acceptance_a_candidate_failing_its_golden_set_auc_never_gets_traffic_an
         load.latency_p95_seconds * 1e3
     );
     // No traffic moved to it: the clients following the route never reached it, not even mirrored.
-    let t = &env.harness.traffic;
+    let t = &env.harness().traffic;
     assert_eq!(t.canary_ok.load(Ordering::Relaxed) + t.canary_errors.load(Ordering::Relaxed), 0, "no live traffic");
     assert_eq!(t.mirrored.load(Ordering::Relaxed), 0, "no mirrored traffic");
     assert_eq!(st.stable_version.as_deref(), Some("v1"));
 
     // The same checks on a candidate that meets them: it passes and then moves through the stages.
-    let mut good = manifest("v2", from_image("fraud-v2.onnx"), canary_stages(6));
+    let mut good = Manifest::fraud_on_node("v2", from_image("fraud-v2.onnx")).stages(canary_stages(6)).build();
     good["spec"]["acceptance"] = acceptance("fraud-v2.golden.json");
     gitops_apply(&env.ns.name, &good);
     let mr = env
@@ -181,17 +164,17 @@ async fn acceptance_a_candidate_failing_its_golden_set_auc_never_gets_traffic_an
     assert!(acc.checks.iter().all(|c| c.verdict == modelrollout::api::Verdict::Pass), "{:?}", acc.checks);
     assert!(t.canary_ok.load(Ordering::Relaxed) > 0, "the accepted candidate served live traffic");
     assert_eq!(t.stable_errors.load(Ordering::Relaxed), 0, "{:?}", t.error_samples.lock().unwrap());
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn a_candidate_whose_model_or_image_cannot_load_fails_naming_why_and_gets_no_traffic() {
-    let env = NodeEnv::setup("node-noload", 30, from_image("fraud-v1.onnx")).await;
+    let env = Env::on_node_with_load("node-noload", 30, from_image("fraud-v1.onnx")).await;
     // A model whose bytes are not what the sha256 says: the sidecar refuses it and exits.
     let mut wrong = from_store("fraud-v2.onnx");
     wrong["sha256"] = json!(model_sha("fraud-v1.onnx"));
-    gitops_apply(&env.ns.name, &manifest("v2", wrong, canary_stages(6)));
+    gitops_apply(&env.ns.name, &Manifest::fraud_on_node("v2", wrong).stages(canary_stages(6)).build());
     let mr = env
         .wait(Duration::from_secs(150), "the candidate failed", |s| {
             matches!(s.phase, Some(Phase::Failed | Phase::RolledBack))
@@ -201,11 +184,11 @@ async fn a_candidate_whose_model_or_image_cannot_load_fails_naming_why_and_gets_
     assert_eq!(st.reason.as_deref(), Some("CandidateFailed"), "{:?}", st.message);
     let msg = st.message.clone().unwrap_or_default();
     assert!(msg.contains("crashed") && msg.contains("sha256 mismatch"), "the reason quotes the sidecar: {msg}");
-    assert_eq!(env.harness.traffic.canary_ok.load(Ordering::Relaxed), 0, "no traffic moved");
-    assert_eq!(env.harness.traffic.canary_errors.load(Ordering::Relaxed), 0, "no traffic moved");
+    assert_eq!(env.harness().traffic.canary_ok.load(Ordering::Relaxed), 0, "no traffic moved");
+    assert_eq!(env.harness().traffic.canary_errors.load(Ordering::Relaxed), 0, "no traffic moved");
 
     // An image that is not there (and never pulled: no registry): fails at the pull back-off.
-    let mut m = manifest("v3", from_image("fraud-v2.onnx"), canary_stages(6));
+    let mut m = Manifest::fraud_on_node("v3", from_image("fraud-v2.onnx")).stages(canary_stages(6)).build();
     m["spec"]["workload"]["sidecarImage"] = json!("ghcr.io/modelrollout/inference-sidecar:0.0.0-absent");
     gitops_apply(&env.ns.name, &m);
     let mr = env
@@ -218,15 +201,18 @@ async fn a_candidate_whose_model_or_image_cannot_load_fails_naming_why_and_gets_
     let msg = st.message.clone().unwrap_or_default();
     assert_eq!(st.reason.as_deref(), Some("CandidateFailed"), "{msg}");
     assert!(msg.contains("cannot start") && msg.contains("ImagePullBackOff"), "{msg}");
-    assert_eq!(env.harness.traffic.canary_ok.load(Ordering::Relaxed), 0, "no traffic moved");
-    env.harness.shutdown().await;
+    assert_eq!(env.harness().traffic.canary_ok.load(Ordering::Relaxed), 0, "no traffic moved");
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn a_candidate_that_crashes_after_turning_ready_is_rolled_back_at_once() {
-    let env = NodeEnv::setup("node-crash", 150, from_image("fraud-v1.onnx")).await;
-    gitops_apply(&env.ns.name, &manifest("v2", from_image("fraud-v2.onnx"), canary_stages(600)));
+    let env = Env::on_node_with_load("node-crash", 150, from_image("fraud-v1.onnx")).await;
+    gitops_apply(
+        &env.ns.name,
+        &Manifest::fraud_on_node("v2", from_image("fraud-v2.onnx")).stages(canary_stages(600)).build(),
+    );
     env.wait(Duration::from_secs(120), "the candidate at 5%", |s| s.canary_weight > 0).await;
     // Kill the candidate's sidecar process in its container, as an OOM kill or a segfault would.
     let pods = running_pods(&env.ns.name, "modelrollout.dev/version=v2").await;
@@ -253,7 +239,7 @@ async fn a_candidate_that_crashes_after_turning_ready_is_rolled_back_at_once() {
     assert_eq!(st.reason.as_deref(), Some("CandidateFailed"), "{msg}");
     assert!(msg.contains("crashed") && msg.contains("137"), "{msg}");
     assert_eq!((st.canary_weight, st.stable_version.as_deref()), (0, Some("v1")));
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
@@ -264,7 +250,7 @@ async fn a_deleted_sidecar_pod_drains_while_its_endpoint_goes_with_no_failed_req
     let ns = TestNamespace::new("node-drain").await;
     // Two replicas of v1 behind the root Service, load through kube-proxy, one pod deleted mid-load.
     let (selector, tolerations) = on_real_node();
-    let mut m = manifest("v1", from_image("fraud-v1.onnx"), canary_stages(6));
+    let mut m = Manifest::fraud_on_node("v1", from_image("fraud-v1.onnx")).stages(canary_stages(6)).build();
     m["spec"]["workload"] = json!({"replicas": 2, "nodeSelector": selector, "tolerations": tolerations});
     m["spec"]["trafficRouting"] = json!({"replicaRatio": {}});
     helm_install_controller(&ns.name).await;
@@ -368,20 +354,4 @@ async fn a_deleted_sidecar_pod_drains_while_its_endpoint_goes_with_no_failed_req
         ok + failed.len() as u64,
         &failed[..failed.len().min(5)]
     );
-}
-
-/// When a failure happened, relative to the pod's deletion (for the assertion message).
-fn since(deleted_at: &std::sync::Mutex<Option<std::time::Instant>>) -> String {
-    match *deleted_at.lock().unwrap() {
-        Some(t) => format!("[{} ms after the delete]", t.elapsed().as_millis()),
-        None => "[before the delete]".into(),
-    }
-}
-
-fn is_ready(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }

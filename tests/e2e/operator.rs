@@ -1,50 +1,21 @@
 //! The operator's tools end to end: `kubectl modelrollout` (found by kubectl as a plugin on PATH)
 //! driving real rollouts, and the Helm chart installed into the test apiserver.
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
-use tokio::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use modelrollout::api::{Outcome, Phase};
-use modelrollout_e2e::harness::{ControllerProc, Harness, bin, chart_release, free_port, token_kubeconfig};
-use modelrollout_e2e::scenario::*;
 use modelrollout_e2e::*;
 use serde_json::{Value, json};
-
-/// `kubectl modelrollout ARGS`: kubectl finds the plugin on PATH, as on a user's machine.
-fn plugin_command(args: &[&str], kubeconfig: Option<&std::path::Path>) -> Command {
-    let plugin_dir = bin("kubectl-modelrollout").parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap());
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("modelrollout").args(args).env("PATH", path).stdin(Stdio::null());
-    if let Some(kc) = kubeconfig {
-        cmd.env("KUBECONFIG", kc);
-    }
-    cmd
-}
-
-/// Runs the plugin without blocking the test's runtime (the harness's traffic runs on it too).
-async fn plugin(args: &[&str]) -> (i32, String, String) {
-    plugin_as(args, None).await
-}
-
-async fn plugin_as(args: &[&str], kubeconfig: Option<&std::path::Path>) -> (i32, String, String) {
-    let out: Output = plugin_command(args, kubeconfig).output().await.expect("kubectl runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn k_kubectl_plugin_watches_pauses_resumes_aborts_retries_and_promotes() {
-    let env = setup("plugin", 150).await;
+    let env = Env::kwok_fraud("plugin", 150).await;
     let ns = env.ns.name.clone();
 
     // Idle v1: status exits 0, list shows it, -o json is the object.
@@ -71,21 +42,21 @@ async fn k_kubectl_plugin_watches_pauses_resumes_aborts_retries_and_promotes() {
     assert_eq!(code, 2, "usage errors exit 2");
 
     // v2 starts; pause holds it, and a GitOps re-apply (which does not own spec.paused) keeps it held.
-    let v2 = manifest("v2", "fraud-v2.onnx", four_stages(4), default_gates());
+    let v2 = Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(4)).gates(default_gates()).build();
     gitops_apply(&ns, &v2);
-    wait_phase(&env, Duration::from_secs(60), |s| s.phase == Some(Phase::Progressing)).await;
+    env.wait(Duration::from_secs(60), "the status", |s| s.phase == Some(Phase::Progressing)).await;
     let (code, out, err) = plugin(&["pause", "fraud", "-n", &ns]).await;
     assert_eq!(code, 0, "{out}{err}");
-    wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::Paused)).await;
+    env.wait(Duration::from_secs(20), "the status", |s| s.phase == Some(Phase::Paused)).await;
     gitops_apply(&ns, &v2);
-    let mr = get(&env).await;
+    let mr = env.get().await;
     assert!(mr.spec.paused, "the pause survives a GitOps re-apply");
     let managers: Vec<String> =
         mr.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
     assert!(managers.contains(&"kubectl-modelrollout".to_string()), "{managers:?}");
     let (_, out, _) = plugin(&["status", "fraud", "-n", &ns]).await;
     assert!(out.contains("Held:       by spec.paused"), "{out}");
-    assert_eq!(reconciled(&env).await.status.unwrap().phase, Some(Phase::Paused), "held after a reconcile");
+    assert_eq!(env.reconciled().await.status.unwrap().phase, Some(Phase::Paused), "held after a reconcile");
     let (code, out, _) = plugin(&["resume", "fraud", "-n", &ns]).await;
     assert_eq!(code, 0);
     assert!(out.contains("resumed"), "{out}");
@@ -100,9 +71,12 @@ async fn k_kubectl_plugin_watches_pauses_resumes_aborts_retries_and_promotes() {
     assert!(out.lines().nth(1).is_some_and(|l| l.contains("v2") && l.contains("Promoted")), "{out}");
 
     // A bad candidate: a watcher started before the abort ends with exit 3 when it is rolled back.
-    let v3 = manifest("v3", "fraud-v2-bad-fpr.onnx", four_stages(60), default_gates());
+    let v3 = Manifest::fraud("v3", local_file("fraud-v2-bad-fpr.onnx"))
+        .stages(four_stages(60))
+        .gates(default_gates())
+        .build();
     gitops_apply(&ns, &v3);
-    wait_phase(&env, Duration::from_secs(60), |s| s.candidate_version.as_deref() == Some("v3")).await;
+    env.wait(Duration::from_secs(60), "the status", |s| s.candidate_version.as_deref() == Some("v3")).await;
     let mut watcher = plugin_command(&["status", "fraud", "-n", &ns, "-w", "--timeout", "2m"], None)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,21 +95,21 @@ async fn k_kubectl_plugin_watches_pauses_resumes_aborts_retries_and_promotes() {
     let (code, out, _) = plugin(&["status", "fraud", "-n", &ns]).await;
     assert_eq!(code, 3, "status exits 3 after a rollback: {out}");
     assert!(out.contains("on-call: FPR complaints"), "{out}");
-    let st = get(&env).await.status.unwrap();
+    let st = env.get().await.status.unwrap();
     assert_eq!(st.history[0].outcome, Outcome::Aborted);
-    assert_eq!(route_rule(&env).await["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
+    assert_eq!(env.route_rule().await["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
 
     // retry starts v3 again; promote --full makes it stable at once.
     let (code, out, err) = plugin(&["retry", "fraud", "-n", &ns]).await;
     assert_eq!(code, 0, "{out}{err}");
-    wait_phase(&env, Duration::from_secs(30), |s| s.phase == Some(Phase::Progressing)).await;
+    env.wait(Duration::from_secs(30), "the status", |s| s.phase == Some(Phase::Progressing)).await;
     let (code, out, err) = plugin(&["promote", "fraud", "-n", &ns, "--full"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("controller acted: phase Promoted"), "{out}");
     let (code, out, _) = plugin(&["status", "fraud", "-n", &ns]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("stable v3"), "{out}");
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
@@ -211,11 +185,13 @@ async fn m_helm_install_brings_the_controller_up_and_a_rollout_progresses() {
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let controller = ControllerProc::start_with_args(&ns.name, &kubeconfig, &arg_refs);
     let harness = Harness::start(client.clone(), &ns.name, "fraud", "fraud", 150);
-    let mut v1 = manifest("v1", "fraud-v1.onnx", four_stages(4), default_gates());
+    let mut v1 =
+        Manifest::fraud("v1", local_file("fraud-v1.onnx")).stages(four_stages(4)).gates(default_gates()).build();
     v1["spec"]["trafficRouting"] =
         json!({"gatewayAPI": {"httpRoute": "fraud", "create": true, "parentRefs": [{"name": "public"}]}});
     gitops_apply(&ns.name, &v1);
-    let mut v2 = manifest("v2", "fraud-v2.onnx", four_stages(4), default_gates());
+    let mut v2 =
+        Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(4)).gates(default_gates()).build();
     v2["spec"]["trafficRouting"] = v1["spec"]["trafficRouting"].clone();
     let api: Api<modelrollout::api::ModelRollout> = Api::namespaced(client.clone(), &ns.name);
     let phase = |api: Api<modelrollout::api::ModelRollout>| async move { api.get("fraud").await.ok()?.status?.phase };

@@ -4,50 +4,53 @@
 use std::time::Duration;
 
 use modelrollout::api::{Outcome, Phase};
-use modelrollout_e2e::harness::{ControllerProc, chart_release, service_account_kubeconfig};
-use modelrollout_e2e::scenario::*;
 use modelrollout_e2e::*;
 use serde_json::{Value, json};
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn a_good_candidate_goes_through_every_stage_and_becomes_stable() {
-    let env = setup("good", 150).await;
+    let env = Env::kwok_fraud("good", 150).await;
     // A webhook that refuses the first two deliveries: they are retried, and never hold the rollout.
     let hook = Webhook::start(2).await;
-    let mut m = manifest("v2", "fraud-v2.onnx", four_stages(5), default_gates());
+    let mut m =
+        Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(5)).gates(default_gates()).build();
     m["spec"]["notifications"] =
         json!({"webhooks": [{"url": hook.url, "events": ["StageChanged", "Promoted", "RolledBack"]}]});
     gitops_apply(&env.ns.name, &m);
     let mut seen = Vec::new();
-    let mr = wait_phase(&env, Duration::from_secs(180), |s| {
-        if let Some(name) = &s.stage_name
-            && seen.last() != Some(name)
-        {
-            seen.push(name.clone());
-        }
-        s.phase == Some(Phase::Promoted)
-    })
-    .await;
+    let mr = env
+        .wait(Duration::from_secs(180), "the status", |s| {
+            if let Some(name) = &s.stage_name
+                && seen.last() != Some(name)
+            {
+                seen.push(name.clone());
+            }
+            s.phase == Some(Phase::Promoted)
+        })
+        .await;
     assert_eq!(seen, ["shadow", "canary-5", "canary-25", "full"], "every stage in order");
     let st = mr.status.unwrap();
     assert_eq!(st.stable_version.as_deref(), Some("v2"));
     assert_eq!(st.history[0].outcome, Outcome::Promoted);
     assert_eq!(st.history[0].version, "v2");
     // The route sends everything to stable (now v2), and the old stable is scaled down after its delay.
-    let rule = route_rule(&env).await;
+    let rule = env.route_rule().await;
     assert_eq!(rule["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
     assert_eq!(rule["matches"][0]["path"]["value"], "/", "the user's fields are untouched");
     wait_for("v1 scaled to zero", Duration::from_secs(30), || async {
-        (replicas(&env, "fraud-v1").await == Some(0)).then_some(())
+        (env.replicas("fraud-v1").await == Some(0)).then_some(())
     })
     .await;
     assert!(
-        env.harness.traffic.canary_ok.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        env.harness().traffic.canary_ok.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "the candidate served live traffic"
     );
-    assert!(env.harness.traffic.mirrored.load(std::sync::atomic::Ordering::Relaxed) > 0, "shadow traffic was mirrored");
-    let t = &env.harness.traffic;
+    assert!(
+        env.harness().traffic.mirrored.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "shadow traffic was mirrored"
+    );
+    let t = &env.harness().traffic;
     assert_eq!(t.stable_errors.load(std::sync::atomic::Ordering::Relaxed), 0, "{:?}", t.error_samples.lock().unwrap());
     // Every stage change and the promotion reached the webhook (after its refusals), Slack-style.
     let events = wait_for("webhook deliveries", Duration::from_secs(30), || async {
@@ -78,37 +81,40 @@ async fn a_good_candidate_goes_through_every_stage_and_becomes_stable() {
         events["items"].as_array().unwrap().iter().any(|e| e["reason"] == "Promoted"),
         "a Promoted Event: {events}"
     );
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn j_deleting_a_rollout_mid_stage_restores_all_traffic_to_stable_first() {
-    let env = setup("delete", 100).await;
+    let env = Env::kwok_fraud("delete", 100).await;
     let mut stages = four_stages(60);
     stages[0] = json!({"name": "canary-5", "weight": 5, "minDuration": "60s"});
     stages[1] = json!({"name": "canary-10", "weight": 10, "minDuration": "60s"});
-    gitops_apply(&env.ns.name, &manifest("v2", "fraud-v2.onnx", stages, default_gates()));
-    wait_phase(&env, Duration::from_secs(60), |s| s.canary_weight == 5).await;
+    gitops_apply(
+        &env.ns.name,
+        &Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(stages).gates(default_gates()).build(),
+    );
+    env.wait(Duration::from_secs(60), "the status", |s| s.canary_weight == 5).await;
     wait_for("the canary in the route", Duration::from_secs(20), || async {
-        (route_rule(&env).await["backendRefs"].as_array().map(Vec::len) == Some(2)).then_some(())
+        (env.route_rule().await["backendRefs"].as_array().map(Vec::len) == Some(2)).then_some(())
     })
     .await;
     kubectl_ok(&["delete", "modelrollout", "fraud", "-n", &env.ns.name, "--wait=true", "--timeout=60s"], None);
-    let rule = route_rule(&env).await;
+    let rule = env.route_rule().await;
     assert_eq!(
         rule["backendRefs"],
         json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]),
         "restored before deletion"
     );
     assert_eq!(rule["matches"][0]["path"]["value"], "/", "the user's route itself stays");
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn b_a_candidate_with_a_higher_false_positive_rate_is_rolled_back_at_5_percent() {
-    let env = setup("badfpr", 150).await;
+    let env = Env::kwok_fraud("badfpr", 150).await;
     let stages = canary_stages(20);
     // Watch the route as a gateway would, noting when the canary's weight goes back to 0.
     let routes: kube::Api<kube::api::DynamicObject> =
@@ -136,14 +142,17 @@ async fn b_a_candidate_with_a_higher_false_positive_rate_is_rolled_back_at_5_per
         }
         panic!("route watch ended");
     });
-    gitops_apply(&env.ns.name, &manifest("v2-bad", "fraud-v2-bad-fpr.onnx", stages, default_gates()));
-    let mr =
-        wait_phase(&env, Duration::from_secs(120), |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))
-            .await;
+    gitops_apply(
+        &env.ns.name,
+        &Manifest::fraud("v2-bad", local_file("fraud-v2-bad-fpr.onnx")).stages(stages).gates(default_gates()).build(),
+    );
+    let mr = env
+        .wait(Duration::from_secs(120), "the status", |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))
+        .await;
     // Rollback speed, for BENCHMARKS.md (printed, not asserted: benches/rollback.sh collects it).
     let seen =
         tokio::time::timeout(Duration::from_secs(10), weight_zero_at).await.expect("the route went back").unwrap();
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.controller.metrics_port))
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.controller().metrics_port))
         .await
         .unwrap()
         .text()
@@ -176,34 +185,37 @@ async fn b_a_candidate_with_a_higher_false_positive_rate_is_rolled_back_at_5_per
     let fpr = st.last_analysis.unwrap().gates.into_iter().find(|g| g.name == "falsePositiveRate").unwrap();
     assert_eq!(fpr.verdict, modelrollout::api::Verdict::Fail);
     assert!(fpr.value.unwrap() > fpr.stable_value.unwrap() + 0.08, "{fpr:?}");
-    let rule = route_rule(&env).await;
+    let rule = env.route_rule().await;
     assert_eq!(rule["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
     wait_for("the failed candidate scaled to zero", Duration::from_secs(30), || async {
-        (replicas(&env, "fraud-v2-bad").await == Some(0)).then_some(())
+        (env.replicas("fraud-v2-bad").await == Some(0)).then_some(())
     })
     .await;
-    assert_eq!(replicas(&env, "fraud-v1").await, Some(2), "stable untouched");
+    assert_eq!(env.replicas("fraud-v1").await, Some(2), "stable untouched");
     // Stable kept serving without errors through the rollback.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let t = &env.harness.traffic;
+    let t = &env.harness().traffic;
     assert!(t.stable_ok.load(std::sync::atomic::Ordering::Relaxed) > 100);
     assert_eq!(t.stable_errors.load(std::sync::atomic::Ordering::Relaxed), 0, "{:?}", t.error_samples.lock().unwrap());
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn c_a_candidate_with_a_latency_regression_over_the_p95_gate_is_rolled_back() {
-    let env = setup("slow", 150).await;
+    let env = Env::kwok_fraud("slow", 150).await;
     // fraud-v2-slow scores exactly as v2 does (same decisions: the quality gates pass) but really
     // computes ~10 ms more per row; the p95 gate allows 6 ms. The other gates stay as in (a).
     let mut gates = default_gates();
     gates["latencyP95"] = json!({"max": 6, "minSamples": 20});
     let stages = canary_stages(20);
-    gitops_apply(&env.ns.name, &manifest("v2-slow", "fraud-v2-slow.onnx", stages, gates));
-    let mr =
-        wait_phase(&env, Duration::from_secs(120), |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))
-            .await;
+    gitops_apply(
+        &env.ns.name,
+        &Manifest::fraud("v2-slow", local_file("fraud-v2-slow.onnx")).stages(stages).gates(gates).build(),
+    );
+    let mr = env
+        .wait(Duration::from_secs(120), "the status", |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))
+        .await;
     let st = mr.status.unwrap();
     assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
     assert_eq!(st.stage_name.as_deref(), Some("canary-5"), "rolled back in the first stage");
@@ -215,52 +227,57 @@ async fn c_a_candidate_with_a_latency_regression_over_the_p95_gate_is_rolled_bac
         assert_ne!(g.verdict, modelrollout::api::Verdict::Fail, "only latency regressed: {g:?}");
     }
     assert!(st.message.unwrap().contains("latencyP95"));
-    assert_eq!(route_rule(&env).await["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
-    let t = &env.harness.traffic;
+    assert_eq!(env.route_rule().await["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
+    let t = &env.harness().traffic;
     assert_eq!(t.stable_errors.load(std::sync::atomic::Ordering::Relaxed), 0, "{:?}", t.error_samples.lock().unwrap());
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn g_a_candidate_needing_an_input_stable_lacks_is_refused_before_traffic_moves() {
-    let env = setup("contract", 50).await;
-    let mut m = manifest("v3", "fraud-v2.onnx", four_stages(5), default_gates());
+    let env = Env::kwok_fraud("contract", 50).await;
+    let mut m =
+        Manifest::fraud("v3", local_file("fraud-v2.onnx")).stages(four_stages(5)).gates(default_gates()).build();
     m["spec"]["model"]["contract"] = contract(Some("device_fingerprint"));
     gitops_apply(&env.ns.name, &m);
-    let mr = wait_phase(&env, Duration::from_secs(30), |s| s.phase == Some(Phase::Failed)).await;
+    let mr = env.wait(Duration::from_secs(30), "the status", |s| s.phase == Some(Phase::Failed)).await;
     let st = mr.status.unwrap();
     assert_eq!(st.reason.as_deref(), Some("ContractMismatch"));
     assert!(st.message.unwrap().contains("device_fingerprint"));
     // A reconcile after the refusal: it still creates nothing.
-    let again = reconciled(&env).await.status.unwrap();
+    let again = env.reconciled().await.status.unwrap();
     assert_eq!(again.phase, Some(Phase::Failed));
-    assert_eq!(replicas(&env, "fraud-v3").await, None, "no candidate Deployment was created");
-    let rule = route_rule(&env).await;
+    assert_eq!(env.replicas("fraud-v3").await, None, "no candidate Deployment was created");
+    let rule = env.route_rule().await;
     assert_eq!(rule["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn e_a_controller_killed_mid_stage_resumes_the_same_stage() {
-    let mut env = setup("crash", 150).await;
-    gitops_apply(&env.ns.name, &manifest("v2", "fraud-v2.onnx", four_stages(12), default_gates()));
-    let before = wait_phase(&env, Duration::from_secs(90), |s| s.stage_index == Some(1)).await.status.unwrap();
-    env.controller.kill();
+    let mut env = Env::kwok_fraud("crash", 150).await;
+    gitops_apply(
+        &env.ns.name,
+        &Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(12)).gates(default_gates()).build(),
+    );
+    let before = env.wait(Duration::from_secs(90), "the status", |s| s.stage_index == Some(1)).await.status.unwrap();
+    env.controller_mut().kill();
     let restarted = jiff::Timestamp::now();
-    env.controller = ControllerProc::start(&env.ns.name, &env.kubeconfig, &["--leader-election=false"]);
+    env.controller = Some(ControllerProc::start(&env.ns.name, env.kubeconfig(), &["--leader-election=false"]));
     // The restarted controller's first analysis: taken in the same stage, on the same stage clock.
-    let after = wait_phase(&env, Duration::from_secs(30), |s| {
-        s.last_analysis.as_ref().is_some_and(|run| run.time.0 > restarted)
-    })
-    .await
-    .status
-    .unwrap();
+    let after = env
+        .wait(Duration::from_secs(30), "the status", |s| {
+            s.last_analysis.as_ref().is_some_and(|run| run.time.0 > restarted)
+        })
+        .await
+        .status
+        .unwrap();
     assert_eq!(after.last_analysis.as_ref().map(|r| r.stage_index), Some(1), "neither skipped nor repeated");
     assert_eq!(after.stage_start_time, before.stage_start_time, "the stage did not restart: {:?}", after.message);
     let mut seen = vec!["canary-5".to_string()];
-    wait_phase(&env, Duration::from_secs(120), |s| {
+    env.wait(Duration::from_secs(120), "the status", |s| {
         if let Some(name) = &s.stage_name
             && seen.last() != Some(name)
         {
@@ -270,17 +287,19 @@ async fn e_a_controller_killed_mid_stage_resumes_the_same_stage() {
     })
     .await;
     assert_eq!(seen, ["canary-5", "canary-25", "full"]);
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn f_pause_abort_retry_and_promote_through_the_spec_survive_gitops_reapply() {
-    let env = setup("ops", 100).await;
-    let m2 = manifest("v2", "fraud-v2.onnx", four_stages(30), default_gates());
+    let env = Env::kwok_fraud("ops", 100).await;
+    let m2 = Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(30)).gates(default_gates()).build();
     gitops_apply(&env.ns.name, &m2);
-    wait_phase(&env, Duration::from_secs(60), |s| s.phase == Some(Phase::Progressing) && s.stage_index == Some(0))
-        .await;
+    env.wait(Duration::from_secs(60), "the status", |s| {
+        s.phase == Some(Phase::Progressing) && s.stage_index == Some(0)
+    })
+    .await;
     let patch = |body: Value| {
         kubectl_ok(
             &["patch", "modelrollout", "fraud", "-n", &env.ns.name, "--type", "merge", "-p", &body.to_string()],
@@ -289,30 +308,32 @@ async fn f_pause_abort_retry_and_promote_through_the_spec_survive_gitops_reapply
     };
     // Pause: held, and a GitOps re-apply of the manifest (which does not mention paused) keeps it.
     patch(json!({"spec": {"paused": true}}));
-    wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::Paused)).await;
+    env.wait(Duration::from_secs(20), "the status", |s| s.phase == Some(Phase::Paused)).await;
     gitops_apply(&env.ns.name, &m2);
-    assert!(get(&env).await.spec.paused, "GitOps did not undo the pause");
-    assert_eq!(reconciled(&env).await.status.unwrap().phase, Some(Phase::Paused), "held after a reconcile");
+    assert!(env.get().await.spec.paused, "GitOps did not undo the pause");
+    assert_eq!(env.reconciled().await.status.unwrap().phase, Some(Phase::Paused), "held after a reconcile");
     // Resume, then promote one stage.
     patch(json!({"spec": {"paused": false}}));
     patch(json!({"spec": {"operations": {"promote": {"id": "p1", "reason": "looks fine"}}}}));
-    wait_phase(&env, Duration::from_secs(20), |s| s.stage_index == Some(1)).await;
+    env.wait(Duration::from_secs(20), "the status", |s| s.stage_index == Some(1)).await;
     // Abort: rolled back; a GitOps re-apply neither removes the request nor re-runs it.
     patch(json!({"spec": {"operations": {"abort": {"id": "a1", "reason": "pager"}}}}));
-    let mr = wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::RolledBack)).await;
+    let mr = env.wait(Duration::from_secs(20), "the status", |s| s.phase == Some(Phase::RolledBack)).await;
     assert!(mr.status.unwrap().message.unwrap().contains("pager"));
     gitops_apply(&env.ns.name, &m2);
-    let mr = reconciled(&env).await;
+    let mr = env.reconciled().await;
     assert_eq!(mr.spec.operations.abort.as_ref().map(|a| a.id.as_str()), Some("a1"));
     assert_eq!(mr.status.unwrap().phase, Some(Phase::RolledBack), "the abort did not run again");
     // Retry starts again from the first stage; promote --full finishes it.
     patch(json!({"spec": {"operations": {"retry": {"id": "r1"}}}}));
-    wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::Progressing) && s.stage_index == Some(0))
-        .await;
+    env.wait(Duration::from_secs(20), "the status", |s| {
+        s.phase == Some(Phase::Progressing) && s.stage_index == Some(0)
+    })
+    .await;
     patch(json!({"spec": {"operations": {"promote": {"id": "p2", "full": true}}}}));
-    let mr = wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::Promoted)).await;
+    let mr = env.wait(Duration::from_secs(20), "the status", |s| s.phase == Some(Phase::Promoted)).await;
     assert_eq!(mr.status.unwrap().stable_version.as_deref(), Some("v2"));
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
@@ -348,10 +369,13 @@ async fn h_the_controller_runs_with_exactly_the_chart_role() {
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn i_two_controllers_one_leader_and_the_other_takes_over_when_it_dies() {
     let lease = ["--leader-election=true", "--lease-seconds", "4"];
-    let mut env = setup_with("leader", 150, &lease).await;
-    let mut second = ControllerProc::start(&env.ns.name, &env.kubeconfig, &lease);
-    gitops_apply(&env.ns.name, &manifest("v2", "fraud-v2.onnx", four_stages(8), default_gates()));
-    wait_phase(&env, Duration::from_secs(90), |s| s.stage_index == Some(1)).await;
+    let mut env = Env::kwok("leader", 150, &lease, Manifest::fraud("v1", local_file("fraud-v1.onnx")).build()).await;
+    let mut second = ControllerProc::start(&env.ns.name, env.kubeconfig(), &lease);
+    gitops_apply(
+        &env.ns.name,
+        &Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(8)).gates(default_gates()).build(),
+    );
+    env.wait(Duration::from_secs(90), "the status", |s| s.stage_index == Some(1)).await;
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(env.client.clone(), &env.ns.name);
     let holder =
@@ -362,15 +386,15 @@ async fn i_two_controllers_one_leader_and_the_other_takes_over_when_it_dies() {
         let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()?;
         text.lines().find(|l| l.starts_with("modelrollout_leader ")).map(|l| l.ends_with(" 1"))
     };
-    let (a, b) = (leader_gauge(env.controller.metrics_port).await, leader_gauge(second.metrics_port).await);
+    let (a, b) = (leader_gauge(env.controller().metrics_port).await, leader_gauge(second.metrics_port).await);
     assert_eq!((a, b), (Some(true), Some(false)), "exactly one leader (the first started)");
-    env.controller.kill();
-    let mr = wait_phase(&env, Duration::from_secs(120), |s| s.phase == Some(Phase::Promoted)).await;
+    env.controller_mut().kill();
+    let mr = env.wait(Duration::from_secs(120), "the status", |s| s.phase == Some(Phase::Promoted)).await;
     assert_eq!(mr.status.unwrap().stable_version.as_deref(), Some("v2"));
     assert_ne!(holder(leases.get("modelrollout-controller").await.unwrap()), first_holder, "the lease changed hands");
     assert_eq!(leader_gauge(second.metrics_port).await, Some(true));
     second.kill();
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
@@ -378,26 +402,29 @@ async fn i_two_controllers_one_leader_and_the_other_takes_over_when_it_dies() {
 async fn n_sigterm_exits_cleanly_and_hands_the_lease_over_at_once() {
     // A long lease: only an explicit release lets the standby act within it.
     let lease = ["--leader-election=true", "--lease-seconds", "40"];
-    let mut env = setup_with("sigterm", 120, &lease).await;
-    let second = ControllerProc::start(&env.ns.name, &env.kubeconfig, &lease);
-    let pid = env.controller.child.id().to_string();
+    let mut env = Env::kwok("sigterm", 120, &lease, Manifest::fraud("v1", local_file("fraud-v1.onnx")).build()).await;
+    let second = ControllerProc::start(&env.ns.name, env.kubeconfig(), &lease);
+    let pid = env.controller().child.id().to_string();
     let asked = std::time::Instant::now();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = loop {
-        if let Some(status) = env.controller.child.try_wait().unwrap() {
+        if let Some(status) = env.controller_mut().child.try_wait().unwrap() {
             break status;
         }
         assert!(asked.elapsed() < Duration::from_secs(15), "still running 15 s after SIGTERM");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let exited_after = asked.elapsed();
-    assert!(status.success(), "exit status {status:?}: {}", env.controller.logs());
+    assert!(status.success(), "exit status {status:?}: {}", env.controller().logs());
     // The standby acts long before the 40 s lease would have expired: the leader released it.
-    gitops_apply(&env.ns.name, &manifest("v2", "fraud-v2.onnx", four_stages(5), default_gates()));
-    wait_phase(&env, Duration::from_secs(20), |s| s.phase == Some(Phase::Progressing)).await;
+    gitops_apply(
+        &env.ns.name,
+        &Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(5)).gates(default_gates()).build(),
+    );
+    env.wait(Duration::from_secs(20), "the status", |s| s.phase == Some(Phase::Progressing)).await;
     println!("SIGTERM exit after {exited_after:?}; standby took over within the lease");
     drop(second);
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
@@ -405,11 +432,11 @@ async fn n_sigterm_exits_cleanly_and_hands_the_lease_over_at_once() {
 async fn o_a_hand_edited_deployment_is_put_back_at_once() {
     // The controller skips re-applying a Deployment it applied recently — but only while the
     // cached Deployment still has the generation its apply produced: an edit is repaired at once.
-    let env = setup("edit", 20).await;
-    let want = replicas(&env, "fraud-v1").await.expect("the stable Deployment");
+    let env = Env::kwok_fraud("edit", 20).await;
+    let want = env.replicas("fraud-v1").await.expect("the stable Deployment");
     kubectl_ok(&["scale", "deployment", "fraud-v1", "-n", &env.ns.name, "--replicas", &(want + 3).to_string()], None);
     wait_for("the replicas put back", Duration::from_secs(30), || async {
-        (replicas(&env, "fraud-v1").await == Some(want)).then_some(())
+        (env.replicas("fraud-v1").await == Some(want)).then_some(())
     })
     .await;
     // A label edit does not move the generation; the watch still sees it and the label comes back.
@@ -442,7 +469,13 @@ async fn p_a_hand_edited_service_is_put_back_by_the_first_reconcile_after_reappl
     // Services are not watched: a reconcile after `--reapply-after` reads each one (from the
     // apiserver's watch cache) and applies it again only if it drifted. The test asks for that
     // reconcile by touching the rollout; in a cluster the periodic resync brings it.
-    let env = setup_with("svc", 20, &["--leader-election=false", "--reapply-after", "2s"]).await;
+    let env = Env::kwok(
+        "svc",
+        20,
+        &["--leader-election=false", "--reapply-after", "2s"],
+        Manifest::fraud("v1", local_file("fraud-v1.onnx")).build(),
+    )
+    .await;
     let ns = env.ns.name.clone();
     let selector =
         || kubectl_ok(&["get", "service", "fraud-stable", "-n", &ns, "-o", "jsonpath={.spec.selector}"], None);
@@ -462,13 +495,14 @@ async fn q_a_cuda_candidate_gets_the_cuda_image_and_a_gpu_and_is_gated_on_what_i
     // The candidate asks for CUDA and one GPU. The scheduler places its pods on the fake node's
     // GPUs; the sidecar the harness runs for it (on this GPU-less machine) serves on the CPU and
     // says so; the rollout is gated on its metrics as any other.
-    let env = setup("cuda", 150).await;
-    let mut m = manifest("v2", "fraud-v2.onnx", canary_stages(5), default_gates());
+    let env = Env::kwok_fraud("cuda", 150).await;
+    let mut m =
+        Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(canary_stages(5)).gates(default_gates()).build();
     m["spec"]["model"]["runtime"] = json!({"device": "cuda"});
     m["spec"]["workload"]["gpus"] = json!(1);
     gitops_apply(&env.ns.name, &m);
     let candidate =
-        wait_for("the candidate's Deployment", Duration::from_secs(30), || deployment(&env, "fraud-v2")).await;
+        wait_for("the candidate's Deployment", Duration::from_secs(30), || env.deployment("fraud-v2")).await;
     let container = candidate.spec.unwrap().template.spec.unwrap().containers.remove(0);
     assert_eq!(container.image.as_deref(), Some(modelrollout::api::SIDECAR_IMAGE_CUDA));
     let limits = container.resources.unwrap().limits.unwrap();
@@ -476,10 +510,7 @@ async fn q_a_cuda_candidate_gets_the_cuda_image_and_a_gpu_and_is_gated_on_what_i
     let env_var = |name: &str| container.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone());
     assert_eq!(env_var("SIDECAR_DEVICE").as_deref(), Some("cuda"));
 
-    let mr = wait_phase(&env, Duration::from_secs(120), |s| {
-        matches!(s.phase, Some(Phase::Promoted | Phase::RolledBack | Phase::Failed))
-    })
-    .await;
+    let mr = env.decided(Duration::from_secs(120), "the status").await;
     assert_eq!(mr.status.unwrap().phase, Some(Phase::Promoted), "a CPU fallback is gated, not refused");
     let pods = kubectl_ok(
         &[
@@ -505,7 +536,7 @@ async fn q_a_cuda_candidate_gets_the_cuda_image_and_a_gpu_and_is_gated_on_what_i
     })
     .await;
     assert_eq!(device, 1.0);
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
@@ -513,15 +544,15 @@ async fn q_a_cuda_candidate_gets_the_cuda_image_and_a_gpu_and_is_gated_on_what_i
 async fn r_a_candidate_required_to_serve_on_the_gpu_is_rolled_back_when_it_falls_back_to_the_cpu() {
     // The README's recipe: a custom gate on the sidecar's device gauge makes "on the GPU" a
     // condition of promotion. Here no GPU is usable, so the candidate serves on the CPU and fails it.
-    let env = setup("ongpu", 150).await;
+    let env = Env::kwok_fraud("ongpu", 150).await;
     let mut gates = default_gates();
     gates["custom"] = json!([{"name": "onGpu", "query": ON_GPU_GATE_QUERY, "min": 1, "minSamples": 0}]);
-    let mut m = manifest("v2", "fraud-v2.onnx", canary_stages(5), gates);
+    let mut m = Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(canary_stages(5)).gates(gates).build();
     m["spec"]["model"]["runtime"] = json!({"device": "cuda"});
     gitops_apply(&env.ns.name, &m);
-    let mr =
-        wait_phase(&env, Duration::from_secs(120), |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))
-            .await;
+    let mr = env
+        .wait(Duration::from_secs(120), "the status", |s| matches!(s.phase, Some(Phase::RolledBack | Phase::Promoted)))
+        .await;
     let st = mr.status.unwrap();
     assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
     assert_eq!(st.stage_name.as_deref(), Some("canary-5"));
@@ -529,53 +560,9 @@ async fn r_a_candidate_required_to_serve_on_the_gpu_is_rolled_back_when_it_falls
     assert_eq!(gate.verdict, modelrollout::api::Verdict::Fail);
     assert_eq!(gate.value, Some(0.0), "{gate:?}");
     assert!(st.message.unwrap().contains("onGpu"));
-    let rule = route_rule(&env).await;
+    let rule = env.route_rule().await;
     assert_eq!(rule["backendRefs"], json!([{"name": "fraud-stable", "port": 8080, "weight": 100}]));
-    env.harness.shutdown().await;
-}
-
-/// The sequential judge's scenario: stable is fraud-v1 deciding at 0.87, which flags 1 of the 147
-/// legitimate rows the load generators send (0.68%); the candidate is the same model re-tuned to
-/// decide at 0.73, which flags 4 of them (2.72%): a 2-point false-positive-rate regression. The
-/// only gate is falsePositiveRate, judged sequentially at 95% against `margin` above stable.
-fn retuned(version: &str, threshold: f64, stages: Value, margin: f64) -> Value {
-    let gates = json!({"falsePositiveRate": {"maxAboveStable": margin, "judge": "Sequential", "confidence": 0.95}});
-    let mut m = manifest(version, "fraud-v1.onnx", stages, gates);
-    m["spec"]["model"]["contract"]["output"] = json!({"threshold": threshold});
-    m
-}
-
-/// The false-positive rates the two thresholds give on the rows the load generators send.
-fn golden_fpr(threshold: f64) -> f64 {
-    let text = std::fs::read_to_string(root().join("models/fraud-v1.golden.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    let negatives: Vec<f64> = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["label"] == 0)
-        .map(|r| r["probability"].as_f64().unwrap())
-        .collect();
-    negatives.iter().filter(|p| **p >= threshold).count() as f64 / negatives.len() as f64
-}
-
-async fn sequential_scenario(prefix: &str, margin: f64, stages: Value) -> (Env, modelrollout::api::ModelRolloutStatus) {
-    let (stable_fpr, candidate_fpr) = (golden_fpr(0.87), golden_fpr(0.73));
-    assert!((candidate_fpr - stable_fpr - 0.0204).abs() < 1e-3, "{stable_fpr} {candidate_fpr}");
-    let v1 = retuned("v1", 0.87, four_stages(5), margin);
-    let env = setup_stable(prefix, 500, &["--leader-election=false"], v1).await;
-    gitops_apply(&env.ns.name, &retuned("v1-t073", 0.73, stages, margin));
-    let mr = wait_phase(&env, Duration::from_secs(400), |s| {
-        s.candidate_version.as_deref() == Some("v1-t073") && matches!(s.phase, Some(Phase::RolledBack | Phase::Failed))
-            || s.phase == Some(Phase::Promoted)
-    })
-    .await;
-    (env, mr.status.unwrap())
-}
-
-fn fpr_result(st: &modelrollout::api::ModelRolloutStatus) -> modelrollout::api::GateResult {
-    let run = st.last_analysis.clone().expect("analysed");
-    run.gates.into_iter().find(|g| g.name == "falsePositiveRate").expect("the gate")
+    env.shutdown().await;
 }
 
 #[tokio::test]
@@ -606,7 +593,7 @@ async fn s_a_2_point_fpr_regression_at_5_percent_is_rolled_back_by_the_sequentia
         ev.candidate.trials,
         started.elapsed().as_secs_f64()
     );
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
@@ -627,16 +614,19 @@ async fn t_the_same_candidate_within_a_5_point_margin_is_promoted_by_the_sequent
         "SEQUENTIAL promotion: difference in [{:.4}, {:.4}] after {} labelled candidate samples",
         diff.low, diff.high, ev.candidate.trials
     );
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn u_gating_webhooks_start_hold_end_and_follow_rollouts() {
-    let env = setup("hooks", 150).await;
+    let env = Env::kwok_fraud("hooks", 150).await;
     let hooks = GatingHooks::start().await;
     let with_hooks = |version: &str| {
-        let mut m = manifest(version, "fraud-v2.onnx", canary_stages(4), default_gates());
+        let mut m = Manifest::fraud(version, local_file("fraud-v2.onnx"))
+            .stages(canary_stages(4))
+            .gates(default_gates())
+            .build();
         m["spec"]["webhooks"] = hooks.spec();
         m
     };
@@ -650,11 +640,11 @@ async fn u_gating_webhooks_start_hold_end_and_follow_rollouts() {
     // preRollout refuses: the rollout fails before any traffic, and postRollout hears of it.
     hooks.set("preRollout", 412);
     gitops_apply(&env.ns.name, &with_hooks("v2"));
-    let st = wait_phase(&env, Duration::from_secs(90), ended("v2")).await.status.unwrap();
+    let st = env.wait(Duration::from_secs(90), "the status", ended("v2")).await.status.unwrap();
     assert_eq!(st.phase, Some(Phase::Failed), "{:?}", st.message);
     assert_eq!(st.reason.as_deref(), Some("PreRolloutWebhookFailed"));
     assert!(st.message.as_deref().unwrap().contains("smoke-tests: HTTP 412"), "{:?}", st.message);
-    let t = &env.harness.traffic;
+    let t = &env.harness().traffic;
     assert_eq!(t.canary_ok.load(std::sync::atomic::Ordering::Relaxed), 0, "no traffic moved");
     let pre = hooks.of("preRollout");
     assert_eq!(pre[0]["candidateVersion"], "v2");
@@ -670,12 +660,13 @@ async fn u_gating_webhooks_start_hold_end_and_follow_rollouts() {
     hooks.set("rollback", 404);
     hooks.set("confirmPromotion", 423);
     gitops_apply(&env.ns.name, &with_hooks("v3"));
-    let st = wait_phase(&env, Duration::from_secs(150), |s| {
-        s.hold == Some(modelrollout::api::Hold::Confirmation) || ended("v3")(s)
-    })
-    .await
-    .status
-    .unwrap();
+    let st = env
+        .wait(Duration::from_secs(150), "the status", |s| {
+            s.hold == Some(modelrollout::api::Hold::Confirmation) || ended("v3")(s)
+        })
+        .await
+        .status
+        .unwrap();
     assert_eq!(st.reason.as_deref(), Some("AwaitingConfirmation"), "{:?}", st.message);
     assert_eq!((st.stage_name.as_deref(), st.canary_weight), (Some("full"), 100));
     assert!(hooks.of("rollback").len() >= 3, "asked at every analysis");
@@ -683,20 +674,22 @@ async fn u_gating_webhooks_start_hold_end_and_follow_rollouts() {
         (hooks.of("confirmPromotion").len() >= 2).then_some(())
     })
     .await;
-    assert_eq!(get(&env).await.status.unwrap().phase, Some(Phase::Paused), "held while it says not yet");
+    assert_eq!(env.get().await.status.unwrap().phase, Some(Phase::Paused), "held while it says not yet");
     let asked = hooks.of("confirmPromotion");
     assert_eq!((asked[0]["stage"].as_str(), asked[0]["gates"].as_array().map(Vec::len)), (Some("full"), Some(4)));
     hooks.set("confirmPromotion", 200);
-    let st = wait_phase(&env, Duration::from_secs(60), ended("v3")).await.status.unwrap();
+    let st = env.wait(Duration::from_secs(60), "the status", ended("v3")).await.status.unwrap();
     assert_eq!(st.phase, Some(Phase::Promoted), "{:?}", st.message);
     assert_eq!(st.stable_version.as_deref(), Some("v3"));
 
     // The kill switch: a rollback webhook's 2xx rolls v4 back at the next analysis.
     gitops_apply(&env.ns.name, &with_hooks("v4"));
-    wait_phase(&env, Duration::from_secs(90), |s| s.candidate_version.as_deref() == Some("v4") && s.canary_weight > 0)
-        .await;
+    env.wait(Duration::from_secs(90), "the status", |s| {
+        s.candidate_version.as_deref() == Some("v4") && s.canary_weight > 0
+    })
+    .await;
     hooks.set("rollback", 200);
-    let st = wait_phase(&env, Duration::from_secs(60), ended("v4")).await.status.unwrap();
+    let st = env.wait(Duration::from_secs(60), "the status", ended("v4")).await.status.unwrap();
     assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
     assert_eq!(st.reason.as_deref(), Some("RollbackRequestedByWebhook"));
     assert!(st.message.as_deref().unwrap().contains("kill-switch"), "{:?}", st.message);
@@ -708,7 +701,7 @@ async fn u_gating_webhooks_start_hold_end_and_follow_rollouts() {
     })
     .await;
     // Each answer is in status, for the version it was about.
-    let st = get(&env).await.status.unwrap();
+    let st = env.get().await.status.unwrap();
     assert!(st.webhooks.iter().any(|w| w.name == "kill-switch" && w.version == "v4" && w.ok), "{:?}", st.webhooks);
-    env.harness.shutdown().await;
+    env.shutdown().await;
 }

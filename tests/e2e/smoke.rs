@@ -12,30 +12,6 @@ use modelrollout::api::{ModelRollout, ModelRolloutStatus, Phase};
 use modelrollout_e2e::*;
 use serde_json::json;
 
-const SHA: &str = "0f9100e383817d9059ffcac9fe402244ff564d86026dfecd23a7608e318e480d";
-
-fn valid() -> serde_json::Value {
-    json!({
-        "apiVersion": "modelrollout.dev/v1alpha1",
-        "kind": "ModelRollout",
-        "metadata": {"name": "fraud"},
-        "spec": {
-            "model": {
-                "name": "fraud",
-                "version": "v2",
-                "artifact": {"uri": "/models/fraud-v2.onnx", "sha256": SHA},
-                "contract": {"inputs": [{"name": "amount", "type": "float", "min": 0, "max": 20000}]}
-            },
-            "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}},
-            "analysis": {"gates": {"errorRate": {"max": 0.002}}}
-        }
-    })
-}
-
-fn apply_json(ns: &str, obj: &serde_json::Value) -> std::process::Output {
-    kubectl(&["apply", "--server-side", "-n", ns, "-f", "-"], Some(&obj.to_string()))
-}
-
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn every_example_is_accepted() {
@@ -67,7 +43,7 @@ async fn every_example_is_accepted() {
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn invalid_model_rollouts_are_rejected_naming_the_field() {
     let ns = TestNamespace::new("invalid").await;
-    let accepted = apply_json(&ns.name, &valid());
+    let accepted = apply_json(&ns.name, &minimal());
     assert!(accepted.status.success(), "the valid base is accepted: {}", String::from_utf8_lossy(&accepted.stderr));
 
     type Mutation = fn(&mut serde_json::Value);
@@ -219,7 +195,7 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             "a golden set with no limit",
             |v| {
                 v["spec"]["acceptance"] =
-                    json!({"goldenSet": {"artifact": {"uri": "http://store/g.json", "sha256": SHA}}})
+                    json!({"goldenSet": {"artifact": {"uri": "http://store/g.json", "sha256": MINIMAL_SHA}}})
             },
             &["spec.acceptance.goldenSet.auc", "at least one of"],
         ),
@@ -227,7 +203,7 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             "an AUC limit with neither min nor maxBelowStable",
             |v| {
                 v["spec"]["acceptance"] =
-                    json!({"goldenSet": {"artifact": {"uri": "http://store/g.json", "sha256": SHA}, "auc": {}}})
+                    json!({"goldenSet": {"artifact": {"uri": "http://store/g.json", "sha256": MINIMAL_SHA}, "auc": {}}})
             },
             &["spec.acceptance.goldenSet.auc.min", "min, maxBelowStable or both"],
         ),
@@ -332,7 +308,7 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
         ),
     ];
     // An empty stage list gets its one clear error, not a CEL evaluation error beside it.
-    let mut empty = valid();
+    let mut empty = minimal();
     empty["metadata"]["name"] = json!("bad");
     empty["spec"]["stages"] = json!([]);
     let out = apply_json(&ns.name, &empty);
@@ -341,13 +317,13 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
     assert!(stderr.contains("spec.stages") && stderr.contains("at least 1 item"), "{stderr}");
     assert!(!stderr.contains("index out of bounds") && !stderr.contains("evaluation error"), "{stderr}");
     // The opt-out is accepted.
-    let mut ungated = valid();
+    let mut ungated = minimal();
     ungated["metadata"]["name"] = json!("ungated");
     ungated["spec"]["analysis"] = json!({"promoteWithoutGates": true});
     let out = apply_json(&ns.name, &ungated);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (name, mutate, expected) in cases {
-        let mut obj = valid();
+        let mut obj = minimal();
         obj["metadata"]["name"] = json!("bad");
         mutate(&mut obj);
         let out = apply_json(&ns.name, &obj);
@@ -392,7 +368,7 @@ async fn the_apiserver_admits_exactly_the_durations_the_binaries_parse() {
         "1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h",
     ];
     for (i, text) in texts.iter().enumerate() {
-        let mut obj = valid();
+        let mut obj = minimal();
         obj["metadata"]["name"] = json!(format!("d{i}"));
         obj["spec"]["model"]["runtime"] = json!({"maxBatchDelay": text});
         let out = apply_json(&ns.name, &obj);
@@ -455,7 +431,7 @@ async fn deployment_pods_run_on_the_fake_node() {
 async fn kube_rs_reads_watches_and_patches_status_without_bumping_generation() {
     let ns = TestNamespace::new("kubers").await;
     let api: Api<ModelRollout> = Api::namespaced(client().await, &ns.name);
-    let mr: ModelRollout = serde_json::from_value(valid()).unwrap();
+    let mr: ModelRollout = serde_json::from_value(minimal()).unwrap();
     // A watch from the namespace's current resourceVersion, opened before the create: the creation
     // and the status change must arrive through it (no sleep stands in for "the watch is open").
     let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();

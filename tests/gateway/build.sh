@@ -15,9 +15,7 @@
 #
 # Env: MODELROLLOUT_CACHE (default ~/.cache/modelrollout); versions below.
 set -Eeuo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-source "$ROOT/tests/lib.sh"
+source "$(dirname "$0")/../lib.sh"
 go_build tests/gateway/build.sh
 
 ENVOY_GATEWAY_VERSION=${ENVOY_GATEWAY_VERSION:-v1.9.1}

@@ -13,9 +13,7 @@
 #
 # Env: MODELROLLOUT_CACHE (default ~/.cache/modelrollout); versions below.
 set -Eeuo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-source "$ROOT/tests/lib.sh"
+source "$(dirname "$0")/../lib.sh"
 go_build tests/node/build.sh
 
 K8S_VERSION=${K8S_VERSION:-v1.36.4}

@@ -3,8 +3,7 @@
 # S3-compatible server the sidecar's s3:// tests download models from. Prints VERSITYGW=<binary>.
 # Env: MODELROLLOUT_CACHE (default ~/.cache/modelrollout).
 set -Eeuo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-source "$ROOT/tests/lib.sh"
+source "$(dirname "$0")/../lib.sh"
 VERSITYGW_VERSION=v1.8.0
 BIN="$CACHE/bin/versitygw-$VERSITYGW_VERSION"
 if [[ ! -x "$BIN/versitygw" ]]; then

@@ -11,6 +11,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -217,7 +221,28 @@ pub fn model_sha(file: &str) -> String {
     sums.lines().find(|l| l.ends_with(&format!("  {file}"))).expect("the model is listed")[..64].to_string()
 }
 
-pub mod clients;
-pub mod harness;
+pub mod controller;
+pub mod env;
+pub mod given;
+pub mod load;
+pub mod manifest;
+pub mod measure;
 pub mod node;
-pub mod scenario;
+pub mod prometheus_proc;
+pub mod routes;
+pub mod webhooks;
+
+// What every suite uses, at the crate's root.
+pub use controller::*;
+pub use env::Env;
+pub use given::*;
+pub use load::clients::*;
+pub use load::kwok::Harness;
+pub use load::users::*;
+pub use load::{golden_rows, now, ready_endpoints};
+pub use manifest::*;
+pub use measure::*;
+pub use node::*;
+pub use prometheus_proc::*;
+pub use routes::*;
+pub use webhooks::*;

@@ -1,8 +1,8 @@
-//! The rollout harness: the real controller binary (as a service account bound to the chart's
-//! ClusterRole), real sidecar processes for every Deployment the controller creates (kwok pods do
-//! not run containers, so the harness runs each version's sidecar locally with the Deployment's own
-//! environment), Prometheus scraping them, and a load generator that sends traffic in the
-//! proportions the controller wrote into the HTTPRoute, mirrors during shadow and posts labels.
+//! Load for the kwok suites: kwok's pods run no containers, so each version's sidecar runs here as
+//! a process with its Deployment's own environment (Prometheus scrapes it), and a load generator
+//! sends requests in the proportions the controller wrote into the HTTPRoute, mirrors during
+//! shadow, and posts labels. On the real node ([`Harness::start_on_node`]) the same generator
+//! sends to each version's Service instead.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,135 +15,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{cluster_env, helm_ok, kubectl_ok, prometheus_targets_dir, root};
-
-/// The profile directory of this build (`target/debug`), for tests (in `deps/`) and binaries alike.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap();
-    if dir.ends_with("deps") { dir.parent().unwrap().to_path_buf() } else { dir.to_path_buf() }
-}
-
-/// A workspace binary of this build (tests/run.sh builds them all).
-pub fn bin(name: &str) -> PathBuf {
-    let p = profile_dir().join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --workspace` (tests/run.sh does)", p.display());
-    p
-}
-
-/// The sidecar's optimised build (tests/run.sh builds it): the sidecars serve traffic whose latency
-/// is gated, so the debug build would be the wrong thing to measure.
-pub fn release_bin(name: &str) -> PathBuf {
-    let p = profile_dir().parent().unwrap().join("release").join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --release -p {name}` (tests/run.sh does)", p.display());
-    p
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The Helm release the tests install (or render) in `ns`; the chart names everything after it.
-pub fn chart_release(ns: &str) -> String {
-    format!("modelrollout-{ns}")
-}
-
-/// The chart's service account and RBAC for `ns` (`helm template`, applied), and a kubeconfig for
-/// that service account: the controller then runs with exactly the rights the chart grants.
-pub fn service_account_kubeconfig(ns: &str) -> PathBuf {
-    let release = chart_release(ns);
-    let chart = root().join("charts/modelrollout");
-    let rbac = helm_ok(&[
-        "template",
-        &release,
-        chart.to_str().unwrap(),
-        "--namespace",
-        ns,
-        "--show-only",
-        "templates/serviceaccount.yaml",
-        "--show-only",
-        "templates/rbac.yaml",
-    ]);
-    kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&rbac));
-    token_kubeconfig(ns, &format!("{release}-controller"))
-}
-
-/// A kubeconfig that authenticates as service account `sa` in `ns` (a fresh token).
-pub fn token_kubeconfig(ns: &str, sa: &str) -> PathBuf {
-    let token = kubectl_ok(&["create", "token", sa, "-n", ns, "--duration", "2h"], None);
-    let admin: Value =
-        serde_json::from_str(&kubectl_ok(&["config", "view", "--raw", "--minify", "-o", "json"], None)).unwrap();
-    let cluster = &admin["clusters"][0]["cluster"];
-    let kc = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "sa", "user": {"token": token.trim()}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": ns}}],
-        "current-context": "sa"
-    });
-    let path = PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR")).join(format!("kubeconfig-{sa}-{ns}.json"));
-    std::fs::write(&path, kc.to_string()).unwrap();
-    path
-}
-
-/// The controller binary as a process; killed when dropped.
-pub struct ControllerProc {
-    pub child: Child,
-    pub metrics_port: u16,
-    pub log: PathBuf,
-}
-
-impl ControllerProc {
-    /// The controller watching `ns` with the test Prometheus, plus `extra` flags.
-    pub fn start(ns: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
-        let metrics_port = free_port();
-        let metrics_addr = format!("127.0.0.1:{metrics_port}");
-        let prometheus = cluster_env("MODELROLLOUT_PROMETHEUS_URL");
-        let mut args = vec!["--namespaces", ns, "--prometheus-url", &prometheus, "--metrics-addr", &metrics_addr];
-        args.extend(["--log-format", "text", "--leader-election-namespace", ns]);
-        args.extend(extra);
-        Self::spawn(ns, kubeconfig, &args, metrics_port)
-    }
-
-    /// The controller with exactly these flags (e.g. a Deployment's container args).
-    pub fn start_with_args(ns: &str, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
-        let metrics_port =
-            args.iter().find_map(|a| a.strip_prefix("--metrics-addr=")?.rsplit(':').next()?.parse().ok()).unwrap_or(0);
-        Self::spawn(ns, kubeconfig, args, metrics_port)
-    }
-
-    fn spawn(ns: &str, kubeconfig: &std::path::Path, args: &[&str], metrics_port: u16) -> Self {
-        let log =
-            PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR")).join(format!("controller-{ns}-{metrics_port}.log"));
-        let child = Command::new(bin("modelrollout-controller"))
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args)
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("the controller binary runs");
-        Self { child, metrics_port, log }
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ControllerProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use super::{GoldenRow, Running, golden_rows, ticker};
+use crate::controller::release_bin;
+use crate::{cluster_env, free_port, prometheus_targets_dir};
 
 struct SidecarProc {
     child: Child,
@@ -159,31 +35,6 @@ impl Drop for SidecarProc {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.target);
     }
-}
-
-/// One labelled request for the load generators.
-#[derive(Clone)]
-pub struct GoldenRow {
-    pub features: Value,
-    pub label: i64,
-    /// What fraud-v1 scores it (the golden set's reference).
-    pub probability: f64,
-}
-
-/// The fraud golden set's rows (models/fraud-v1.golden.json), the requests the load generators send.
-pub fn golden_rows() -> Vec<GoldenRow> {
-    let text = std::fs::read_to_string(root().join("models/fraud-v1.golden.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| GoldenRow {
-            features: r["features"].clone(),
-            label: r["label"].as_i64().unwrap(),
-            probability: r["probability"].as_f64().unwrap(),
-        })
-        .collect()
 }
 
 /// What the load generator saw.
@@ -212,8 +63,7 @@ pub struct Harness {
     pub rollout: String,
     pub traffic: Arc<Traffic>,
     sidecars: Arc<Mutex<HashMap<String, SidecarProc>>>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: Running,
 }
 
 impl Harness {
@@ -221,19 +71,7 @@ impl Harness {
     /// sidecars run as real pods on the real node: requests go to each version's Service (its
     /// ClusterIP, through kube-proxy) once that Service has a ready endpoint.
     pub fn start_on_node(client: Client, ns: &str, name: &str, route: &str, rps: u32) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let traffic = Arc::new(Traffic::default());
-        let load = tokio::spawn(generate_load(
-            client,
-            ns.to_string(),
-            name.to_string(),
-            route.to_string(),
-            rps,
-            None,
-            traffic.clone(),
-            stop.clone(),
-        ));
-        Self { ns: ns.into(), rollout: name.into(), traffic, sidecars: Arc::default(), stop, tasks: vec![load] }
+        Self::with_load(client, ns, name, route, rps, None, Running::default())
     }
 
     /// Starts the sidecar manager and a load generator at `rps` for rollout `name` routed by
@@ -245,26 +83,38 @@ impl Harness {
             "ORT_DYLIB_PATH is not set: run through tests/run.sh, or eval \"$(bash scripts/python-env.sh)\" first"
         );
         let sidecars: Arc<Mutex<HashMap<String, SidecarProc>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
+        let mut running = Running::default();
+        let manager =
+            manage_sidecars(client.clone(), ns.to_string(), name.to_string(), sidecars.clone(), running.flag());
+        running.spawn(manager);
+        Self::with_load(client, ns, name, route, rps, Some(sidecars), running)
+    }
+
+    /// The load generator added to `running`: to the harness's own `sidecars`, or (None) to the
+    /// real pods behind their Services.
+    fn with_load(
+        client: Client,
+        ns: &str,
+        name: &str,
+        route: &str,
+        rps: u32,
+        sidecars: Option<Arc<Mutex<HashMap<String, SidecarProc>>>>,
+        mut running: Running,
+    ) -> Self {
         let traffic = Arc::new(Traffic::default());
-        let manager = tokio::spawn(manage_sidecars(
-            client.clone(),
-            ns.to_string(),
-            name.to_string(),
-            sidecars.clone(),
-            stop.clone(),
-        ));
-        let load = tokio::spawn(generate_load(
+        let (ns, name, route) = (ns.to_string(), name.to_string(), route.to_string());
+        let flag = running.flag();
+        running.spawn(generate_load(
             client,
-            ns.to_string(),
-            name.to_string(),
-            route.to_string(),
+            ns.clone(),
+            name.clone(),
+            route,
             rps,
-            Some(sidecars.clone()),
+            sidecars.clone(),
             traffic.clone(),
-            stop.clone(),
+            flag,
         ));
-        Self { ns: ns.into(), rollout: name.into(), traffic, sidecars, stop, tasks: vec![manager, load] }
+        Self { ns, rollout: name, traffic, sidecars: sidecars.unwrap_or_default(), running }
     }
 
     pub fn running_versions(&self) -> Vec<String> {
@@ -274,17 +124,14 @@ impl Harness {
     }
 
     pub async fn shutdown(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
-        }
+        self.running.stop(Duration::ZERO).await;
         self.sidecars.lock().unwrap().clear();
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        // `running` stops the load when it drops; the sidecars go now.
         if let Ok(mut s) = self.sidecars.lock() {
             s.clear();
         }
@@ -515,8 +362,7 @@ async fn generate_load(
             }
         });
     }
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rps as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut tick = ticker(rps);
     let mut n: u64 = 0;
     while !stop.load(Ordering::SeqCst) {
         tick.tick().await;

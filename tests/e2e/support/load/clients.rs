@@ -1,0 +1,209 @@
+//! Clients as users run them, on the real node: every request goes to one address (the Gateway's,
+//! through Envoy, or the rollout's own Service, through kube-proxy) and the answer says which
+//! version served it (`x-model-version`). Each answer is kept with the time its request started, so
+//! a test measures the split where clients see it, stage by stage, and nothing here reads a route.
+//!
+//! Labels: the sidecars join feedback on `x-request-id` (the Gateway keeps the client's, see
+//! tests/gateway/gateway.sh). The client does not know which pod answered, so every quarter second
+//! it posts the labels gathered since to every ready pod of the rollout (its `<name>` Service's
+//! endpoints); a pod counts the ids it did not serve as unknown and ignores them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::{Running, golden_rows, now, post_labels, ticker};
+use crate::wait_for;
+
+/// One request as its client saw it.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// When the request started (epoch seconds).
+    pub start: f64,
+    /// `x-model-version` of the answer; None when it failed.
+    pub version: Option<String>,
+    /// It carried the header the user's own pinned rule matches.
+    pub pinned: bool,
+    pub error: Option<String>,
+}
+
+/// Where the requests go.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The Gateway at `addr` (host:port), for the routes that name `host`.
+    Gateway { addr: String, host: String },
+    /// The rollout's `<name>` Service (every version's pods) at its ClusterIP, one new connection
+    /// per request: kube-proxy picks an endpoint per connection, so each request is its own draw.
+    Service,
+}
+
+/// The shared Gateway of the real-node cluster (tests/gateway/gateway.sh): its address
+/// (host:port), namespace and name.
+pub fn gateway() -> (String, String, String) {
+    let addr = crate::cluster_env("MODELROLLOUT_GATEWAY");
+    let r = crate::cluster_env("MODELROLLOUT_GATEWAY_REF");
+    assert!(!addr.is_empty(), "the cluster runs without its Gateway (MODELROLLOUT_WITH_GATEWAY=0?)");
+    let (ns, name) = r.split_once('/').expect("namespace/name");
+    (addr, ns.to_string(), name.to_string())
+}
+
+/// A test namespace's hostname on the shared Gateway.
+pub fn gateway_host(ns: &str) -> String {
+    format!("{ns}.models.test")
+}
+
+/// The request header and value the tests' second, user-owned rule matches.
+pub const PIN_HEADER: &str = "x-model-pin";
+
+pub const PIN_VALUE: &str = "stable";
+
+pub struct ClientLoad {
+    answers: Arc<Mutex<Vec<Answer>>>,
+    /// Labels posted and how many pod posts failed (they are retried with the next batch).
+    pub labels_posted: Arc<AtomicU64>,
+    running: Running,
+}
+
+impl ClientLoad {
+    /// Sends `rps` requests a second to `target` for rollout `rollout` in `ns`; with `pin_every`
+    /// = Some(n), every n-th request carries [`PIN_HEADER`].
+    pub fn start(client: Client, ns: &str, rollout: &str, target: Target, rps: u32, pin_every: Option<u64>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+        let labels: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let labels_posted = Arc::new(AtomicU64::new(0));
+        let mut running = Running::default();
+        running.spawn(send(
+            client.clone(),
+            ns.to_string(),
+            rollout.to_string(),
+            target,
+            rps,
+            pin_every,
+            answers.clone(),
+            labels.clone(),
+            running.flag(),
+        ));
+        running.spawn(post_labels(
+            client,
+            ns.to_string(),
+            rollout.to_string(),
+            labels,
+            labels_posted.clone(),
+            running.flag(),
+        ));
+        Self { answers, labels_posted, running }
+    }
+
+    pub fn answers(&self) -> Vec<Answer> {
+        self.answers.lock().unwrap().clone()
+    }
+
+    pub fn sent(&self) -> usize {
+        self.answers.lock().unwrap().len()
+    }
+
+    /// Waits (bounded) for requests in flight to finish, then stops.
+    pub async fn shutdown(mut self) -> Vec<Answer> {
+        self.running.stop(Duration::from_secs(1)).await;
+        self.answers()
+    }
+}
+
+/// `http://<ClusterIP>:<port>` of Service `name`, once it answers `/readyz` there (kube-proxy
+/// rejects connections to a Service until it has programmed a ready endpoint for it).
+async fn service_address(client: &Client, ns: &str, name: &str) -> Option<String> {
+    let spec = Api::<Service>::namespaced(client.clone(), ns).get_opt(name).await.ok()??.spec?;
+    let ip = spec.cluster_ip.filter(|ip| ip != "None")?;
+    let base = format!("http://{ip}:{}", spec.ports?.first()?.port);
+    let probe = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().ok()?;
+    probe.get(format!("{base}/readyz")).send().await.ok()?.status().is_success().then_some(base)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    client: Client,
+    ns: String,
+    rollout: String,
+    target: Target,
+    rps: u32,
+    pin_every: Option<u64>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    labels: Arc<Mutex<Vec<Value>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let (http, base, host) = match &target {
+        Target::Gateway { addr, host } => (
+            reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap(),
+            format!("http://{addr}"),
+            Some(host.clone()),
+        ),
+        Target::Service => {
+            let base = loop {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(b) = service_address(&client, &ns, &rollout).await {
+                    break b;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            let http =
+                reqwest::Client::builder().timeout(Duration::from_secs(5)).pool_max_idle_per_host(0).build().unwrap();
+            (http, base, None)
+        }
+    };
+    let rows = golden_rows();
+    let mut tick = ticker(rps);
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::SeqCst) {
+        tick.tick().await;
+        n += 1;
+        let row = rows[(n as usize) % rows.len()].clone();
+        let id = format!("{ns}-c{n}");
+        let pinned = pin_every.is_some_and(|k| n.is_multiple_of(k));
+        let mut req = http
+            .post(format!("{base}/v1/models/{rollout}:predict"))
+            .header("x-request-id", &id)
+            .json(&json!({"instances": [row.features]}));
+        if let Some(h) = &host {
+            req = req.header(reqwest::header::HOST, h);
+        }
+        if pinned {
+            req = req.header(PIN_HEADER, PIN_VALUE);
+        }
+        let (answers, labels) = (answers.clone(), labels.clone());
+        let start = now();
+        tokio::spawn(async move {
+            let answer = match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    let version = r.headers().get("x-model-version").and_then(|v| v.to_str().ok()).map(String::from);
+                    let _ = r.bytes().await;
+                    labels.lock().unwrap().push(json!({"id": id, "label": row.label}));
+                    Answer { start, version, pinned, error: None }
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    Answer { start, version: None, pinned, error: Some(format!("{id}: HTTP {status}: {body:.200}")) }
+                }
+                Err(e) => Answer { start, version: None, pinned, error: Some(format!("{id}: {e:?}")) },
+            };
+            answers.lock().unwrap().push(answer);
+        });
+    }
+}
+
+/// Waits until the clients' latest answers all come from `version` (the route is programmed).
+pub async fn wait_answered_by(load: &ClientLoad, version: &str) {
+    wait_for(&format!("clients answered by {version} through the Gateway"), Duration::from_secs(90), || async {
+        let a = load.answers();
+        let last: Vec<_> = a.iter().rev().take(50).collect();
+        (last.len() == 50 && last.iter().all(|a| a.version.as_deref() == Some(version))).then_some(())
+    })
+    .await;
+}

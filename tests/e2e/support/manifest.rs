@@ -1,0 +1,239 @@
+//! The ModelRollout manifests the suites and the demo apply, from one builder ([`Manifest`]); the
+//! artifacts, stages and gates they are made of; and applying one as GitOps does.
+
+use serde_json::{Value, json};
+
+use crate::load::users::{KEY_HEADER, SHARE_PERCENT};
+use crate::node::{MODEL_STORE, MODELS_IMAGE, on_real_node};
+use crate::*;
+
+/// A ModelRollout manifest as a GitOps repository holds it: a base (the fraud rollout as the suites
+/// run it, or an example as shipped), then what a test changes. The one builder the suites and the
+/// demo use.
+#[derive(Clone, Debug)]
+pub struct Manifest(Value);
+
+impl Manifest {
+    /// The fraud rollout as the kwok suites run it: 2 replicas, the platform team's HTTPRoute
+    /// `fraud`, 3 s analyses with the suites' gates, the four stages of 5 s, scale-downs within
+    /// seconds.
+    pub fn fraud(version: &str, artifact: Value) -> Self {
+        Self(json!({
+            "apiVersion": "modelrollout.dev/v1alpha1",
+            "kind": "ModelRollout",
+            "metadata": {"name": "fraud"},
+            "spec": {
+                "model": {"name": "fraud", "version": version, "artifact": artifact, "contract": contract(None)},
+                "workload": {"replicas": 2, "progressDeadline": "60s"},
+                "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}},
+                "stages": four_stages(5),
+                "analysis": {"interval": "3s", "failureLimit": 2, "inconclusiveLimit": 6, "gates": default_gates()},
+                "rollback": {"scaleDownDelay": "2s", "previousStableScaleDownDelay": "3s"}
+            }
+        }))
+    }
+
+    /// [`Manifest::fraud`] on the real node: one replica per version (the load generator posts
+    /// each label to the pod that answered, through its version's Service), a deadline for image
+    /// pulls and model loads, and room for 8 inconclusive analyses on two shared cores.
+    pub fn fraud_on_node(version: &str, artifact: Value) -> Self {
+        let mut m = Self::fraud(version, artifact).on_real_node();
+        m.0["spec"]["analysis"]["inconclusiveLimit"] = json!(8);
+        m
+    }
+
+    /// `examples/<file>` as shipped.
+    pub fn example(file: &str) -> Self {
+        let text = std::fs::read_to_string(root().join("examples").join(file)).expect("the example");
+        Self(serde_yaml::from_str(&text).expect("the example parses"))
+    }
+
+    pub fn version(mut self, version: &str) -> Self {
+        self.0["spec"]["model"]["version"] = json!(version);
+        self
+    }
+
+    pub fn artifact(mut self, artifact: Value) -> Self {
+        self.0["spec"]["model"]["artifact"] = artifact;
+        self
+    }
+
+    /// Served on the real node: one replica, its selector and toleration, 120 s to become Ready.
+    pub fn on_real_node(mut self) -> Self {
+        let (selector, tolerations) = on_real_node();
+        self.0["spec"]["workload"] =
+            json!({"replicas": 1, "progressDeadline": "120s", "nodeSelector": selector, "tolerations": tolerations});
+        self
+    }
+
+    pub fn stages(mut self, stages: Value) -> Self {
+        self.0["spec"]["stages"] = stages;
+        self
+    }
+
+    pub fn gates(mut self, gates: Value) -> Self {
+        self.0["spec"]["analysis"]["gates"] = gates;
+        self
+    }
+
+    pub fn build(self) -> Value {
+        self.0
+    }
+}
+
+/// A model file of models/ as a local path (the kwok suites' sidecars are local processes).
+pub fn local_file(file: &str) -> Value {
+    json!({"uri": root().join("models").join(file).canonicalize().unwrap().display().to_string(), "sha256": model_sha(file)})
+}
+
+/// A model from the model store (downloaded by the sidecar).
+pub fn from_store(file: &str) -> Value {
+    json!({"uri": format!("{MODEL_STORE}/{file}"), "sha256": model_sha(file)})
+}
+
+/// A model from the models image, mounted as an image volume.
+pub fn from_image(file: &str) -> Value {
+    json!({"uri": format!("oci://{MODELS_IMAGE}"), "path": file, "sha256": model_sha(file)})
+}
+
+/// The fraud models' data contract (models/fraud.contract.yaml), optionally needing one more input.
+pub fn contract(extra: Option<&str>) -> Value {
+    let text = std::fs::read_to_string(root().join("models/fraud.contract.yaml")).unwrap();
+    let mut contract: Value = serde_yaml::from_str(&text).unwrap();
+    if let Some(name) = extra {
+        contract["inputs"].as_array_mut().unwrap().push(json!({"name": name, "type": "float"}));
+    }
+    contract
+}
+
+pub fn default_gates() -> Value {
+    json!({
+        "errorRate": {"max": 0.01, "minSamples": 20},
+        // The suite shares two cores with the control plane: the limit guards against a broken
+        // candidate, not this machine's noise.
+        "latencyP95": {"max": 1000, "minSamples": 20},
+        "falsePositiveRate": {"maxAboveStable": 0.08, "minSamples": 15},
+        "captureRate": {"maxBelowStable": 0.15, "minSamples": 8}
+    })
+}
+
+pub fn four_stages(secs: u32) -> Value {
+    let d = format!("{secs}s");
+    json!([
+        {"name": "shadow", "weight": 0, "mirrorPercent": 100, "minDuration": d},
+        {"name": "canary-5", "weight": 5, "minDuration": d},
+        {"name": "canary-25", "weight": 25, "minDuration": d},
+        {"name": "full", "weight": 100, "minDuration": d}
+    ])
+}
+
+/// Live-traffic stages only (no shadow): 5%, 25%, 100%, each `secs` long.
+pub fn canary_stages(secs: u32) -> Value {
+    let d = format!("{secs}s");
+    json!([
+        {"name": "canary-5", "weight": 5, "minDuration": d},
+        {"name": "canary-25", "weight": 25, "minDuration": d},
+        {"name": "full", "weight": 100, "minDuration": d}
+    ])
+}
+
+/// `kubectl apply --server-side` as a GitOps tool does, with its own field manager.
+pub fn gitops_apply(ns: &str, obj: &Value) {
+    kubectl_ok(&["apply", "--server-side", "--field-manager", "gitops", "-n", ns, "-f", "-"], Some(&obj.to_string()));
+}
+
+/// The sha256 the minimal manifest names (any well-formed digest does for the apiserver).
+pub const MINIMAL_SHA: &str = "0f9100e383817d9059ffcac9fe402244ff564d86026dfecd23a7608e318e480d";
+
+/// The smallest valid rollout: the fraud model, one input, one gate (the smoke suite derives its
+/// invalid manifests from it).
+pub fn minimal() -> Value {
+    json!({
+        "apiVersion": "modelrollout.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": "fraud"},
+        "spec": {
+            "model": {
+                "name": "fraud",
+                "version": "v2",
+                "artifact": {"uri": "/models/fraud-v2.onnx", "sha256": MINIMAL_SHA},
+                "contract": {"inputs": [{"name": "amount", "type": "float", "min": 0, "max": 20000}]}
+            },
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}},
+            "analysis": {"gates": {"errorRate": {"max": 0.002}}}
+        }
+    })
+}
+
+/// examples/ranking-scorer.yaml as shipped, but for: the version and model file, one replica on the
+/// real node, this suite's durations (5 s analyses, stages of seconds), and latency and sample
+/// floors for two shared cores. The guardrail, the reward and the match are the example's own.
+pub fn ranking_experiment(version: &str, file: &str, experiment_secs: u32) -> Value {
+    let mut v =
+        Manifest::example("ranking-scorer.yaml").version(version).artifact(from_image(file)).on_real_node().build();
+    let spec = &mut v["spec"];
+    spec["rollback"] = json!({"scaleDownDelay": "2s", "previousStableScaleDownDelay": "3s"});
+    let stages = spec["stages"].as_array_mut().unwrap();
+    assert_eq!(
+        stages[0]["match"]["keyShare"],
+        json!({"header": KEY_HEADER, "percent": SHARE_PERCENT}),
+        "the example's match"
+    );
+    stages[0]["minDuration"] = json!(format!("{experiment_secs}s"));
+    stages[0]["maxDuration"] = json!("240s");
+    stages[1]["minDuration"] = json!("6s");
+    let analysis = &mut spec["analysis"];
+    assert_eq!(analysis["failureLimit"], 1, "one guardrail breach ends the example's experiment");
+    // 5 s: the controller's query window is the interval but at least 5 s, and the reward adds
+    // each analysis's window to the experiment's evidence, so windows must not overlap.
+    analysis["interval"] = json!("5s");
+    analysis["inconclusiveLimit"] = json!(10);
+    let gates = &mut analysis["gates"];
+    gates["latencyP95"] = json!({"max": 1000, "minSamples": 20});
+    gates["errorRate"] = json!({"max": 0.01, "minSamples": 20});
+    let guard = &mut gates["custom"][0];
+    assert_eq!((&guard["name"], &guard["maxBelowStable"]), (&json!("clickThrough"), &json!(0.05)));
+    guard["minSamples"] = json!(100);
+    assert_eq!(analysis["reward"]["direction"], "Higher");
+    v
+}
+
+pub fn demo(which: &str) -> Value {
+    let (version, file) = match which {
+        "v1" => ("v1", "fraud-v1.onnx"),
+        "v2" => ("v2", "fraud-v2.onnx"),
+        "bad" => ("v2-bad-fpr", "fraud-v2-bad-fpr.onnx"),
+        other => panic!("unknown model {other}: v1, v2 or bad"),
+    };
+    let mut m =
+        Manifest::example("fraud-gateway-api.yaml").version(version).artifact(from_image(file)).on_real_node().build();
+    let spec = &mut m["spec"];
+    // The route is the rollout's own, attached to the cluster's Gateway (tests/gateway/gateway.sh).
+    let gateway = cluster_env("MODELROLLOUT_GATEWAY_REF");
+    let (gw_ns, gw_name) = gateway.split_once('/').expect("namespace/name");
+    spec["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "fraud", "create": true,
+        "parentRefs": [{"name": gw_name, "namespace": gw_ns}]}});
+    // The example's plan with demo timings: seconds instead of minutes, fewer samples per gate.
+    spec["stages"] = json!([
+        {"name": "shadow", "weight": 0, "mirrorPercent": 100, "minDuration": "15s"},
+        {"name": "canary-5", "weight": 5, "minDuration": "20s"},
+        {"name": "canary-25", "weight": 25, "minDuration": "20s"},
+        {"name": "full", "weight": 100, "minDuration": "15s"}
+    ]);
+    spec["analysis"]["interval"] = json!("5s");
+    spec["analysis"]["gates"] = json!({
+        "errorRate": {"max": 0.002, "minSamples": 50},
+        "latencyP95": {"max": 120, "minSamples": 50},
+        "captureRate": {"maxBelowStable": 0.1, "minSamples": 10},
+        "falsePositiveRate": {"maxAboveStable": 0.05, "minSamples": 20}
+    });
+    spec["rollback"] =
+        json!({"scaleDownDelay": "5s", "previousStableScaleDownDelay": "30s", "onInconclusive": "Pause"});
+    spec.as_object_mut().unwrap().remove("notifications");
+    m
+}
+
+/// `kubectl apply --server-side` of `obj` in `ns`, as its output (the smoke suite reads refusals).
+pub fn apply_json(ns: &str, obj: &Value) -> std::process::Output {
+    kubectl(&["apply", "--server-side", "-n", ns, "-f", "-"], Some(&obj.to_string()))
+}
