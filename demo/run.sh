@@ -36,7 +36,7 @@ bash tests/node/build.sh >/dev/null
 step "3/5 container images from the shipped Dockerfiles: controller, sidecar, models (buildah)"
 bash scripts/build-images.sh
 step "4/5 Rust binaries: kubectl plugin, demo driver"
-cargo build --locked -p modelrollout-controller --bin kubectl-modelrollout
+cargo build --locked -p kubectl-modelrollout
 cargo build --locked -p modelrollout-e2e --bin demo-driver
 export DEMO_BIN="$CARGO_TARGET_DIR/debug"
 step "5/5 local control plane, real node, Prometheus, then the rollout"

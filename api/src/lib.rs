@@ -7,7 +7,7 @@
 
 pub mod conditions;
 pub mod crd;
-#[cfg(any(test, feature = "fixtures"))]
+#[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod matching;
 
@@ -16,7 +16,7 @@ mod analysis_spec;
 mod evidence;
 mod model;
 mod operations;
-mod rollout;
+mod resource;
 mod routing;
 mod stages;
 mod status;
@@ -28,7 +28,7 @@ pub use analysis_spec::*;
 pub use evidence::*;
 pub use model::*;
 pub use operations::*;
-pub use rollout::*;
+pub use resource::*;
 pub use routing::*;
 pub use stages::*;
 pub use status::*;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::node::{CONTROLLER_IMAGE, IN_CLUSTER_PROMETHEUS, running_pods};
+use crate::real_node::{CONTROLLER_IMAGE, IN_CLUSTER_PROMETHEUS, running_pods};
 use crate::*;
 
 /// The profile directory of this build (`target/debug`), for tests (in `deps/`) and binaries alike.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::controller::{ControllerProc, controller_logs, helm_install_controller, service_account_kubeconfig};
 use crate::load::kwok::Harness;
 use crate::manifest::{Manifest, four_stages, gitops_apply, local_file};
-use crate::node::{ensure_model_store, require_real_node, running_pods};
+use crate::real_node::{ensure_model_store, require_real_node, running_pods};
 use crate::routes::unattached_route;
 use crate::*;
 

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::load::users::{KEY_HEADER, SHARE_PERCENT};
-use crate::node::{MODEL_STORE, MODELS_IMAGE, on_real_node};
+use crate::real_node::{MODEL_STORE, MODELS_IMAGE, on_real_node};
 use crate::*;
 
 /// A ModelRollout manifest as a GitOps repository holds it: a base (the fraud rollout as the suites

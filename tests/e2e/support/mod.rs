@@ -227,10 +227,10 @@ pub mod given;
 pub mod load;
 pub mod manifest;
 pub mod measure;
-pub mod node;
 pub mod prometheus_proc;
+pub mod real_node;
 pub mod routes;
-pub mod webhooks;
+pub mod webhook_receivers;
 
 // What every suite uses, at the crate's root.
 pub use controller::*;
@@ -242,7 +242,7 @@ pub use load::users::*;
 pub use load::{golden_rows, now, ready_endpoints};
 pub use manifest::*;
 pub use measure::*;
-pub use node::*;
 pub use prometheus_proc::*;
+pub use real_node::*;
 pub use routes::*;
-pub use webhooks::*;
+pub use webhook_receivers::*;

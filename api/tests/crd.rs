@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use modelrollout::api::{ModelRollout, ModelRolloutSpec};
-use modelrollout::crd::{CHART_CRD_PATH, CRD_PATH, crd_yaml};
+use modelrollout_api::crd::{CHART_CRD_PATH, CRD_PATH, crd_yaml};
+use modelrollout_api::{ModelRollout, ModelRolloutSpec};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
