@@ -1,6 +1,6 @@
 //! What a rollout reports: its phase and hold, its stage and traffic, operations handled, history.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +30,10 @@ pub struct ModelRolloutStatus {
     pub stage_index: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_name: Option<String>,
+    /// When the stage's clock started, to the microsecond: `minDuration` counts from it exactly
+    /// (a whole-second time let a stage advance up to a second early).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage_start_time: Option<Time>,
+    pub stage_start_time: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_start_time: Option<Time>,
     /// Percent of live traffic the candidate answers.

@@ -138,7 +138,7 @@ impl Ctx<'_> {
         let stage = &stages[idx];
         self.st.stage_index = Some(idx as u32);
         self.st.stage_name = Some(stage.name.clone());
-        self.st.stage_start_time = Some(Time(self.now));
+        self.st.stage_start_time = Some(MicroTime(self.now));
         self.st.consecutive_failures = 0;
         self.st.consecutive_inconclusive = 0;
         self.st.candidate_unready_since = None;
@@ -159,7 +159,7 @@ impl Ctx<'_> {
     /// The checks before traffic (acceptance, preRollout webhooks) are done: the first stage's
     /// traffic flows from now, and its clock starts.
     pub(super) fn begin_first_stage(&mut self, reason: &'static str, what: String) {
-        self.st.stage_start_time = Some(Time(self.now));
+        self.st.stage_start_time = Some(MicroTime(self.now));
         self.st.candidate_unready_since = None;
         self.apply_stage_traffic();
         let msg = format!("{what}; stage {}: {}", self.stage_name(), self.traffic_text());

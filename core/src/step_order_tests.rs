@@ -40,7 +40,7 @@ fn experiment_overdue(s: &mut ModelRolloutSpec, st: &mut ModelRolloutStatus) -> 
     });
     st.stage_index = Some(1);
     st.stage_name = Some(s.stages[1].name.clone());
-    st.stage_start_time = Some(Time(t0()));
+    st.stage_start_time = Some(MicroTime(t0()));
     at(1000)
 }
 

@@ -115,7 +115,7 @@ fn first_traffic(ctx: &mut Ctx<'_>, _: &Observations) -> Flow {
     }
     if ctx.st.candidate_unready_since.take().is_some() {
         // The stage's clock starts when its traffic can actually flow.
-        ctx.st.stage_start_time = Some(Time(ctx.now));
+        ctx.st.stage_start_time = Some(MicroTime(ctx.now));
         if !ctx.is_paused() {
             ctx.apply_stage_traffic();
             let msg = format!(

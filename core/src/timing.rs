@@ -77,7 +77,7 @@ pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, sl
     if interval.is_zero() {
         return None;
     }
-    let stage_start = ts(status.stage_start_time.as_ref()?);
+    let stage_start = status.stage_start_time.as_ref()?.0;
     let first = whole_second(stage_start).checked_add(slot.delay(interval)).ok()?.checked_add(interval).ok()?;
     let last = match &status.last_analysis {
         Some(run) if Some(run.stage_index) == status.stage_index && ts(&run.time) >= stage_start => ts(&run.time),

@@ -222,7 +222,8 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
             (Some(Phase::RolledBack | Phase::Failed), Some(c)) if i == c => style.paint("31", &format!("✘ {label}")),
             (_, Some(c)) if i < c => style.paint("32", &format!("✔ {label}")),
             (Some(Phase::Progressing | Phase::Paused), Some(c)) if i == c => {
-                let since = st.stage_start_time.as_ref().map(|t| format!(", {}", age(t, now))).unwrap_or_default();
+                let since =
+                    st.stage_start_time.as_ref().map(|t| format!(", {}", age(&Time(t.0), now))).unwrap_or_default();
                 style.paint("1;36", &format!("▶ {} ({traffic}{since})", stage.name))
             }
             _ => format!("· {label}"),

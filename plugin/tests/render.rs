@@ -1,7 +1,7 @@
 //! What `kubectl modelrollout` prints, from fixtures built with the real types.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kubectl_modelrollout::render::{self, Style};
 use modelrollout_api::{
     AnalysisRun, GateResult, HistoryEntry, ModelRollout, ModelRolloutStatus, Outcome, Phase, Verdict,
@@ -49,7 +49,7 @@ fn progressing_at_5_percent() -> ModelRolloutStatus {
         message: Some("entered stage canary-5".into()),
         stage_index: Some(1),
         stage_name: Some("canary-5".into()),
-        stage_start_time: Some(ago(95)),
+        stage_start_time: Some(MicroTime(ago(95).0)),
         rollout_start_time: Some(ago(400)),
         canary_weight: 5,
         stable_version: Some("v1".into()),

@@ -23,14 +23,28 @@ fn analysis_interval_counts_from_the_last_analysis_in_the_stage() {
     assert_eq!(next_analysis_at(&s, &st, AnalysisSlot::default()), Some(at(10)));
 }
 
-/// Status as the apiserver stores it: times to the second.
-fn stored(mut st: ModelRolloutStatus) -> ModelRolloutStatus {
-    let round = |t: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
-        t.0 = Timestamp::from_second(t.0.as_second()).unwrap();
-    };
-    st.stage_start_time.iter_mut().for_each(round);
-    st.last_analysis.iter_mut().for_each(|run| round(&mut run.time));
-    st
+/// Status as the apiserver stores it: through its JSON, each time as its type serializes it
+/// (`Time` to the second, `MicroTime` to the microsecond).
+fn stored(st: ModelRolloutStatus) -> ModelRolloutStatus {
+    serde_json::from_value(serde_json::to_value(&st).unwrap()).unwrap()
+}
+
+/// `minDuration` counts from the stage's start exactly, through the apiserver's copy of the
+/// status: a stage that began 0.9 s into a second has not run its 10 s 9.6 s later (a
+/// whole-second start read it as 10.5 s and advanced early), and has at 10 s.
+#[test]
+fn min_duration_counts_from_the_exact_stage_start_through_the_stored_status() {
+    let first = step(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), obs(false), at(-100)).status;
+    let s = spec("v2", SHA_V2);
+    let start = t0().checked_add(SignedDuration::from_millis(900)).unwrap();
+    let after = |ms: i64| start.checked_add(SignedDuration::from_millis(ms)).unwrap();
+    let st = stored(step(&s, &first, obs(true), start).status);
+    assert_eq!(st.stage_name.as_deref(), Some("shadow"));
+    let st = stored(step(&s, &st, analysed(healthy()), after(5_100)).status);
+    let early = step(&s, &st, obs(true), after(9_600)).status;
+    assert_eq!(early.stage_name.as_deref(), Some("shadow"), "9.6 s into a 10 s stage: {:?}", early.message);
+    let on_time = step(&s, &stored(early), obs(true), after(10_000)).status;
+    assert_eq!(on_time.stage_name.as_deref(), Some("canary-5"), "{:?}", on_time.message);
 }
 
 fn ms(t: Timestamp) -> i64 {
