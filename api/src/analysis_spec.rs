@@ -66,7 +66,11 @@ pub struct Reward {
     /// The verdict's confidence: a wrong winner at most `1 - confidence` of the time, however
     /// often the controller looks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.5, max = 0.9999))]
+    #[schemars(range(min = 0.5, max = 0.9999), extend("x-kubernetes-validations" = [{
+        "rule": "self >= 0.5 && self <= 0.9999",
+        "message": "confidence must be from 0.5 to 0.9999",
+        "reason": "FieldValueInvalid"
+    }]))]
     pub confidence: Option<f64>,
 }
 
@@ -211,7 +215,11 @@ pub struct UpperGate {
     /// The `Sequential` judge's confidence: its chance of a wrong verdict, over the whole rollout
     /// however often it looks, is at most `1 - confidence`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.5, max = 0.9999))]
+    #[schemars(range(min = 0.5, max = 0.9999), extend("x-kubernetes-validations" = [{
+        "rule": "self >= 0.5 && self <= 0.9999",
+        "message": "confidence must be from 0.5 to 0.9999",
+        "reason": "FieldValueInvalid"
+    }]))]
     pub confidence: Option<f64>,
 }
 
@@ -238,7 +246,11 @@ pub struct LowerGate {
     pub judge: Judge,
     /// The `Sequential` judge's confidence (see [`UpperGate::confidence`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.5, max = 0.9999))]
+    #[schemars(range(min = 0.5, max = 0.9999), extend("x-kubernetes-validations" = [{
+        "rule": "self >= 0.5 && self <= 0.9999",
+        "message": "confidence must be from 0.5 to 0.9999",
+        "reason": "FieldValueInvalid"
+    }]))]
     pub confidence: Option<f64>,
 }
 

@@ -27,6 +27,7 @@ pub mod pods;
 pub mod sequential;
 mod steps;
 mod timing;
+pub mod validity;
 mod webhooks;
 
 pub use acceptance::{ACCEPTANCE_POLL, AcceptanceReport, awaiting_acceptance, judge_acceptance};
@@ -210,7 +211,7 @@ fn decide_with(
 ) -> Decision {
     let mut st = status.clone();
     st.observed_generation = obs.generation;
-    let timings = match Timings::of(spec) {
+    let timings = match validity::check(spec).and_then(|()| Timings::of(spec)) {
         Ok(t) => t,
         Err(message) => {
             // Invalid spec: change nothing, say why, wait for a new generation.

@@ -127,6 +127,30 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             &["spec.model.artifact.path", "only with one"],
         ),
         (
+            "a sequential gate's confidence of 0",
+            |v| {
+                v["spec"]["analysis"]["gates"]["errorRate"] =
+                    json!({"max": 0.002, "judge": "Sequential", "confidence": 0})
+            },
+            &["spec.analysis.gates.errorRate.confidence", "0.5"],
+        ),
+        (
+            "a sequential gate's confidence of 0.0",
+            |v| {
+                v["spec"]["analysis"]["gates"]["errorRate"] =
+                    json!({"max": 0.002, "judge": "Sequential", "confidence": 0.0})
+            },
+            &["spec.analysis.gates.errorRate.confidence", "0.5"],
+        ),
+        (
+            "a sequential gate's confidence of -0.0",
+            |v| {
+                v["spec"]["analysis"]["gates"]["errorRate"] =
+                    json!({"max": 0.002, "judge": "Sequential", "confidence": -0.0})
+            },
+            &["spec.analysis.gates.errorRate.confidence", "0.5"],
+        ),
+        (
             "a malformed duration",
             |v| v["spec"]["analysis"]["interval"] = json!("soon"),
             &["spec.analysis.interval", "duration"],

@@ -172,3 +172,23 @@ fn a_rollout_starting_with_its_candidate_not_ready_moves_no_traffic() {
     assert_eq!(traffic(&ready).2, 5);
     assert_eq!(ready.status.stage_start_time.unwrap().0, at(5), "the stage's clock starts with its traffic");
 }
+
+/// A confidence the CRD's range refuses, in an object the apiserver let through (stored before
+/// the rule, or past it): InvalidSpec, nothing moves, never judged with no guarantee.
+#[test]
+fn a_confidence_out_of_range_is_an_invalid_spec_and_changes_nothing() {
+    for bad in [0.0, -0.0, 0.3, 1.0, f64::NAN] {
+        let (mut s, st) = started();
+        s.analysis.gates.false_positive_rate.as_mut().unwrap().confidence = Some(bad);
+        s.analysis.gates.false_positive_rate.as_mut().unwrap().judge = Judge::Sequential;
+        let d = step(&s, &st, analysed(healthy()), at(10));
+        assert_eq!(d.status.reason.as_deref(), Some(reasons::INVALID_SPEC), "confidence {bad}");
+        assert!(d.status.message.as_deref().unwrap().contains("spec.analysis.gates.falsePositiveRate.confidence"));
+        assert_eq!((d.status.stage_name.clone(), d.status.canary_weight), (st.stage_name.clone(), st.canary_weight));
+        assert!(
+            d.actions.iter().all(|a| !matches!(a, Action::SetTraffic { .. })),
+            "no traffic written: {:?}",
+            d.actions
+        );
+    }
+}
