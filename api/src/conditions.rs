@@ -11,6 +11,9 @@ pub mod types {
     pub const DEGRADED: &str = "Degraded";
     pub const PAUSED: &str = "Paused";
     pub const ALL: [&str; 6] = [READY, RECONCILING, STALLED, PROGRESSING, DEGRADED, PAUSED];
+    /// Whether the rollout's route (HTTPRoute or VirtualService) could be written: set by the
+    /// controller's router, not by the phase. False names the route that is missing.
+    pub const ROUTE_READY: &str = "RouteReady";
 }
 
 pub mod reasons {
@@ -47,6 +50,10 @@ pub mod reasons {
     /// A postRollout webhook failed (an Event; the rollout's outcome stands).
     pub const WEBHOOK_FAILED: &str = "WebhookFailed";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The route the spec names does not exist (the RouteReady condition and an Event name it).
+    pub const ROUTE_NOT_FOUND: &str = "RouteNotFound";
+    /// The route exists again and carries the split.
+    pub const ROUTE_FOUND: &str = "RouteFound";
     /// An experiment stage's reward showed the candidate better: on to the next stage.
     pub const EXPERIMENT_WON: &str = "ExperimentWon";
     /// An experiment stage's reward showed stable better: the candidate is rolled back.

@@ -23,6 +23,7 @@ mod act;
 mod memo;
 mod observe;
 mod record_metrics;
+mod route_condition;
 
 use observe::observe;
 
@@ -270,15 +271,22 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         let announced = futures::future::join_all(decision.actions.iter().map(|action| announce(mr, ctx, action)));
         futures::future::join(write_status, announced).await.0
     };
-    let (act_took, recorded) = if moves_traffic {
+    let (acted, act_took, recorded) = if moves_traffic {
         let (acted, took) = act.await;
-        acted?;
-        (took, record.await)
+        let recorded = if acted.is_ok() { record.await } else { Ok(()) };
+        (acted, took, recorded)
     } else {
         let ((acted, took), recorded) = futures::future::join(act, record).await;
-        acted?;
-        (took, recorded)
+        (acted, took, recorded)
     };
+    // The RouteReady condition, on the status as it now stands (the decided one if it was written).
+    let stored = if recorded.is_ok() && (acted.is_ok() || !moves_traffic) { new } else { &status };
+    match &acted {
+        Err(Error::RouteNotFound { kind, name }) => route_condition::report_missing(mr, ctx, stored, kind, name).await,
+        Ok(()) => route_condition::report_found(mr, ctx, stored).await,
+        Err(_) => {}
+    }
+    acted?;
     match recorded {
         Ok(()) => {}
         // The object changed since the copy we decided on (a spec edit the watch has not delivered

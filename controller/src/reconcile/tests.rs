@@ -178,3 +178,48 @@ async fn cleanup_tolerates_a_missing_route_forgets_the_rollout_and_releases_the_
     let removed = seen[1].body.as_array().unwrap().iter().find(|op| op["op"] == "remove").expect("a remove");
     assert!(removed["path"].as_str().unwrap().starts_with("/metadata/finalizers"), "{removed}");
 }
+
+/// A route the spec names that does not exist: every reconcile fails on it, and the status says so
+/// (RouteReady False naming it) and an Event does, not only the log; once it exists, True again.
+#[tokio::test]
+async fn a_missing_route_is_named_in_a_condition_and_an_event_until_it_exists() {
+    let mr = stored(false);
+    let object = json_of(&mr);
+    let (client, server) = apiserver(move |method, path, body| match (method, path) {
+        ("GET", ROUTE) => (404, status_error(404, "NotFound")),
+        ("PATCH", p) if p == format!("{OBJECT}/status") => {
+            let mut o = object.clone();
+            o["status"] = body["status"].clone();
+            (200, o)
+        }
+        _ => (200, written(body)),
+    });
+    let ctx = Arc::new(Context::test(client));
+    let failed = reconcile(Arc::new(DeserializeGuard(Ok(mr.clone()))), ctx.clone()).await;
+    assert!(failed.is_err_and(|e| e.to_string().contains("HTTPRoute fraud not found")), "the reconcile fails on it");
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let status = seen.iter().find(|s| s.method == "PATCH" && s.path.starts_with(&format!("{OBJECT}/status")));
+    let conditions = &status.unwrap_or_else(|| panic!("no status write: {seen:#?}")).body["status"]["conditions"];
+    let route = conditions.as_array().unwrap().iter().find(|c| c["type"] == "RouteReady").expect("RouteReady");
+    assert_eq!((&route["status"], &route["reason"]), (&json!("False"), &json!("RouteNotFound")));
+    assert!(route["message"].as_str().unwrap().contains("HTTPRoute fraud not found in namespace team-a"), "{route}");
+    let event = seen.iter().find(|s| s.method == "POST" && s.path.contains("/events")).expect("an Event");
+    assert_eq!(event.body["reason"], "RouteNotFound");
+    assert_eq!(event.body["type"], "Warning");
+
+    // The route appears: the next reconcile routes through it and says so.
+    let mut now_missing = mr.clone();
+    let mut st = now_missing.status.clone().unwrap_or_default();
+    st.conditions = serde_json::from_value(conditions.clone()).unwrap();
+    now_missing.status = Some(st);
+    let (client, server) = apiserver(answering(&now_missing, 200));
+    let ctx = Arc::new(Context::test(client));
+    requeue_of(reconcile(Arc::new(DeserializeGuard(Ok(now_missing))), ctx.clone()).await);
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let flipped = seen.iter().rev().find(|s| s.path.starts_with(&format!("{OBJECT}/status"))).expect("a status write");
+    let route =
+        flipped.body["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "RouteReady").cloned();
+    assert_eq!(route.map(|c| c["status"].clone()), Some(json!("True")), "{:#?}", flipped.body);
+}
