@@ -39,7 +39,7 @@ pub enum ApiError {
     ResourceExhausted,
     #[error("model not ready")]
     Unavailable,
-    #[error("no model named {0}")]
+    #[error("no model named {}", echo(.0))]
     NotFound(String),
     #[error("internal error")]
     Internal(#[from] InferenceError),
@@ -143,5 +143,17 @@ impl ApiError {
             ApiError::Internal(_) => serde_json::json!({"error": {"code": self.code(), "message": "internal error"}}),
             other => serde_json::json!({"error": {"code": self.code(), "message": other.to_string()}}),
         }
+    }
+}
+
+/// The longest piece of a request echoed back in an error message, in characters: a message (and
+/// a gRPC status, whose trailer has a size limit) stays small whatever the request held.
+pub const ECHO_LIMIT: usize = 128;
+
+/// `text` as an error message may quote it: at most [`ECHO_LIMIT`] characters, then how long it was.
+pub fn echo(text: &str) -> String {
+    match text.char_indices().nth(ECHO_LIMIT) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
     }
 }

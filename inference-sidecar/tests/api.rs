@@ -796,3 +796,140 @@ async fn grpc_typed_contents_raw_contents_errors_and_the_route_label() {
     assert!(line("route=\"grpc_infer\",code=\"400\"").ends_with(" 1"), "{text}");
     assert!(line("route=\"grpc_infer\",code=\"404\"").ends_with(" 1"), "{text}");
 }
+
+/// Every error on an Open Inference Protocol path is `{"error": "<message>"}`, a 413 included
+/// (Triton's HTTP client reads `error` as a string and could not print the v1 object); the v1
+/// routes keep their own shape.
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn an_oversized_oip_request_is_refused_in_the_oip_error_shape() {
+    let (state, _c) = fraud(&["--max-payload-bytes", "2048"]).await;
+    let big = json!({"inputs": [{"name": "amount", "datatype": "FP32", "shape": [600], "data": vec![1.0; 600]}]});
+    for path in ["/v2/models/fraud/infer", "/v2/models/fraud/versions/v2/infer"] {
+        let (status, v, _) = post(&state, path, big.clone()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {v}");
+        assert!(v["error"].is_string(), "{path}: {v}");
+    }
+    let (status, v, _) = post(&state, "/v1/models/fraud:predict", json!({"instances": vec![row(); 40]})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("PAYLOAD_TOO_LARGE")));
+}
+
+/// A declared shape that does not fit what the tensor carries is refused, naming the tensor, on
+/// REST and gRPC alike: more elements declared than sent, a rank the input does not have, a
+/// negative dimension, a huge one, and one whose element count overflows (a debug build panicked,
+/// a release build wrapped and accepted it).
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn shapes_that_do_not_fit_the_data_are_refused_naming_the_tensor() {
+    use inference_sidecar::server::grpc::pb::{
+        self, grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
+    };
+    let (state, _c) = fraud(&[]).await;
+    let addr = common::serve_grpc(state.clone()).await;
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let features: [(&str, &str, f64); 6] = [
+        ("amount", "FP32", 120.5),
+        ("hour", "INT64", 3.0),
+        ("merchant_risk", "FP32", 0.8),
+        ("distance_km", "FP32", 300.0),
+        ("card_age_days", "INT64", 20.0),
+        ("foreign", "INT64", 1.0),
+    ];
+    let bad_shapes: [(&str, Vec<i64>); 5] = [
+        ("three declared, one sent", vec![3]),
+        ("rank 2 for a rank-1 input", vec![1, 1]),
+        ("a negative dimension", vec![-1]),
+        ("a huge dimension", vec![100_000_000]),
+        ("an element count that overflows", vec![-9_223_372_036_854_775_807, 6]),
+    ];
+    for (what, shape) in bad_shapes {
+        let rest: Vec<Value> = features
+            .iter()
+            .enumerate()
+            .map(|(k, (name, dt, x))| {
+                let shape = if k == 1 { json!(shape) } else { json!([1]) };
+                json!({"name": name, "datatype": dt, "shape": shape, "data": [x]})
+            })
+            .collect();
+        let (status, v, _) = post(&state, "/v2/models/fraud/infer", json!({"inputs": rest})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {v}");
+        assert!(v["error"].as_str().unwrap().starts_with("inputs[1].shape"), "{what}: {v}");
+        let grpc: Vec<InferInputTensor> = features
+            .iter()
+            .enumerate()
+            .map(|(k, (name, dt, x))| InferInputTensor {
+                name: name.to_string(),
+                datatype: dt.to_string(),
+                shape: if k == 1 { shape.clone() } else { vec![1] },
+                contents: Some(if *dt == "INT64" {
+                    pb::InferTensorContents { int64_contents: vec![*x as i64], ..Default::default() }
+                } else {
+                    pb::InferTensorContents { fp32_contents: vec![*x as f32], ..Default::default() }
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let req = pb::ModelInferRequest { model_name: "fraud".into(), inputs: grpc, ..Default::default() };
+        let e = client.model_infer(req).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{what}: {}", e.message());
+        assert!(e.message().starts_with("inputs[1].shape"), "{what}: {}", e.message());
+    }
+}
+
+/// gRPC never answers OK with fewer rows than were sent: values in another contents field than
+/// the datatype's, or no data at all (a client using shared memory), are INVALID_ARGUMENT; and a
+/// 60 KB model name is NOT_FOUND with a bounded message, not RESOURCE_EXHAUSTED from a trailer
+/// too large.
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn grpc_refuses_misplaced_or_missing_contents_and_bounds_what_it_echoes() {
+    use inference_sidecar::server::grpc::pb::{
+        self, grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
+    };
+    let (state, _c) = fraud(&[]).await;
+    let addr = common::serve_grpc(state).await;
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let features = [
+        ("amount", "FP32"),
+        ("hour", "INT64"),
+        ("merchant_risk", "FP32"),
+        ("distance_km", "FP32"),
+        ("card_age_days", "INT64"),
+        ("foreign", "INT64"),
+    ];
+    // Every tensor's values in another field than its datatype's (FP64's for FP32, INT32's for
+    // INT64), or none at all: read by datatype, every column is empty and 0 rows would score.
+    let misplaced = |dt: &str| {
+        Some(if dt == "FP32" {
+            pb::InferTensorContents { fp64_contents: vec![1.0], ..Default::default() }
+        } else {
+            pb::InferTensorContents { int_contents: vec![1], ..Default::default() }
+        })
+    };
+    type Contents<'a> = &'a dyn Fn(&str) -> Option<pb::InferTensorContents>;
+    let cases: [(&str, Contents, &str); 2] = [
+        ("values in another field", &misplaced, "fp64_contents for a FP32 tensor"),
+        ("no data at all", &|_| None, "no data"),
+    ];
+    for (what, contents, says) in cases {
+        let inputs = features
+            .iter()
+            .map(|(name, dt)| InferInputTensor {
+                name: name.to_string(),
+                datatype: dt.to_string(),
+                shape: vec![1],
+                contents: contents(dt),
+                ..Default::default()
+            })
+            .collect();
+        let req = pb::ModelInferRequest { model_name: "fraud".into(), inputs, ..Default::default() };
+        let e = client.model_infer(req).await.map(|r| r.into_inner().outputs).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{what}: {}", e.message());
+        assert!(e.message().starts_with("inputs[0].contents") && e.message().contains(says), "{what}: {}", e.message());
+    }
+    let long = "m".repeat(60_000);
+    let req = pb::ModelInferRequest { model_name: long, ..Default::default() };
+    let e = client.model_infer(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", &e.message()[..e.message().len().min(200)]);
+    assert!(e.message().len() < 400, "the message echoes {} bytes", e.message().len());
+}

@@ -140,18 +140,18 @@ async fn drain(mut body: axum::body::Body, bound: usize) -> bool {
 }
 
 /// The answer to a refused body.
-pub(super) fn refusal(read: BodyRead, limit: usize) -> Response {
+/// `oip`: the request came to an Open Inference Protocol path, whose errors are `{"error": "..."}`.
+pub(super) fn refusal(read: BodyRead, limit: usize, oip: bool) -> Response {
     match read {
         BodyRead::TooLarge { drained } => {
-            let mut resp = Failure(ApiError::PayloadTooLarge { limit }).into_response();
+            let mut resp = failure_response(ApiError::PayloadTooLarge { limit }, oip);
             if !drained {
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
         }
         BodyRead::Broken(e) => {
-            Failure(ApiError::invalid("body", Reason::Malformed, format!("failed to read the body: {e}")))
-                .into_response()
+            failure_response(ApiError::invalid("body", Reason::Malformed, format!("failed to read the body: {e}")), oip)
         }
         BodyRead::Whole(_) => unreachable!("a whole body is not refused"),
     }
@@ -168,7 +168,7 @@ pub(super) async fn predict_inline(state: Arc<AppState>, req: Request) -> Respon
         BodyRead::Whole(body) => {
             predict_body(&state, rid, &body, arrival).await.unwrap_or_else(IntoResponse::into_response)
         }
-        refused => refusal(refused, limit),
+        refused => refusal(refused, limit, false),
     };
     finish(&state, resp, id_header, route_index("/v1/models/{target}"), start)
 }

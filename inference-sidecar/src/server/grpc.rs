@@ -53,6 +53,7 @@ fn tensor_json(t: &InferInputTensor, raw: Option<&Vec<u8>>, i: usize) -> Result<
         return oip::decode_raw(&t.datatype, raw, &format!("raw_input_contents[{i}]"));
     }
     let c = t.contents.clone().unwrap_or_default();
+    check_contents(t, &c, i)?;
     Ok(match t.datatype.as_str() {
         "FP32" => json!(c.fp32_contents),
         "FP64" => json!(c.fp64_contents),
@@ -84,6 +85,48 @@ fn tensor_json(t: &InferInputTensor, raw: Option<&Vec<u8>>, i: usize) -> Result<
             ));
         }
     })
+}
+
+/// The contents field a datatype's values go in, as the protocol assigns them.
+fn contents_field(datatype: &str) -> Option<&'static str> {
+    Some(match datatype {
+        "FP32" => "fp32_contents",
+        "FP64" => "fp64_contents",
+        "INT64" => "int64_contents",
+        "INT8" | "INT16" | "INT32" => "int_contents",
+        "UINT64" => "uint64_contents",
+        "UINT8" | "UINT16" | "UINT32" => "uint_contents",
+        "BOOL" => "bool_contents",
+        "BYTES" => "bytes_contents",
+        _ => return None,
+    })
+}
+
+/// Values in another contents field than the datatype's, or no values at all (a client using
+/// shared memory, which this server does not offer), are refused: read as the datatype's field
+/// they would score no rows and answer OK.
+fn check_contents(t: &InferInputTensor, c: &pb::InferTensorContents, i: usize) -> Result<(), ApiError> {
+    let Some(want) = contents_field(&t.datatype) else { return Ok(()) };
+    let filled = [
+        ("fp32_contents", c.fp32_contents.len()),
+        ("fp64_contents", c.fp64_contents.len()),
+        ("int64_contents", c.int64_contents.len()),
+        ("int_contents", c.int_contents.len()),
+        ("uint64_contents", c.uint64_contents.len()),
+        ("uint_contents", c.uint_contents.len()),
+        ("bool_contents", c.bool_contents.len()),
+        ("bytes_contents", c.bytes_contents.len()),
+    ];
+    let field = format!("inputs[{i}].contents");
+    if let Some((other, _)) = filled.iter().find(|(name, n)| *name != want && *n > 0) {
+        let detail = format!("values in {other} for a {} tensor, whose values go in {want}", t.datatype);
+        return Err(ApiError::invalid(field, Reason::WrongType, detail));
+    }
+    if filled.iter().all(|(_, n)| *n == 0) {
+        let detail = format!("no data: {want} or raw_input_contents (shared memory is not supported)");
+        return Err(ApiError::invalid(field, Reason::Missing, detail));
+    }
+    Ok(())
 }
 
 /// The gRPC request as the protocol-neutral one REST also builds.

@@ -194,13 +194,13 @@ async fn around(State(state): State<Arc<AppState>>, mut req: Request, next: Next
     let (id, id_header) = request_id(&state, req.headers());
     let route = req.extensions().get::<MatchedPath>().and_then(|p| route_index(p.as_str()));
     req.extensions_mut().insert(RequestId(id));
+    let oip = route == Some(metrics::Route::Infer.index());
     if let Some(Refused(read)) = req.extensions_mut().remove::<Refused>() {
-        return finish(&state, fast_path::refusal(read, state.max_payload_bytes), id_header, route, start);
+        return finish(&state, fast_path::refusal(read, state.max_payload_bytes, oip), id_header, route, start);
     }
     let mut resp = next.run(req).await;
     // A body over the limit is refused by axum before our handler runs: render it our way.
     if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && resp.extensions().get::<ApiError>().is_none() {
-        let oip = route == Some(metrics::Route::Infer.index());
         resp = failure_response(ApiError::PayloadTooLarge { limit: state.max_payload_bytes }, oip);
     }
     finish(&state, resp, id_header, route, start)

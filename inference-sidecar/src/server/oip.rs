@@ -299,7 +299,7 @@ fn fixed_size(datatype: &str, bytes: &[u8]) -> Result<Value, String> {
 /// The datatype rule: an input's datatype must be the one model metadata lists. No conversion
 /// (an FP64 tensor for an FP32 input would be rounded without a word): the client converts.
 fn wrong_datatype(field: &str, got: &str, want: &str) -> ApiError {
-    invalid(field, Reason::WrongType, format!("datatype {got}, the model's metadata says {want}"))
+    invalid(field, Reason::WrongType, format!("datatype {}, the model's metadata says {want}", crate::error::echo(got)))
 }
 
 /// The outputs to answer (all when none is asked for), each as binary data or JSON.
@@ -319,7 +319,10 @@ fn requested(req: &InferRequest) -> Result<Vec<(&'static str, bool)>, ApiError> 
                     return Err(invalid(
                         format!("outputs[{i}].name"),
                         Reason::Unknown,
-                        format!("no output named {other} (the model has {PROBABILITY} and {DECISION})"),
+                        format!(
+                            "no output named {} (the model has {PROBABILITY} and {DECISION})",
+                            crate::error::echo(other)
+                        ),
                     ));
                 }
             };
@@ -428,6 +431,9 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
             }
             let mut values = Vec::new();
             flatten(data(input), &mut values);
+            if let Err(e) = check_shape(input, 1, values.len(), "inputs[0]") {
+                return Err(Err(e));
+            }
             let mut texts = Vec::with_capacity(values.len());
             for (i, v) in values.iter().enumerate() {
                 let path = format!("inputs[0].data[{i}]");
@@ -450,8 +456,8 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
                 }
                 let mut flat = Vec::new();
                 flatten(data(input), &mut flat);
-                if flat.len() as i64 != input.shape[0] * width as i64 {
-                    return bad("inputs[0].data".into(), Reason::Malformed, "data does not match shape".into());
+                if let Err(e) = check_shape(input, 2, flat.len(), "inputs[0]") {
+                    return Err(Err(e));
                 }
                 for (k, v) in flat.iter().enumerate() {
                     let path = format!("inputs[0].data[{k}]");
@@ -483,6 +489,9 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
                 }
                 let mut flat = Vec::new();
                 flatten(data(input), &mut flat);
+                if let Err(e) = check_shape(input, 1, flat.len(), &format!("inputs[{i}]")) {
+                    return Err(Err(e));
+                }
                 columns[j] = Some(flat);
             }
             let n = columns.iter().flatten().map(Vec::len).max().unwrap_or(0);
@@ -526,6 +535,43 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
             Ok(Rows::Numeric { width, values })
         }
     }
+}
+
+/// A tensor's declared shape against what it carries: `rank` dimensions (one tensor per feature,
+/// or per text, is rank 1 as metadata says; the single numeric tensor is `[N, F]`), none negative,
+/// their product (computed with overflow checks) the number of `elements` sent, and at least one.
+fn check_shape(input: &InferInput, rank: usize, elements: usize, at: &str) -> Result<(), ApiError> {
+    let field = format!("{at}.shape");
+    let shown = || format!("{:?}", input.shape.iter().take(8).collect::<Vec<_>>());
+    if input.shape.len() != rank {
+        let detail = format!("shape {} has {} dimensions; this input has {rank}", shown(), input.shape.len());
+        return Err(ApiError::invalid(field, Reason::Malformed, detail));
+    }
+    let mut declared: u64 = 1;
+    for &d in &input.shape {
+        let Ok(d) = u64::try_from(d) else {
+            return Err(ApiError::invalid(
+                field,
+                Reason::Malformed,
+                format!("shape {} has a negative dimension", shown()),
+            ));
+        };
+        declared = declared.checked_mul(d).ok_or_else(|| {
+            ApiError::invalid(
+                field.clone(),
+                Reason::Malformed,
+                format!("shape {} holds more elements than exist", shown()),
+            )
+        })?;
+    }
+    if declared != elements as u64 {
+        let detail = format!("shape {} declares {declared} elements; {elements} were sent", shown());
+        return Err(ApiError::invalid(field, Reason::Malformed, detail));
+    }
+    if elements == 0 {
+        return Err(ApiError::invalid(field, Reason::Missing, "no elements: at least one row is required"));
+    }
+    Ok(())
 }
 
 /// An input's data (present: `decode_binary` filled in what came as binary, or refused the request).
