@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use modelrollout_process::{LogFormat, init_logging, shutdown_signal};
+use modelrollout_process::{LogFormat, Shutdown, init_logging};
 
 use clap::Parser;
 use futures::StreamExt;
@@ -123,11 +123,16 @@ fn watched_namespaces(args: &Args) -> Vec<Option<String>> {
     if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() }
 }
 
+/// After the stop signal, how long reconciles in flight may take to finish before the process
+/// goes anyway: it exits within a second of SIGTERM, whatever it was doing.
+const STOP_GRACE: Duration = Duration::from_millis(300);
+
 async fn run_controller(
     client: Client,
     args: &Args,
     ctx: Arc<Context>,
     deployment_writers: Vec<reflector::store::Writer<Deployment>>,
+    shutdown: &Shutdown,
 ) {
     let watch_cfg = watcher::Config::default().any_semantic();
     // Which route kinds this cluster serves (per watched namespace set, as RBAC may differ).
@@ -135,7 +140,11 @@ async fn run_controller(
     for ns in watched_namespaces(args) {
         let mut kinds = Vec::new();
         for kind in route_watch::RouteKind::ALL {
-            kinds.push((kind, route_watch::served(&client, kind, ns.as_deref()).await));
+            let found = tokio::select! {
+                found = route_watch::served(&client, kind, ns.as_deref()) => found,
+                _ = shutdown.stopped() => return,
+            };
+            kinds.push((kind, found));
         }
         served.push(kinds);
     }
@@ -187,22 +196,32 @@ async fn run_controller(
                     );
                 }
             }
-            controller.graceful_shutdown_on(shutdown_signal()).run(reconcile, error_policy, ctx).for_each(
-                |r| async move {
+            let stop = shutdown.clone();
+            controller
+                .graceful_shutdown_on(async move { stop.stopped().await })
+                .run(reconcile, error_policy, ctx)
+                .for_each(|r| async move {
                     if let Err(e) = r {
                         tracing::debug!(error = %e, "reconcile");
                     }
-                },
-            )
+                })
         },
     );
-    futures::future::join_all(runs).await;
+    // Reconciles in flight finish within STOP_GRACE of the signal, or are left.
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        _ = async { shutdown.stopped().await; tokio::time::sleep(STOP_GRACE).await } => {
+            tracing::info!("stopping with reconciles still in flight");
+        }
+    }
 }
 
 /// The program; returns the exit code.
 pub async fn run(args: Args) -> i32 {
     let format = if args.log_format == "json" { LogFormat::Json } else { LogFormat::Text };
     init_logging(format, "info,kube=warn");
+    // Listened for before anything else: a SIGTERM at any step of start-up stops it.
+    let shutdown = Shutdown::listen();
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The lease is renewed on a client of its own: never queued behind a burst of reconciles.
     let clients = config(&args).await.and_then(|config| {
@@ -227,7 +246,10 @@ pub async fn run(args: Args) -> i32 {
             return 2;
         }
     }
-    wait_for_crd(&client).await;
+    tokio::select! {
+        _ = wait_for_crd(&client) => {}
+        _ = shutdown.stopped() => return 0,
+    }
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "controller".into()), std::process::id())
     });
@@ -243,7 +265,7 @@ pub async fn run(args: Args) -> i32 {
     });
     if !args.leader_election {
         health.ready.store(true, Ordering::Release);
-        run_controller(client, &args, ctx, deployment_writers).await;
+        run_controller(client, &args, ctx, deployment_writers, &shutdown).await;
         return 0;
     }
     let elector = LeaderElector::new(
@@ -256,12 +278,12 @@ pub async fn run(args: Args) -> i32 {
     health.ready.store(true, Ordering::Release);
     tokio::select! {
         _ = elector.acquire() => {}
-        _ = shutdown_signal() => return 0,
+        _ = shutdown.stopped() => return 0,
     }
     tracing::info!(%identity, "acquired the leader lease");
     metrics.leader.set(1);
     let code = tokio::select! {
-        _ = run_controller(client, &args, ctx, deployment_writers) => {
+        _ = run_controller(client, &args, ctx, deployment_writers, &shutdown) => {
             elector.release().await;
             0
         }

@@ -705,3 +705,69 @@ async fn u_gating_webhooks_start_hold_end_and_follow_rollouts() {
     assert!(st.webhooks.iter().any(|w| w.name == "kill-switch" && w.version == "v4" && w.ok), "{:?}", st.webhooks);
     env.shutdown().await;
 }
+
+/// SIGTERM at any moment of a leader's start-up (before it holds the lease, the instant it took
+/// it, while its watches start, once it runs) ends it within a second, exit 0, with the lease
+/// released (renewTime set back to the epoch) whenever it held it. Twice a controller signalled
+/// right after it acquired its lease ran until it was killed: that signal reached no listener.
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn n2_sigterm_at_any_moment_of_start_up_exits_within_a_second_releasing_the_lease() {
+    let ns = TestNamespace::new("sigterm-any").await;
+    let kubeconfig = service_account_kubeconfig(&ns.name);
+    let lease = ["--leader-election=true", "--lease-seconds", "40"];
+    let lease_renew_time = || {
+        let out = kubectl(
+            &["get", "lease", "modelrollout-controller", "-n", &ns.name, "-o", "jsonpath={.spec.renewTime}"],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // 0 ms: the instant the log says it holds the lease (its watches not started yet).
+    for after_acquiring in [None, Some(0), Some(30), Some(150), Some(1_500)] {
+        // Without a lease to take (None): another identity holds it, the controller waits for it.
+        if after_acquiring.is_none() {
+            let holder = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "modelrollout-controller", "namespace": ns.name},
+                "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 40,
+                         "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
+            kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&holder.to_string()));
+        }
+        let mut c = ControllerProc::start(&ns.name, &kubeconfig, &lease);
+        match after_acquiring {
+            None => tokio::time::sleep(Duration::from_secs(2)).await,
+            Some(ms) => {
+                wait_for("the lease acquired", Duration::from_secs(60), || async {
+                    c.logs().contains("acquired the leader lease").then_some(())
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        let pid = c.child.id().to_string();
+        let asked = std::time::Instant::now();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = loop {
+            if let Some(status) = c.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(1),
+                "{after_acquiring:?} ms after acquiring: still running 1 s after SIGTERM: {}",
+                c.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        println!("SIGTERM {after_acquiring:?} ms after acquiring the lease: exit after {:?}", asked.elapsed());
+        assert!(status.success(), "{after_acquiring:?}: exit status {status:?}: {}", c.logs());
+        if after_acquiring.is_some() {
+            assert!(
+                lease_renew_time().starts_with("1970-01-01"),
+                "{after_acquiring:?}: lease not released: {}",
+                lease_renew_time()
+            );
+        } else {
+            kubectl_ok(&["delete", "lease", "modelrollout-controller", "-n", &ns.name], None);
+        }
+    }
+}
