@@ -409,6 +409,40 @@ async fn the_apiserver_admits_exactly_the_durations_the_binaries_parse() {
     ns.delete().await;
 }
 
+/// A pod asking for the host's network gets the machine's routes, outside the bridge's network
+/// rule: the tests' namespaces refuse it at admission (Pod Security baseline), as they refuse a
+/// privileged one; an ordinary pod is admitted.
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn a_host_network_pod_is_refused_in_a_test_namespace() {
+    let ns = TestNamespace::new("psa").await;
+    let pod = |name: &str, spec: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns.name},
+               "spec": spec})
+        .to_string()
+    };
+    let container = json!({"name": "c", "image": "localhost/modelrollout/pause:1"});
+    for (name, spec, says) in [
+        ("host-net", json!({"hostNetwork": true, "containers": [container.clone()]}), "hostNetwork=true"),
+        (
+            "privileged",
+            json!({"containers": [{"name": "c", "image": "localhost/modelrollout/pause:1",
+                                              "securityContext": {"privileged": true}}]}),
+            "privileged",
+        ),
+    ] {
+        let out = kubectl(&["apply", "--server-side", "--dry-run=server", "-f", "-"], Some(&pod(name, spec)));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} admitted");
+        assert!(err.contains("violates PodSecurity \"baseline:latest\"") && err.contains(says), "{name}: {err}");
+    }
+    let ok = kubectl(
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        Some(&pod("plain", json!({"containers": [container]}))),
+    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn deployment_pods_run_on_the_fake_node() {

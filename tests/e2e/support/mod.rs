@@ -113,7 +113,13 @@ impl TestNamespace {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let name = format!("{prefix}-{}-{:x}", COUNTER.fetch_add(1, Ordering::SeqCst), nanos % 0xfffff);
         let api: Api<Namespace> = Api::all(client().await);
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        // Pod Security baseline: no pod of a test may use the host's network (it would get the
+        // machine's routes, outside the bridge's rule), PID or IPC namespaces, paths or ports.
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {
+            "pod-security.kubernetes.io/enforce": "baseline",
+            "pod-security.kubernetes.io/enforce-version": "latest"
+        }}}))
+        .unwrap();
         api.create(&PostParams::default(), &ns).await.expect("namespace created");
         Self { name }
     }
