@@ -9,6 +9,10 @@ use kube_derive::CustomResource;
 use crate::*;
 
 /// Rolls a new model version out through traffic stages, gated on Prometheus metrics.
+///
+/// The spec's own rules ratchet: each refuses a change that breaks it, not one to an object that
+/// broke it already (stored before the rule existed), so `pause`, `abort` and `promote` go
+/// through on every stored object. (`optionalOldSelf`: on create there is no old object.)
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "modelrollout.dev",
@@ -30,55 +34,64 @@ use crate::*;
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "size(self.stages) == 0 || self.stages[size(self.stages) - 1].weight == 100",
+        "rule": "(size(self.stages) == 0 || self.stages[size(self.stages) - 1].weight == 100) || (oldSelf.hasValue() && !(size(oldSelf.value().stages) == 0 || oldSelf.value().stages[size(oldSelf.value().stages) - 1].weight == 100))",
+        "optionalOldSelf": true,
         "message": "the last stage must send 100% of traffic to the candidate",
         "fieldPath": ".stages",
         "reason": "FieldValueInvalid"
     },
     {
-        "rule": "self.stages.all(a, self.stages.exists_one(b, b.weight == a.weight)) && self.stages.map(s, s.weight).isSorted()",
+        "rule": "(self.stages.all(a, self.stages.exists_one(b, b.weight == a.weight)) && self.stages.map(s, s.weight).isSorted()) || (oldSelf.hasValue() && !(oldSelf.value().stages.all(a, oldSelf.value().stages.exists_one(b, b.weight == a.weight)) && oldSelf.value().stages.map(s, s.weight).isSorted()))",
+        "optionalOldSelf": true,
         "message": "stage weights must be strictly increasing",
         "fieldPath": ".stages",
         "reason": "FieldValueInvalid"
     },
     {
-        "rule": "self.stages.all(a, self.stages.exists_one(b, b.name == a.name))",
+        "rule": "(self.stages.all(a, self.stages.exists_one(b, b.name == a.name))) || (oldSelf.hasValue() && !(oldSelf.value().stages.all(a, oldSelf.value().stages.exists_one(b, b.name == a.name))))",
+        "optionalOldSelf": true,
         "message": "stage names must be unique",
         "fieldPath": ".stages",
         "reason": "FieldValueInvalid"
     },
     {
-        "rule": "!has(self.webhooks) || self.webhooks.all(a, self.webhooks.exists_one(b, b.name == a.name))",
+        "rule": "(!has(self.webhooks) || self.webhooks.all(a, self.webhooks.exists_one(b, b.name == a.name))) || (oldSelf.hasValue() && !(!has(oldSelf.value().webhooks) || oldSelf.value().webhooks.all(a, oldSelf.value().webhooks.exists_one(b, b.name == a.name))))",
+        "optionalOldSelf": true,
         "message": "webhook names must be unique",
         "fieldPath": ".webhooks",
         "reason": "FieldValueDuplicate"
     },
     {
-        "rule": "!has(self.acceptance) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))",
+        "rule": "(!has(self.acceptance) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))) || (oldSelf.hasValue() && !(!has(oldSelf.value().acceptance) || (has(oldSelf.value().trafficRouting) && (has(oldSelf.value().trafficRouting.gatewayAPI) || has(oldSelf.value().trafficRouting.istio)))))",
+        "optionalOldSelf": true,
         "message": "acceptance needs a router (gatewayAPI or istio): with replica-ratio routing the candidate's pods take traffic as soon as they are Ready",
         "fieldPath": ".acceptance",
         "reason": "FieldValueForbidden"
     },
     {
-        "rule": "!self.stages.exists(s, has(s.match)) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))",
+        "rule": "(!self.stages.exists(s, has(s.match)) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))) || (oldSelf.hasValue() && !(!oldSelf.value().stages.exists(s, has(s.match)) || (has(oldSelf.value().trafficRouting) && (has(oldSelf.value().trafficRouting.gatewayAPI) || has(oldSelf.value().trafficRouting.istio)))))",
+        "optionalOldSelf": true,
         "message": "an experiment stage (match) needs a router that matches requests (gatewayAPI or istio)",
         "fieldPath": ".stages",
         "reason": "FieldValueForbidden"
     },
     {
-        "rule": "!has(self.analysis) || !has(self.analysis.reward) || self.stages.exists(s, has(s.match))",
+        "rule": "(!has(self.analysis) || !has(self.analysis.reward) || self.stages.exists(s, has(s.match))) || (oldSelf.hasValue() && !(!has(oldSelf.value().analysis) || !has(oldSelf.value().analysis.reward) || oldSelf.value().stages.exists(s, has(s.match))))",
+        "optionalOldSelf": true,
         "message": "analysis.reward picks an experiment's winner: set match on a stage",
         "fieldPath": ".analysis.reward",
         "reason": "FieldValueInvalid"
     },
     {
-        "rule": "!has(self.analysis) || !has(self.analysis.reward) || !has(self.analysis.interval) || duration(self.analysis.interval) >= duration('5s')",
+        "rule": "(!has(self.analysis) || !has(self.analysis.reward) || !has(self.analysis.interval) || duration(self.analysis.interval) >= duration('5s')) || (oldSelf.hasValue() && !(!has(oldSelf.value().analysis) || !has(oldSelf.value().analysis.reward) || !has(oldSelf.value().analysis.interval) || duration(oldSelf.value().analysis.interval) >= duration('5s')))",
+        "optionalOldSelf": true,
         "message": "with analysis.reward the interval is at least 5s: each analysis adds its window (the interval, at least 5s) to the reward's evidence, and windows must not overlap",
         "fieldPath": ".analysis.interval",
         "reason": "FieldValueInvalid"
     },
     {
-        "rule": "has(self.analysis) && ((has(self.analysis.promoteWithoutGates) && self.analysis.promoteWithoutGates) || (has(self.analysis.gates) && (has(self.analysis.gates.errorRate) || has(self.analysis.gates.latencyP95) || has(self.analysis.gates.falsePositiveRate) || has(self.analysis.gates.captureRate) || (has(self.analysis.gates.custom) && size(self.analysis.gates.custom) > 0))))",
+        "rule": "(has(self.analysis) && ((has(self.analysis.promoteWithoutGates) && self.analysis.promoteWithoutGates) || (has(self.analysis.gates) && (has(self.analysis.gates.errorRate) || has(self.analysis.gates.latencyP95) || has(self.analysis.gates.falsePositiveRate) || has(self.analysis.gates.captureRate) || (has(self.analysis.gates.custom) && size(self.analysis.gates.custom) > 0))))) || (oldSelf.hasValue() && !(has(oldSelf.value().analysis) && ((has(oldSelf.value().analysis.promoteWithoutGates) && oldSelf.value().analysis.promoteWithoutGates) || (has(oldSelf.value().analysis.gates) && (has(oldSelf.value().analysis.gates.errorRate) || has(oldSelf.value().analysis.gates.latencyP95) || has(oldSelf.value().analysis.gates.falsePositiveRate) || has(oldSelf.value().analysis.gates.captureRate) || (has(oldSelf.value().analysis.gates.custom) && size(oldSelf.value().analysis.gates.custom) > 0))))))",
+        "optionalOldSelf": true,
         "message": "set at least one gate in analysis.gates, or analysis.promoteWithoutGates: true to promote on minDuration alone",
         "fieldPath": ".analysis.gates",
         "reason": "FieldValueRequired"

@@ -675,3 +675,71 @@ async fn the_on_gpu_gate_recipe_reads_1_on_cuda_0_after_a_cpu_fallback_and_nothi
     })
     .await;
 }
+
+/// An object stored before a rule existed stays operable after the upgrade: the spec's rules
+/// ratchet (each refuses a change that breaks it, not one to an object that broke it already), so
+/// on-call can pause, abort or promote it; a new object, or a valid one made invalid, is still
+/// refused. Tested on a copy of the CRD under a kind and group of its own (the cluster's CRD is
+/// left alone), stored first without the no-gates rule, then upgraded to the real one.
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn operations_go_through_on_an_object_stored_before_a_rule_it_breaks() {
+    let ns = TestNamespace::new("ratchet").await;
+    let text = std::fs::read_to_string(root().join("crds/modelrollout.dev_modelrollouts.yaml")).unwrap();
+    let mut crd: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    crd["metadata"]["name"] = json!("ratchetprobes.ratchet.modelrollout.dev");
+    crd["spec"]["group"] = json!("ratchet.modelrollout.dev");
+    crd["spec"]["names"] = json!({"kind": "RatchetProbe", "listKind": "RatchetProbeList", "plural": "ratchetprobes",
+                                  "singular": "ratchetprobe"});
+    let upgraded = crd.clone();
+    let rules =
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+            .as_array_mut()
+            .unwrap();
+    let before = rules.len();
+    rules.retain(|r| !r["message"].as_str().unwrap().contains("set at least one gate"));
+    assert_eq!(rules.len(), before - 1, "the no-gates rule is there to take out");
+    let apply_crd = |crd: &serde_json::Value| {
+        kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&crd.to_string()));
+        kubectl_ok(&["wait", "--for", "condition=established", "crd/ratchetprobes.ratchet.modelrollout.dev"], None);
+    };
+    let object = |name: &str, gates: bool| {
+        let mut v = minimal();
+        v["apiVersion"] = json!("ratchet.modelrollout.dev/v1alpha1");
+        v["kind"] = json!("RatchetProbe");
+        v["metadata"]["name"] = json!(name);
+        if !gates {
+            v["spec"]["analysis"] = json!({"interval": "30s"});
+        }
+        v
+    };
+    apply_crd(&crd);
+    // Stored under the old rules: no gate, no opt-out.
+    wait_for("the old CRD serving", Duration::from_secs(30), || async {
+        apply_json(&ns.name, &object("old", false)).status.success().then_some(())
+    })
+    .await;
+    apply_crd(&upgraded);
+    wait_for("the upgraded CRD's rules in force", Duration::from_secs(30), || async {
+        let out = apply_json(&ns.name, &object("new", false));
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).to_string())
+    })
+    .await;
+    let merge = |name: &str, patch: serde_json::Value| {
+        kubectl(&["patch", "ratchetprobe", name, "-n", &ns.name, "--type", "merge", "-p", &patch.to_string()], None)
+    };
+    for (what, patch) in [
+        ("pause", json!({"spec": {"paused": true}})),
+        ("abort", json!({"spec": {"operations": {"abort": {"id": "a1", "reason": "on-call"}}}})),
+        ("promote", json!({"spec": {"operations": {"promote": {"id": "p1"}}}})),
+    ] {
+        let out = merge("old", patch);
+        assert!(out.status.success(), "{what} refused on the old object: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Still refused: a valid object made invalid.
+    assert!(apply_json(&ns.name, &object("valid", true)).status.success());
+    let out = merge("valid", json!({"spec": {"analysis": {"gates": null}}}));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("set at least one gate"), "a valid object made invalid: {err}");
+    kubectl_ok(&["delete", "crd", "ratchetprobes.ratchet.modelrollout.dev", "--wait=false"], None);
+}
