@@ -204,4 +204,18 @@ mod tests {
         assert_eq!(m.header_rule(), HeaderRule::Exact { name: "x-beta".into(), value: "yes".into() });
         assert_eq!(m.describe(), "header X-Beta = yes");
     }
+
+    /// The longest cookie the CRD admits (a 256-character name and a 1024-character value, all
+    /// metacharacters, each escaped) still makes a pattern a route's 4096-character header match
+    /// can hold.
+    #[test]
+    fn the_longest_cookie_the_crd_admits_fits_a_route_header_match() {
+        let m = TrafficMatch {
+            header: None,
+            cookie: Some(HeaderValue { name: "$".repeat(256), value: ".".repeat(1024) }),
+            key_share: None,
+        };
+        let HeaderRule::Regex { pattern, .. } = m.header_rule() else { panic!("a cookie is a pattern") };
+        assert!(pattern.len() <= 4096, "{} characters", pattern.len());
+    }
 }

@@ -127,6 +127,16 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             &["spec.model.artifact.path", "only with one"],
         ),
         (
+            "a cookie match longer than a route's header match can hold",
+            |v| {
+                v["spec"]["stages"] = json!([
+                    {"name": "ab", "weight": 0, "match": {"cookie": {"name": "arm", "value": "b".repeat(2000)}}},
+                    {"name": "full", "weight": 100}
+                ])
+            },
+            &["spec.stages[0].match.cookie.value", "1024"],
+        ),
+        (
             "a sequential gate's confidence of 0",
             |v| {
                 v["spec"]["analysis"]["gates"]["errorRate"] =

@@ -236,7 +236,9 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     // from the recorded status by the next reconcile, and no traffic can go ahead of its record.
     let rolling_back = status.phase.is_some_and(Phase::is_active)
         && matches!(new.phase, Some(Phase::RolledBack | Phase::Failed | Phase::Idle));
+    // An experiment's rule is traffic too: its route is written before a status says it runs.
     let moves_traffic = (status.canary_weight, status.mirror_percent) != (new.canary_weight, new.mirror_percent)
+        || status.match_ != new.match_
         || status.stable.as_ref().map(|s| &s.version) != new.stable.as_ref().map(|s| &s.version)
         || decision.actions.iter().any(|a| matches!(a, Action::ScaleDown { .. }));
     let decided = (Instant::now(), std::time::SystemTime::now());

@@ -223,3 +223,63 @@ async fn a_missing_route_is_named_in_a_condition_and_an_event_until_it_exists() 
         flipped.body["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "RouteReady").cloned();
     assert_eq!(route.map(|c| c["status"].clone()), Some(json!("True")), "{:#?}", flipped.body);
 }
+
+/// An experiment stage's rule is traffic: its route is written before any status says the stage
+/// runs, and a route write that fails (a pattern the route refuses) leaves no status claiming it.
+#[tokio::test]
+async fn an_experiment_rule_the_route_refuses_is_never_reported_running() {
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+    use modelrollout_contract::launch::Role as SidecarRole;
+    // Stable v1 idle; v2 applied, its pods Ready; the first stage an experiment (weight 0).
+    let mut s = spec("v1", SHA_V1);
+    s.stages = serde_json::from_value(json!([
+        {"name": "ab", "weight": 0, "match": {"header": {"name": "x-arm", "value": "b"}}, "minDuration": "1m"},
+        {"name": "full", "weight": 100, "minDuration": "1m"}
+    ]))
+    .unwrap();
+    let idle = core::decide(&s, &Default::default(), &Default::default(), Timestamp::now()).status;
+    s.model = model("v2", SHA_V2);
+    let mut mr = rollout("fraud", s);
+    mr.status = Some(idle);
+    mr.metadata.resource_version = Some("7".into());
+    mr.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let mut ready = workloads::deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1);
+    ready.metadata.generation = Some(1);
+    ready.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+        observed_generation: Some(1),
+        ready_replicas: Some(1),
+        updated_replicas: Some(1),
+        ..Default::default()
+    });
+    let (store, mut writer) = reflector::store::<Deployment>();
+    // Listed once, as the watch does at start (reconcile waits for that).
+    for event in [Event::Init, Event::InitApply(ready), Event::InitDone] {
+        writer.apply_watcher_event(&event);
+    }
+    let object = json_of(&mr);
+    let (client, server) = apiserver(move |method, path, body| match (method, path) {
+        ("GET", ROUTE) => (200, user_route(stable_only())),
+        ("PATCH", ROUTE) => (422, status_error(422, "Invalid")),
+        ("PATCH", p) if p == format!("{OBJECT}/status") => {
+            let mut o = object.clone();
+            o["status"] = body["status"].clone();
+            (200, o)
+        }
+        _ => (200, written(body)),
+    });
+    let mut ctx = Context::test(client);
+    ctx.deployments = vec![store];
+    let ctx = Arc::new(ctx);
+    let failed = reconcile(Arc::new(DeserializeGuard(Ok(mr))), ctx.clone()).await;
+    assert!(failed.is_err(), "the route write failed");
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert!(seen.iter().any(|s| s.method == "PATCH" && s.path.starts_with(ROUTE)), "the route was written: {seen:#?}");
+    let claims = seen
+        .iter()
+        .filter(|s| s.path.starts_with(&format!("{OBJECT}/status")))
+        .filter(|s| s.body["status"]["match"] != Value::Null || s.body["status"]["stageName"] == "ab")
+        .count();
+    assert_eq!(claims, 0, "a status claimed the experiment runs: {seen:#?}");
+}
