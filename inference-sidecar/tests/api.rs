@@ -933,3 +933,62 @@ async fn grpc_refuses_misplaced_or_missing_contents_and_bounds_what_it_echoes() 
     assert_eq!(e.code(), tonic::Code::NotFound, "{}", &e.message()[..e.message().len().min(200)]);
     assert!(e.message().len() < 400, "the message echoes {} bytes", e.message().len());
 }
+
+/// An FP32 NaN, which JSON cannot carry but binary tensor data and gRPC contents can, is refused
+/// as not finite (a contract violation naming the input), not as "expected a number".
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn a_nan_is_refused_as_not_finite_on_binary_rest_and_grpc() {
+    use inference_sidecar::server::grpc::pb::{
+        self, grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
+    };
+    let (state, _c) = fraud(&[]).await;
+    let base = serve(state.clone()).await;
+    let addr = common::serve_grpc(state).await;
+    // REST: the [1, 6] tensor as binary data, its first value NaN.
+    let values = [f32::NAN, 3.0, 0.8, 300.0, 20.0, 1.0];
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header = serde_json::to_vec(&json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32",
+        "parameters": {"binary_data_size": bytes.len()}}]}))
+    .unwrap();
+    let mut body = header.clone();
+    body.extend_from_slice(&bytes);
+    let resp = http()
+        .post(format!("{base}/v2/models/fraud/infer"))
+        .header("inference-header-content-length", header.len().to_string())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["reason"], "not_finite", "{v}");
+    // gRPC: the amount tensor's fp32 contents NaN.
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let features: [(&str, &str, f64); 6] = [
+        ("amount", "FP32", f64::NAN),
+        ("hour", "INT64", 3.0),
+        ("merchant_risk", "FP32", 0.8),
+        ("distance_km", "FP32", 300.0),
+        ("card_age_days", "INT64", 20.0),
+        ("foreign", "INT64", 1.0),
+    ];
+    let inputs = features
+        .iter()
+        .map(|(name, dt, x)| InferInputTensor {
+            name: name.to_string(),
+            datatype: dt.to_string(),
+            shape: vec![1],
+            contents: Some(if *dt == "INT64" {
+                pb::InferTensorContents { int64_contents: vec![*x as i64], ..Default::default() }
+            } else {
+                pb::InferTensorContents { fp32_contents: vec![*x as f32], ..Default::default() }
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let req = pb::ModelInferRequest { model_name: "fraud".into(), inputs, ..Default::default() };
+    let e = client.model_infer(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("NaN or infinite"), "{}", e.message());
+}

@@ -55,8 +55,8 @@ fn tensor_json(t: &InferInputTensor, raw: Option<&Vec<u8>>, i: usize) -> Result<
     let c = t.contents.clone().unwrap_or_default();
     check_contents(t, &c, i)?;
     Ok(match t.datatype.as_str() {
-        "FP32" => json!(c.fp32_contents),
-        "FP64" => json!(c.fp64_contents),
+        "FP32" => Value::Array(c.fp32_contents.iter().map(|x| oip::float(f64::from(*x))).collect()),
+        "FP64" => Value::Array(c.fp64_contents.iter().map(|x| oip::float(*x)).collect()),
         "INT64" => json!(c.int64_contents),
         "INT8" | "INT16" | "INT32" => json!(c.int_contents),
         "UINT64" => json!(c.uint64_contents),

@@ -265,6 +265,31 @@ pub(super) fn decode_raw(datatype: &str, mine: &[u8], field: &str) -> Result<Val
     }
 }
 
+/// A float as a JSON value. JSON has no NaN or infinity (serde_json would make them null, read
+/// later as "expected a number"): they become the strings `NaN`, `Infinity`, `-Infinity`, which
+/// the contract check refuses as not finite ([`non_finite`]).
+pub(super) fn float(x: f64) -> Value {
+    if x.is_finite() {
+        json!(x)
+    } else if x.is_nan() {
+        json!("NaN")
+    } else if x > 0.0 {
+        json!("Infinity")
+    } else {
+        json!("-Infinity")
+    }
+}
+
+/// A value [`float`] made of a NaN or an infinity, as that float.
+fn non_finite(v: &Value) -> Option<f64> {
+    match v.as_str()? {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
 /// Little-endian fixed-size elements as JSON values.
 fn fixed_size(datatype: &str, bytes: &[u8]) -> Result<Value, String> {
     let width = match datatype {
@@ -285,10 +310,10 @@ fn fixed_size(datatype: &str, bytes: &[u8]) -> Result<Value, String> {
             "UINT8" => json!(c[0]),
             "INT16" => json!(i16::from_le_bytes([c[0], c[1]])),
             "UINT16" => json!(u16::from_le_bytes([c[0], c[1]])),
-            "FP32" => json!(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            "FP32" => float(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
             "INT32" => json!(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
             "UINT32" => json!(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            "FP64" => json!(f64::from_le_bytes(b)),
+            "FP64" => float(f64::from_le_bytes(b)),
             "INT64" => json!(i64::from_le_bytes(b)),
             _ => json!(u64::from_le_bytes(b)),
         }
@@ -461,7 +486,7 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
                 }
                 for (k, v) in flat.iter().enumerate() {
                     let path = format!("inputs[0].data[{k}]");
-                    let Some(x) = v.as_f64() else {
+                    let Some(x) = v.as_f64().or_else(|| non_finite(v)) else {
                         return bad(path, Reason::WrongType, "expected a number".into());
                     };
                     values.push(state.validator.check_number(k % width, x, &path).map_err(Ok)?);
@@ -520,7 +545,7 @@ fn infer_rows(state: &AppState, req: &InferRequest) -> Result<Rows, Result<Viola
                 for (j, col) in columns.iter().enumerate() {
                     let path = format!("inputs.{}[{r}]", features[j].name);
                     let x = match col {
-                        Some(c) => match c[r].as_f64() {
+                        Some(c) => match c[r].as_f64().or_else(|| non_finite(c[r])) {
                             Some(x) => x,
                             None => return bad(path, Reason::WrongType, "expected a number".into()),
                         },
