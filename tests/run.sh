@@ -29,7 +29,8 @@ phase "Helm chart: lint and template (defaults and every option on)"
 "$BIN/helm" template modelrollout charts/modelrollout >/dev/null
 "$BIN/helm" template modelrollout charts/modelrollout --namespace modelrollout-system \
   --set replicas=2,metrics.serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true \
-  --set argocdHealthCheck.enabled=true --set 'watchNamespaces={team-a,team-b}' >/dev/null
+  --set argocdHealthCheck.enabled=true --set 'watchNamespaces={team-a,team-b}' \
+  --set 'outbound.allow={10.0.0.0/8,hooks.example.com}' >/dev/null
 # The alerts' PromQL, checked by Prometheus's own promtool (the PrometheusRule's spec is a rules file).
 RULES=$(mktemp --suffix .yaml)
 "$BIN/helm" template modelrollout charts/modelrollout --set prometheusRule.enabled=true \

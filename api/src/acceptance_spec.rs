@@ -73,6 +73,11 @@ pub struct GoldenSetCheck {
     "message": "uri must be an http(s) URL",
     "fieldPath": ".uri",
     "reason": "FieldValueInvalid"
+}, {
+    "rule": "!isURL(self.uri) || !isIP(url(self.uri).getHostname()) || !(ip(url(self.uri).getHostname()).isLinkLocalUnicast() || ip(url(self.uri).getHostname()).isUnspecified())",
+    "message": "the host is a link-local or unspecified address (the cloud metadata address among them): the controller does not call it",
+    "fieldPath": ".uri",
+    "reason": "FieldValueForbidden"
 }]))]
 pub struct GoldenSetArtifact {
     #[schemars(length(min = 1, max = 2048))]

@@ -111,6 +111,12 @@ impl Notifications {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!isURL(self.url) || !isIP(url(self.url).getHostname()) || !(ip(url(self.url).getHostname()).isLinkLocalUnicast() || ip(url(self.url).getHostname()).isUnspecified())",
+    "message": "the host is a link-local or unspecified address (the cloud metadata address among them): the controller does not call it",
+    "fieldPath": ".url",
+    "reason": "FieldValueForbidden"
+}]))]
 pub struct Webhook {
     #[schemars(regex(pattern = r"^https?://"), length(max = 2048))]
     pub url: String,

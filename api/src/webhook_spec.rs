@@ -16,6 +16,11 @@ use crate::*;
     "message": "url must be an http(s) URL",
     "fieldPath": ".url",
     "reason": "FieldValueInvalid"
+}, {
+    "rule": "!isURL(self.url) || !isIP(url(self.url).getHostname()) || !(ip(url(self.url).getHostname()).isLinkLocalUnicast() || ip(url(self.url).getHostname()).isUnspecified())",
+    "message": "the host is a link-local or unspecified address (the cloud metadata address among them): the controller does not call it",
+    "fieldPath": ".url",
+    "reason": "FieldValueForbidden"
 }]))]
 pub struct GatingWebhook {
     /// Names the hook in status and Events; unique in the spec.
@@ -76,3 +81,8 @@ impl WebhookKind {
         }
     }
 }
+
+/// The response header in which a gating webhook may give a short reason for its answer (at most
+/// 200 characters are kept). Only this is quoted into `status.webhooks[].message`, beside the
+/// status code: an answer's body never is (it could be anything the URL returns).
+pub const WEBHOOK_MESSAGE_HEADER: &str = "x-modelrollout-message";

@@ -16,6 +16,7 @@ use crate::api::{
     LoadMeasurement,
 };
 use crate::core::AcceptanceReport;
+use crate::outbound::Outbound;
 
 /// The largest golden set fetched (the whole file is held to be parsed).
 pub const GOLDEN_SET_MAX_BYTES: usize = 64 << 20;
@@ -54,13 +55,15 @@ pub struct GoldenSet {
 }
 
 /// Runs every check the spec asks for. Never panics; what could not run is an `Error` report.
+/// `http` reaches the rollout's own Services; `outbound` the golden set's URL, which the user named.
 pub async fn run(
     http: &reqwest::Client,
+    outbound: &Outbound,
     spec: &AcceptanceSpec,
     contract: &DataContract,
     to: &Targets,
 ) -> AcceptanceReport {
-    match measure(http, spec, contract, to).await {
+    match measure(http, outbound, spec, contract, to).await {
         Ok((golden_set, load)) => AcceptanceReport::Measured { golden_set, load },
         Err(e) => AcceptanceReport::Error(e),
     }
@@ -68,6 +71,7 @@ pub async fn run(
 
 async fn measure(
     http: &reqwest::Client,
+    outbound: &Outbound,
     spec: &AcceptanceSpec,
     contract: &DataContract,
     to: &Targets,
@@ -75,7 +79,7 @@ async fn measure(
     let mut rows = Vec::new();
     let golden = match &spec.golden_set {
         Some(check) => {
-            let set = fetch(http, &check.artifact).await?;
+            let set = fetch(outbound, &check.artifact).await?;
             routed(&to.candidate, &to.candidate_version, &to.model, &set.rows[0].features, to.routing_wait)
                 .await
                 .map_err(|e| format!("candidate: {e}"))?;
@@ -114,9 +118,10 @@ async fn measure(
 }
 
 /// Downloads a golden set, checks its digest, parses it.
-pub async fn fetch(http: &reqwest::Client, artifact: &GoldenSetArtifact) -> Result<GoldenSet, String> {
+pub async fn fetch(http: &Outbound, artifact: &GoldenSetArtifact) -> Result<GoldenSet, String> {
     let resp = http
-        .get(&artifact.uri)
+        .request(reqwest::Method::GET, &artifact.uri)
+        .map_err(|e| format!("golden set {e}"))?
         .timeout(Duration::from_secs(60))
         .send()
         .await

@@ -48,6 +48,12 @@ pub struct Args {
     /// Lease duration in seconds: how long a dead leader holds the others back.
     #[arg(long, env = "MODELROLLOUT_LEASE_SECONDS", default_value_t = 15)]
     pub lease_seconds: u64,
+    /// Where the controller may connect on a user's behalf (gating webhooks, notifications, golden
+    /// sets): CIDRs, addresses and host names, comma-separated. Empty (the default): anywhere but
+    /// loopback, link-local (the cloud metadata address among them) and unspecified addresses.
+    /// Checked after DNS resolution, before connecting; no redirect is followed.
+    #[arg(long, env = "MODELROLLOUT_OUTBOUND_ALLOW", value_delimiter = ',')]
+    pub outbound_allow: Vec<String>,
     /// This replica's identity in the lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -234,6 +240,13 @@ pub async fn run(args: Args) -> i32 {
             return 2;
         }
     };
+    let outbound = match crate::outbound::DestinationPolicy::parse(&args.outbound_allow) {
+        Ok(policy) => crate::outbound::Outbound::new(policy),
+        Err(e) => {
+            tracing::error!(error = %e, "bad destination policy");
+            return 2;
+        }
+    };
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health { metrics: metrics.clone(), ready: false.into() });
     match tokio::net::TcpListener::bind(args.metrics_addr).await {
@@ -261,6 +274,7 @@ pub async fn run(args: Args) -> i32 {
         prometheus_url: args.prometheus_url.clone(),
         deployments: deployment_readers,
         reapply_after: args.reapply_after,
+        outbound,
         ..Context::new(client.clone(), reporter)
     });
     if !args.leader_election {

@@ -4,7 +4,8 @@
 //! * The adapters, named by what they talk to: [`workloads`] (Deployments and Services),
 //!   [`routers`] (Gateway API, Istio, replica ratio), [`prometheus`] (the gates' queries),
 //!   [`acceptance_runner`] (a candidate's golden-set and load checks), [`webhook_calls`] (gating
-//!   webhooks), [`notify`] (notifications), [`route_watch`] (routes edited by others).
+//!   webhooks), [`notify`] (notifications), [`route_watch`] (routes edited by others); [`outbound`]
+//!   is the destination policy for whatever a ModelRollout names.
 //! * [`leader`] election, [`telemetry`] (metrics and health), [`cli`] (flags and start-up).
 //!
 //! The API types are `modelrollout-api`'s, re-exported as [`api`]; the decision core is
@@ -21,6 +22,7 @@ pub mod error;
 pub mod fixtures;
 pub mod leader;
 pub mod notify;
+pub mod outbound;
 pub mod prometheus;
 pub mod reconcile;
 pub mod route_watch;

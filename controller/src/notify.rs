@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::api::{NotificationEvent, Webhook};
+use crate::outbound::Outbound;
 
 pub fn message(namespace: &str, name: &str, event: NotificationEvent, text: &str) -> serde_json::Value {
     let event_name = match event {
@@ -24,13 +25,22 @@ pub fn message(namespace: &str, name: &str, event: NotificationEvent, text: &str
 }
 
 /// Sends to every webhook subscribed to `event`, each in its own task.
-pub fn send(http: &reqwest::Client, hooks: &[Webhook], event: NotificationEvent, body: serde_json::Value) {
+/// A destination the controller's policy refuses is not called.
+pub fn send(http: &Outbound, hooks: &[Webhook], event: NotificationEvent, body: serde_json::Value) {
     for hook in hooks.iter().filter(|h| h.events.is_empty() || h.events.contains(&event)) {
-        let (http, url, body) = (http.clone(), hook.url.clone(), body.clone());
+        let (url, body) = (hook.url.clone(), body.clone());
+        let request = match http.request(reqwest::Method::POST, &url) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "notification not sent");
+                continue;
+            }
+        };
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(500);
             for attempt in 1..=5 {
-                match http.post(&url).json(&body).timeout(Duration::from_secs(5)).send().await {
+                let request = request.try_clone().expect("a JSON body clones");
+                match request.json(&body).timeout(Duration::from_secs(5)).send().await {
                     Ok(r) if r.status().is_success() => return,
                     Ok(r) => tracing::warn!(%url, attempt, status = %r.status(), "webhook refused"),
                     Err(e) => tracing::warn!(%url, attempt, error = %e, "webhook failed"),

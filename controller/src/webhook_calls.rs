@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api::{GatingWebhook, ModelRolloutStatus, WebhookKind};
+use crate::api::{GatingWebhook, ModelRolloutStatus, WEBHOOK_MESSAGE_HEADER, WebhookKind};
 use crate::core::WebhookCall;
+use crate::outbound::Outbound;
 
-/// The longest an answer's body is quoted in status.
-const QUOTED_BODY: usize = 200;
+/// The longest a hook's own message ([`WEBHOOK_MESSAGE_HEADER`]) is quoted in status.
+const QUOTED_MESSAGE: usize = 200;
 
 /// What a webhook is told: the rollout, its stage and versions, the last analysis's gates and,
 /// for postRollout, how it ended. `metadata` is the hook's own from the spec.
@@ -48,21 +49,43 @@ pub fn payload(namespace: &str, name: &str, st: &ModelRolloutStatus, candidate: 
 }
 
 /// Calls `hook` with `body`: up to `1 + retries` attempts, each within the hook's timeout, 1 s
-/// apart and doubling. A connection error, a timeout or a 5xx is tried again; a 2xx or 4xx is the
-/// hook's answer.
-pub async fn call(http: &reqwest::Client, hook: &GatingWebhook, body: &Value) -> WebhookCall {
+/// apart and doubling. A connection error, a timeout or a 5xx is tried again; a 2xx, 3xx (no
+/// redirect is followed) or 4xx is the hook's answer. A destination the controller's policy
+/// refuses is not called at all.
+pub async fn call(http: &Outbound, hook: &GatingWebhook, body: &Value) -> WebhookCall {
     let timeout = hook.timeout.get();
     let mut delay = Duration::from_secs(1);
     let mut attempts = 0;
+    let request = match http.request(reqwest::Method::POST, &hook.url) {
+        Ok(r) => r,
+        Err(message) => {
+            tracing::warn!(hook = %hook.name, %message, "webhook not called");
+            return WebhookCall {
+                name: hook.name.clone(),
+                kind: hook.kind,
+                ok: false,
+                code: None,
+                message,
+                attempts: 1,
+            };
+        }
+    };
     loop {
         attempts += 1;
-        let (code, message, retry) = match http.post(&hook.url).json(body).timeout(timeout).send().await {
+        let attempt = request.try_clone().expect("a JSON body clones").json(body).timeout(timeout);
+        let (code, message, retry) = match attempt.send().await {
             Ok(r) => {
                 let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                let quoted: String = text.trim().chars().take(QUOTED_BODY).collect();
-                let message =
-                    if quoted.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {quoted}") };
+                let said = r
+                    .headers()
+                    .get(WEBHOOK_MESSAGE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.chars().filter(|c| !c.is_control()).take(QUOTED_MESSAGE).collect::<String>())
+                    .filter(|v| !v.trim().is_empty());
+                let message = match said {
+                    Some(said) => format!("HTTP {status}: {}", said.trim()),
+                    None => format!("HTTP {status}"),
+                };
                 (Some(status.as_u16()), message, status.is_server_error())
             }
             Err(e) if e.is_timeout() => (None, format!("no answer within {}", hook.timeout), true),

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use modelrollout::acceptance_runner::{self, Targets};
 use modelrollout::api::*;
 use modelrollout::core::AcceptanceReport;
+use modelrollout::outbound::{DestinationPolicy, Outbound};
 use serde_json::{Value, json};
 
 async fn serve(app: Router) -> String {
@@ -57,8 +58,17 @@ async fn webhook_answers_timeouts_and_retries() {
             "/refuse",
             post(|State(s): State<Arc<Hooks>>| async move {
                 s.refused_calls.fetch_add(1, Ordering::SeqCst);
-                (StatusCode::PRECONDITION_FAILED, "smoke tests failed: 3 of 40")
+                // The reason in the header a hook opts in with; the body is the hook's own business.
+                (
+                    StatusCode::PRECONDITION_FAILED,
+                    [(modelrollout::api::WEBHOOK_MESSAGE_HEADER, "smoke tests failed: 3 of 40")],
+                    "internal details: token=s3cr3t",
+                )
             }),
+        )
+        .route(
+            "/redirect",
+            post(|| async { (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, "/ok")], "") }),
         )
         .route(
             "/flaky",
@@ -79,7 +89,8 @@ async fn webhook_answers_timeouts_and_retries() {
         )
         .with_state(state.clone());
     let base = serve(app).await;
-    let http = reqwest::Client::new();
+    // The tests' servers are on loopback, which the default policy refuses: allowed here by name.
+    let http = Outbound::new(DestinationPolicy::parse(&["127.0.0.0/8".into()]).unwrap());
     let mut st = ModelRolloutStatus {
         phase: Some(Phase::Progressing),
         stage_name: Some("canary-5".into()),
@@ -119,12 +130,31 @@ async fn webhook_answers_timeouts_and_retries() {
     assert_eq!(got["gates"][0]["value"], 0.011);
     assert_eq!(got["metadata"]["suite"], "smoke");
 
-    // 4xx: the hook's answer, not retried; its body is quoted.
+    // 4xx: the hook's answer, not retried; the reason its header gives is quoted, its body never.
     let h = hook("smoke", WebhookKind::PreRollout, format!("{base}/refuse"), "2s", 3);
     let call = modelrollout::webhook_calls::call(&http, &h, &body).await;
     assert!(!call.ok && call.code == Some(412) && call.attempts == 1, "{call:?}");
-    assert!(call.message.contains("3 of 40"), "{}", call.message);
+    assert_eq!(call.message, "HTTP 412 Precondition Failed: smoke tests failed: 3 of 40");
+    assert!(!call.message.contains("s3cr3t"), "{}", call.message);
     assert_eq!(state.refused_calls.load(Ordering::SeqCst), 1);
+
+    // A redirect is not followed (reqwest's default would turn the POST into a GET to wherever
+    // it points): the 3xx is the answer, and /ok heard nothing more.
+    let before = state.bodies.lock().unwrap().len();
+    let h = hook("moved", WebhookKind::PreRollout, format!("{base}/redirect"), "2s", 1);
+    let call = modelrollout::webhook_calls::call(&http, &h, &body).await;
+    assert!(!call.ok && call.code == Some(307) && call.attempts == 1, "{call:?}");
+    assert_eq!(state.bodies.lock().unwrap().len(), before, "the redirect was followed");
+
+    // The cloud metadata address, and by default loopback: never called.
+    let default = Outbound::default();
+    for url in ["http://169.254.169.254/latest/meta-data/iam/", &format!("{base}/ok")] {
+        let h = hook("ssrf", WebhookKind::PreRollout, url.to_string(), "2s", 2);
+        let call = modelrollout::webhook_calls::call(&default, &h, &body).await;
+        assert!(!call.ok && call.code.is_none() && call.attempts == 1, "{url}: {call:?}");
+        assert!(call.message.contains("destination policy"), "{url}: {}", call.message);
+    }
+    assert_eq!(state.bodies.lock().unwrap().len(), before, "a refused destination was called");
 
     // 5xx twice, then 200: retried (1 s, then 2 s apart).
     let h = hook("warm", WebhookKind::ConfirmPromotion, format!("{base}/flaky"), "2s", 2);
@@ -204,6 +234,7 @@ async fn acceptance_scores_the_golden_set_through_the_service_and_loads_it() {
     };
     let contract: DataContract = serde_json::from_value(json!({"inputs": [{"name": "x", "type": "float"}]})).unwrap();
     let http = reqwest::Client::new();
+    let outbound = Outbound::new(DestinationPolicy::parse(&["127.0.0.0/8".into()]).unwrap());
     let spec = AcceptanceSpec {
         golden_set: Some(golden_check(&base, sha(&file))),
         load: Some(LoadCheck {
@@ -214,7 +245,7 @@ async fn acceptance_scores_the_golden_set_through_the_service_and_loads_it() {
         }),
         timeout: "1m".parse().unwrap(),
     };
-    let report = acceptance_runner::run(&http, &spec, &contract, &targets).await;
+    let report = acceptance_runner::run(&http, &outbound, &spec, &contract, &targets).await;
     let AcceptanceReport::Measured { golden_set: Some(g), load: Some(l) } = &report else { panic!("{report:?}") };
     assert_eq!((g.rows, g.candidate.rows), (7, 6));
     // Positives 0.9, 0.8, 0.3 against negatives 0.6, 0.2, 0.1: 8 of 9 pairs ordered right.
@@ -233,7 +264,7 @@ async fn acceptance_scores_the_golden_set_through_the_service_and_loads_it() {
 
     // A file that is not the one the spec names: the checks do not run.
     let wrong = AcceptanceSpec { golden_set: Some(golden_check(&base, "0".repeat(64))), load: None, ..spec.clone() };
-    match acceptance_runner::run(&http, &wrong, &contract, &targets).await {
+    match acceptance_runner::run(&http, &outbound, &wrong, &contract, &targets).await {
         AcceptanceReport::Error(e) => assert!(e.contains("sha256") && e.contains(&"0".repeat(64)), "{e}"),
         other => panic!("{other:?}"),
     }
@@ -241,7 +272,15 @@ async fn acceptance_scores_the_golden_set_through_the_service_and_loads_it() {
     // scored as this one.
     let other = model_server(file.clone(), Some("v1")).await;
     let misrouted = Targets { candidate: other, ..targets.clone() };
-    match acceptance_runner::run(&http, &AcceptanceSpec { load: None, ..spec.clone() }, &contract, &misrouted).await {
+    match acceptance_runner::run(
+        &http,
+        &outbound,
+        &AcceptanceSpec { load: None, ..spec.clone() },
+        &contract,
+        &misrouted,
+    )
+    .await
+    {
         AcceptanceReport::Error(e) => {
             assert!(e.contains("did not answer as version v2 within 2s (answered by version v1)"), "{e}")
         }
@@ -249,7 +288,9 @@ async fn acceptance_scores_the_golden_set_through_the_service_and_loads_it() {
     }
     // A candidate that does not answer: an error naming it, after the row's retries.
     let gone = Targets { candidate: "http://127.0.0.1:9".into(), ..targets.clone() };
-    match acceptance_runner::run(&http, &AcceptanceSpec { load: None, ..spec.clone() }, &contract, &gone).await {
+    match acceptance_runner::run(&http, &outbound, &AcceptanceSpec { load: None, ..spec.clone() }, &contract, &gone)
+        .await
+    {
         AcceptanceReport::Error(e) => assert!(e.starts_with("candidate: http://127.0.0.1:9 did not answer"), "{e}"),
         other => panic!("{other:?}"),
     }

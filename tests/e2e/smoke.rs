@@ -137,6 +137,19 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             &["spec.stages[0].match.cookie.value", "1024"],
         ),
         (
+            "a gating webhook at the cloud metadata address",
+            |v| {
+                v["spec"]["webhooks"] = json!([{"name": "steal", "type": "preRollout",
+                                               "url": "http://169.254.169.254/latest/meta-data/iam/"}])
+            },
+            &["spec.webhooks[0].url", "metadata address"],
+        ),
+        (
+            "a notification to a link-local address",
+            |v| v["spec"]["notifications"] = json!({"webhooks": [{"url": "http://169.254.10.1/hook"}]}),
+            &["spec.notifications.webhooks[0].url", "link-local"],
+        ),
+        (
             "a sequential gate's confidence of 0",
             |v| {
                 v["spec"]["analysis"]["gates"]["errorRate"] =

@@ -46,12 +46,13 @@ pub(super) fn ensure(mr: &ModelRollout, ctx: &Context, version: &str, sha256: &s
         // A client of the run's own: no connection pooled by an earlier candidate's checks (made
         // to that candidate's pod through the same Service address) is reused.
         let http = reqwest::Client::builder().build().unwrap_or_else(|_| ctx.http.clone());
+        let outbound = ctx.outbound.clone();
         let (contract, result) = (mr.spec.model.contract.clone(), Arc::new(OnceLock::new()));
         let out = result.clone();
         let (ns, name) = (mr.namespace().unwrap_or_default(), mr.name_any());
         tracing::info!(%ns, %name, version, "acceptance checks started");
         let task = tokio::spawn(async move {
-            let report = acceptance_runner::run(&http, &spec, &contract, &targets).await;
+            let report = acceptance_runner::run(&http, &outbound, &spec, &contract, &targets).await;
             tracing::info!(%ns, %name, ?report, "acceptance checks finished");
             let _ = out.set(report);
         });

@@ -244,7 +244,7 @@ pub(super) async fn announce(mr: &ModelRollout, ctx: &Context, action: &Action) 
         }
         Action::Notify { event, message } => {
             let body = notify::message(&mr.namespace().unwrap_or_default(), &mr.name_any(), *event, message);
-            notify::send(&ctx.http, &mr.spec.notifications.webhooks, *event, body);
+            notify::send(&ctx.outbound, &mr.spec.notifications.webhooks, *event, body);
         }
         _ => {}
     }

@@ -49,6 +49,9 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
+    /// For destinations a ModelRollout names (webhooks, notifications, golden sets): the admin's
+    /// destination policy, no redirects.
+    pub outbound: crate::outbound::Outbound,
     /// `--prometheus-url`, used when a spec names none.
     pub prometheus_url: Option<String>,
     /// The resourceVersion of our last status write per rollout.
@@ -83,6 +86,7 @@ impl Context {
             client,
             metrics: Default::default(),
             http: reqwest::Client::new(),
+            outbound: Default::default(),
             prometheus_url: None,
             last_writes: Default::default(),
             applied_traffic: Default::default(),

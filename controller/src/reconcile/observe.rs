@@ -131,7 +131,7 @@ async fn call_webhooks(
     let (ns, name) = (mr.namespace().unwrap_or_default(), mr.name_any());
     let calls = mr.spec.webhooks.iter().filter(|h| due.contains(&h.kind)).map(|hook| {
         let body = crate::webhook_calls::payload(&ns, &name, status, &mr.spec.model.version, hook);
-        async move { crate::webhook_calls::call(&ctx.http, hook, &body).await }
+        async move { crate::webhook_calls::call(&ctx.outbound, hook, &body).await }
     });
     futures::future::join_all(calls).await
 }

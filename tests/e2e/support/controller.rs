@@ -90,6 +90,8 @@ impl ControllerProc {
         let prometheus = cluster_env("MODELROLLOUT_PROMETHEUS_URL");
         let mut args = vec!["--namespaces", ns, "--prometheus-url", &prometheus, "--metrics-addr", &metrics_addr];
         args.extend(["--log-format", "text", "--leader-election-namespace", ns]);
+        // The tests' webhook receivers listen on loopback, which the default policy refuses.
+        args.push("--outbound-allow=127.0.0.0/8");
         args.extend(extra);
         Self::spawn(ns, kubeconfig, &args, metrics_port)
     }
