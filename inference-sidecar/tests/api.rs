@@ -992,3 +992,31 @@ async fn a_nan_is_refused_as_not_finite_on_binary_rest_and_grpc() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
     assert!(e.message().contains("NaN or infinite"), "{}", e.message());
 }
+
+/// A ModelInfer refused before it is decoded (here over the size limit) is counted under
+/// `route="grpc_infer"` as REST's 413s are under theirs, so the gates see bad gRPC traffic too.
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn a_grpc_call_refused_before_decoding_is_counted_under_its_route() {
+    use inference_sidecar::server::grpc::pb::{
+        self, grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
+    };
+    let (state, _c) = fraud(&["--max-payload-bytes", "2048"]).await;
+    let addr = common::serve_grpc(state.clone()).await;
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let big = InferInputTensor {
+        name: "amount".into(),
+        datatype: "FP32".into(),
+        shape: vec![1000],
+        contents: Some(pb::InferTensorContents { fp32_contents: vec![1.0; 1000], ..Default::default() }),
+        ..Default::default()
+    };
+    let req = pb::ModelInferRequest { model_name: "fraud".into(), inputs: vec![big], ..Default::default() };
+    let e = client.model_infer(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{}", e.message());
+    let text = state.metrics.encode();
+    let counted = text.lines().find(|l| {
+        l.starts_with("modelrollout_sidecar_requests_total{") && l.contains(r#"route="grpc_infer",code="413""#)
+    });
+    assert!(counted.is_some_and(|l| l.ends_with(" 1")), "{text}");
+}

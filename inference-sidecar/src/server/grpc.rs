@@ -25,10 +25,87 @@ pub struct Grpc {
     state: Arc<AppState>,
 }
 
-/// The tonic service to serve (see `run`).
-pub fn service(state: Arc<AppState>) -> GrpcInferenceServiceServer<Grpc> {
+/// The tonic service to serve (see `run`): the generated server, wrapped so that a ModelInfer
+/// refused before it is decoded (over the size limit, undecodable) is counted under
+/// `route="grpc_infer"` as REST's refusals are under theirs: the gates see bad gRPC traffic too.
+pub fn service(state: Arc<AppState>) -> Counted {
     let limit = state.max_payload_bytes;
-    GrpcInferenceServiceServer::new(Grpc { state }).max_decoding_message_size(limit)
+    Counted {
+        inner: GrpcInferenceServiceServer::new(Grpc { state: state.clone() }).max_decoding_message_size(limit),
+        state,
+    }
+}
+
+/// Set by [`Grpc::model_infer`] when it counted the call itself.
+#[derive(Clone, Default)]
+struct HandlerCounted(Arc<std::sync::atomic::AtomicBool>);
+
+/// The gRPC server, counting the ModelInfer calls its handler never saw.
+#[derive(Clone)]
+pub struct Counted {
+    inner: GrpcInferenceServiceServer<Grpc>,
+    state: Arc<AppState>,
+}
+
+impl tonic::server::NamedService for Counted {
+    const NAME: &'static str = <GrpcInferenceServiceServer<Grpc> as tonic::server::NamedService>::NAME;
+}
+
+/// The HTTP status a gRPC code stands for, as the handler counts (see [`status`]); a call tonic
+/// could not decode is a bad request.
+fn http_code(code: Code, message: &str) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument => 400,
+        Code::NotFound => 404,
+        Code::OutOfRange => 413,
+        Code::ResourceExhausted => 429,
+        Code::Unavailable => 503,
+        Code::Internal if message.contains("decode") => 400,
+        _ => 500,
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Counted
+where
+    GrpcInferenceServiceServer<Grpc>: tower::Service<
+            axum::http::Request<B>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    <GrpcInferenceServiceServer<Grpc> as tower::Service<axum::http::Request<B>>>::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = axum::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<axum::http::Request<B>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        let infer = req.uri().path().ends_with("/ModelInfer");
+        let counted = HandlerCounted::default();
+        req.extensions_mut().insert(counted.clone());
+        let (state, start) = (self.state.clone(), Instant::now());
+        let response = tower::Service::call(&mut self.inner, req);
+        Box::pin(async move {
+            let resp = response.await?;
+            if infer && !counted.0.load(std::sync::atomic::Ordering::SeqCst) {
+                // Refused before the handler: a trailers-only answer, its status in the headers.
+                let code = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(Code::Unknown, Code::from_i32);
+                let message = resp.headers().get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                state.count(metrics::Route::GrpcInfer.index(), http_code(code, message), start);
+            }
+            Ok(resp)
+        })
+    }
 }
 
 /// An API error as a gRPC status: 400 INVALID_ARGUMENT, 404 NOT_FOUND, 413 OUT_OF_RANGE, 429
@@ -262,6 +339,9 @@ impl GrpcInferenceService for Grpc {
         r: tonic::Request<ModelInferRequest>,
     ) -> Result<tonic::Response<ModelInferResponse>, Status> {
         let start = Instant::now();
+        if let Some(counted) = r.extensions().get::<HandlerCounted>() {
+            counted.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let result = self.infer(r.into_inner()).await;
         // Counted as REST's routes are: the code label is the HTTP status the error maps to.
         let code = match &result {
