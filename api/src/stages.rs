@@ -66,7 +66,7 @@ pub struct Stage {
     "rule": "!has(self.cookie) || size(self.cookie.value) <= 1024",
     "message": "a cookie's value is at most 1024 characters: the router matches it by an escaped pattern, which must fit a route's 4096-character header match",
     "fieldPath": ".cookie.value",
-    "reason": "FieldValueTooLong"
+    "reason": "FieldValueInvalid"
 }]))]
 pub struct TrafficMatch {
     /// Requests whose header `name` is exactly `value` (an opt-in group, an internal tester).
