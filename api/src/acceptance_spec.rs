@@ -74,7 +74,7 @@ pub struct GoldenSetCheck {
     "fieldPath": ".uri",
     "reason": "FieldValueInvalid"
 }, {
-    "rule": "!isURL(self.uri) || !isIP(url(self.uri).getHostname()) || !(ip(url(self.uri).getHostname()).isLinkLocalUnicast() || ip(url(self.uri).getHostname()).isUnspecified())",
+    "rule": "!self.uri.matches('^https?://([^/@]*@)?[[]?(169[.]254[.]|0[.]0[.]0[.]0|[fF][eE]80:)')",
     "message": "the host is a link-local or unspecified address (the cloud metadata address among them): the controller does not call it",
     "fieldPath": ".uri",
     "reason": "FieldValueForbidden"

@@ -112,7 +112,7 @@ impl Notifications {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "!isURL(self.url) || !isIP(url(self.url).getHostname()) || !(ip(url(self.url).getHostname()).isLinkLocalUnicast() || ip(url(self.url).getHostname()).isUnspecified())",
+    "rule": "!self.url.matches('^https?://([^/@]*@)?[[]?(169[.]254[.]|0[.]0[.]0[.]0|[fF][eE]80:)')",
     "message": "the host is a link-local or unspecified address (the cloud metadata address among them): the controller does not call it",
     "fieldPath": ".url",
     "reason": "FieldValueForbidden"

@@ -17,7 +17,7 @@ use crate::*;
     "fieldPath": ".url",
     "reason": "FieldValueInvalid"
 }, {
-    "rule": "!isURL(self.url) || !isIP(url(self.url).getHostname()) || !(ip(url(self.url).getHostname()).isLinkLocalUnicast() || ip(url(self.url).getHostname()).isUnspecified())",
+    "rule": "!self.url.matches('^https?://([^/@]*@)?[[]?(169[.]254[.]|0[.]0[.]0[.]0|[fF][eE]80:)')",
     "message": "the host is a link-local or unspecified address (the cloud metadata address among them): the controller does not call it",
     "fieldPath": ".url",
     "reason": "FieldValueForbidden"
