@@ -1,7 +1,7 @@
 //! The decision core: gating webhooks.
 
 use super::*;
-use crate::acceptance::*;
+use crate::acceptance_holds::*;
 
 fn with_hooks(hooks: Vec<GatingWebhook>) -> (ModelRolloutSpec, ModelRolloutStatus) {
     let mut v1 = spec("v1", SHA_V1);
