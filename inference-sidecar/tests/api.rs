@@ -821,9 +821,7 @@ async fn an_oversized_oip_request_is_refused_in_the_oip_error_shape() {
 #[tokio::test]
 #[ignore = "needs ONNX Runtime: bash tests/run.sh"]
 async fn shapes_that_do_not_fit_the_data_are_refused_naming_the_tensor() {
-    use inference_sidecar::server::grpc::pb::{
-        self, grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
-    };
+    use inference_sidecar::server::grpc::pb::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
     let (state, _c) = fraud(&[]).await;
     let addr = common::serve_grpc(state.clone()).await;
     let mut client = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await.unwrap();
@@ -854,21 +852,7 @@ async fn shapes_that_do_not_fit_the_data_are_refused_naming_the_tensor() {
         let (status, v, _) = post(&state, "/v2/models/fraud/infer", json!({"inputs": rest})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {v}");
         assert!(v["error"].as_str().unwrap().starts_with("inputs[1].shape"), "{what}: {v}");
-        let grpc: Vec<InferInputTensor> = features
-            .iter()
-            .enumerate()
-            .map(|(k, (name, dt, x))| InferInputTensor {
-                name: name.to_string(),
-                datatype: dt.to_string(),
-                shape: if k == 1 { shape.clone() } else { vec![1] },
-                contents: Some(if *dt == "INT64" {
-                    pb::InferTensorContents { int64_contents: vec![*x as i64], ..Default::default() }
-                } else {
-                    pb::InferTensorContents { fp32_contents: vec![*x as f32], ..Default::default() }
-                }),
-                ..Default::default()
-            })
-            .collect();
+        let grpc = typed_inputs([120.5, 3.0, 0.8, 300.0, 20.0, 1.0], |k| if k == 1 { shape.clone() } else { vec![1] });
         let req = pb::ModelInferRequest { model_name: "fraud".into(), inputs: grpc, ..Default::default() };
         let e = client.model_infer(req).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{what}: {}", e.message());
@@ -939,9 +923,7 @@ async fn grpc_refuses_misplaced_or_missing_contents_and_bounds_what_it_echoes() 
 #[tokio::test]
 #[ignore = "needs ONNX Runtime: bash tests/run.sh"]
 async fn a_nan_is_refused_as_not_finite_on_binary_rest_and_grpc() {
-    use inference_sidecar::server::grpc::pb::{
-        self, grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor,
-    };
+    use inference_sidecar::server::grpc::pb::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
     let (state, _c) = fraud(&[]).await;
     let base = serve(state.clone()).await;
     let addr = common::serve_grpc(state).await;
@@ -965,28 +947,7 @@ async fn a_nan_is_refused_as_not_finite_on_binary_rest_and_grpc() {
     assert_eq!(v["reason"], "not_finite", "{v}");
     // gRPC: the amount tensor's fp32 contents NaN.
     let mut client = GrpcInferenceServiceClient::connect(format!("http://{addr}")).await.unwrap();
-    let features: [(&str, &str, f64); 6] = [
-        ("amount", "FP32", f64::NAN),
-        ("hour", "INT64", 3.0),
-        ("merchant_risk", "FP32", 0.8),
-        ("distance_km", "FP32", 300.0),
-        ("card_age_days", "INT64", 20.0),
-        ("foreign", "INT64", 1.0),
-    ];
-    let inputs = features
-        .iter()
-        .map(|(name, dt, x)| InferInputTensor {
-            name: name.to_string(),
-            datatype: dt.to_string(),
-            shape: vec![1],
-            contents: Some(if *dt == "INT64" {
-                pb::InferTensorContents { int64_contents: vec![*x as i64], ..Default::default() }
-            } else {
-                pb::InferTensorContents { fp32_contents: vec![*x as f32], ..Default::default() }
-            }),
-            ..Default::default()
-        })
-        .collect();
+    let inputs = typed_inputs([f64::NAN, 3.0, 0.8, 300.0, 20.0, 1.0], |_| vec![1]);
     let req = pb::ModelInferRequest { model_name: "fraud".into(), inputs, ..Default::default() };
     let e = client.model_infer(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
@@ -1019,4 +980,33 @@ async fn a_grpc_call_refused_before_decoding_is_counted_under_its_route() {
         l.starts_with("modelrollout_sidecar_requests_total{") && l.contains(r#"route="grpc_infer",code="413""#)
     });
     assert!(counted.is_some_and(|l| l.ends_with(" 1")), "{text}");
+}
+
+/// The fraud model's six inputs as typed gRPC tensors (INT64 contents for the int features, FP32
+/// for the others), each of the shape `shape(k)` for input `k`, carrying `values`.
+fn typed_inputs(
+    values: [f64; 6],
+    shape: impl Fn(usize) -> Vec<i64>,
+) -> Vec<inference_sidecar::server::grpc::pb::model_infer_request::InferInputTensor> {
+    use inference_sidecar::server::grpc::pb::{InferTensorContents, model_infer_request::InferInputTensor};
+    let names = ["amount", "hour", "merchant_risk", "distance_km", "card_age_days", "foreign"];
+    names
+        .iter()
+        .zip(values)
+        .enumerate()
+        .map(|(k, (name, x))| {
+            let int = matches!(*name, "hour" | "card_age_days" | "foreign");
+            InferInputTensor {
+                name: name.to_string(),
+                datatype: if int { "INT64" } else { "FP32" }.into(),
+                shape: shape(k),
+                contents: Some(if int {
+                    InferTensorContents { int64_contents: vec![x as i64], ..Default::default() }
+                } else {
+                    InferTensorContents { fp32_contents: vec![x as f32], ..Default::default() }
+                }),
+                ..Default::default()
+            }
+        })
+        .collect()
 }
