@@ -16,7 +16,10 @@ use serde_json::json;
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn the_chart_s_controller_promotes_fraud_v2_served_from_an_image_volume() {
-    let env = Env::on_node_with_load("node-good", 60, from_store("fraud-v1.onnx")).await;
+    // 200 req/s: at 5% a 5 s window holds ~50 candidate requests and ~13 positives, above every
+    // gate's minSamples (at 60 the 5% stage passed only while its window still covered the
+    // shadow stage's mirrored traffic).
+    let env = Env::on_node_with_load("node-good", 200, from_store("fraud-v1.onnx")).await;
     println!("NODE {}", node_line().lines().collect::<Vec<_>>().join(" | "));
     // v1 came from the model store over HTTP (CoreDNS name, Service, another pod), checked by sha256.
     let v1 = running_pods(&env.ns.name, "modelrollout.dev/version=v1").await;
