@@ -43,6 +43,10 @@ pub fn send(http: &Outbound, hooks: &[Webhook], event: NotificationEvent, body: 
                 match request.json(&body).timeout(Duration::from_secs(5)).send().await {
                     Ok(r) if r.status().is_success() => return,
                     Ok(r) => tracing::warn!(%url, attempt, status = %r.status(), "webhook refused"),
+                    Err(e) if crate::outbound::is_refused(&e) => {
+                        tracing::warn!(%url, error = %e, "notification not sent");
+                        return;
+                    }
                     Err(e) => tracing::warn!(%url, attempt, error = %e, "webhook failed"),
                 }
                 tokio::time::sleep(delay).await;

@@ -106,8 +106,23 @@ impl DestinationPolicy {
     }
 }
 
+const REFUSED: &str = "refused by the controller's destination policy (--outbound-allow)";
+
 fn refused(what: &str) -> String {
-    format!("{what}: refused by the controller's destination policy (--outbound-allow)")
+    format!("{what}: {REFUSED}")
+}
+
+/// Whether a request failed because the policy refused where its name resolved to: trying again
+/// resolves to the same place, so callers do not retry it.
+pub fn is_refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if err.to_string().contains(REFUSED) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Resolves host names, keeping only the addresses the policy allows: the check happens after
@@ -206,6 +221,7 @@ mod tests {
         let out = Outbound::default();
         let err = out.request(reqwest::Method::POST, "http://localhost:9/hook").unwrap().send().await.unwrap_err();
         assert!(format!("{err:?}").contains("destination policy"), "{err:?}");
+        assert!(is_refused(&err), "{err:?}");
     }
 
     /// No redirect is followed: the 3xx is the answer.

@@ -89,7 +89,8 @@ pub async fn call(http: &Outbound, hook: &GatingWebhook, body: &Value) -> Webhoo
                 (Some(status.as_u16()), message, status.is_server_error())
             }
             Err(e) if e.is_timeout() => (None, format!("no answer within {}", hook.timeout), true),
-            Err(e) => (None, format!("{e}"), true),
+            // A name the policy refused resolves there again: no retry.
+            Err(e) => (None, format!("{e}"), !crate::outbound::is_refused(&e)),
         };
         let ok = code.is_some_and(|c| (200..300).contains(&c));
         if ok || !retry || attempts > hook.retries {
