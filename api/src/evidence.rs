@@ -1,7 +1,7 @@
 //! The evidence a rollout's status carries: analyses and their gates, acceptance results, webhook
 //! answers, an experiment's reward.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -145,7 +145,8 @@ pub struct LoadMeasurement {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRun {
-    pub time: Time,
+    /// When it was taken, to the microsecond: the next analysis's window starts here.
+    pub time: MicroTime,
     pub stage_index: u32,
     pub verdict: Verdict,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -17,6 +17,10 @@ pub struct RollbackPolicy {
     /// What `inconclusiveLimit` consecutive inconclusive analyses do. Never promote.
     #[serde(default)]
     pub on_inconclusive: InconclusivePolicy,
+    /// What failing analyses (or a rollback webhook's 2xx) do while `spec.paused` holds the
+    /// stage: analysis goes on while paused, and by default a failure rolls back as usual.
+    #[serde(default)]
+    pub on_failure_while_paused: PausedFailurePolicy,
 }
 
 impl Default for RollbackPolicy {
@@ -25,6 +29,7 @@ impl Default for RollbackPolicy {
             scale_down_delay: default_scale_down_delay(),
             previous_stable_scale_down_delay: default_previous_stable_delay(),
             on_inconclusive: InconclusivePolicy::Pause,
+            on_failure_while_paused: PausedFailurePolicy::Rollback,
         }
     }
 }
@@ -43,6 +48,17 @@ pub enum InconclusivePolicy {
     Pause,
     /// Roll back to stable.
     Rollback,
+}
+
+/// What a failure does while `spec.paused` holds a stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PausedFailurePolicy {
+    /// Roll back to stable, as when not paused: a paused bad candidate does not keep its traffic.
+    #[default]
+    Rollback,
+    /// Keep the stage's traffic while paused and say that the rollout would roll back; on resume,
+    /// the next analysis decides (a failing one rolls back at once, the streak being past its limit).
+    Hold,
 }
 
 /// One-shot requests, written into the spec so they are declarative and survive GitOps.

@@ -85,7 +85,7 @@ use crate::*;
     {
         "rule": "(!has(self.analysis) || !has(self.analysis.reward) || !has(self.analysis.interval) || duration(self.analysis.interval) >= duration('5s')) || (oldSelf.hasValue() && !(!has(oldSelf.value().analysis) || !has(oldSelf.value().analysis.reward) || !has(oldSelf.value().analysis.interval) || duration(oldSelf.value().analysis.interval) >= duration('5s')))",
         "optionalOldSelf": true,
-        "message": "with analysis.reward the interval is at least 5s: each analysis adds its window (the interval, at least 5s) to the reward's evidence, and windows must not overlap",
+        "message": "with analysis.reward the interval is at least 5s: the reward sums its analyses' windows, each at least half an interval, and a window of a few Prometheus scrapes reads little or nothing",
         "fieldPath": ".analysis.interval",
         "reason": "FieldValueInvalid"
     },

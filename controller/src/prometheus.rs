@@ -39,9 +39,11 @@ pub fn quote(value: &str) -> String {
     out
 }
 
-/// A Prometheus range duration (`30s`) from a window.
+/// A Prometheus range duration from a window, to the millisecond (`30s`, `2750ms`): consecutive
+/// analyses measure adjoining windows, and rounding would make them overlap or leave gaps.
 pub fn range(window: Duration) -> String {
-    format!("{}s", window.as_secs().max(1))
+    let ms = window.as_millis().max(1);
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 impl Selector {
@@ -201,6 +203,14 @@ async fn observe_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_keep_the_window_to_the_millisecond() {
+        assert_eq!(range(Duration::from_secs(30)), "30s");
+        assert_eq!(range(Duration::from_millis(2750)), "2750ms");
+        assert_eq!(range(Duration::from_micros(7_000_900)), "7s", "below a millisecond is dropped");
+        assert_eq!(range(Duration::ZERO), "1ms", "never an empty range");
+    }
 
     fn sel() -> Selector {
         Selector {

@@ -100,7 +100,7 @@ async fn webhook_answers_timeouts_and_retries() {
         ..Default::default()
     };
     st.last_analysis = Some(AnalysisRun {
-        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::UNIX_EPOCH),
         stage_index: 1,
         verdict: Verdict::Pass,
         gates: vec![GateResult {

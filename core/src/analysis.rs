@@ -97,17 +97,21 @@ impl Ctx<'_> {
         };
         self.judge_experiment_reward(measurements);
         self.st.last_analysis = Some(AnalysisRun {
-            time: Time(self.now),
+            time: MicroTime(self.now),
             stage_index: self.st.stage_index.unwrap_or(0),
             verdict,
             gates: gates.clone(),
         });
 
+        let paused = spec.paused;
         if self.st.consecutive_failures >= spec.analysis.failure_limit {
             let msg =
                 format!("{} consecutive failing analyses: {}", self.st.consecutive_failures, summary(&[Verdict::Fail]));
-            self.roll_back(Phase::RolledBack, reasons::GATES_FAILED, Outcome::RolledBack, msg);
-            return true;
+            return self.fail_judged(
+                reasons::GATES_FAILED,
+                msg,
+                self.st.consecutive_failures == spec.analysis.failure_limit,
+            );
         }
         if self.st.consecutive_inconclusive >= spec.analysis.inconclusive_limit {
             let msg = format!(
@@ -117,9 +121,12 @@ impl Ctx<'_> {
             );
             match spec.rollback.on_inconclusive {
                 InconclusivePolicy::Rollback => {
-                    self.roll_back(Phase::RolledBack, reasons::INCONCLUSIVE_ANALYSIS, Outcome::RolledBack, msg);
-                    return true;
+                    let first = self.st.consecutive_inconclusive == spec.analysis.inconclusive_limit;
+                    return self.fail_judged(reasons::INCONCLUSIVE_ANALYSIS, msg, first);
                 }
+                // While paused by spec the spec's hold stands (the streak is kept); the
+                // inconclusive hold is taken when it resumes, if data is still missing.
+                InconclusivePolicy::Pause if paused => self.paused_message(&msg),
                 InconclusivePolicy::Pause => {
                     if self.st.hold != Some(Hold::Inconclusive) {
                         self.pause(Hold::Inconclusive, reasons::INCONCLUSIVE_ANALYSIS, msg);
@@ -128,20 +135,50 @@ impl Ctx<'_> {
             }
         } else if verdict == Verdict::Pass && self.st.hold == Some(Hold::Inconclusive) {
             self.set_phase(Phase::Progressing, reasons::RESUMED, "analysis conclusive again; resumed".into());
-        } else if self.st.hold.is_none() {
+        } else if self.st.hold.is_none() || paused {
             let msg = match (verdict, gates.is_empty()) {
                 (Verdict::Pass, true) => "no gates: passed on time alone (analysis.promoteWithoutGates)".to_string(),
                 (_, true) => "no gates: no evidence to promote on (set a gate, or analysis.promoteWithoutGates)".into(),
                 _ => format!("analysis {}", verdict.as_str()),
             };
-            self.st.reason = Some(reasons::ANALYSING.into());
-            self.st.message = Some(match verdict {
+            let msg = match verdict {
                 _ if gates.is_empty() => msg,
                 Verdict::Pass => msg,
                 Verdict::Fail => format!("{msg}: {}", summary(&[Verdict::Fail])),
                 _ => format!("{msg}: {}", summary(&[Verdict::Inconclusive, Verdict::Error])),
-            });
+            };
+            if paused {
+                self.paused_message(&msg);
+            } else {
+                self.st.reason = Some(reasons::ANALYSING.into());
+                self.st.message = Some(msg);
+            }
         }
         false
+    }
+
+    /// Analysis (or a rollback webhook) says roll back: it does, unless `spec.paused` holds the
+    /// stage and the spec says a paused rollout holds (`rollback.onFailureWhilePaused: Hold`);
+    /// then status says so, and a Warning Event does once (`first`). Returns true when it ended
+    /// the rollout.
+    pub(super) fn fail_judged(&mut self, reason: &'static str, msg: String, first: bool) -> bool {
+        if self.spec.paused && self.spec.rollback.on_failure_while_paused == PausedFailurePolicy::Hold {
+            let msg = format!("{msg}; held by rollback.onFailureWhilePaused: Hold (resume to roll back)");
+            self.paused_message(&msg);
+            if first {
+                self.event(EventType::Warning, reason, format!("would roll back: {msg}"));
+            }
+            return false;
+        }
+        self.roll_back(Phase::RolledBack, reason, Outcome::RolledBack, msg);
+        true
+    }
+
+    /// The message of a rollout paused by spec, with what its latest analysis found. (The hold
+    /// itself is the paused step's, after this one.)
+    fn paused_message(&mut self, what: &str) {
+        if self.st.hold == Some(Hold::Spec) {
+            self.st.message = Some(format!("paused by spec.paused; {what}"));
+        }
     }
 }

@@ -87,14 +87,9 @@ fn situation(i: usize) -> (ModelRolloutSpec, ModelRolloutStatus, Observations, T
             reasons::PRE_ROLLOUT_WEBHOOK_PASSED
         }
         "promote" => {
-            s.paused = true;
             promote_requested(&mut s);
-            reasons::MANUALLY_PROMOTED
-        }
-        "paused" => {
-            s.paused = true;
             o.webhooks = vec![answered("undo", WebhookKind::Rollback, 200)];
-            reasons::PAUSED_BY_SPEC
+            reasons::MANUALLY_PROMOTED
         }
         "rollback webhook" => {
             o.webhooks = vec![answered("undo", WebhookKind::Rollback, 200)];
@@ -102,9 +97,14 @@ fn situation(i: usize) -> (ModelRolloutSpec, ModelRolloutStatus, Observations, T
             reasons::ROLLBACK_WEBHOOK
         }
         "analysis" => {
-            now = experiment_overdue(&mut s, &mut st);
+            s.paused = true;
             o.analysis = Some(failing(&mut st));
             reasons::GATES_FAILED
+        }
+        "paused" => {
+            s.paused = true;
+            now = experiment_overdue(&mut s, &mut st);
+            reasons::PAUSED_BY_SPEC
         }
         "experiment" => {
             now = experiment_overdue(&mut s, &mut st);
@@ -114,7 +114,7 @@ fn situation(i: usize) -> (ModelRolloutSpec, ModelRolloutStatus, Observations, T
         "inconclusive hold" => {
             held_inconclusive(&mut st);
             st.last_analysis =
-                Some(AnalysisRun { time: Time(at(20)), stage_index: 0, verdict: Verdict::Pass, gates: vec![] });
+                Some(AnalysisRun { time: MicroTime(at(20)), stage_index: 0, verdict: Verdict::Pass, gates: vec![] });
             now = at(30);
             reasons::INCONCLUSIVE_ANALYSIS
         }

@@ -18,8 +18,9 @@ pub(super) type Step = fn(&mut Ctx<'_>, &Observations) -> Flow;
 /// The steps of an active rollout, in order. The order is the rules: an abort beats anything
 /// else; a candidate that cannot start fails before waiting on it; no check runs on pods that are
 /// not Ready; acceptance, then the preRollout webhooks, hold traffic before the first stage; an
-/// on-call promote beats a pause; a rollback webhook beats the gates; a failing analysis beats an
-/// experiment's result; nothing advances while held.
+/// on-call promote beats a pause; a rollback webhook beats the gates; analysis goes on while paused
+/// (a failure rolls back, unless the spec says a paused rollout holds); a failing analysis beats
+/// an experiment's result; nothing advances while held.
 pub(super) const STEPS: [(&str, Step); 13] = [
     ("abort", abort),
     ("trouble", trouble),
@@ -28,9 +29,9 @@ pub(super) const STEPS: [(&str, Step); 13] = [
     ("preRollout", webhooks::pre_rollout),
     ("first traffic", first_traffic),
     ("promote", promote),
-    ("paused", paused),
     ("rollback webhook", webhooks::rollback_webhook),
     ("analysis", analysis::analysis),
+    ("paused", paused),
     ("experiment", experiment::experiment),
     ("inconclusive hold", inconclusive_hold),
     ("advance", advance),
@@ -146,7 +147,8 @@ fn promote(ctx: &mut Ctx<'_>, _: &Observations) -> Flow {
     Flow::Stop
 }
 
-/// `spec.paused` holds the stage's traffic; clearing it resumes.
+/// `spec.paused` holds the stage's traffic (after this reconcile's analysis was judged: a paused
+/// rollout goes on analysing); clearing it resumes.
 fn paused(ctx: &mut Ctx<'_>, _: &Observations) -> Flow {
     if ctx.spec.paused {
         ctx.apply_stage_traffic();

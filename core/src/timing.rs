@@ -43,10 +43,6 @@ impl Timings {
     }
 }
 
-pub(super) fn ts(t: &Time) -> Timestamp {
-    t.0
-}
-
 /// `now - since`, zero when the clock went backwards.
 pub(super) fn elapsed(since: Timestamp, now: Timestamp) -> SignedDuration {
     let d = now.duration_since(since);
@@ -59,18 +55,15 @@ pub(super) fn until(at: Timestamp, now: Timestamp) -> Duration {
 }
 
 /// When the next analysis of the current stage is due, if the rollout is in a phase that analyses.
+/// A rollout paused by `spec.paused` goes on analysing: its weights are held, not its judgement.
 ///
 /// A stage's analyses fall on a grid: the stage start, plus the rollout's [`AnalysisSlot`], plus
-/// every interval. The next one is the first grid point at least a second after the last analysis,
-/// because status keeps times to the second: the analysis just taken must not come due again, and
-/// a late analysis is not made up for by a burst.
+/// every interval. The next one is the first grid point at least half an interval after the last
+/// analysis: a late analysis is followed by the next beat, not by a burst, and each analysis
+/// measures the window since the one before ([`analysis_window`]), so no two windows overlap.
 pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, slot: AnalysisSlot) -> Option<Timestamp> {
     let phase = status.phase?;
-    if !phase.is_active()
-        || spec.paused
-        || status.candidate_unready_since.is_some()
-        || awaiting_acceptance(spec, status)
-    {
+    if !phase.is_active() || status.candidate_unready_since.is_some() || awaiting_acceptance(spec, status) {
         return None;
     }
     let interval = signed(&spec.analysis.interval);
@@ -79,17 +72,47 @@ pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, sl
     }
     let stage_start = status.stage_start_time.as_ref()?.0;
     let first = whole_second(stage_start).checked_add(slot.delay(interval)).ok()?.checked_add(interval).ok()?;
-    let last = match &status.last_analysis {
-        Some(run) if Some(run.stage_index) == status.stage_index && ts(&run.time) >= stage_start => ts(&run.time),
-        _ => return Some(first),
-    };
-    let after = whole_second(last).checked_add(SignedDuration::from_secs(1)).ok()?;
+    let Some(last) = last_analysis_in_stage(status) else { return Some(first) };
+    let after = last.checked_add(min_gap(interval)).ok()?;
     if after <= first {
         return Some(first);
     }
     let behind = u128::try_from(after.duration_since(first).as_nanos()).ok()?;
     let steps = behind.div_ceil(u128::try_from(interval.as_nanos()).ok()?);
     first.checked_add(interval.checked_mul(i32::try_from(steps).ok()?)?).ok()
+}
+
+/// The shortest time between two analyses of a stage: half an interval.
+fn min_gap(interval: SignedDuration) -> SignedDuration {
+    (interval / 2).max(SignedDuration::from_millis(1))
+}
+
+/// When the last analysis of the current stage was taken, if one was.
+fn last_analysis_in_stage(status: &ModelRolloutStatus) -> Option<Timestamp> {
+    let stage_start = status.stage_start_time.as_ref()?.0;
+    status
+        .last_analysis
+        .as_ref()
+        .filter(|run| Some(run.stage_index) == status.stage_index && run.time.0 >= stage_start)
+        .map(|run| run.time.0)
+}
+
+/// The longest window one analysis measures: after a gap (the controller was down), the most
+/// recent two intervals, not everything since.
+pub const MAX_WINDOWS_PER_ANALYSIS: i32 = 2;
+
+/// The window an analysis taken `now` measures, ending now: everything since the stage's last
+/// analysis (half an interval to two intervals, see [`next_analysis_at`]), so that consecutive
+/// windows do not overlap and no request is judged twice (a sequential judge sums its windows);
+/// for the stage's first analysis, one interval, within the stage.
+pub fn analysis_window(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, now: Timestamp) -> Duration {
+    let interval = signed(&spec.analysis.interval);
+    let since = |t: Timestamp| elapsed(t, now);
+    let window = match last_analysis_in_stage(status) {
+        Some(last) => since(last).min(interval.checked_mul(MAX_WINDOWS_PER_ANALYSIS).unwrap_or(SignedDuration::MAX)),
+        None => status.stage_start_time.as_ref().map_or(interval, |t| since(t.0).min(interval)),
+    };
+    window.unsigned_abs()
 }
 
 /// `t` without its fraction of a second, as status stores it.

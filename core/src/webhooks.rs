@@ -174,6 +174,5 @@ pub(super) fn rollback_webhook(ctx: &mut Ctx<'_>, obs: &Observations) -> Flow {
     else {
         return Flow::Continue;
     };
-    ctx.roll_back(Phase::RolledBack, reasons::ROLLBACK_WEBHOOK, Outcome::RolledBack, msg);
-    Flow::Stop
+    if ctx.fail_judged(reasons::ROLLBACK_WEBHOOK, msg, true) { Flow::Stop } else { Flow::Continue }
 }

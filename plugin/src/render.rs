@@ -241,7 +241,7 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
             out,
             "\nLast analysis: {} ({} ago, stage {stage}; failures in a row {}/{}, inconclusive {}/{})",
             style.verdict(run.verdict),
-            age(&run.time, now),
+            age(&Time(run.time.0), now),
             st.consecutive_failures,
             spec.analysis.failure_limit,
             st.consecutive_inconclusive,

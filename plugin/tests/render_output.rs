@@ -55,7 +55,7 @@ fn progressing_at_5_percent() -> ModelRolloutStatus {
         stable_version: Some("v1".into()),
         candidate_version: Some("v2".into()),
         last_analysis: Some(AnalysisRun {
-            time: ago(12),
+            time: MicroTime(ago(12).0),
             stage_index: 1,
             verdict: Verdict::Inconclusive,
             gates: vec![

@@ -70,8 +70,7 @@ pub(super) async fn observe(
             status.stage_index.and_then(|i| mr.spec.stages.get(i as usize)).is_some_and(|s| s.match_.is_some());
         let reward = core::reward_def(&mr.spec).filter(|_| experiment);
         let timings = core::Timings::of(&mr.spec).ok();
-        let window =
-            timings.as_ref().map_or(Duration::from_secs(60), |t| t.interval.unsigned_abs()).max(Duration::from_secs(5));
+        let window = core::analysis_window(&mr.spec, status, now);
         let timeout = timings.as_ref().map_or(Duration::from_secs(5), |t| t.query_timeout.unsigned_abs());
         let role = candidate_role(status);
         analysis = Some(match prometheus(ctx, mr) {

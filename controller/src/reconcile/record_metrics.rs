@@ -38,10 +38,8 @@ pub(super) fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRollou
         }
     }
     if let Some(run) = &new.last_analysis {
-        let gauge = m.last_analysis.get_or_create(&rl);
-        if let Some(t) = analysis_time_to_export(gauge.get(), run.time.0) {
-            gauge.set(t);
-        }
+        // Status keeps the analysis time to the microsecond: exported as taken.
+        m.last_analysis.get_or_create(&rl).set(run.time.0.as_millisecond() as f64 / 1e3);
         for g in &run.gates {
             for (version, value) in GATE_SERIES.into_iter().zip([g.value, g.stable_value, g.bound]) {
                 if let Some(v) = value {
@@ -49,31 +47,5 @@ pub(super) fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRollou
                 }
             }
         }
-    }
-}
-
-/// The last-analysis time to export, if it changes the gauge. The analysis itself knows its time
-/// to the millisecond, but status keeps whole seconds: a later reconcile that reads it back must not
-/// move the gauge to the truncated second (that made gaps between analyses look up to a second
-/// longer, and back).
-fn analysis_time_to_export(exported: f64, analysed: Timestamp) -> Option<f64> {
-    let t = analysed.as_millisecond() as f64 / 1e3;
-    (exported.floor() != t.floor()).then_some(t)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn the_exported_analysis_time_keeps_its_fraction_when_status_reads_back_in_whole_seconds() {
-        let analysed: Timestamp = "2026-11-26T10:00:07.850Z".parse().unwrap();
-        let read_back: Timestamp = "2026-11-26T10:00:07Z".parse().unwrap();
-        let exported = analysis_time_to_export(0.0, analysed).expect("a first analysis is exported");
-        assert_eq!(exported, analysed.as_millisecond() as f64 / 1e3);
-        assert_eq!(analysis_time_to_export(exported, read_back), None, "the same analysis, truncated");
-        let next: Timestamp = "2026-11-26T10:00:17.851Z".parse().unwrap();
-        assert_eq!(analysis_time_to_export(exported, next), Some(next.as_millisecond() as f64 / 1e3));
-        // After a restart the gauge starts from status, whole seconds: better than nothing.
-        assert_eq!(analysis_time_to_export(0.0, read_back), Some(read_back.as_millisecond() as f64 / 1e3));
     }
 }

@@ -17,6 +17,7 @@ mod holds;
 mod inconclusive;
 mod no_gates;
 mod on_call_operations;
+mod pausing;
 mod readiness;
 mod rolling_back;
 mod sequential_judge;

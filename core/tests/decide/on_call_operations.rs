@@ -12,9 +12,19 @@ fn paused_holds_weights_and_does_not_advance() {
     assert_eq!(d.status.phase, Some(Phase::Paused));
     assert_eq!(d.status.reason.as_deref(), Some(reasons::PAUSED_BY_SPEC));
     assert_eq!((d.status.stage_index, traffic(&d).2), (Some(2), 25));
-    assert!(!analysis_due(&paused, &d.status, AnalysisSlot::default(), at(now + 600)));
-    let resumed = step(&s, &d.status, obs(true), at(now + 61));
+    // Passing analyses while paused change nothing but what status says of them.
+    let d = step(&paused, &d.status, analysed(healthy()), at(now + 120));
+    assert_eq!((d.status.phase, d.status.stage_index), (Some(Phase::Paused), Some(2)));
+    assert_eq!(d.status.message.as_deref(), Some("paused by spec.paused; analysis Pass"));
+    let resumed = step(&s, &d.status, obs(true), at(now + 121));
     assert_eq!(resumed.status.phase, Some(Phase::Progressing));
+    assert!(resumed.actions.iter().any(|a| matches!(a, Action::Event { reason, .. } if *reason == reasons::RESUMED)));
+    // The stage passed an analysis while paused, past its minDuration: resuming goes on from there.
+    assert_eq!(resumed.status.reason.as_deref(), Some(reasons::STAGE_ADVANCED));
+    assert_eq!(resumed.status.stage_index, Some(3));
+    // Resumed before any analysis of the stage: it waits for one.
+    let fresh = step(&paused, &st, obs(true), at(now + 1)).status;
+    let resumed = step(&s, &fresh, obs(true), at(now + 2));
     assert_eq!(resumed.status.reason.as_deref(), Some(reasons::RESUMED));
 }
 

@@ -192,3 +192,57 @@ fn a_confidence_out_of_range_is_an_invalid_spec_and_changes_nothing() {
         );
     }
 }
+
+/// Consecutive analyses measure windows that adjoin and never overlap, however late each is taken
+/// (up to an interval) and across a pause and resume: the next analysis waits at least half an
+/// interval, and measures everything since the last one. (Overlapping windows judged the same
+/// requests twice: `failureLimit: 2` rolled back on what was one observation.)
+#[test]
+fn consecutive_analysis_windows_adjoin_and_never_overlap() {
+    let (s, mut st) = started();
+    let mut paused = s.clone();
+    paused.paused = true;
+    let slot = AnalysisSlot::of("rollout-uid");
+    let interval = std::time::Duration::from_secs(5);
+    let mut last: Option<Timestamp> = None;
+    // Lateness in ms of each analysis after it fell due: a fixed LCG, so the test is the same each run.
+    let mut x: u64 = 42;
+    for i in 0..40 {
+        let s = if (10..20).contains(&i) { &paused } else { &s };
+        let due = next_analysis_at(s, &st, slot).expect("active, paused or not");
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let late = SignedDuration::from_millis((x >> 33) as i64 % 5_000);
+        let now = due.checked_add(late).unwrap();
+        let window = analysis_window(s, &st, now);
+        if let Some(prev) = last {
+            let gap = now.duration_since(prev).unsigned_abs();
+            assert!(gap >= interval / 2, "analysis {i}: {gap:?} after the last");
+            // Status keeps the time to the microsecond: the windows meet to within one.
+            let expected = gap.min(interval * 2);
+            assert!(
+                window >= expected && window - expected < std::time::Duration::from_micros(1),
+                "analysis {i}: the window starts where the last ended: {window:?} after {gap:?}"
+            );
+        } else {
+            assert_eq!(window, interval, "a stage's first window: one interval");
+        }
+        // Healthy and held in the shadow stage: the stage never changes under the test.
+        let mut held = s.clone();
+        held.stages[0].min_duration = d("1h");
+        st = stored(step(&held, &st, Observations { analysis_slot: slot, ..analysed(healthy()) }, now).status);
+        assert_eq!(st.stage_index, Some(0));
+        last = Some(now);
+    }
+}
+
+/// After a long gap (a controller down), one analysis measures the last two intervals, not the
+/// whole gap; and a new stage's first window stays within the stage.
+#[test]
+fn analysis_windows_are_bounded() {
+    let (s, st) = started();
+    let st = stored(step(&s, &st, analysed(healthy()), at(5)).status);
+    assert_eq!(analysis_window(&s, &st, at(600)), std::time::Duration::from_secs(10));
+    assert_eq!(analysis_window(&s, &st, at(8)), std::time::Duration::from_secs(3));
+    let (s, st) = started();
+    assert_eq!(analysis_window(&s, &st, at(2)), std::time::Duration::from_secs(2), "2 s into the stage");
+}

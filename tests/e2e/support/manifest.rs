@@ -184,8 +184,8 @@ pub fn ranking_experiment(version: &str, file: &str, experiment_secs: u32) -> Va
     stages[1]["minDuration"] = json!("6s");
     let analysis = &mut spec["analysis"];
     assert_eq!(analysis["failureLimit"], 1, "one guardrail breach ends the example's experiment");
-    // 5 s: the controller's query window is the interval but at least 5 s, and the reward adds
-    // each analysis's window to the experiment's evidence, so windows must not overlap.
+    // 5 s, the least the CRD admits with a reward: its windows (each since the last analysis)
+    // must hold a few of Prometheus's 1 s scrapes.
     analysis["interval"] = json!("5s");
     analysis["inconclusiveLimit"] = json!(10);
     let gates = &mut analysis["gates"];
