@@ -35,6 +35,8 @@ pub enum ApiError {
     InvalidArgument { field: String, reason: Reason, detail: String },
     #[error("payload over {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("Content-Encoding {0} is not decoded here (gzip, deflate or identity)")]
+    UnsupportedEncoding(String),
     #[error("queue full, try again later")]
     ResourceExhausted,
     #[error("model not ready")]
@@ -104,6 +106,7 @@ impl ApiError {
         match self {
             ApiError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -115,6 +118,7 @@ impl ApiError {
         match self {
             ApiError::InvalidArgument { .. } => "INVALID_ARGUMENT",
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::UnsupportedEncoding(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::ResourceExhausted => "RESOURCE_EXHAUSTED",
             ApiError::Unavailable => "UNAVAILABLE",
             ApiError::NotFound(_) => "NOT_FOUND",

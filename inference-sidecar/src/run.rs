@@ -186,17 +186,17 @@ pub async fn run(args: Args) -> i32 {
             // No Nagle: a response goes out as headers, data and trailers in separate writes, and
             // with Nagle (and the client's delayed ACK) each call waited 40 ms for the trailers.
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let svc = crate::server::grpc::service(state.clone());
-            let server = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
-            Some(tokio::spawn(server))
+            let (router, health) =
+                crate::server::grpc_server::server(state.clone(), tonic::transport::Server::builder()).await;
+            let server = router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+            Some((tokio::spawn(server), health))
         }
         None => None,
     };
+    let health = grpc.as_ref().map(|(_, h)| h.clone());
     let server = async move {
         let _ = http.await;
-        if let Some(g) = grpc {
+        if let Some((g, _)) = grpc {
             let _ = g.await;
         }
     };
@@ -212,8 +212,14 @@ pub async fn run(args: Args) -> i32 {
         tracing::error!(error = %e, "model not served");
         return 1;
     }
+    if let Some(h) = &health {
+        h.set(true).await;
+    }
     shutdown_signal().await;
     state.ready.store(false, Ordering::Release);
+    if let Some(h) = &health {
+        h.set(false).await;
+    }
     state.draining.store(true, Ordering::Relaxed);
     state.metrics.ready.set(0);
     tracing::info!(

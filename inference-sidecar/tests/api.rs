@@ -708,8 +708,9 @@ async fn python_client(script: &str, target: Target) -> Value {
 #[ignore = "needs ONNX Runtime and the Python environment (tritonclient): bash tests/run.sh"]
 async fn tritons_own_http_client_drives_the_oip_api_from_metadata_alone() {
     let v = python_client("triton_http.py", Target::RestHost).await;
-    // Batches of 1, 8 and 64, each with JSON and binary inputs and outputs.
-    assert_eq!(v["rows_checked"], 4 * (1 + 8 + 64), "{v}");
+    // Batches of 1, 8 and 64, each with JSON and binary inputs and outputs; 8 rows gzip- and 8
+    // deflate-compressed.
+    assert_eq!(v["rows_checked"], 4 * (1 + 8 + 64) + 2 * 8, "{v}");
     println!("TRITONCLIENT_HTTP {v}");
 }
 
@@ -717,7 +718,8 @@ async fn tritons_own_http_client_drives_the_oip_api_from_metadata_alone() {
 #[ignore = "needs ONNX Runtime and the Python environment (tritonclient): bash tests/run.sh"]
 async fn tritons_own_grpc_client_drives_the_oip_grpc_service() {
     let v = python_client("triton_grpc.py", Target::Grpc).await;
-    assert_eq!(v["rows_checked"], 1 + 8 + 64, "{v}");
+    // Batches of 1, 8 and 64, and 8 rows gzip-compressed; health checked with no stub.
+    assert_eq!(v["rows_checked"], 1 + 8 + 64 + 8, "{v}");
     println!("TRITONCLIENT_GRPC {v}");
 }
 
@@ -980,6 +982,158 @@ async fn a_grpc_call_refused_before_decoding_is_counted_under_its_route() {
         l.starts_with("modelrollout_sidecar_requests_total{") && l.contains(r#"route="grpc_infer",code="413""#)
     });
     assert!(counted.is_some_and(|l| l.ends_with(" 1")), "{text}");
+}
+
+/// What gRPC users expect of a server: `grpc.health.v1` following readiness, server reflection
+/// (v1 and v1alpha, as grpcurl asks) listing and describing the OIP service, and gzip: a
+/// compressed request scored as the plain one, a compressed answer for a client that accepts it,
+/// and a small message that inflates past the size limit refused as too large (OUT_OF_RANGE,
+/// counted 413), as an uncompressed one over it is.
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn grpc_health_reflection_and_gzip() {
+    use futures::StreamExt;
+    use inference_sidecar::server::grpc::pb::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
+    use tonic::codec::CompressionEncoding::Gzip;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let (state, _c) = fraud(&["--max-payload-bytes", "65536"]).await;
+    let base = serve(state.clone()).await;
+    // Not ready yet: NOT_SERVING; then as the sidecar's run says once the model is warm.
+    state.ready.store(false, std::sync::atomic::Ordering::Release);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (router, health) =
+        inference_sidecar::server::grpc_server::server(state.clone(), tonic::transport::Server::builder()).await;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
+    let url = format!("http://{addr}");
+    let channel = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect().await.unwrap();
+    let mut checks = HealthClient::new(channel.clone());
+    let mut status = async |service: &str| {
+        checks.check(HealthCheckRequest { service: service.into() }).await.map(|r| r.into_inner().status)
+    };
+    assert_eq!(status("").await.unwrap(), ServingStatus::NotServing as i32);
+    state.ready.store(true, std::sync::atomic::Ordering::Release);
+    health.set(true).await;
+    assert_eq!(status("").await.unwrap(), ServingStatus::Serving as i32);
+    assert_eq!(status("inference.GRPCInferenceService").await.unwrap(), ServingStatus::Serving as i32);
+    assert_eq!(status("no.such.Service").await.unwrap_err().code(), tonic::Code::NotFound);
+
+    // Reflection: the services listed, and the OIP service's file served by symbol.
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let ask = |m: MessageRequest| ServerReflectionRequest { host: String::new(), message_request: Some(m) };
+    let requests = futures::stream::iter([
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol("inference.GRPCInferenceService".into())),
+    ]);
+    let mut answers = reflection.server_reflection_info(requests).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = answers.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["inference.GRPCInferenceService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answers.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("no file for the OIP service")
+    };
+    let file = String::from_utf8_lossy(&files.file_descriptor_proto[0]).to_string();
+    assert!(file.contains("ModelInfer") && file.contains("grpc_predict_v2.proto"), "{file}");
+    let mut alpha = tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let list = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let answer = alpha.server_reflection_info(futures::stream::iter([list])).await.unwrap().into_inner().next().await;
+    assert!(answer.unwrap().is_ok(), "v1alpha answers too");
+
+    // gzip both ways: the same scores as uncompressed.
+    let req = pb::ModelInferRequest {
+        model_name: "fraud".into(),
+        inputs: typed_inputs([120.5, 3.0, 0.8, 300.0, 20.0, 1.0], |_| vec![1]),
+        ..Default::default()
+    };
+    let mut plain = GrpcInferenceServiceClient::connect(url.clone()).await.unwrap();
+    let want = plain.model_infer(req.clone()).await.unwrap().into_inner().raw_output_contents;
+    let mut zipped =
+        GrpcInferenceServiceClient::connect(url.clone()).await.unwrap().send_compressed(Gzip).accept_compressed(Gzip);
+    let answer = zipped.model_infer(req.clone()).await.unwrap();
+    assert_eq!(answer.metadata().get("grpc-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+    assert_eq!(answer.into_inner().raw_output_contents, want);
+    // 200,000 repeated values: ~1.6 MB inflated from a few KB, past the 64 KiB limit.
+    let mut bomb = req.clone();
+    bomb.inputs[0].shape = vec![200_000];
+    bomb.inputs[0].contents.as_mut().unwrap().fp32_contents = vec![1.0; 200_000];
+    let e = zipped.model_infer(bomb).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{}", e.message());
+    let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let counted = text.lines().find(|l| l.contains(r#"route="grpc_infer",code="413""#));
+    assert!(counted.is_some_and(|l| l.ends_with(" 1")), "{text}");
+}
+
+/// A REST body sent with `Content-Encoding: gzip` or `deflate` (Triton's HTTP client offers both)
+/// is scored as the plain body; an unknown coding is 415 naming it, a body that does not inflate is
+/// 400, and one that inflates past the payload limit is 413 — on the OIP path in its error shape.
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn rest_bodies_compressed_with_gzip_or_deflate_are_scored_and_bombs_refused() {
+    use std::io::Write;
+    let (state, _c) = fraud(&["--max-payload-bytes", "65536"]).await;
+    let base = serve(state).await;
+    let gzip = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let deflate = |data: &[u8]| {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let send = async |path: &str, encoding: &str, body: Vec<u8>| {
+        let r = http()
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let infer = json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32",
+        "data": [120.5, 3.0, 0.8, 300.0, 20.0, 1.0]}]})
+    .to_string();
+    let predict = json!({"instances": [row()]}).to_string();
+    let (code, plain) = send("/v2/models/fraud/infer", "identity", infer.clone().into_bytes()).await;
+    assert_eq!(code, 200, "{plain}");
+    for (encoding, body) in [("gzip", gzip(infer.as_bytes())), ("deflate", deflate(infer.as_bytes()))] {
+        let (code, v) = send("/v2/models/fraud/infer", encoding, body).await;
+        assert_eq!((code, &v["outputs"]), (200, &plain["outputs"]), "{encoding}: {v}");
+    }
+    let (code, v) = send("/v1/models/fraud:predict", "gzip", gzip(predict.as_bytes())).await;
+    assert_eq!(code, 200, "the prediction route ahead of the router: {v}");
+    assert!(v["predictions"][0]["score"].is_number(), "{v}");
+    let (code, v) = send("/v2/models/fraud/infer", "br", infer.clone().into_bytes()).await;
+    assert_eq!(code, 415, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("br"), "{v}");
+    let (code, v) = send("/v1/models/fraud:predict", "gzip", predict.clone().into_bytes()).await;
+    assert_eq!((code, v["error"]["reason"].as_str()), (400, Some("malformed")), "{v}");
+    let bomb = gzip(&vec![b' '; 8 << 20]);
+    assert!(bomb.len() < 65536, "the bomb itself is within the limit: {}", bomb.len());
+    let (code, v) = send("/v2/models/fraud/infer", "gzip", bomb.clone()).await;
+    assert_eq!(code, 413, "{v}");
+    assert!(v["error"].is_string(), "the OIP error shape: {v}");
+    let (code, _) = send("/v1/models/fraud:predict", "gzip", bomb).await;
+    assert_eq!(code, 413);
 }
 
 /// The fraud model's six inputs as typed gRPC tensors (INT64 contents for the int features, FP32

@@ -122,10 +122,9 @@ pub async fn serve_grpc(state: Arc<AppState>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    let svc = inference_sidecar::server::grpc::service(state);
-    tokio::spawn(async move {
-        tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await.unwrap()
-    });
+    let (router, _health) =
+        inference_sidecar::server::grpc_server::server(state, tonic::transport::Server::builder()).await;
+    tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
     addr.to_string()
 }
 

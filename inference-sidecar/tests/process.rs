@@ -231,6 +231,30 @@ async fn the_launch_environment_the_controller_writes_is_the_one_the_sidecar_rea
         .into_inner();
     assert_eq!(meta.inputs.len(), 6);
     let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    // grpc.health.v1, as a Kubernetes `grpc:` probe asks it (the whole server, ""), and for the
+    // inference service: SERVING while ready, NOT_SERVING from SIGTERM (the grace period, 3 s).
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let mut health = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let mut status = async |service: &str| {
+        let req = HealthCheckRequest { service: service.into() };
+        health.check(req).await.unwrap().into_inner().status
+    };
+    for service in ["", "inference.GRPCInferenceService"] {
+        assert_eq!(status(service).await, ServingStatus::Serving as i32, "{service:?}");
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while status("").await != ServingStatus::NotServing as i32 {
+        assert!(Instant::now() < deadline, "still SERVING 2 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status("inference.GRPCInferenceService").await, ServingStatus::NotServing as i32);
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(answer["model_version"], "v7", "{answer}");

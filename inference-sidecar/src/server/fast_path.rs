@@ -52,7 +52,7 @@ impl tower::Service<Request> for Sidecar {
             let limit = self.state.max_payload_bytes;
             Box::pin(async move {
                 let (mut parts, body) = req.into_parts();
-                let body = match read_bounded(body, limit).await {
+                let body = match read_decoded(&parts.headers, body, limit).await {
                     BodyRead::Whole(bytes) => axum::body::Body::from(bytes),
                     refused => {
                         parts.extensions.insert(Refused(refused));
@@ -76,6 +76,8 @@ pub(super) enum BodyRead {
         drained: bool,
     },
     Broken(String),
+    /// Sent with a `Content-Encoding` this server does not decode (named).
+    UnsupportedEncoding(String),
 }
 
 /// A request whose body was refused before the router, for `around` to answer.
@@ -122,6 +124,15 @@ pub(super) async fn read_bounded(mut body: axum::body::Body, limit: usize) -> Bo
     }
 }
 
+/// Reads a body within the limit and decodes it per its `Content-Encoding`, within the limit again
+/// (see [`content_encoding`](super::content_encoding)).
+pub(super) async fn read_decoded(headers: &HeaderMap, body: axum::body::Body, limit: usize) -> BodyRead {
+    match read_bounded(body, limit).await {
+        BodyRead::Whole(bytes) => super::content_encoding::decode(headers, bytes, limit),
+        refused => refused,
+    }
+}
+
 /// Reads and drops up to `bound` bytes; true when the body ended within the bound and the time.
 async fn drain(mut body: axum::body::Body, bound: usize) -> bool {
     let read = async {
@@ -153,6 +164,7 @@ pub(super) fn refusal(read: BodyRead, limit: usize, oip: bool) -> Response {
         BodyRead::Broken(e) => {
             failure_response(ApiError::invalid("body", Reason::Malformed, format!("failed to read the body: {e}")), oip)
         }
+        BodyRead::UnsupportedEncoding(name) => failure_response(ApiError::UnsupportedEncoding(name), oip),
         BodyRead::Whole(_) => unreachable!("a whole body is not refused"),
     }
 }
@@ -164,7 +176,8 @@ pub(super) async fn predict_inline(state: Arc<AppState>, req: Request) -> Respon
     let (rid, id_header) = request_id(&state, req.headers());
     let arrival = state.arrival();
     let limit = state.max_payload_bytes;
-    let resp = match read_bounded(req.into_body(), limit).await {
+    let (parts, body) = req.into_parts();
+    let resp = match read_decoded(&parts.headers, body, limit).await {
         BodyRead::Whole(body) => {
             predict_body(&state, rid, &body, arrival).await.unwrap_or_else(IntoResponse::into_response)
         }

@@ -36,6 +36,15 @@ pub fn service(state: Arc<AppState>) -> Counted {
     }
 }
 
+impl Counted {
+    /// Accepts requests compressed with `encoding`, and compresses answers with it for a client
+    /// that says it accepts it (`grpc-accept-encoding`).
+    pub fn compressed(mut self, encoding: tonic::codec::CompressionEncoding) -> Self {
+        self.inner = self.inner.accept_compressed(encoding).send_compressed(encoding);
+        self
+    }
+}
+
 /// Set by [`Grpc::model_infer`] when it counted the call itself.
 #[derive(Clone, Default)]
 struct HandlerCounted(Arc<std::sync::atomic::AtomicBool>);
@@ -61,7 +70,7 @@ fn http_code(code: Code, message: &str) -> u16 {
         Code::OutOfRange => 413,
         Code::ResourceExhausted => 429,
         Code::Unavailable => 503,
-        Code::Internal if message.contains("decode") => 400,
+        Code::Internal if message.contains("decode") || message.contains("decompress") => 400,
         _ => 500,
     }
 }
@@ -91,7 +100,16 @@ where
         let (state, start) = (self.state.clone(), Instant::now());
         let response = tower::Service::call(&mut self.inner, req);
         Box::pin(async move {
-            let resp = response.await?;
+            let mut resp = response.await?;
+            // A compressed message that inflates past the size limit is refused by tonic as
+            // RESOURCE_EXHAUSTED (which says "try later"); it is too large, as an uncompressed one
+            // over the limit is: OUT_OF_RANGE, counted as 413.
+            let headers = resp.headers_mut();
+            if headers.get("grpc-status").is_some_and(|v| v == "8")
+                && headers.get("grpc-message").and_then(|v| v.to_str().ok()).is_some_and(|m| m.contains("size%20limit"))
+            {
+                headers.insert("grpc-status", axum::http::HeaderValue::from_static("11"));
+            }
             if infer && !counted.0.load(std::sync::atomic::Ordering::SeqCst) {
                 // Refused before the handler: a trailers-only answer, its status in the headers.
                 let code = resp
@@ -117,6 +135,7 @@ pub fn status(e: &ApiError) -> Status {
         ApiError::PayloadTooLarge { .. } => Code::OutOfRange,
         ApiError::ResourceExhausted => Code::ResourceExhausted,
         ApiError::Unavailable => Code::Unavailable,
+        ApiError::UnsupportedEncoding(_) => Code::Unimplemented,
         ApiError::Internal(detail) => {
             tracing::error!(%detail, "internal error");
             Code::Internal

@@ -30,9 +30,11 @@ use crate::feedback::{Lookup, PredictionMemory};
 use crate::metrics::{self, Metrics};
 use crate::validate::{InputKind, Rows, Validator, Violation};
 
+mod content_encoding;
 mod fast_path;
 mod feedback;
 pub mod grpc;
+pub mod grpc_server;
 mod oip;
 mod v1;
 

@@ -10,6 +10,7 @@ Usage: triton_grpc.py HOST:PORT MODEL VERSION GOLDEN_JSON
 import json
 import sys
 
+import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 from oip_common import NP, error_cases
@@ -43,6 +44,21 @@ def main():
         assert result.as_numpy("decision").shape == (batch,)
         assert result.get_response(as_json=True)["id"] == f"g{batch}"
         checked += batch
+    # A request compressed with gzip, as the client offers.
+    inputs = []
+    for spec in meta["inputs"]:
+        t = grpcclient.InferInput(spec["name"], [8], spec["datatype"])
+        t.set_data_from_numpy(np.array([r["features"][spec["name"]] for r in rows[:8]], dtype=NP[spec["datatype"]]))
+        inputs.append(t)
+    result = c.infer(model, inputs, compression_algorithm="gzip")
+    want = np.array([r["probability"] for r in rows[:8]], dtype=np.float32)
+    assert np.allclose(result.as_numpy("probability"), want, atol=1e-5)
+    checked += 8
+    # grpc.health.v1 as any gRPC client (a Kubernetes probe, a load balancer) asks it, with no
+    # generated stub: an empty HealthCheckRequest (the whole server), answered status 1, SERVING.
+    with grpc.insecure_channel(url) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        assert check(b"", timeout=5) == b"\x08\x01", "SERVING"
     errors = error_cases(c, grpcclient, model, meta, rows[0])
     expect = {
         "unknown model": "StatusCode.NOT_FOUND",

@@ -45,6 +45,18 @@ def main():
                 assert np.allclose(probs, want, atol=1e-5), (batch, binary_in, binary_out, probs, want)
                 assert result.get_response()["model_version"] == version
                 checked += batch
+    # Requests compressed as the client offers (Content-Encoding: gzip, deflate), binary tensors included.
+    chunk = rows[:8]
+    want = np.array([r["probability"] for r in chunk], dtype=np.float32)
+    for algorithm in ("gzip", "deflate"):
+        inputs = []
+        for spec in meta["inputs"]:
+            t = httpclient.InferInput(spec["name"], [8], spec["datatype"])
+            t.set_data_from_numpy(np.array([r["features"][spec["name"]] for r in chunk], dtype=NP[spec["datatype"]]))
+            inputs.append(t)
+        result = c.infer(model, inputs, request_compression_algorithm=algorithm)
+        assert np.allclose(result.as_numpy("probability"), want, atol=1e-5), algorithm
+        checked += 8
     # Only the output asked for.
     result = c.infer(model, inputs_for(httpclient, meta, rows[0]), outputs=[httpclient.InferRequestedOutput("decision")])
     assert [o["name"] for o in result.get_response()["outputs"]] == ["decision"], result.get_response()
