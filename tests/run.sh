@@ -50,7 +50,13 @@ phase "unit and in-process tests"
 # The S3-compatible server the sidecar's s3:// tests download from (versitygw, from its Go module).
 eval "$(bash tests/s3/build.sh | grep -E '^VERSITYGW=')"
 export MODELROLLOUT_VERSITYGW=$VERSITYGW
+# The PostgreSQL server the evidence store's tests run against beside SQLite (Debian's package).
+eval "$(bash tests/postgres/start.sh)"
+trap 'bash tests/postgres/stop.sh "$POSTGRES_DIR"' EXIT
+export MODELROLLOUT_POSTGRES_URL=$POSTGRES_URL
 cargo test --workspace --locked --exclude modelrollout-e2e -- --include-ignored
+bash tests/postgres/stop.sh "$POSTGRES_DIR"
+trap - EXIT
 
 phase "the sidecar built with --features cuda: CUDA asked for, no CUDA provider here, falls back to CPU"
 # The GPU side of this (a real H100, and a GPU the process cannot see) is benches/gpu.sh.

@@ -6,11 +6,13 @@
 //!   gates query. Changing one here changes both sides at once.
 //! * [`duration`]: the one duration type, parser and schema pattern of both binaries.
 //! * [`launch`]: how the controller starts a sidecar (its environment, role and device).
+//! * [`evidence`]: the records, paths and series of the evidence service.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod duration;
+pub mod evidence;
 pub mod launch;
 pub mod metrics;
 

@@ -1,0 +1,225 @@
+//! What the sidecars, label posters and the controller agree on with the evidence service: the
+//! records it takes, the paths it takes them on, the answers it gives, and the series it exports
+//! (which the controller's quality gates query).
+//!
+//! The evidence service owns the join of labels to predictions for the whole cluster: a label is
+//! posted once, to the service, by whoever has it, possibly days after the prediction, and is
+//! joined to every prediction of that request id in the rollout: stable's and the candidate's
+//! alike (a mirrored request is scored by both under one id: a *matched* request).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Role;
+
+/// The HTTP paths of the evidence service.
+pub mod paths {
+    /// `POST` a [`super::PredictionBatch`] (sidecars).
+    pub const PREDICTIONS: &str = "/v1/predictions";
+    /// `POST` a [`super::LabelBatch`] for one rollout: `/v1/namespaces/{namespace}/rollouts/{rollout}/labels`.
+    pub fn labels(namespace: &str, rollout: &str) -> String {
+        format!("/v1/namespaces/{namespace}/rollouts/{rollout}/labels")
+    }
+    /// The route pattern of [`labels`] (axum's syntax).
+    pub const LABELS_ROUTE: &str = "/v1/namespaces/{namespace}/rollouts/{rollout}/labels";
+    /// `POST` CloudEvents as KServe's inference logger sends them (binary mode).
+    pub const CLOUDEVENTS: &str = "/v1/cloudevents";
+    pub const METRICS: &str = "/metrics";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+}
+
+/// What a caller must be allowed to do (a SubjectAccessReview in the records' namespace): `create`
+/// on the subresource of `modelrollouts.modelrollout.dev` that names what it writes.
+pub mod access {
+    pub const GROUP: &str = "modelrollout.dev";
+    pub const RESOURCE: &str = "modelrollouts";
+    pub const VERB: &str = "create";
+    /// Posting labels.
+    pub const LABELS: &str = "labels";
+    /// Sending prediction records (the sidecars' service account).
+    pub const PREDICTIONS: &str = "predictions";
+}
+
+/// The most records one batch may carry; a larger batch is refused whole (413).
+pub const MAX_BATCH: usize = 10_000;
+/// The longest request id the service stores (longer ones are refused, naming the field).
+pub const MAX_ID_LEN: usize = 128;
+
+/// One prediction as a sidecar served it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionRecord {
+    /// The request id (`x-request-id`, or the sidecar's own): what labels and matched requests join on.
+    pub request_id: String,
+    /// Milliseconds since the Unix epoch, when the prediction was served.
+    pub time_ms: i64,
+    pub decision: bool,
+    pub score: f64,
+    /// Per contract feature, the index of the reference bin its value fell in (the compact summary
+    /// that input drift is computed from); empty when the model has no reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bins: Vec<u16>,
+}
+
+/// Prediction records of one sidecar: who served them, and the records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionBatch {
+    pub namespace: String,
+    pub rollout: String,
+    pub model: String,
+    pub version: String,
+    pub role: Role,
+    pub records: Vec<PredictionRecord>,
+}
+
+/// One label: the true outcome of a request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Label {
+    pub request_id: String,
+    /// True for the positive class (fraud, toxic, churned).
+    pub label: bool,
+    /// When the outcome was known, milliseconds since the epoch; the time it was received if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelBatch {
+    pub labels: Vec<Label>,
+}
+
+/// The answer to a label batch: every label is counted in exactly one of these.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelAnswer {
+    /// New labels, stored (joined now, or waiting for their prediction).
+    pub recorded: u64,
+    /// Of those, joined to at least one prediction now.
+    pub joined: u64,
+    /// The same label as one already stored: counted once.
+    pub duplicates: u64,
+    /// A different label for a request id already labelled: the first label stands (see README,
+    /// "Corrected labels"); each is counted and listed here, at most 100.
+    pub conflicting: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
+    /// Older than the horizon: not stored.
+    pub too_old: u64,
+}
+
+/// The answer to a prediction batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionAnswer {
+    pub recorded: u64,
+    /// Already stored (a retried batch): counted once.
+    pub duplicates: u64,
+    /// Joined to a label that was waiting for them.
+    pub joined: u64,
+}
+
+/// The evidence service's series (the controller's quality gates read these). Every series
+/// carries `namespace`, `rollout`, `model`, `version` and `role`.
+pub mod series {
+    pub const PREDICTIONS: &str = "modelrollout_evidence_predictions_total";
+    pub const LABELS_JOINED: &str = "modelrollout_evidence_labels_joined_total";
+    /// `outcome`: tp, fp, tn, fn.
+    pub const OUTCOMES: &str = "modelrollout_evidence_outcomes_total";
+    /// Seconds from the prediction to its label (histogram).
+    pub const LABEL_DELAY: &str = "modelrollout_evidence_label_delay_seconds";
+    /// Matched requests (scored by stable and the candidate), on the candidate's series with
+    /// `stable_version`; `agreement`: agree, disagree.
+    pub const MATCHED: &str = "modelrollout_evidence_matched_total";
+    /// Labelled matched requests; `outcome`: both_right, only_candidate_right, only_stable_right, both_wrong.
+    pub const PAIRED: &str = "modelrollout_evidence_paired_outcomes_total";
+    /// The sum of (candidate score - stable score) over matched requests (gauge), and their count.
+    pub const SCORE_DIFFERENCE_SUM: &str = "modelrollout_evidence_score_difference_sum";
+    pub const SCORE_DIFFERENCE_COUNT: &str = "modelrollout_evidence_score_difference_count";
+    /// Labels stored with no prediction yet, per namespace and rollout (gauge).
+    pub const LABELS_WAITING: &str = "modelrollout_evidence_labels_waiting";
+    /// Labels refused or not stored, by `reason`: conflicting, too_old, expired_waiting.
+    pub const LABELS_DROPPED: &str = "modelrollout_evidence_labels_dropped_total";
+
+    pub mod labels {
+        pub const NAMESPACE: &str = "namespace";
+        pub const ROLLOUT: &str = "rollout";
+        pub const MODEL: &str = "model";
+        pub const VERSION: &str = "version";
+        pub const ROLE: &str = "role";
+        pub const OUTCOME: &str = "outcome";
+        pub const STABLE_VERSION: &str = "stable_version";
+        pub const AGREEMENT: &str = "agreement";
+        pub const REASON: &str = "reason";
+    }
+}
+
+/// The outcome of a labelled decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    TruePositive,
+    FalsePositive,
+    TrueNegative,
+    FalseNegative,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] =
+        [Outcome::TruePositive, Outcome::FalsePositive, Outcome::TrueNegative, Outcome::FalseNegative];
+
+    pub fn of(decision: bool, label: bool) -> Self {
+        match (decision, label) {
+            (true, true) => Outcome::TruePositive,
+            (true, false) => Outcome::FalsePositive,
+            (false, false) => Outcome::TrueNegative,
+            (false, true) => Outcome::FalseNegative,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::TruePositive => "tp",
+            Outcome::FalsePositive => "fp",
+            Outcome::TrueNegative => "tn",
+            Outcome::FalseNegative => "fn",
+        }
+    }
+
+    pub fn right(self) -> bool {
+        matches!(self, Outcome::TruePositive | Outcome::TrueNegative)
+    }
+}
+
+/// The labelled outcome of a matched request, stable's decision beside the candidate's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Paired {
+    BothRight,
+    OnlyCandidateRight,
+    OnlyStableRight,
+    BothWrong,
+}
+
+impl Paired {
+    pub const ALL: [Paired; 4] =
+        [Paired::BothRight, Paired::OnlyCandidateRight, Paired::OnlyStableRight, Paired::BothWrong];
+
+    pub fn of(candidate_right: bool, stable_right: bool) -> Self {
+        match (candidate_right, stable_right) {
+            (true, true) => Paired::BothRight,
+            (true, false) => Paired::OnlyCandidateRight,
+            (false, true) => Paired::OnlyStableRight,
+            (false, false) => Paired::BothWrong,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Paired::BothRight => "both_right",
+            Paired::OnlyCandidateRight => "only_candidate_right",
+            Paired::OnlyStableRight => "only_stable_right",
+            Paired::BothWrong => "both_wrong",
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The HTTP API in process, on a SQLite store, with an authorizer that answers from a table (the
+//! real one, TokenReview and SubjectAccessReview against a real apiserver, is exercised by the
+//! end-to-end suite). Every refused write leaves the store as it was.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use modelrollout_contract::evidence::{MAX_BATCH, access, paths};
+use modelrollout_evidence::Error;
+use modelrollout_evidence::api::{AppState, router};
+use modelrollout_evidence::auth::{Access, Authorizer};
+use modelrollout_evidence::store::Store;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// (namespace, what) a token may write.
+type Grants = Vec<(&'static str, &'static str)>;
+
+/// token -> (user, what it may write).
+struct Table(HashMap<&'static str, (&'static str, Grants)>);
+
+impl Authorizer for Table {
+    fn review(
+        &self,
+        token: String,
+        namespace: String,
+        what: &'static str,
+    ) -> BoxFuture<'static, Result<Access, Error>> {
+        let answer = match self.0.get(token.as_str()) {
+            None => Access::Unauthenticated("unknown token".into()),
+            Some((user, grants)) if grants.iter().any(|(ns, w)| *ns == namespace && *w == what) => {
+                Access::Allowed { user: user.to_string() }
+            }
+            Some((user, _)) => Access::Forbidden(format!("{user} may not create modelrollouts/{what} in {namespace}")),
+        };
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+struct App {
+    router: axum::Router,
+    store: Arc<Store>,
+    _dir: Dir,
+}
+
+struct Dir(std::path::PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn app() -> App {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("evidence-api-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Arc::new(Store::open(&format!("sqlite://{}/e.db", dir.display())).await.unwrap());
+    let table = Table(HashMap::from([
+        ("sidecar-a", ("system:serviceaccount:team-a:default", vec![("team-a", access::PREDICTIONS)])),
+        ("labeller-a", ("system:serviceaccount:team-a:labeller", vec![("team-a", access::LABELS)])),
+        ("labeller-b", ("system:serviceaccount:team-b:labeller", vec![("team-b", access::LABELS)])),
+    ]));
+    let state = Arc::new(AppState::new(store.clone(), Box::new(table), 7 * 86_400_000));
+    App { router: router(state, 1 << 20), store, _dir: Dir(dir) }
+}
+
+impl App {
+    async fn post(&self, path: &str, token: Option<&str>, body: impl Into<Body>) -> (StatusCode, Value) {
+        let mut req = Request::post(path).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self.router.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn metrics(&self) -> String {
+        let req = Request::get(paths::METRICS).body(Body::empty()).unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+}
+
+fn now() -> i64 {
+    modelrollout_evidence::api::now_ms()
+}
+
+fn predictions(ns: &str, ids: &[&str]) -> Value {
+    json!({"namespace": ns, "rollout": "fraud", "model": "fraud", "version": "v2", "role": "canary",
+        "records": ids.iter().map(|id| json!({"requestId": id, "timeMs": now() - 1000, "decision": true, "score": 0.9})).collect::<Vec<_>>()})
+}
+
+fn labels(ids: &[&str]) -> Value {
+    json!({"labels": ids.iter().map(|id| json!({"requestId": id, "label": false})).collect::<Vec<_>>()})
+}
+
+#[tokio::test]
+async fn who_may_write_what() {
+    let app = app().await;
+    let labels_a = paths::labels("team-a", "fraud");
+    let body = || labels(&["r1"]).to_string();
+    let (status, v) = app.post(&labels_a, None, body()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = app.post(&labels_a, Some("forged"), body()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")), "{v}");
+    let (status, v) = app.post(&labels_a, Some("labeller-b"), body()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another namespace's token: {v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("team-a"), "{v}");
+    let (status, _) = app.post(&labels_a, Some("sidecar-a"), body()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a sidecar's token may not post labels");
+    let (status, _) =
+        app.post(paths::PREDICTIONS, Some("labeller-a"), predictions("team-a", &["r1"]).to_string()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a labeller's token may not send predictions");
+    let (status, _) = app.post(paths::PREDICTIONS, Some("sidecar-a"), predictions("team-b", &["r1"]).to_string()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "nor into another namespace");
+    assert_eq!(app.store.rows().await.unwrap(), (0, 0), "nothing refused was stored");
+    let (status, v) = app.post(&labels_a, Some("labeller-a"), body()).await;
+    assert_eq!((status, v["recorded"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_whole_naming_the_field() {
+    let app = app().await;
+    let mut bad = predictions("team-a", &["r1", "r2", "r3"]);
+    bad["records"][1]["requestId"] = json!("");
+    let (status, v) = app.post(paths::PREDICTIONS, Some("sidecar-a"), bad.to_string()).await;
+    assert_eq!((status, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("records[1].requestId")), "{v}");
+    let mut bad = predictions("team-a", &["r1"]);
+    bad["records"][0]["timeMs"] = json!(0);
+    let (status, v) = app.post(paths::PREDICTIONS, Some("sidecar-a"), bad.to_string()).await;
+    assert_eq!(v["error"]["field"].as_str(), Some("records[0].timeMs"), "{status} {v}");
+    let (status, v) = app.post(paths::PREDICTIONS, Some("sidecar-a"), "{not json").await;
+    assert_eq!((status, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("body")), "{v}");
+    let (status, v) =
+        app.post(&paths::labels("Team_A", "fraud"), Some("labeller-a"), labels(&["r1"]).to_string()).await;
+    assert_eq!(v["error"]["field"].as_str(), Some("namespace"), "{status} {v}");
+    let long = "x".repeat(129);
+    let (status, v) =
+        app.post(&paths::labels("team-a", "fraud"), Some("labeller-a"), labels(&["ok", &long]).to_string()).await;
+    assert_eq!((status, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("labels[1].requestId")), "{v}");
+    // Too many records, and a body over the limit: 413.
+    let ids: Vec<String> = (0..=MAX_BATCH).map(|i| format!("r{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let (status, v) = app.post(&paths::labels("team-a", "fraud"), Some("labeller-a"), labels(&ids).to_string()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let (status, _) = app.post(paths::PREDICTIONS, Some("sidecar-a"), vec![b' '; 2 << 20]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(app.store.rows().await.unwrap(), (0, 0), "nothing half-stored");
+}
+
+#[tokio::test]
+async fn a_label_posted_once_joins_and_is_exported() {
+    let app = app().await;
+    let (status, v) =
+        app.post(paths::PREDICTIONS, Some("sidecar-a"), predictions("team-a", &["r1", "r2"]).to_string()).await;
+    assert_eq!((status, v["recorded"].as_u64()), (StatusCode::OK, Some(2)), "{v}");
+    let (_, v) =
+        app.post(&paths::labels("team-a", "fraud"), Some("labeller-a"), labels(&["r1", "r1"]).to_string()).await;
+    assert_eq!(
+        (v["recorded"].as_u64(), v["duplicates"].as_u64(), v["joined"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{v}"
+    );
+    let text = app.metrics().await;
+    let series = r#"namespace="team-a",rollout="fraud",model="fraud",version="v2",role="canary""#;
+    for line in [
+        format!("modelrollout_evidence_predictions_total{{{series}}} 2"),
+        format!("modelrollout_evidence_labels_joined_total{{{series}}} 1"),
+        format!("modelrollout_evidence_outcomes_total{{{series},outcome=\"fp\"}} 1"),
+        format!("modelrollout_evidence_label_delay_seconds_count{{{series}}} 1"),
+        r#"modelrollout_evidence_requests_total{route="labels",code="200"} 1"#.to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1);
+}
