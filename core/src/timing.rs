@@ -66,10 +66,10 @@ pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, sl
     if !phase.is_active() || status.candidate_unready_since.is_some() || awaiting_acceptance(spec, status) {
         return None;
     }
-    let interval = signed(&spec.analysis.interval);
-    if interval.is_zero() {
+    if spec.analysis.interval.is_zero() {
         return None;
     }
+    let interval = analysis_interval(spec);
     let stage_start = status.stage_start_time.as_ref()?.0;
     let first = whole_second(stage_start).checked_add(slot.delay(interval)).ok()?.checked_add(interval).ok()?;
     let Some(last) = last_analysis_in_stage(status) else { return Some(first) };
@@ -80,6 +80,17 @@ pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, sl
     let behind = u128::try_from(after.duration_since(first).as_nanos()).ok()?;
     let steps = behind.div_ceil(u128::try_from(interval.as_nanos()).ok()?);
     first.checked_add(interval.checked_mul(i32::try_from(steps).ok()?)?).ok()
+}
+
+/// The shortest interval analyses fall at, and so the usual shortest window: Prometheus
+/// extrapolates a `rate` or `increase` over a window from the samples inside it, and over a window
+/// of a few scrapes that guess is noise. (A late analysis may leave the next one half of it.)
+pub const MIN_WINDOW: SignedDuration = SignedDuration::from_secs(5);
+
+/// The interval analyses fall at: `analysis.interval`, but at least [`MIN_WINDOW`] (windows do not
+/// overlap, so a shorter interval would mean shorter windows).
+pub fn analysis_interval(spec: &ModelRolloutSpec) -> SignedDuration {
+    signed(&spec.analysis.interval).max(MIN_WINDOW)
 }
 
 /// The shortest time between two analyses of a stage: half an interval.
@@ -106,7 +117,7 @@ pub const MAX_WINDOWS_PER_ANALYSIS: i32 = 2;
 /// windows do not overlap and no request is judged twice (a sequential judge sums its windows);
 /// for the stage's first analysis, one interval, within the stage.
 pub fn analysis_window(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, now: Timestamp) -> Duration {
-    let interval = signed(&spec.analysis.interval);
+    let interval = analysis_interval(spec);
     let since = |t: Timestamp| elapsed(t, now);
     let window = match last_analysis_in_stage(status) {
         Some(last) => since(last).min(interval.checked_mul(MAX_WINDOWS_PER_ANALYSIS).unwrap_or(SignedDuration::MAX)),

@@ -245,4 +245,11 @@ fn analysis_windows_are_bounded() {
     assert_eq!(analysis_window(&s, &st, at(8)), std::time::Duration::from_secs(3));
     let (s, st) = started();
     assert_eq!(analysis_window(&s, &st, at(2)), std::time::Duration::from_secs(2), "2 s into the stage");
+    // An interval under 5 s analyses every 5 s: shorter windows would hold a scrape or two.
+    let (mut s, st) = started();
+    s.analysis.interval = d("2s");
+    assert_eq!(next_analysis_at(&s, &st, AnalysisSlot::default()), Some(at(5)));
+    let st = stored(step(&s, &st, analysed(healthy()), at(5)).status);
+    assert_eq!(next_analysis_at(&s, &st, AnalysisSlot::default()), Some(at(10)));
+    assert_eq!(analysis_window(&s, &st, at(10)), std::time::Duration::from_secs(5));
 }
