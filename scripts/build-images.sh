@@ -7,7 +7,7 @@
 #   localhost/modelrollout-base/cc:bookworm      distroless-like: the files of libc6, libgcc-s1,
 #                                                libstdc++6, tzdata, netbase, a CA bundle, uid 65532
 # Outputs, as docker-archive tars in $MODELROLLOUT_CACHE/images/out (name:tag inside):
-#   ghcr.io/modelrollout/controller:0.1.0, ghcr.io/modelrollout/inference-sidecar:0.1.0,
+#   ghcr.io/modelrollout/controller:0.1.0, ghcr.io/modelrollout/inference-sidecar:0.1.0, ghcr.io/modelrollout/evidence:0.1.0,
 #   ghcr.io/modelrollout/models:0.1.0 (the example models, for oci:// artifacts), and for the tests
 #   localhost/modelrollout/busybox:test (Debian's busybox-static: the model store's file server),
 #   localhost/modelrollout/envoy-gateway:<v> and localhost/modelrollout/envoy:<v> (the gateway)
@@ -109,6 +109,7 @@ build() {
 }
 build controller/Dockerfile "ghcr.io/modelrollout/controller:$TAG"
 build inference-sidecar/Dockerfile "ghcr.io/modelrollout/inference-sidecar:$TAG"
+build evidence/Dockerfile "ghcr.io/modelrollout/evidence:$TAG"
 build models/Containerfile "ghcr.io/modelrollout/models:$TAG"
 
 # --- for the tests only: a static file server (Debian's busybox-static) for the model store ---
@@ -151,7 +152,7 @@ gateway_image "$(sed -n 's/^ENVOY_IMAGE=//p' <<<"$GATEWAY_ENV")" envoy envoy
 b rmi --prune >/dev/null 2>&1 || true
 
 if [[ ${1:-} == --sizes ]]; then
-  for name in "ghcr.io/modelrollout/controller:$TAG" "ghcr.io/modelrollout/inference-sidecar:$TAG" "ghcr.io/modelrollout/models:$TAG"; do
+  for name in "ghcr.io/modelrollout/controller:$TAG" "ghcr.io/modelrollout/inference-sidecar:$TAG" "ghcr.io/modelrollout/evidence:$TAG" "ghcr.io/modelrollout/models:$TAG"; do
     b images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$name" >&2
   done
 fi

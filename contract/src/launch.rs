@@ -38,6 +38,11 @@ pub mod env {
     pub const SHUTDOWN_DEADLINE: &str = "SIDECAR_SHUTDOWN_DEADLINE";
     pub const LOG_FORMAT: &str = "SIDECAR_LOG_FORMAT";
     pub const CACHE_DIR: &str = "SIDECAR_CACHE_DIR";
+    pub const EVIDENCE_URL: &str = "SIDECAR_EVIDENCE_URL";
+    pub const NAMESPACE: &str = "SIDECAR_NAMESPACE";
+    pub const ROLLOUT: &str = "SIDECAR_ROLLOUT";
+    pub const EVIDENCE_TOKEN_FILE: &str = "SIDECAR_EVIDENCE_TOKEN_FILE";
+    pub const EVIDENCE_QUEUE: &str = "SIDECAR_EVIDENCE_QUEUE";
 }
 
 /// The role a sidecar serves in: the `role` label of every series it exports.
@@ -106,6 +111,16 @@ pub struct Launch {
     pub threads: u32,
     pub max_batch_size: u32,
     pub max_batch_delay: Duration,
+    /// Where the sidecar sends its prediction records, when the cluster has an evidence service.
+    pub evidence: Option<EvidenceTarget>,
+}
+
+/// The evidence service a sidecar reports to, and the rollout its records belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceTarget {
+    pub url: String,
+    pub namespace: String,
+    pub rollout: String,
 }
 
 /// Why an environment does not describe a launch.
@@ -137,6 +152,11 @@ impl Launch {
         if let Some(p) = self.grpc_port {
             out.push((env::GRPC_LISTEN, format!("0.0.0.0:{p}")));
         }
+        if let Some(e) = &self.evidence {
+            out.push((env::EVIDENCE_URL, e.url.clone()));
+            out.push((env::NAMESPACE, e.namespace.clone()));
+            out.push((env::ROLLOUT, e.rollout.clone()));
+        }
         out
     }
 
@@ -161,6 +181,10 @@ impl Launch {
             Some(v) => Some(port_of(env::GRPC_LISTEN, &v)?),
             None => None,
         };
+        let evidence = match lookup(env::EVIDENCE_URL) {
+            Some(url) => Some(EvidenceTarget { url, namespace: get(env::NAMESPACE)?, rollout: get(env::ROLLOUT)? }),
+            None => None,
+        };
         Ok(Self {
             model_name: get(env::MODEL_NAME)?,
             model_version: get(env::MODEL_VERSION)?,
@@ -177,6 +201,7 @@ impl Launch {
             max_batch_delay: delay
                 .parse()
                 .map_err(|e: crate::duration::DurationError| invalid(env::MAX_BATCH_DELAY, &delay, e.to_string()))?,
+            evidence,
         })
     }
 }
@@ -212,6 +237,11 @@ mod tests {
             threads: 2,
             max_batch_size: 16,
             max_batch_delay: "1s500ms".parse().unwrap(),
+            evidence: Some(EvidenceTarget {
+                url: "http://modelrollout-evidence.modelrollout-system:8090".into(),
+                namespace: "team-a".into(),
+                rollout: "fraud".into(),
+            }),
         };
         let env: std::collections::HashMap<_, _> = launch.to_env().into_iter().collect();
         assert_eq!(Launch::from_env(|k| env.get(k).cloned()), Ok(launch));

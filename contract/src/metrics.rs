@@ -72,10 +72,15 @@ pub mod family {
     series!(READY: Gauge "ready" [] "1 once the model is verified, loaded and warmed up");
     series!(DEVICE: Gauge "device" ["device", "requested"] "The device serving the model (1 on the active one)");
     series!(MODEL_LOAD_SECONDS: Gauge "model_load_seconds" [] "Time to fetch, verify, load and warm up the model");
+    series!(
+        /// Prediction records for the evidence service, by `outcome`: sent, dropped (its bounded
+        /// queue was full: the service down or slow), refused (answered 4xx).
+        EVIDENCE_RECORDS: Counter "evidence_records" ["outcome"] "Prediction records for the evidence service: sent, dropped, refused");
+    series!(EVIDENCE_QUEUE: Gauge "evidence_queue_depth" [] "Prediction records waiting to be sent to the evidence service");
 }
 
 /// Every family the sidecar exports.
-pub const SERIES: [Series; 15] = [
+pub const SERIES: [Series; 17] = [
     family::REQUESTS,
     family::REQUEST_DURATION,
     family::QUEUE_DEPTH,
@@ -91,6 +96,8 @@ pub const SERIES: [Series; 15] = [
     family::READY,
     family::DEVICE,
     family::MODEL_LOAD_SECONDS,
+    family::EVIDENCE_RECORDS,
+    family::EVIDENCE_QUEUE,
 ];
 
 /// Stored names the gates query.

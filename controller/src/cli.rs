@@ -36,6 +36,10 @@ pub struct Args {
     /// Prometheus used by rollouts whose spec names none.
     #[arg(long, env = "MODELROLLOUT_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
+    /// The evidence service every sidecar sends its prediction records to (the chart sets it when
+    /// it installs the service); none: sidecars send none.
+    #[arg(long, env = "MODELROLLOUT_EVIDENCE_URL")]
+    pub evidence_url: Option<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "MODELROLLOUT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -272,6 +276,7 @@ pub async fn run(args: Args) -> i32 {
     let ctx = Arc::new(Context {
         metrics: metrics.clone(),
         prometheus_url: args.prometheus_url.clone(),
+        evidence_url: args.evidence_url.clone(),
         deployments: deployment_readers,
         reapply_after: args.reapply_after,
         outbound,

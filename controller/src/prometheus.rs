@@ -17,6 +17,9 @@ pub struct Selector {
     pub model: String,
     pub version: String,
     pub role: String,
+    /// Label-based gates read the evidence service's joined counts (`--evidence-url` set) instead
+    /// of each sidecar's own join.
+    pub evidence: bool,
 }
 
 /// A PromQL string literal: every value a spec or object name supplies goes through this, so it can
@@ -81,11 +84,18 @@ impl Selector {
         let requests = format!("sum(increase({}{{{s},{scoring}}}[{w}]))", m::REQUESTS_TOTAL);
         let outcome = |o: m::Outcome| format!("{}=\"{}\"", l::OUTCOME, o.as_str());
         let either = |a: m::Outcome, b: m::Outcome| format!("{}=~\"{}|{}\"", l::OUTCOME, a.as_str(), b.as_str());
+        // Label outcomes: from the evidence service (labels posted once, joined across every pod
+        // and restart, counted by the rollout's namespace and name) or from the sidecars' own join.
+        let (c, ls) = if self.evidence {
+            let e = modelrollout_contract::evidence::series::labels::ROLLOUT;
+            (modelrollout_contract::evidence::series::OUTCOMES, format!("{s},{e}={}", quote(&self.rollout)))
+        } else {
+            (m::CONFUSION_TOTAL, s.clone())
+        };
         let rate = |one: String, all: String| {
-            let c = m::CONFUSION_TOTAL;
             (
-                format!("(sum(increase({c}{{{s},{one}}}[{w}])) or vector(0)) / sum(increase({c}{{{s},{all}}}[{w}]))"),
-                format!("sum(increase({c}{{{s},{all}}}[{w}]))"),
+                format!("(sum(increase({c}{{{ls},{one}}}[{w}])) or vector(0)) / sum(increase({c}{{{ls},{all}}}[{w}]))"),
+                format!("sum(increase({c}{{{ls},{all}}}[{w}]))"),
             )
         };
         match kind {
@@ -219,6 +229,7 @@ mod tests {
             model: "fraud".into(),
             version: "v2\"} or vector(1) #".into(),
             role: "canary".into(),
+            evidence: false,
         }
     }
 
@@ -238,5 +249,12 @@ mod tests {
         assert!(n.contains(r#"outcome=~"fp|tn""#));
         let (v, _) = s.queries(&GateKind::LatencyP95, Duration::from_secs(60));
         assert!(v.starts_with("histogram_quantile(0.95") && v.ends_with("* 1000"));
+        // With the evidence service, the label gates read its joined outcomes of this rollout.
+        let e = Selector { evidence: true, ..s };
+        let (v, n) = e.queries(&GateKind::CaptureRate, Duration::from_secs(60));
+        assert!(v.contains("modelrollout_evidence_outcomes_total{") && v.contains(r#"rollout="fraud""#), "{v}");
+        assert!(v.contains(r#"outcome="tp""#) && n.contains(r#"outcome=~"tp|fn""#), "{v} {n}");
+        let (v, _) = e.queries(&GateKind::ErrorRate, Duration::from_secs(60));
+        assert!(v.contains("modelrollout_sidecar_requests_total{") && !v.contains("rollout="), "{v}");
     }
 }

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use modelrollout_contract::launch::{Launch, Role as SidecarRole};
+use modelrollout_contract::launch::{EvidenceTarget, Launch, Role as SidecarRole};
 
 use crate::api::{ArtifactSource, MODEL_IMAGE_MOUNT, ModelRollout, ModelSpec};
 
@@ -86,7 +86,15 @@ fn sidecar_image(named: &str, device: crate::api::Device) -> &str {
 
 /// The sidecar Deployment for one model version. `role` is what the pods report in their metrics
 /// (`stable`, `canary`, `shadow`); it is a start-up argument, so it is fixed for the pods' life.
-pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, replicas: i32) -> Deployment {
+/// `evidence`: the evidence service's URL (`--evidence-url`), which every sidecar then sends its
+/// prediction records to, as this rollout's.
+pub fn deployment(
+    mr: &ModelRollout,
+    model: &ModelSpec,
+    role: SidecarRole,
+    replicas: i32,
+    evidence: Option<&str>,
+) -> Deployment {
     let w = &mr.spec.workload;
     let port = w.service_port;
     let pod_labels = selector_labels(mr, Some(&model.version));
@@ -110,6 +118,11 @@ pub fn deployment(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, repli
         threads: rt.threads,
         max_batch_size: rt.max_batch_size,
         max_batch_delay: rt.max_batch_delay.clone(),
+        evidence: evidence.map(|url| EvidenceTarget {
+            url: url.to_string(),
+            namespace: mr.namespace().unwrap_or_default(),
+            rollout: mr.name_any(),
+        }),
     };
     let mut resources = w.resources.clone().unwrap_or_default();
     if let Some(gpus) = w.gpus.filter(|g| *g > 0) {
@@ -343,7 +356,7 @@ mod tests {
     #[test]
     fn deployment_metadata_holds_until_our_labels_or_owner_change() {
         let mr = rollout();
-        let ours = deployment(&mr, &mr.spec.model, SidecarRole::Stable, 2);
+        let ours = deployment(&mr, &mr.spec.model, SidecarRole::Stable, 2, None);
         let mut live = ours.clone();
         live.metadata.labels.as_mut().unwrap().insert("team".into(), "fraud".into());
         live.metadata.generation = Some(3);
@@ -360,7 +373,7 @@ mod tests {
         let mut mr = rollout();
         mr.spec.model.artifact.uri = "oci://registry.example/models/fraud:v2".into();
         mr.spec.model.artifact.path = Some("models/fraud-v2.onnx".into());
-        let spec = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1).spec.unwrap().template.spec.unwrap();
+        let spec = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1, None).spec.unwrap().template.spec.unwrap();
         let volume = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "model").expect("a model volume");
         let image = volume.image.as_ref().expect("an image volume");
         assert_eq!(image.reference.as_deref(), Some("registry.example/models/fraud:v2"));
@@ -372,7 +385,7 @@ mod tests {
 
         let mut mr = rollout();
         mr.spec.model.artifact.uri = "http://model-store.models.svc/fraud-v2.onnx".into();
-        let spec = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1).spec.unwrap().template.spec.unwrap();
+        let spec = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1, None).spec.unwrap().template.spec.unwrap();
         assert!(spec.volumes.unwrap().iter().all(|v| v.image.is_none()), "a URL needs no volume");
         let c = &spec.containers[0];
         let uri = c.env.as_ref().unwrap().iter().find(|e| e.name == modelrollout_contract::launch::env::MODEL_URI);
@@ -382,7 +395,7 @@ mod tests {
     #[test]
     fn a_cuda_model_gets_the_cuda_build_unless_the_rollout_names_an_image() {
         let image = |mr: &ModelRollout| {
-            let d = deployment(mr, &mr.spec.model, SidecarRole::Stable, 1);
+            let d = deployment(mr, &mr.spec.model, SidecarRole::Stable, 1, None);
             d.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap()
         };
         let mut mr = rollout();
@@ -397,7 +410,7 @@ mod tests {
     #[test]
     fn the_pod_environment_reads_back_as_the_launch() {
         let mr = rollout();
-        let d = deployment(&mr, &mr.spec.model, SidecarRole::Shadow, 1);
+        let d = deployment(&mr, &mr.spec.model, SidecarRole::Shadow, 1, None);
         let env: BTreeMap<String, String> = d.spec.unwrap().template.spec.unwrap().containers[0]
             .env
             .clone()
@@ -419,15 +432,26 @@ mod tests {
     fn an_s3_artifacts_credentials_secret_is_the_sidecars_environment() {
         let mut mr = rollout();
         assert!(
-            deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1).spec.unwrap().template.spec.unwrap().containers[0]
+            deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1, None)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
                 .env_from
                 .is_none()
         );
         mr.spec.model.artifact.uri = "s3://models/fraud-v2.onnx".into();
         mr.spec.model.artifact.credentials_secret = Some("model-store-s3".into());
-        let c = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1).spec.unwrap().template.spec.unwrap().containers
-            [0]
-        .clone();
+        let c = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1, None)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .clone();
         let from = c.env_from.unwrap();
         assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "model-store-s3");
         let uri = c.env.unwrap().into_iter().find(|e| e.name == "SIDECAR_MODEL_URI").unwrap().value.unwrap();
@@ -440,7 +464,7 @@ mod tests {
     fn a_grpc_port_reaches_the_pod_and_every_service() {
         let mut mr = rollout();
         mr.spec.workload.grpc_port = Some(9001);
-        let d = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1);
+        let d = deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1, None);
         let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
         let env: BTreeMap<String, String> = c.env.unwrap().into_iter().map(|e| (e.name, e.value.unwrap())).collect();
         assert_eq!(Launch::from_env(|k| env.get(k).cloned()).unwrap().grpc_port, Some(9001));

@@ -90,14 +90,27 @@ impl Collector for Evidence {
             "Labels joined to a prediction",
             self.of(Series::LabelsJoined).map(|c| (base(c), c.n)),
         )?;
+        // Every outcome of every version with predictions, 0 until counted: a series born inside a
+        // gate's window would lose its first increments to `increase`.
+        let mut outcomes: std::collections::BTreeMap<Labels, [i64; 4]> = Default::default();
+        for c in self.of(Series::Predictions) {
+            outcomes.entry(base(c)).or_default();
+        }
+        for c in self.of(Series::Outcomes) {
+            if let Some(i) = Outcome::ALL.iter().position(|o| o.as_str() == c.key.detail) {
+                outcomes.entry(base(c)).or_default()[i] += c.n;
+            }
+        }
         self.counters(
             e,
             series::OUTCOMES,
             "Labelled decisions by outcome (tp, fp, tn, fn)",
-            self.of(Series::Outcomes).map(|c| {
-                let mut labels = base(c);
-                labels.push((l::OUTCOME, c.key.detail.to_string()));
-                (labels, c.n)
+            outcomes.into_iter().flat_map(|(labels, counts)| {
+                Outcome::ALL.into_iter().zip(counts).map(move |(o, n)| {
+                    let mut labels = labels.clone();
+                    labels.push((l::OUTCOME, o.as_str().to_string()));
+                    (labels, n)
+                })
             }),
         )?;
         let peer = |c: &Count, key: &'static str| {

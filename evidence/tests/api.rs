@@ -174,6 +174,7 @@ async fn a_label_posted_once_joins_and_is_exported() {
         format!("modelrollout_evidence_predictions_total{{{series}}} 2"),
         format!("modelrollout_evidence_labels_joined_total{{{series}}} 1"),
         format!("modelrollout_evidence_outcomes_total{{{series},outcome=\"fp\"}} 1"),
+        format!("modelrollout_evidence_outcomes_total{{{series},outcome=\"tn\"}} 0"),
         format!("modelrollout_evidence_label_delay_seconds_count{{{series}}} 1"),
         r#"modelrollout_evidence_requests_total{route="labels",code="200"} 1"#.to_string(),
     ] {

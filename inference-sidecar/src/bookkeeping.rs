@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::drift::Drift;
+use crate::evidence::EvidenceQueue;
 use crate::feedback::PredictionMemory;
 use prometheus_client::metrics::counter::Counter;
 
@@ -52,6 +53,8 @@ pub struct Bookkeeping {
     pub metrics: Arc<Metrics>,
     pub memory: Arc<PredictionMemory>,
     pub drift: Arc<Mutex<Option<Drift>>>,
+    /// Where every scored row goes for the cluster's evidence service, when there is one.
+    pub evidence: Option<EvidenceQueue>,
     /// The two decision counters, looked up in their family once (both series exist from the start).
     positive: Counter,
     negative: Counter,
@@ -66,7 +69,13 @@ impl Bookkeeping {
     ) -> Self {
         let decision = |decision| metrics.decisions.get_or_create(&metrics::Decision { decision }).clone();
         let (positive, negative) = (decision(Decision::Positive.as_str()), decision(Decision::Negative.as_str()));
-        Self { threshold, metrics, memory, drift, positive, negative }
+        Self { threshold, metrics, memory, drift, evidence: None, positive, negative }
+    }
+
+    /// Also sends every scored row to the evidence service through `queue`.
+    pub fn with_evidence(mut self, queue: Option<EvidenceQueue>) -> Self {
+        self.evidence = queue;
+        self
     }
 
     /// Records one scored batch: `rows` and `scores` in batch order, `requests` the ids and row
@@ -92,10 +101,24 @@ impl Bookkeeping {
             self.negative.inc_by(negative);
         }
         let mut offset = 0;
+        let time_ms = crate::evidence::now_ms();
         let remembered = requests.into_iter().flat_map(|(ids, n)| {
             let start = offset;
             offset += n;
-            (0..n).map(move |i| (ids.id(n, i), scores[start + i] >= self.threshold))
+            (0..n).map(move |i| {
+                let (id, score) = (ids.id(n, i), scores[start + i]);
+                let decision = score >= self.threshold;
+                if let Some(q) = &self.evidence {
+                    q.push(modelrollout_contract::evidence::PredictionRecord {
+                        request_id: id.to_string(),
+                        time_ms,
+                        decision,
+                        score: f64::from(score),
+                        bins: Vec::new(),
+                    });
+                }
+                (id, decision)
+            })
         });
         let evicted = self.memory.remember(remembered, Instant::now());
         if evicted > 0 {

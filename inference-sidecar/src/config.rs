@@ -69,6 +69,21 @@ pub struct Args {
     /// Where the Open Inference Protocol's gRPC service listens (none unless set).
     #[arg(long, env = env::GRPC_LISTEN)]
     pub grpc_listen: Option<SocketAddr>,
+    /// The cluster's evidence service: every scored row is sent there as a prediction record of
+    /// `--namespace`'s `--rollout` (none unless set).
+    #[arg(long, env = env::EVIDENCE_URL, requires_all = ["namespace", "rollout"])]
+    pub evidence_url: Option<String>,
+    #[arg(long, env = env::NAMESPACE)]
+    pub namespace: Option<String>,
+    #[arg(long, env = env::ROLLOUT)]
+    pub rollout: Option<String>,
+    /// The bearer token sent to the evidence service, read before each batch (the pod's projected
+    /// ServiceAccount token, which the kubelet rotates).
+    #[arg(long, env = env::EVIDENCE_TOKEN_FILE, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
+    pub evidence_token_file: PathBuf,
+    /// Prediction records waiting to be sent, at most; past it they are dropped and counted.
+    #[arg(long, env = env::EVIDENCE_QUEUE, default_value_t = 100_000)]
+    pub evidence_queue: usize,
     #[arg(long, env = env::DEVICE, value_parser = parse_device, default_value = "cpu")]
     pub device: Device,
     /// Intra-op threads per session.

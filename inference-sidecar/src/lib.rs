@@ -6,6 +6,7 @@ pub mod bookkeeping;
 pub mod config;
 pub mod drift;
 pub mod error;
+pub mod evidence;
 pub mod feedback;
 pub mod fetch;
 pub mod metrics;

@@ -91,6 +91,8 @@ pub struct Metrics {
     pub ready: Gauge,
     pub device: Family<DeviceLabel, Gauge>,
     pub load_seconds: Gauge<f64, AtomicU64>,
+    pub evidence_records: Family<Outcome, Counter>,
+    pub evidence_queue: Gauge,
 }
 
 impl Metrics {
@@ -129,6 +131,8 @@ impl Metrics {
             ready: Gauge::default(),
             device: Family::default(),
             load_seconds: Gauge::default(),
+            evidence_records: Family::default(),
+            evidence_queue: Gauge::default(),
         };
         {
             let r = root.sub_registry_with_prefix(contract::PREFIX).sub_registry_with_labels(labels.into_iter());
@@ -150,6 +154,14 @@ impl Metrics {
             register(r, family::READY, m.ready.clone());
             register(r, family::DEVICE, m.device.clone());
             register(r, family::MODEL_LOAD_SECONDS, m.load_seconds.clone());
+            register(r, family::EVIDENCE_RECORDS, m.evidence_records.clone());
+            register(r, family::EVIDENCE_QUEUE, m.evidence_queue.clone());
+        }
+        // Every outcome series exists from the start, at 0: a series born inside a gate's window
+        // loses its first increments to Prometheus's `increase` (it has no earlier sample), which
+        // skewed a new candidate's first false-positive and capture rates.
+        for o in contract::Outcome::ALL {
+            let _ = m.confusion.get_or_create(&Outcome { outcome: o.as_str() }).get();
         }
         Self { registry: root, ..m }
     }
@@ -175,6 +187,7 @@ mod tests {
         m.violations.get_or_create(&Violation { feature: "amount".into(), reason: "out_of_range" }).inc();
         m.drift.get_or_create(&FeatureLabel { feature: "amount".into() }).set(0.1);
         m.device.get_or_create(&DeviceLabel { device: "cpu", requested: "cpu" }).set(1);
+        m.evidence_records.get_or_create(&Outcome { outcome: "sent" }).inc();
         let text = m.encode();
         // A series line (`name{labels} value`), not the HELP and TYPE lines, which name the family
         // whether or not anything was recorded.

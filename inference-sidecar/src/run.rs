@@ -169,6 +169,26 @@ pub async fn run(args: Args) -> i32 {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Prediction records for the evidence service: queued by the inference threads, sent by a
+    // task that flushes what is left once the server has drained (every request answered).
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let evidence = cfg.args.evidence_url.as_ref().map(|url| {
+        let target = crate::evidence::Target {
+            url: url.clone(),
+            namespace: cfg.args.namespace.clone().unwrap_or_default(),
+            rollout: cfg.args.rollout.clone().unwrap_or_default(),
+            model: cfg.model_name.clone(),
+            version: cfg.model_version.clone(),
+            role: cfg.args.role,
+            token_file: Some(cfg.args.evidence_token_file.clone()).filter(|p| p.exists()),
+        };
+        tracing::info!(url = %target.url, namespace = %target.namespace, rollout = %target.rollout, "sending prediction records to the evidence service");
+        let (queue, sender) = crate::evidence::queue(cfg.args.evidence_queue, target, state.metrics.clone());
+        let _ = state.evidence.set(queue);
+        tokio::spawn(sender.run(async move {
+            let _ = drained_rx.await;
+        }))
+    });
     let server =
         axum::serve(listener, app(state.clone()).into_make_service()).with_graceful_shutdown(stopped(stop_rx.clone()));
     let http = tokio::spawn(async move { server.await });
@@ -232,6 +252,14 @@ pub async fn run(args: Args) -> i32 {
         "closing the listener; draining in-flight requests"
     );
     let _ = stop_tx.send(true);
+    let server = async move {
+        server.await;
+        // Everything scored is queued now: the sender sends it and ends.
+        let _ = drained_tx.send(());
+        if let Some(e) = evidence {
+            let _ = e.await;
+        }
+    };
     match tokio::time::timeout(cfg.args.shutdown_deadline, server).await {
         Ok(_) => {
             tracing::info!("drained; exiting");

@@ -73,6 +73,29 @@ pub mod tempfile_lite {
             let _ = std::fs::remove_file(&self.0);
         }
     }
+
+    /// An empty directory removed with the guard.
+    pub struct TempDir(pub PathBuf);
+
+    #[allow(dead_code)]
+    impl TempDir {
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "sidecar-test-dir-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Args for serving `models/<file>` as `name`/`version` with `contract`.

@@ -192,6 +192,7 @@ async fn the_launch_environment_the_controller_writes_is_the_one_the_sidecar_rea
         threads: 1,
         max_batch_size: 8,
         max_batch_delay: "1s500ms".parse().unwrap(),
+        evidence: None,
     };
     let mut command = Command::new(env!("CARGO_BIN_EXE_inference-sidecar"));
     // Only the launch's variables (and what ONNX Runtime needs): no SIDECAR_* from elsewhere.

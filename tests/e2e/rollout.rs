@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
 async fn a_good_candidate_goes_through_every_stage_and_becomes_stable() {
-    let env = Env::kwok_fraud("good", 150).await;
+    // 250 req/s: at 5% a 5 s window holds ~45 candidate requests (~33 negatives for the
+    // false-positive-rate gate), as the analysis windows no longer overlap.
+    let env = Env::kwok_fraud("good", 250).await;
     // A webhook that refuses the first two deliveries: they are retried, and never hold the rollout.
     let hook = Webhook::start(2).await;
     let mut m =

@@ -670,6 +670,7 @@ async fn the_on_gpu_gate_recipe_reads_1_on_cuda_0_after_a_cpu_fallback_and_nothi
         model: "fraud".into(),
         version: "v2".into(),
         role: "canary".into(),
+        evidence: false,
     };
     let query = selector.substitute(ON_GPU_GATE_QUERY, Duration::from_secs(30));
     let prom = prometheus();

@@ -119,7 +119,7 @@ async fn ensure_workload(
         .and_then(|d| d.labels().get(workloads::LABEL_ROLE).and_then(|r| SidecarRole::parse(r)))
         .or_else(|| last.as_ref().map(|a| a.role))
         .unwrap_or(wanted_role);
-    let d = workloads::deployment(mr, model, role, replicas);
+    let d = workloads::deployment(mr, model, role, replicas, ctx.evidence_url.as_deref());
     let print = fingerprint(&d);
     // Nobody changed its spec since our apply (the generation our apply produced) nor our labels
     // and owner reference (which do not move the generation): applying again would change nothing.
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(decision.status.phase, Some(Phase::RolledBack));
         // The candidate's Deployment is in the watch cache, at 2 replicas: the scale-down patches it.
         let (store, mut writer) = reflector::store::<Deployment>();
-        let cached = workloads::deployment(&mr, &mr.spec.model, SidecarRole::Shadow, 2);
+        let cached = workloads::deployment(&mr, &mr.spec.model, SidecarRole::Shadow, 2, None);
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached));
         // The route as the shadow stage left it: a mirror to the candidate.
         let shadow = json!({

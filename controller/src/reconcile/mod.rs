@@ -54,6 +54,8 @@ pub struct Context {
     pub outbound: crate::outbound::Outbound,
     /// `--prometheus-url`, used when a spec names none.
     pub prometheus_url: Option<String>,
+    /// `--evidence-url`: the evidence service the sidecars report to.
+    pub evidence_url: Option<String>,
     /// The resourceVersion of our last status write per rollout.
     pub last_writes: LastWrites,
     /// The traffic split last applied per rollout, and when.
@@ -88,6 +90,7 @@ impl Context {
             http: reqwest::Client::new(),
             outbound: Default::default(),
             prometheus_url: None,
+            evidence_url: None,
             last_writes: Default::default(),
             applied_traffic: Default::default(),
             deployments: Vec::new(),

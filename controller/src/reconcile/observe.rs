@@ -15,13 +15,14 @@ pub(super) fn deployment_ready(d: Option<&Deployment>) -> bool {
     want > 0 && current && status.ready_replicas.unwrap_or(0) >= want && status.updated_replicas.unwrap_or(0) >= want
 }
 
-fn selector(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole) -> Selector {
+fn selector(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, evidence: bool) -> Selector {
     Selector {
         namespace: mr.namespace().unwrap_or_default(),
         rollout: mr.name_any(),
         model: model.name.clone(),
         version: model.version.clone(),
         role: role.as_str().into(),
+        evidence,
     }
 }
 
@@ -73,10 +74,13 @@ pub(super) async fn observe(
         let window = core::analysis_window(&mr.spec, status, now);
         let timeout = timings.as_ref().map_or(Duration::from_secs(5), |t| t.query_timeout.unsigned_abs());
         let role = candidate_role(status);
+        let evidence = ctx.evidence_url.is_some();
         analysis = Some(match prometheus(ctx, mr) {
             Some(prom) => {
-                let (candidate, stable) =
-                    (selector(mr, &mr.spec.model, role), selector(mr, &stable, SidecarRole::Stable));
+                let (candidate, stable) = (
+                    selector(mr, &mr.spec.model, role, evidence),
+                    selector(mr, &stable, SidecarRole::Stable, evidence),
+                );
                 let gates = prometheus::observe(&prom, &defs, &candidate, &stable, window, timeout);
                 let reward = async {
                     match &reward {

@@ -244,7 +244,7 @@ async fn an_experiment_rule_the_route_refuses_is_never_reported_running() {
     mr.status = Some(idle);
     mr.metadata.resource_version = Some("7".into());
     mr.metadata.finalizers = Some(vec![FINALIZER.into()]);
-    let mut ready = workloads::deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1);
+    let mut ready = workloads::deployment(&mr, &mr.spec.model, SidecarRole::Canary, 1, None);
     ready.metadata.generation = Some(1);
     ready.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
         observed_generation: Some(1),

@@ -63,6 +63,9 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Set once the model is loaded.
     pub batcher: std::sync::OnceLock<Batcher>,
+    /// Where scored rows go for the evidence service, when the sidecar reports to one (set before
+    /// the model loads).
+    pub evidence: std::sync::OnceLock<crate::evidence::EvidenceQueue>,
     pub max_payload_bytes: usize,
     pub max_candidates: usize,
     pub threshold: f32,
@@ -97,6 +100,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             batcher: std::sync::OnceLock::new(),
+            evidence: std::sync::OnceLock::new(),
             max_payload_bytes,
             max_candidates,
             threshold,
@@ -116,6 +120,7 @@ impl AppState {
     /// What the inference threads record about each scored batch.
     pub fn bookkeeping(&self) -> Bookkeeping {
         Bookkeeping::new(self.threshold, self.metrics.clone(), self.memory.clone(), self.drift.clone())
+            .with_evidence(self.evidence.get().cloned())
     }
 
     /// Announces a request that will reach the batcher once decoded (nothing before the model loads).

@@ -1,0 +1,172 @@
+//! Prediction records for the evidence service (the cluster's join of labels to predictions).
+//!
+//! The inference thread only pushes each scored row into a bounded queue ([`EvidenceQueue::push`],
+//! never blocking: a full queue drops the record and counts it); a task ([`Sender::run`]) sends
+//! them in batches. A batch that fails (the service down, a timeout) is sent again, unchanged, until
+//! it is taken: the service stores a prediction once however often it arrives, so a retry counts
+//! nothing twice. A batch answered 4xx is not retried (counted `refused`, logged). A request never
+//! waits on any of this.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use modelrollout_contract::Role;
+use modelrollout_contract::evidence::{PredictionBatch, PredictionRecord, paths};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::{Metrics, Outcome};
+
+/// The most records one batch carries.
+pub const BATCH: usize = 2_000;
+/// How long records wait to fill a batch.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Retry backoff: from 200 ms, doubling to 10 s.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
+
+/// Where this sidecar's records go and what they are of.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The service's base URL (`http://modelrollout-evidence.modelrollout-system:8090`).
+    pub url: String,
+    pub namespace: String,
+    pub rollout: String,
+    pub model: String,
+    pub version: String,
+    pub role: Role,
+    /// The bearer token's file (the pod's projected ServiceAccount token: read again before each
+    /// batch, as the kubelet rotates it).
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The inference thread's end: bounded, never blocks.
+#[derive(Clone)]
+pub struct EvidenceQueue {
+    tx: crossbeam_channel::Sender<PredictionRecord>,
+    dropped: Counter,
+}
+
+impl EvidenceQueue {
+    pub fn push(&self, record: PredictionRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// The sending task's end.
+pub struct Sender {
+    rx: crossbeam_channel::Receiver<PredictionRecord>,
+    target: Target,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+}
+
+/// A queue of `capacity` records and the task's end of it.
+pub fn queue(capacity: usize, target: Target, metrics: Arc<Metrics>) -> (EvidenceQueue, Sender) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let dropped = metrics.evidence_records.get_or_create(&Outcome { outcome: "dropped" }).clone();
+    // No redirects (a record goes to the service named, or nowhere); a timeout per batch.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client with default TLS");
+    (EvidenceQueue { tx, dropped }, Sender { rx, target, client, metrics })
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How a batch went.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    Taken,
+    /// 4xx: sending it again would be refused again.
+    Refused(u16),
+    /// Try again later.
+    Failed(String),
+}
+
+impl Sender {
+    /// Sends until `stop` resolves, then sends what is queued once more (within a few seconds).
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut backoff = BACKOFF.0;
+        let mut batch: Vec<PredictionRecord> = Vec::new();
+        loop {
+            let stopping = tokio::select! {
+                _ = &mut stop => true,
+                _ = tokio::time::sleep(FLUSH_EVERY) => false,
+            };
+            if batch.is_empty() {
+                batch.extend(self.rx.try_iter().take(BATCH));
+            }
+            self.metrics.evidence_queue.set(self.rx.len() as i64);
+            if batch.is_empty() {
+                if stopping {
+                    return;
+                }
+                continue;
+            }
+            match self.send(&batch).await {
+                Sent::Taken => {
+                    self.count("sent", batch.len());
+                    batch.clear();
+                    backoff = BACKOFF.0;
+                }
+                Sent::Refused(code) => {
+                    tracing::warn!(code, records = batch.len(), url = %self.target.url, "evidence service refused a batch");
+                    self.count("refused", batch.len());
+                    batch.clear();
+                }
+                Sent::Failed(why) => {
+                    tracing::debug!(%why, records = batch.len(), "evidence batch not taken; retrying");
+                    if stopping {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                    continue;
+                }
+            }
+            if stopping && self.rx.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn count(&self, outcome: &'static str, n: usize) {
+        self.metrics.evidence_records.get_or_create(&Outcome { outcome }).inc_by(n as u64);
+    }
+
+    async fn send(&self, records: &[PredictionRecord]) -> Sent {
+        let t = &self.target;
+        let batch = PredictionBatch {
+            namespace: t.namespace.clone(),
+            rollout: t.rollout.clone(),
+            model: t.model.clone(),
+            version: t.version.clone(),
+            role: t.role,
+            records: records.to_vec(),
+        };
+        let mut req = self.client.post(format!("{}{}", t.url.trim_end_matches('/'), paths::PREDICTIONS)).json(&batch);
+        if let Some(path) = &t.token_file {
+            match tokio::fs::read_to_string(path).await {
+                Ok(token) => req = req.bearer_auth(token.trim()),
+                Err(e) => return Sent::Failed(format!("reading the token {}: {e}", path.display())),
+            }
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => Sent::Taken,
+            // 401: the token may have rotated since it was read, and 429 asks to come back: both
+            // are tried again; any other 4xx would be refused again.
+            Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 401 | 429) => {
+                Sent::Refused(r.status().as_u16())
+            }
+            Ok(r) => Sent::Failed(format!("answered {}", r.status())),
+            Err(e) => Sent::Failed(e.to_string()),
+        }
+    }
+}
