@@ -84,7 +84,7 @@ phase "end-to-end tests on the local control plane, its real node and Gateway"
 # A/B experiments through Envoy Gateway.
 MODELROLLOUT_REAL_NODE=1 bash tests/cluster/cluster.sh run -- bash -c '
   set -e
-  cargo test --locked -p modelrollout-e2e --test smoke --test rollout --test outage --test operator -- --include-ignored --test-threads 4
+  cargo test --locked -p modelrollout-e2e --test smoke --test rollout --test outage --test operator --test evidence -- --include-ignored --test-threads 4
   cargo test --locked -p modelrollout-e2e --test node -- --include-ignored --test-threads 2 --nocapture
   cargo test --locked -p modelrollout-e2e --test gateway -- --include-ignored --test-threads 2 --nocapture
   cargo test --locked -p modelrollout-e2e --test experiment -- --include-ignored --test-threads 2 --nocapture

@@ -144,7 +144,7 @@ fn default_query_timeout() -> Duration {
     "fieldPath": ".custom",
     "reason": "FieldValueInvalid"
 }, {
-    "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate']))",
+    "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate', 'precision', 'agreement']))",
     "message": "custom gate names must differ from the built-in gates",
     "fieldPath": ".custom",
     "reason": "FieldValueInvalid"
@@ -168,6 +168,11 @@ fn default_query_timeout() -> Duration {
     "message": "captureRate is a fraction: min is between 0 and 1, maxBelowStable at most 1",
     "fieldPath": ".captureRate",
     "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.precision) || ((!has(self.precision.min) || (self.precision.min >= 0.0 && self.precision.min <= 1.0)) && (!has(self.precision.maxBelowStable) || self.precision.maxBelowStable <= 1.0))",
+    "message": "precision is a fraction: min is between 0 and 1, maxBelowStable at most 1",
+    "fieldPath": ".precision",
+    "reason": "FieldValueInvalid"
 }]))]
 pub struct Gates {
     /// Share of requests answered 5xx (fraction, 0.002 = 0.2%).
@@ -182,6 +187,15 @@ pub struct Gates {
     /// Recall, TP / (TP + FN) from label feedback (fraction). Samples are TP + FN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_rate: Option<LowerGate>,
+    /// Precision, TP / (TP + FP) from label feedback (fraction). Samples are TP + FP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<LowerGate>,
+    /// On matched requests (scored by stable and by the candidate under one request id, as every
+    /// mirrored request is: the evidence service's count), the share whose decisions agree.
+    /// Judged in shadow, before any user sees the candidate. Samples are matched requests. Needs
+    /// the evidence service; without it the gate is inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<AgreementGate>,
     /// Your own PromQL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
@@ -252,6 +266,17 @@ pub struct LowerGate {
         "reason": "FieldValueInvalid"
     }]))]
     pub confidence: Option<f64>,
+}
+
+/// Decisions on matched requests that must agree with stable's: `value >= min`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgreementGate {
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min: f64,
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 0))]
+    pub min_samples: u64,
 }
 
 /// How a proportion gate is judged.

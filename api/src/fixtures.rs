@@ -99,6 +99,8 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
                     judge: Judge::Threshold,
                     confidence: None,
                 }),
+                precision: None,
+                agreement: None,
                 custom: vec![],
             },
             ..AnalysisSpec::default()

@@ -116,6 +116,20 @@ impl Selector {
             ),
             GateKind::FalsePositiveRate => rate(outcome(FalsePositive), either(FalsePositive, TrueNegative)),
             GateKind::CaptureRate => rate(outcome(TruePositive), either(TruePositive, FalseNegative)),
+            GateKind::Precision => rate(outcome(TruePositive), either(TruePositive, FalsePositive)),
+            GateKind::Agreement => {
+                // The evidence service's matched requests, on the candidate's series. Without it
+                // there is no such series: no data, inconclusive.
+                use modelrollout_contract::evidence::series::{MATCHED, labels as e};
+                let ls = format!("{s},{}={}", e::ROLLOUT, quote(&self.rollout));
+                (
+                    format!(
+                        "(sum(increase({MATCHED}{{{ls},{a}=\"agree\"}}[{w}])) or vector(0)) / sum(increase({MATCHED}{{{ls}}}[{w}]))",
+                        a = e::AGREEMENT
+                    ),
+                    format!("sum(increase({MATCHED}{{{ls}}}[{w}]))"),
+                )
+            }
             GateKind::Custom { query, samples_query } => (
                 self.substitute(query, window),
                 samples_query.as_ref().map(|q| self.substitute(q, window)).unwrap_or(requests),
@@ -256,5 +270,13 @@ mod tests {
         assert!(v.contains(r#"outcome="tp""#) && n.contains(r#"outcome=~"tp|fn""#), "{v} {n}");
         let (v, _) = e.queries(&GateKind::ErrorRate, Duration::from_secs(60));
         assert!(v.contains("modelrollout_sidecar_requests_total{") && !v.contains("rollout="), "{v}");
+        let (v, n) = e.queries(&GateKind::Precision, Duration::from_secs(60));
+        assert!(v.contains(r#"outcome="tp""#) && n.contains(r#"outcome=~"tp|fp""#), "{v} {n}");
+        let (v, n) = e.queries(&GateKind::Agreement, Duration::from_secs(60));
+        assert!(v.contains("modelrollout_evidence_matched_total{") && v.contains(r#"agreement="agree""#), "{v}");
+        assert!(
+            n.starts_with("sum(increase(modelrollout_evidence_matched_total{") && n.contains(r#"version="v2""#),
+            "{n}"
+        );
     }
 }

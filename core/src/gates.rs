@@ -9,7 +9,13 @@ pub enum GateKind {
     LatencyP95,
     FalsePositiveRate,
     CaptureRate,
-    Custom { query: String, samples_query: Option<String> },
+    Precision,
+    /// Decisions agreeing with stable's on matched requests (the evidence service's count).
+    Agreement,
+    Custom {
+        query: String,
+        samples_query: Option<String>,
+    },
 }
 
 /// The limits of a gate, normalised.
@@ -35,6 +41,8 @@ pub const GATE_ERROR_RATE: &str = "errorRate";
 pub const GATE_LATENCY_P95: &str = "latencyP95";
 pub const GATE_FALSE_POSITIVE_RATE: &str = "falsePositiveRate";
 pub const GATE_CAPTURE_RATE: &str = "captureRate";
+pub const GATE_PRECISION: &str = "precision";
+pub const GATE_AGREEMENT: &str = "agreement";
 
 /// The gates a spec asks for, built-ins first, in a stable order.
 pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
@@ -59,17 +67,34 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
     if let Some(g) = &gates.false_positive_rate {
         defs.push(upper(GATE_FALSE_POSITIVE_RATE, GateKind::FalsePositiveRate, g));
     }
+    let lower = |name: &str, kind, g: &LowerGate| GateDef {
+        name: name.into(),
+        kind,
+        min_samples: g.min_samples,
+        max: None,
+        min: g.min,
+        max_above_stable: None,
+        max_below_stable: g.max_below_stable,
+        judge: g.judge,
+        confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
+    };
     if let Some(g) = &gates.capture_rate {
+        defs.push(lower(GATE_CAPTURE_RATE, GateKind::CaptureRate, g));
+    }
+    if let Some(g) = &gates.precision {
+        defs.push(lower(GATE_PRECISION, GateKind::Precision, g));
+    }
+    if let Some(g) = &gates.agreement {
         defs.push(GateDef {
-            name: GATE_CAPTURE_RATE.into(),
-            kind: GateKind::CaptureRate,
+            name: GATE_AGREEMENT.into(),
+            kind: GateKind::Agreement,
             min_samples: g.min_samples,
             max: None,
-            min: g.min,
+            min: Some(g.min),
             max_above_stable: None,
-            max_below_stable: g.max_below_stable,
-            judge: g.judge,
-            confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
+            max_below_stable: None,
+            judge: Judge::Threshold,
+            confidence: DEFAULT_CONFIDENCE,
         });
     }
     for c in &gates.custom {

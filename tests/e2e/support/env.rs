@@ -12,7 +12,7 @@ use modelrollout::api::{ModelRollout, ModelRolloutStatus, Phase};
 use serde_json::{Value, json};
 
 use crate::controller::{ControllerProc, controller_logs, helm_install_controller, service_account_kubeconfig};
-use crate::load::kwok::Harness;
+use crate::load::kwok::{Harness, Labels};
 use crate::manifest::{Manifest, four_stages, gitops_apply, local_file};
 use crate::real_node::{ensure_model_store, require_real_node, running_pods};
 use crate::routes::unattached_route;
@@ -36,6 +36,11 @@ impl Env {
     /// kwok: the platform team's HTTPRoute, this build's controller as a process with `args`, the
     /// harness at `rps`, and `v1` applied by GitOps; returns once v1 is Idle and its sidecar runs.
     pub async fn kwok(prefix: &str, rps: u32, args: &[&str], v1: Value) -> Self {
+        Self::kwok_with(prefix, rps, args, v1, Labels::ToSidecar).await
+    }
+
+    /// [`Env::kwok`], the generator's labels going to `labels`.
+    pub async fn kwok_with(prefix: &str, rps: u32, args: &[&str], v1: Value, labels: Labels) -> Self {
         let ns = TestNamespace::new(prefix).await;
         kubectl_ok(
             &["apply", "--server-side", "--field-manager", "platform-team", "-f", "-"],
@@ -44,7 +49,7 @@ impl Env {
         let kubeconfig = service_account_kubeconfig(&ns.name);
         let controller = ControllerProc::start(&ns.name, &kubeconfig, args);
         let client = client().await;
-        let harness = Harness::start(client.clone(), &ns.name, "fraud", "fraud", rps);
+        let harness = Harness::start_with(client.clone(), &ns.name, "fraud", "fraud", rps, labels);
         let stable = v1["spec"]["model"]["version"].as_str().expect("a version").to_string();
         gitops_apply(&ns.name, &v1);
         let env = Self {

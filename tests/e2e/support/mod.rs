@@ -229,6 +229,7 @@ pub fn model_sha(file: &str) -> String {
 
 pub mod controller;
 pub mod env;
+pub mod evidence;
 pub mod given;
 pub mod load;
 pub mod manifest;
@@ -241,9 +242,10 @@ pub mod webhook_receivers;
 // What every suite uses, at the crate's root.
 pub use controller::*;
 pub use env::Env;
+pub use evidence::EvidenceProc;
 pub use given::*;
 pub use load::clients::*;
-pub use load::kwok::Harness;
+pub use load::kwok::{Harness, Labels, service_account_token_file};
 pub use load::users::*;
 pub use load::{golden_rows, now, ready_endpoints};
 pub use manifest::*;

@@ -58,6 +58,17 @@ impl Traffic {
     }
 }
 
+/// Where the generator's labels go.
+#[derive(Clone, Default)]
+pub enum Labels {
+    /// To the sidecar that scored the request, at once (`/v1/feedback`: the standalone path).
+    #[default]
+    ToSidecar,
+    /// Kept, (request id, label) for each request answered, for the test to post to the evidence
+    /// service when it chooses; a mirrored copy carries its request's id, as Envoy's does.
+    Kept(Arc<Mutex<Vec<(String, bool)>>>),
+}
+
 pub struct Harness {
     pub ns: String,
     pub rollout: String,
@@ -71,12 +82,17 @@ impl Harness {
     /// sidecars run as real pods on the real node: requests go to each version's Service (its
     /// ClusterIP, through kube-proxy) once that Service has a ready endpoint.
     pub fn start_on_node(client: Client, ns: &str, name: &str, route: &str, rps: u32) -> Self {
-        Self::with_load(client, ns, name, route, rps, None, Running::default())
+        Self::with_load(client, ns, name, route, rps, None, Running::default(), Labels::ToSidecar)
     }
 
     /// Starts the sidecar manager and a load generator at `rps` for rollout `name` routed by
     /// HTTPRoute `route`.
     pub fn start(client: Client, ns: &str, name: &str, route: &str, rps: u32) -> Self {
+        Self::start_with(client, ns, name, route, rps, Labels::ToSidecar)
+    }
+
+    /// [`Harness::start`], its labels going to `labels`.
+    pub fn start_with(client: Client, ns: &str, name: &str, route: &str, rps: u32, labels: Labels) -> Self {
         // Without it every sidecar stays unready and a test times out minutes later on "no data".
         assert!(
             std::env::var_os("ORT_DYLIB_PATH").is_some(),
@@ -87,11 +103,12 @@ impl Harness {
         let manager =
             manage_sidecars(client.clone(), ns.to_string(), name.to_string(), sidecars.clone(), running.flag());
         running.spawn(manager);
-        Self::with_load(client, ns, name, route, rps, Some(sidecars), running)
+        Self::with_load(client, ns, name, route, rps, Some(sidecars), running, labels)
     }
 
     /// The load generator added to `running`: to the harness's own `sidecars`, or (None) to the
     /// real pods behind their Services.
+    #[allow(clippy::too_many_arguments)]
     fn with_load(
         client: Client,
         ns: &str,
@@ -100,6 +117,7 @@ impl Harness {
         rps: u32,
         sidecars: Option<Arc<Mutex<HashMap<String, SidecarProc>>>>,
         mut running: Running,
+        labels: Labels,
     ) -> Self {
         let traffic = Arc::new(Traffic::default());
         let (ns, name, route) = (ns.to_string(), name.to_string(), route.to_string());
@@ -113,6 +131,7 @@ impl Harness {
             sidecars.clone(),
             traffic.clone(),
             flag,
+            labels,
         ));
         Self { ns, rollout: name, traffic, sidecars: sidecars.unwrap_or_default(), running }
     }
@@ -126,6 +145,25 @@ impl Harness {
     pub async fn shutdown(mut self) {
         self.running.stop(Duration::ZERO).await;
         self.sidecars.lock().unwrap().clear();
+    }
+
+    /// Stops `version`'s sidecar as the kubelet stops a pod (SIGTERM: it drains and exits; what it
+    /// held in memory is gone); the manager starts a new one, which this waits for.
+    pub async fn restart(&self, version: &str) {
+        let mut old = self.sidecars.lock().unwrap().remove(version).expect("that version's sidecar runs");
+        let old_base = old.base.clone();
+        let _ = Command::new("kill").args(["-TERM", &old.child.id().to_string()]).status();
+        crate::wait_for("the stopped sidecar to exit", Duration::from_secs(30), || {
+            let exited = matches!(old.child.try_wait(), Ok(Some(_)));
+            async move { exited.then_some(()) }
+        })
+        .await;
+        drop(old);
+        crate::wait_for("the restarted sidecar", Duration::from_secs(60), || async {
+            let s = self.sidecars.lock().unwrap();
+            s.get(version).filter(|p| p.base != old_base && p.ready.load(Ordering::SeqCst)).map(|_| ())
+        })
+        .await;
     }
 }
 
@@ -177,7 +215,13 @@ async fn manage_sidecars(
                 }
                 let port = free_port();
                 let mut cmd = Command::new(&sidecar_bin);
-                for (k, v) in env_of(&d) {
+                let env = env_of(&d);
+                // A sidecar that reports to the evidence service presents its namespace's default
+                // ServiceAccount token, as a pod's projected token.
+                if env.iter().any(|(k, _)| k == "SIDECAR_EVIDENCE_URL") {
+                    cmd.env("SIDECAR_EVIDENCE_TOKEN_FILE", service_account_token_file(&ns, "default"));
+                }
+                for (k, v) in env {
                     cmd.env(k, v);
                 }
                 let child = cmd
@@ -223,6 +267,16 @@ async fn manage_sidecars(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// A file holding a fresh token of ServiceAccount `sa` in `ns` (made once per run of the suite).
+pub fn service_account_token_file(ns: &str, sa: &str) -> PathBuf {
+    let path = PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR")).join(format!("token-{ns}-{sa}"));
+    if !path.exists() {
+        let token = crate::kubectl_ok(&["create", "token", sa, "-n", ns, "--duration", "2h"], None);
+        std::fs::write(&path, token.trim()).unwrap();
+    }
+    path
 }
 
 /// The split the route currently says, and which version each Service selects.
@@ -342,6 +396,7 @@ async fn generate_load(
     sidecars: Option<Arc<Mutex<HashMap<String, SidecarProc>>>>,
     traffic: Arc<Traffic>,
     stop: Arc<AtomicBool>,
+    labels: Labels,
 ) {
     let on_node = sidecars.is_none();
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -387,11 +442,12 @@ async fn generate_load(
         // A mirrored copy carries the same row as the request it copies.
         let row = rows[picker.pick(to_canary)].clone();
         let (base, is_canary) = if to_canary { (canary_base.clone().unwrap(), true) } else { (stable_base, false) };
-        let (http2, traffic2) = (http.clone(), traffic.clone());
+        let (http2, traffic2, labels2) = (http.clone(), traffic.clone(), labels.clone());
         let id = format!("{ns}-{n}");
         let row2 = row.clone();
+        let primary_id = id.clone();
         tokio::spawn(async move {
-            let ok = match predict_and_label(&http2, &base, &id, &row2).await {
+            let ok = match predict_and_label(&http2, &base, &id, &row2, &labels2).await {
                 Ok(()) => true,
                 Err(e) => {
                     traffic2.error(format!("{} {id}: {e}", if is_canary { "canary" } else { "stable" }));
@@ -408,17 +464,29 @@ async fn generate_load(
         });
         if mirror {
             let (http2, traffic2, base) = (http.clone(), traffic.clone(), canary_base.unwrap());
-            let id = format!("{ns}-m{n}");
+            // Kept labels are the evidence service's: the mirror carries the request's own id (a
+            // matched request) and its label is the request's; the sidecars' own join needs an id
+            // of its own per pod.
+            let (id, mirror_labels) = match &labels {
+                Labels::ToSidecar => (format!("{ns}-m{n}"), Labels::ToSidecar),
+                Labels::Kept(_) => (primary_id, Labels::Kept(Arc::default())),
+            };
             tokio::spawn(async move {
                 // The mirror's answer is discarded, as a gateway does; its labels still arrive.
-                let _ = predict_and_label(&http2, &base, &id, &row).await;
+                let _ = predict_and_label(&http2, &base, &id, &row, &mirror_labels).await;
                 traffic2.mirrored.fetch_add(1, Ordering::Relaxed);
             });
         }
     }
 }
 
-async fn predict_and_label(http: &reqwest::Client, base: &str, id: &str, row: &GoldenRow) -> Result<(), String> {
+async fn predict_and_label(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    row: &GoldenRow,
+    labels: &Labels,
+) -> Result<(), String> {
     let resp = http
         .post(format!("{base}/v1/models/fraud:predict"))
         .header("x-request-id", id)
@@ -428,6 +496,10 @@ async fn predict_and_label(http: &reqwest::Client, base: &str, id: &str, row: &G
         .map_err(|e| format!("{e:?}"))?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
+    }
+    if let Labels::Kept(kept) = labels {
+        kept.lock().unwrap().push((id.to_string(), row.label != 0));
+        return Ok(());
     }
     let _ = http
         .post(format!("{base}/v1/feedback"))
