@@ -43,6 +43,7 @@ pub mod env {
     pub const ROLLOUT: &str = "SIDECAR_ROLLOUT";
     pub const EVIDENCE_TOKEN_FILE: &str = "SIDECAR_EVIDENCE_TOKEN_FILE";
     pub const EVIDENCE_QUEUE: &str = "SIDECAR_EVIDENCE_QUEUE";
+    pub const EVIDENCE_SAMPLE_RATE: &str = "SIDECAR_EVIDENCE_SAMPLE_RATE";
 }
 
 /// The role a sidecar serves in: the `role` label of every series it exports.

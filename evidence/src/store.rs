@@ -359,6 +359,21 @@ impl Store {
         Ok((p, l))
     }
 
+    /// The bytes the database takes: SQLite's pages (after a WAL checkpoint), PostgreSQL's
+    /// `pg_database_size`.
+    pub async fn size_bytes(&self) -> Result<i64, Error> {
+        let one = |q: &'static str| async move {
+            sqlx::query(q).fetch_one(&self.pool).await.map_err(db)?.try_get::<i64, _>(0).map_err(db)
+        };
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await.map_err(db)?;
+                Ok(one("PRAGMA page_count").await? * one("PRAGMA page_size").await?)
+            }
+            Backend::Postgres => one("SELECT pg_database_size(current_database())").await,
+        }
+    }
+
     /// Whether the database answers (readiness).
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()

@@ -108,7 +108,7 @@ impl Bookkeeping {
             (0..n).map(move |i| {
                 let (id, score) = (ids.id(n, i), scores[start + i]);
                 let decision = score >= self.threshold;
-                if let Some(q) = &self.evidence {
+                if let Some(q) = self.evidence.as_ref().filter(|q| q.wants(&id)) {
                     q.push(modelrollout_contract::evidence::PredictionRecord {
                         request_id: id.to_string(),
                         time_ms,

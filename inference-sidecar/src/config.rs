@@ -84,6 +84,10 @@ pub struct Args {
     /// Prediction records waiting to be sent, at most; past it they are dropped and counted.
     #[arg(long, env = env::EVIDENCE_QUEUE, default_value_t = 100_000)]
     pub evidence_queue: usize,
+    /// The share of request ids whose predictions are sent (by a fixed hash of the id: every
+    /// version keeps the same requests, so matched pairs stay whole).
+    #[arg(long, env = env::EVIDENCE_SAMPLE_RATE, default_value_t = 1.0)]
+    pub evidence_sample_rate: f64,
     #[arg(long, env = env::DEVICE, value_parser = parse_device, default_value = "cpu")]
     pub device: Device,
     /// Intra-op threads per session.

@@ -43,9 +43,35 @@ pub struct Target {
 pub struct EvidenceQueue {
     tx: crossbeam_channel::Sender<PredictionRecord>,
     dropped: Counter,
+    /// Records kept: those whose request id hashes below this share of the hash space.
+    sample_below: u64,
+}
+
+/// Whether a request id is in the sample: a fixed hash of the id (FNV-1a, then the splitmix64
+/// finalizer), the same in every sidecar, so stable and the candidate keep the same requests and
+/// every matched pair survives sampling whole.
+pub fn sampled(request_id: &str, sample_below: u64) -> bool {
+    if sample_below == u64::MAX {
+        return true;
+    }
+    let mut h =
+        request_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)) < sample_below
+}
+
+/// The hash threshold of a sampling rate in (0, 1].
+pub fn sample_threshold(rate: f64) -> u64 {
+    if rate >= 1.0 { u64::MAX } else { (rate.max(0.0) * u64::MAX as f64) as u64 }
 }
 
 impl EvidenceQueue {
+    /// Whether rows of this request are sent at all (see [`sampled`]).
+    pub fn wants(&self, request_id: &str) -> bool {
+        sampled(request_id, self.sample_below)
+    }
+
     pub fn push(&self, record: PredictionRecord) {
         if self.tx.try_send(record).is_err() {
             self.dropped.inc();
@@ -61,8 +87,9 @@ pub struct Sender {
     metrics: Arc<Metrics>,
 }
 
-/// A queue of `capacity` records and the task's end of it.
-pub fn queue(capacity: usize, target: Target, metrics: Arc<Metrics>) -> (EvidenceQueue, Sender) {
+/// A queue of `capacity` records, keeping the `sample_rate` share of request ids, and the task's
+/// end of it.
+pub fn queue(capacity: usize, sample_rate: f64, target: Target, metrics: Arc<Metrics>) -> (EvidenceQueue, Sender) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     let dropped = metrics.evidence_records.get_or_create(&Outcome { outcome: "dropped" }).clone();
     // No redirects (a record goes to the service named, or nowhere); a timeout per batch.
@@ -71,7 +98,7 @@ pub fn queue(capacity: usize, target: Target, metrics: Arc<Metrics>) -> (Evidenc
         .timeout(Duration::from_secs(10))
         .build()
         .expect("an HTTP client with default TLS");
-    (EvidenceQueue { tx, dropped }, Sender { rx, target, client, metrics })
+    (EvidenceQueue { tx, dropped, sample_below: sample_threshold(sample_rate) }, Sender { rx, target, client, metrics })
 }
 
 /// Milliseconds since the epoch, now.
@@ -168,5 +195,21 @@ impl Sender {
             Ok(r) => Sent::Failed(format!("answered {}", r.status())),
             Err(e) => Sent::Failed(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_keeps_the_same_ids_everywhere_in_its_share() {
+        let t = sample_threshold(0.1);
+        let kept = (0..100_000).filter(|i| sampled(&format!("req-{i}"), t)).count();
+        // 10% of 100,000: binomial sd ~95; 99.99% interval about ±3.9 sd.
+        assert!((9_630..=10_370).contains(&kept), "{kept}");
+        assert!(sampled("anything", sample_threshold(1.0)));
+        assert!(!sampled("anything", sample_threshold(0.0)));
+        assert_eq!(sampled("req-42", t), sampled("req-42", t), "a fixed hash: every sidecar agrees");
     }
 }

@@ -183,7 +183,7 @@ pub async fn run(args: Args) -> i32 {
             token_file: Some(cfg.args.evidence_token_file.clone()).filter(|p| p.exists()),
         };
         tracing::info!(url = %target.url, namespace = %target.namespace, rollout = %target.rollout, "sending prediction records to the evidence service");
-        let (queue, sender) = crate::evidence::queue(cfg.args.evidence_queue, target, state.metrics.clone());
+        let (queue, sender) = crate::evidence::queue(cfg.args.evidence_queue, cfg.args.evidence_sample_rate, target, state.metrics.clone());
         let _ = state.evidence.set(queue);
         tokio::spawn(sender.run(async move {
             let _ = drained_rx.await;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The evidence service's numbers for BENCHMARKS.md ("The evidence service"), one command:
+#   bash benches/evidence.sh [N] [SECONDS] [ROUNDS]
+# 1. the store: N mirrored requests (2N predictions, stable and candidate under one id) in batches
+#    of 1,000, then N labels, on SQLite and on PostgreSQL (Debian's, started here): predictions and
+#    labels joined per second, CPU seconds (this process; PostgreSQL's own server processes
+#    beside it), peak RSS, bytes on disk per million predictions;
+# 2. the sidecar with evidence on against off, paired in rounds (benches/sidecar-ab.sh: closed
+#    loop, 32 connections): throughput and p99; "on" sends every row to the service's routes
+#    (evidence/examples/serve_open: the library with every caller allowed, no apiserver here).
+# Rebuilds what it runs. Defaults: N=200000, SECONDS=5, ROUNDS=5.
+set -Eeuo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+N=${1:-200000} SECS=${2:-5} ROUNDS=${3:-5}
+export MODELROLLOUT_CACHE=${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$MODELROLLOUT_CACHE/target}
+cargo build --release --locked -p modelrollout-evidence --examples
+cargo build --release --locked -p inference-sidecar
+EX="$CARGO_TARGET_DIR/release/examples"
+DIR=$(mktemp -d)
+PG_DIR=
+cleanup() {
+  [[ -n ${SERVE_PID:-} ]] && kill "$SERVE_PID" 2>/dev/null
+  [[ -n $PG_DIR ]] && bash tests/postgres/stop.sh "$PG_DIR"
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+pg_ticks() { local t=0; for p in $(pgrep -u postgres); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+
+echo "== store: SQLite ($N mirrored requests)"
+"$EX/store_bench" "sqlite://$DIR/bench.db" "$N"
+
+echo "== store: PostgreSQL ($N mirrored requests)"
+eval "$(bash tests/postgres/start.sh)"
+PG_DIR=$POSTGRES_DIR
+psql "$POSTGRES_URL/postgres" -qc "CREATE DATABASE bench" >/dev/null
+t0=$(pg_ticks)
+"$EX/store_bench" "$POSTGRES_URL/bench" "$N"
+echo "postgres server processes: $(( ($(pg_ticks) - t0) / 100 )) CPU seconds"
+
+echo "== sidecar: evidence off against on ($ROUNDS rounds of ${SECS}s)"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$EX/serve_open" "127.0.0.1:$PORT" "sqlite://$DIR/ab.db" &
+SERVE_PID=$!
+cat >"$DIR/sidecar-evidence" <<WRAP
+#!/bin/sh
+exec "$CARGO_TARGET_DIR/release/inference-sidecar" --evidence-url "http://127.0.0.1:$PORT" --namespace bench --rollout fraud --evidence-token-file /dev/null "\$@"
+WRAP
+chmod +x "$DIR/sidecar-evidence"
+bash benches/sidecar-ab.sh "$SECS" "$ROUNDS" off="$CARGO_TARGET_DIR/release/inference-sidecar" on="$DIR/sidecar-evidence"
+echo "rows the service stored in the on rounds: $(sqlite3 "$DIR/ab.db" 'SELECT COUNT(*) FROM predictions' 2>/dev/null || echo '(sqlite3 not installed)')"
