@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, env = "EVIDENCE_DATABASE_URL", default_value = "sqlite:///var/lib/modelrollout-evidence/evidence.db")]
     database_url: String,
     /// How long predictions and labels are kept, and how late a label may come.
-    #[arg(long, env = "EVIDENCE_HORIZON", default_value = "7d")]
+    #[arg(long, env = "EVIDENCE_HORIZON", default_value = "168h")]
     horizon: SpecDuration,
     /// How long a label waits for its prediction before it is dropped (counted).
     #[arg(long, env = "EVIDENCE_LABEL_WAIT", default_value = "1h")]
@@ -77,4 +77,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 fn millis(d: &SpecDuration) -> i64 {
     i64::try_from(d.get().as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every default parses (a `7d` horizon did not: durations go up to hours).
+    #[test]
+    fn the_defaults_parse() {
+        let a = Args::try_parse_from(["modelrollout-evidence"]).unwrap();
+        assert_eq!(millis(&a.horizon), 7 * 86_400_000);
+        assert_eq!(millis(&a.label_wait), 3_600_000);
+    }
 }
