@@ -26,8 +26,11 @@ cleanup() {
   rm -rf "$DIR"
 }
 trap cleanup EXIT
-pg_ticks() { local t=0; for p in $(pgrep -u postgres); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+# Busy CPU ticks of the whole machine (user + nice + system): PostgreSQL's backends end with the
+# client's connections, so their time is read as the machine's less the client's.
+busy_ticks() { awk '/^cpu /{print $2 + $3 + $4}' /proc/stat; }
 
+if [[ -z ${SKIP_STORE:-} ]]; then
 echo "== store: SQLite ($N mirrored requests)"
 "$EX/store_bench" "sqlite://$DIR/bench.db" "$N"
 
@@ -35,18 +38,33 @@ echo "== store: PostgreSQL ($N mirrored requests)"
 eval "$(bash tests/postgres/start.sh)"
 PG_DIR=$POSTGRES_DIR
 psql "$POSTGRES_URL/postgres" -qc "CREATE DATABASE bench" >/dev/null
-t0=$(pg_ticks)
-"$EX/store_bench" "$POSTGRES_URL/bench" "$N"
-echo "postgres server processes: $(( ($(pg_ticks) - t0) / 100 )) CPU seconds"
+t0=$(busy_ticks)
+"$EX/store_bench" "$POSTGRES_URL/bench" "$N" | tee "$DIR/pg.json"
+python3 - "$DIR/pg.json" $(( $(busy_ticks) - t0 )) <<'PY'
+import json, sys
+d = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+machine = int(sys.argv[2]) / 100
+client = d["predictions_cpu_s"] + d["labels_cpu_s"]
+print(f"whole machine busy {machine:.1f} CPU s, of which the client {client:.1f}: PostgreSQL's server about {machine - client:.1f} CPU s")
+PY
+fi
 
 echo "== sidecar: evidence off against on ($ROUNDS rounds of ${SECS}s)"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$EX/serve_open" "127.0.0.1:$PORT" "sqlite://$DIR/ab.db" &
 SERVE_PID=$!
-cat >"$DIR/sidecar-evidence" <<WRAP
+# on: every row sent; on10: a tenth of the request ids (--evidence-sample-rate 0.1).
+for rate in 1 0.1; do
+  cat >"$DIR/sidecar-evidence-$rate" <<WRAP
 #!/bin/sh
-exec "$CARGO_TARGET_DIR/release/inference-sidecar" --evidence-url "http://127.0.0.1:$PORT" --namespace bench --rollout fraud --evidence-token-file /dev/null "\$@"
+exec "$CARGO_TARGET_DIR/release/inference-sidecar" --evidence-url "http://127.0.0.1:$PORT" --namespace bench --rollout fraud --evidence-token-file /dev/null --evidence-sample-rate $rate "\$@"
 WRAP
-chmod +x "$DIR/sidecar-evidence"
-bash benches/sidecar-ab.sh "$SECS" "$ROUNDS" off="$CARGO_TARGET_DIR/release/inference-sidecar" on="$DIR/sidecar-evidence"
-echo "rows the service stored in the on rounds: $(sqlite3 "$DIR/ab.db" 'SELECT COUNT(*) FROM predictions' 2>/dev/null || echo '(sqlite3 not installed)')"
+  chmod +x "$DIR/sidecar-evidence-$rate"
+done
+bash benches/sidecar-ab.sh "$SECS" "$ROUNDS" off="$CARGO_TARGET_DIR/release/inference-sidecar" \
+  on="$DIR/sidecar-evidence-1" on10="$DIR/sidecar-evidence-0.1"
+python3 - "$DIR/ab.db" <<'PY'
+import sqlite3, sys
+n = sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+print(f"predictions the service stored over every on and on10 round: {n}")
+PY

@@ -144,7 +144,7 @@ fn default_query_timeout() -> Duration {
     "fieldPath": ".custom",
     "reason": "FieldValueInvalid"
 }, {
-    "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate', 'precision', 'agreement']))",
+    "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate', 'precision', 'agreement', 'paired']))",
     "message": "custom gate names must differ from the built-in gates",
     "fieldPath": ".custom",
     "reason": "FieldValueInvalid"
@@ -196,6 +196,13 @@ pub struct Gates {
     /// the evidence service; without it the gate is inconclusive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<AgreementGate>,
+    /// The candidate no worse than stable on the same labelled requests: on labelled matched
+    /// requests, the share the candidate alone got right minus the share stable alone got right
+    /// is at least `-margin`, judged by the sequential judge on those pairs (the discordant pairs
+    /// carry the evidence; pairs both got right or wrong tell the versions apart not at all).
+    /// Needs the evidence service; without it the gate is inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedGate>,
     /// Your own PromQL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
@@ -277,6 +284,30 @@ pub struct AgreementGate {
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 0))]
     pub min_samples: u64,
+}
+
+/// The paired gate's limit and confidence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairedGate {
+    /// How much worse than stable the candidate may be, as a share of labelled pairs (0.01 = one
+    /// point). More than 0: "no worse" within nothing could never be shown for a candidate equal
+    /// to stable.
+    #[serde(default = "default_paired_margin")]
+    #[schemars(range(min = 0.0001, max = 0.5))]
+    pub margin: f64,
+    /// The sequential judge's confidence (see [`UpperGate::confidence`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.5, max = 0.9999), extend("x-kubernetes-validations" = [{
+        "rule": "self >= 0.5 && self <= 0.9999",
+        "message": "confidence must be from 0.5 to 0.9999",
+        "reason": "FieldValueInvalid"
+    }]))]
+    pub confidence: Option<f64>,
+}
+
+fn default_paired_margin() -> f64 {
+    0.01
 }
 
 /// How a proportion gate is judged.

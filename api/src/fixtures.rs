@@ -101,6 +101,7 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
                 }),
                 precision: None,
                 agreement: None,
+                paired: None,
                 custom: vec![],
             },
             ..AnalysisSpec::default()

@@ -117,6 +117,7 @@ impl Selector {
             GateKind::FalsePositiveRate => rate(outcome(FalsePositive), either(FalsePositive, TrueNegative)),
             GateKind::CaptureRate => rate(outcome(TruePositive), either(TruePositive, FalseNegative)),
             GateKind::Precision => rate(outcome(TruePositive), either(TruePositive, FalsePositive)),
+            GateKind::Paired => self.paired_queries(&w, "only_candidate_right"),
             GateKind::Agreement => {
                 // The evidence service's matched requests, on the candidate's series. Without it
                 // there is no such series: no data, inconclusive.
@@ -135,6 +136,22 @@ impl Selector {
                 samples_query.as_ref().map(|q| self.substitute(q, window)).unwrap_or(requests),
             ),
         }
+    }
+}
+
+impl Selector {
+    /// The share of this candidate's labelled matched requests with paired outcome `outcome`, and
+    /// their count (the evidence service's series, on the candidate's version).
+    fn paired_queries(&self, w: &str, outcome: &str) -> (String, String) {
+        use modelrollout_contract::evidence::series::{PAIRED, labels as e};
+        let ls = format!("{},{}={}", self.matchers(), e::ROLLOUT, quote(&self.rollout));
+        (
+            format!(
+                "(sum(increase({PAIRED}{{{ls},{o}=\"{outcome}\"}}[{w}])) or vector(0)) / sum(increase({PAIRED}{{{ls}}}[{w}]))",
+                o = e::OUTCOME
+            ),
+            format!("sum(increase({PAIRED}{{{ls}}}[{w}]))"),
+        )
     }
 }
 
@@ -166,7 +183,11 @@ pub async fn measure(
     window: Duration,
     timeout: Duration,
 ) -> Measurement {
-    let (value_q, samples_q) = sel.queries(kind, window);
+    measure_queries(client, sel.queries(kind, window), timeout).await
+}
+
+/// Measures a (value, samples) pair of queries.
+async fn measure_queries(client: &Client, (value_q, samples_q): (String, String), timeout: Duration) -> Measurement {
     let (value, samples) = tokio::join!(scalar(client, &value_q, timeout), scalar(client, &samples_q, timeout));
     match (value, samples) {
         (Err(e), _) | (_, Err(e)) => Measurement::QueryError(e),
@@ -213,7 +234,14 @@ async fn observe_one(
     window: Duration,
     timeout: Duration,
 ) -> GateObservation {
-    let (c, s) = if both {
+    let (c, s) = if d.kind == GateKind::Paired {
+        // Both shares come from the candidate's paired series, over the same pairs.
+        let stable_side = candidate.paired_queries(&range(window), "only_stable_right");
+        tokio::join!(
+            measure(client, candidate, &d.kind, window, timeout),
+            measure_queries(client, stable_side, timeout)
+        )
+    } else if both {
         tokio::join!(
             measure(client, candidate, &d.kind, window, timeout),
             measure(client, stable, &d.kind, window, timeout)
@@ -272,6 +300,13 @@ mod tests {
         assert!(v.contains("modelrollout_sidecar_requests_total{") && !v.contains("rollout="), "{v}");
         let (v, n) = e.queries(&GateKind::Precision, Duration::from_secs(60));
         assert!(v.contains(r#"outcome="tp""#) && n.contains(r#"outcome=~"tp|fp""#), "{v} {n}");
+        let (v, n) = e.queries(&GateKind::Paired, Duration::from_secs(60));
+        assert!(
+            v.contains("modelrollout_evidence_paired_outcomes_total{")
+                && v.contains(r#"outcome="only_candidate_right""#),
+            "{v}"
+        );
+        assert!(n.contains("modelrollout_evidence_paired_outcomes_total{") && !n.contains("outcome="), "{n}");
         let (v, n) = e.queries(&GateKind::Agreement, Duration::from_secs(60));
         assert!(v.contains("modelrollout_evidence_matched_total{") && v.contains(r#"agreement="agree""#), "{v}");
         assert!(

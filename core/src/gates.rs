@@ -12,6 +12,10 @@ pub enum GateKind {
     Precision,
     /// Decisions agreeing with stable's on matched requests (the evidence service's count).
     Agreement,
+    /// Candidate against stable on the same labelled matched requests (the evidence service's
+    /// paired outcomes): the candidate's measurement is the share only it got right, stable's
+    /// the share only stable got right, both over the same pairs.
+    Paired,
     Custom {
         query: String,
         samples_query: Option<String>,
@@ -43,6 +47,7 @@ pub const GATE_FALSE_POSITIVE_RATE: &str = "falsePositiveRate";
 pub const GATE_CAPTURE_RATE: &str = "captureRate";
 pub const GATE_PRECISION: &str = "precision";
 pub const GATE_AGREEMENT: &str = "agreement";
+pub const GATE_PAIRED: &str = "paired";
 
 /// The gates a spec asks for, built-ins first, in a stable order.
 pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
@@ -95,6 +100,19 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             max_below_stable: None,
             judge: Judge::Threshold,
             confidence: DEFAULT_CONFIDENCE,
+        });
+    }
+    if let Some(g) = &gates.paired {
+        defs.push(GateDef {
+            name: GATE_PAIRED.into(),
+            kind: GateKind::Paired,
+            min_samples: 0,
+            max: None,
+            min: None,
+            max_above_stable: None,
+            max_below_stable: Some(g.margin),
+            judge: Judge::Sequential,
+            confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
         });
     }
     for c in &gates.custom {
