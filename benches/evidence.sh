@@ -53,11 +53,13 @@ echo "== sidecar: evidence off against on ($ROUNDS rounds of ${SECS}s)"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$EX/serve_open" "127.0.0.1:$PORT" "sqlite://$DIR/ab.db" &
 SERVE_PID=$!
-# on: every row sent; on10: a tenth of the request ids (--evidence-sample-rate 0.1).
+# on: every row sent; on10: a tenth of the request ids (--evidence-sample-rate 0.1). The token is
+# any non-empty one (an empty bearer token is refused as none, and the sidecar would keep retrying).
+echo bench >"$DIR/token"
 for rate in 1 0.1; do
   cat >"$DIR/sidecar-evidence-$rate" <<WRAP
 #!/bin/sh
-exec "$CARGO_TARGET_DIR/release/inference-sidecar" --evidence-url "http://127.0.0.1:$PORT" --namespace bench --rollout fraud --evidence-token-file /dev/null --evidence-sample-rate $rate "\$@"
+exec "$CARGO_TARGET_DIR/release/inference-sidecar" --evidence-url "http://127.0.0.1:$PORT" --namespace bench --rollout fraud --evidence-token-file "$DIR/token" --evidence-sample-rate $rate "\$@"
 WRAP
   chmod +x "$DIR/sidecar-evidence-$rate"
 done
