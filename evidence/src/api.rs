@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route(paths::PREDICTIONS, post(predictions))
         .route(paths::LABELS_ROUTE, post(labels))
+        .route(paths::CLOUDEVENTS, post(cloudevents))
         .route(paths::METRICS, get(metrics))
         .route(paths::HEALTHZ, get(|| async { "ok" }))
         .route(paths::READYZ, get(ready))
@@ -183,6 +184,26 @@ async fn predictions(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
     }
     .await;
     counted(&state, "predictions", r)
+}
+
+/// A CloudEvent from KServe's inference logger (see [`crate::cloudevents`]); the caller needs the
+/// same right as a sidecar sending predictions in the event's namespace.
+async fn cloudevents(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let r = async {
+        let event = ::cloudevents::binding::http::to_event(&headers, body.to_vec())
+            .map_err(|e| invalid("ce-*", format!("not a CloudEvent in binary mode: {e}")))?;
+        match crate::cloudevents::read(&event, now_ms())? {
+            crate::cloudevents::Logged::Inputs => Ok(StatusCode::ACCEPTED.into_response()),
+            crate::cloudevents::Logged::Predictions(batch) => {
+                validate_predictions(&batch)?;
+                authorize(&state, &headers, &batch.namespace, access::PREDICTIONS).await?;
+                let answer = state.store.record_predictions(&batch).await?;
+                Ok(axum::Json(answer).into_response())
+            }
+        }
+    }
+    .await;
+    counted(&state, "cloudevents", r)
 }
 
 async fn labels(

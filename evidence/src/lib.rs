@@ -7,10 +7,12 @@
 //! * [`store`]: the database, its schema and transactions.
 //! * [`auth`]: TokenReview and SubjectAccessReview.
 //! * [`api`]: the HTTP routes.
+//! * [`cloudevents`]: predictions as KServe's inference logger sends them.
 //! * [`export`]: `/metrics` from the stored counts.
 
 pub mod api;
 pub mod auth;
+pub mod cloudevents;
 pub mod export;
 pub mod store;
 pub mod tally;

@@ -183,3 +183,43 @@ async fn a_label_posted_once_joins_and_is_exported() {
     assert!(text.ends_with("# EOF\n"), "{text}");
     assert_eq!(text.matches("# EOF").count(), 1);
 }
+
+/// KServe's inference logger, as it sends (binary-mode CloudEvents): a response stored as the
+/// inference service's predictions (and joined by a label posted later), a request's inputs
+/// acknowledged and not stored, no token refused.
+#[tokio::test]
+async fn kserve_logger_cloudevents_are_stored_as_predictions() {
+    let app = app().await;
+    let send = async |token: Option<&str>, ty: &str, id: &str, body: Value| {
+        let mut req = Request::post(paths::CLOUDEVENTS)
+            .header("content-type", "application/json")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", "http://localhost:9081/")
+            .header("ce-type", ty)
+            .header("ce-inferenceservicename", "fraud")
+            .header("ce-namespace", "team-a")
+            .header("ce-component", "predictor")
+            .header("ce-endpoint", "default");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = app.router.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+    };
+    let response = "org.kubeflow.serving.inference.response";
+    let (status, _) = send(None, response, "k1", json!({"predictions": [0.8]})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, v) = send(Some("sidecar-a"), response, "k1", json!({"predictions": [0.8]})).await;
+    assert_eq!((status, v["recorded"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    let (status, _) =
+        send(Some("sidecar-a"), "org.kubeflow.serving.inference.request", "k1", json!({"instances": [[1]]})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, v) = send(Some("sidecar-a"), response, "k2", json!({"predictions": ["no"]})).await;
+    assert_eq!((status, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("data[0]")), "{v}");
+    assert_eq!(app.store.rows().await.unwrap(), (1, 0));
+    let (_, v) = app.post(&paths::labels("team-a", "fraud"), Some("labeller-a"), labels(&["k1"]).to_string()).await;
+    assert_eq!(v["joined"].as_u64(), Some(1), "{v}");
+}
