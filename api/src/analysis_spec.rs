@@ -144,7 +144,7 @@ fn default_query_timeout() -> Duration {
     "fieldPath": ".custom",
     "reason": "FieldValueInvalid"
 }, {
-    "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate', 'precision', 'agreement', 'paired']))",
+    "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate', 'precision', 'agreement', 'paired', 'scoreDrift']))",
     "message": "custom gate names must differ from the built-in gates",
     "fieldPath": ".custom",
     "reason": "FieldValueInvalid"
@@ -203,6 +203,12 @@ pub struct Gates {
     /// Needs the evidence service; without it the gate is inconclusive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paired: Option<PairedGate>,
+    /// The candidate's scores against stable's on the same matched requests: their population
+    /// stability index (ten bins of [0, 1]) since the candidate started, at most `max` (0.1 is a
+    /// common "no shift", 0.25 a large one). Samples are matched requests. Needs the evidence
+    /// service; without it the gate is inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_drift: Option<DriftGate>,
     /// Your own PromQL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
@@ -281,6 +287,17 @@ pub struct LowerGate {
 pub struct AgreementGate {
     #[schemars(range(min = 0.0, max = 1.0))]
     pub min: f64,
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 0))]
+    pub min_samples: u64,
+}
+
+/// A drift limit: the PSI at most `max`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftGate {
+    #[schemars(range(min = 0.0))]
+    pub max: f64,
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 0))]
     pub min_samples: u64,

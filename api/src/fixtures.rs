@@ -102,6 +102,7 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
                 precision: None,
                 agreement: None,
                 paired: None,
+                score_drift: None,
                 custom: vec![],
             },
             ..AnalysisSpec::default()

@@ -138,6 +138,9 @@ pub mod series {
     /// The sum of (candidate score - stable score) over matched requests (gauge), and their count.
     pub const SCORE_DIFFERENCE_SUM: &str = "modelrollout_evidence_score_difference_sum";
     pub const SCORE_DIFFERENCE_COUNT: &str = "modelrollout_evidence_score_difference_count";
+    /// The population stability index of the candidate's scores against stable's on matched
+    /// requests, since the candidate started (gauge, on the candidate's series with `stable_version`).
+    pub const SCORE_PSI: &str = "modelrollout_evidence_score_psi";
     /// Labels stored with no prediction yet, per namespace and rollout (gauge).
     pub const LABELS_WAITING: &str = "modelrollout_evidence_labels_waiting";
     /// Labels refused or not stored, by `reason`: conflicting, too_old, expired_waiting.

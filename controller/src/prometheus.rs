@@ -118,6 +118,12 @@ impl Selector {
             GateKind::CaptureRate => rate(outcome(TruePositive), either(TruePositive, FalseNegative)),
             GateKind::Precision => rate(outcome(TruePositive), either(TruePositive, FalsePositive)),
             GateKind::Paired => self.paired_queries(&w, "only_candidate_right"),
+            GateKind::ScoreDrift => {
+                // Since the candidate started, not per window: a distribution needs its samples.
+                use modelrollout_contract::evidence::series::{MATCHED, SCORE_PSI, labels as e};
+                let ls = format!("{s},{}={}", e::ROLLOUT, quote(&self.rollout));
+                (format!("max({SCORE_PSI}{{{ls}}})"), format!("sum({MATCHED}{{{ls}}})"))
+            }
             GateKind::Agreement => {
                 // The evidence service's matched requests, on the candidate's series. Without it
                 // there is no such series: no data, inconclusive.
@@ -307,6 +313,9 @@ mod tests {
             "{v}"
         );
         assert!(n.contains("modelrollout_evidence_paired_outcomes_total{") && !n.contains("outcome="), "{n}");
+        let (v, n) = e.queries(&GateKind::ScoreDrift, Duration::from_secs(60));
+        assert!(v.starts_with("max(modelrollout_evidence_score_psi{") && !v.contains('['), "{v}");
+        assert!(n.starts_with("sum(modelrollout_evidence_matched_total{"), "{n}");
         let (v, n) = e.queries(&GateKind::Agreement, Duration::from_secs(60));
         assert!(v.contains("modelrollout_evidence_matched_total{") && v.contains(r#"agreement="agree""#), "{v}");
         assert!(

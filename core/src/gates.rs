@@ -16,6 +16,8 @@ pub enum GateKind {
     /// paired outcomes): the candidate's measurement is the share only it got right, stable's
     /// the share only stable got right, both over the same pairs.
     Paired,
+    /// PSI of the candidate's scores against stable's on matched requests (the evidence service's).
+    ScoreDrift,
     Custom {
         query: String,
         samples_query: Option<String>,
@@ -48,6 +50,7 @@ pub const GATE_CAPTURE_RATE: &str = "captureRate";
 pub const GATE_PRECISION: &str = "precision";
 pub const GATE_AGREEMENT: &str = "agreement";
 pub const GATE_PAIRED: &str = "paired";
+pub const GATE_SCORE_DRIFT: &str = "scoreDrift";
 
 /// The gates a spec asks for, built-ins first, in a stable order.
 pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
@@ -113,6 +116,19 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             max_below_stable: Some(g.margin),
             judge: Judge::Sequential,
             confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
+        });
+    }
+    if let Some(g) = &gates.score_drift {
+        defs.push(GateDef {
+            name: GATE_SCORE_DRIFT.into(),
+            kind: GateKind::ScoreDrift,
+            min_samples: g.min_samples,
+            max: Some(g.max),
+            min: None,
+            max_above_stable: None,
+            max_below_stable: None,
+            judge: Judge::Threshold,
+            confidence: DEFAULT_CONFIDENCE,
         });
     }
     for c in &gates.custom {

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::store::{Count, Snapshot};
-use crate::tally::{DELAY_BUCKETS, Series};
+use crate::tally::{CANDIDATE_BINS, DELAY_BUCKETS, SCORE_BINS, STABLE_BINS, Series, psi};
 
 const DELAY_NAMES: [&str; 9] = ["60", "600", "3600", "21600", "86400", "172800", "345600", "604800", "+Inf"];
 
@@ -26,6 +26,8 @@ pub fn known_detail(detail: &str) -> Option<&'static str> {
         .chain(Outcome::ALL.map(Outcome::as_str))
         .chain(Paired::ALL.map(Paired::as_str))
         .chain(DELAY_NAMES)
+        .chain(CANDIDATE_BINS)
+        .chain(STABLE_BINS)
         .find(|d| *d == detail)
 }
 
@@ -157,6 +159,29 @@ impl Collector for Evidence {
             )?;
             for c in &diffs {
                 ConstGauge::new(c.n).encode(family.encode_family(&labels(c))?)?;
+            }
+        }
+        // Score drift on matched requests: the PSI of the candidate's scores against stable's.
+        let mut bins: std::collections::BTreeMap<Labels, ([i64; SCORE_BINS], [i64; SCORE_BINS])> = Default::default();
+        for c in self.of(Series::ScoreBins) {
+            let mut labels = base(c);
+            labels.push((l::STABLE_VERSION, c.key.peer.clone()));
+            let e = bins.entry(labels).or_default();
+            if let Some(i) = CANDIDATE_BINS.iter().position(|b| *b == c.key.detail) {
+                e.0[i] += c.n;
+            } else if let Some(i) = STABLE_BINS.iter().position(|b| *b == c.key.detail) {
+                e.1[i] += c.n;
+            }
+        }
+        if !bins.is_empty() {
+            let mut family = e.encode_descriptor(
+                series::SCORE_PSI,
+                "PSI of the candidate's scores against stable's on matched requests",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, (candidate, stable)) in bins {
+                ConstGauge::new(psi(&candidate, &stable)).encode(family.encode_family(&labels)?)?;
             }
         }
         // The label delay histogram, per version: its buckets' counts and the sum of delays.

@@ -45,10 +45,13 @@ pub enum Series {
     Matched,
     Paired,
     ScoreDifference,
+    /// The scores of matched requests in tenths of [0, 1], the candidate's (`c0`..`c9`) and
+    /// stable's (`s0`..`s9`), on the candidate's key: what score drift (PSI) is computed from.
+    ScoreBins,
 }
 
 impl Series {
-    pub const ALL: [Series; 7] = [
+    pub const ALL: [Series; 8] = [
         Series::Predictions,
         Series::LabelsJoined,
         Series::Outcomes,
@@ -56,6 +59,7 @@ impl Series {
         Series::Matched,
         Series::Paired,
         Series::ScoreDifference,
+        Series::ScoreBins,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Series {
             Series::Matched => "matched",
             Series::Paired => "paired",
             Series::ScoreDifference => "score_difference",
+            Series::ScoreBins => "score_bins",
         }
     }
 
@@ -84,6 +89,31 @@ pub fn delay_detail(seconds: f64) -> &'static str {
     const NAMES: [&str; 9] = ["60", "600", "3600", "21600", "86400", "172800", "345600", "604800", "+Inf"];
     let i = DELAY_BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(DELAY_BUCKETS.len() - 1);
     NAMES[i]
+}
+
+/// The score bins: a score in [0, 1] falls in tenth `i` (1.0 in the last).
+pub const SCORE_BINS: usize = 10;
+pub const CANDIDATE_BINS: [&str; SCORE_BINS] = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"];
+pub const STABLE_BINS: [&str; SCORE_BINS] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"];
+
+pub fn score_bin(score: f64) -> usize {
+    ((score.clamp(0.0, 1.0) * SCORE_BINS as f64) as usize).min(SCORE_BINS - 1)
+}
+
+/// The population stability index of `actual` against `expected` (counts per bin), each share
+/// smoothed by half a count so that an empty bin is not infinitely surprising.
+pub fn psi(actual: &[i64], expected: &[i64]) -> f64 {
+    let (na, ne) = (actual.iter().sum::<i64>() as f64, expected.iter().sum::<i64>() as f64);
+    let k = actual.len() as f64;
+    actual
+        .iter()
+        .zip(expected)
+        .map(|(&a, &e)| {
+            let pa = (a as f64 + 0.5) / (na + 0.5 * k);
+            let pe = (e as f64 + 0.5) / (ne + 0.5 * k);
+            (pa - pe) * (pa / pe).ln()
+        })
+        .sum()
 }
 
 /// Where a count goes: the version it is counted under, the series, a detail from a fixed list,
@@ -158,6 +188,8 @@ pub fn on_prediction(new: &Prediction, others: &[Prediction], label: Option<Stor
         let agreement = if c.decision == s.decision { "agree" } else { "disagree" };
         out.push(delta(c, Series::Matched, agreement, &s.version, 0.0));
         out.push(delta(c, Series::ScoreDifference, "", &s.version, c.score - s.score));
+        out.push(delta(c, Series::ScoreBins, CANDIDATE_BINS[score_bin(c.score)], &s.version, 0.0));
+        out.push(delta(c, Series::ScoreBins, STABLE_BINS[score_bin(s.score)], &s.version, 0.0));
         if let Some(l) = label {
             out.push(paired(c, s, l));
         }
@@ -251,6 +283,19 @@ mod tests {
         assert_eq!(n, 1);
         assert!((diff - (0.4 - 0.9)).abs() < 1e-12);
         assert!(get("v1", Series::Matched, "disagree", "v2").is_none(), "counted on the candidate only");
+    }
+
+    #[test]
+    fn matched_scores_are_binned_and_psi_reads_a_shift() {
+        let d = on_prediction(&p("v2", Role::Shadow, true, 0.95), &[p("v1", Role::Stable, false, 0.05)], None);
+        let bins: Vec<&str> = d.iter().filter(|x| x.key.series == Series::ScoreBins).map(|x| x.key.detail).collect();
+        assert_eq!(bins, ["c9", "s0"]);
+        assert_eq!((score_bin(0.0), score_bin(0.1), score_bin(1.0)), (0, 1, 9));
+        let same = [100, 200, 300, 200, 100, 50, 20, 10, 10, 10];
+        assert!(psi(&same, &same).abs() < 1e-12);
+        let shifted = [10, 10, 20, 50, 100, 200, 300, 200, 100, 10];
+        assert!(psi(&shifted, &same) > 1.0, "{}", psi(&shifted, &same));
+        assert!(psi(&[0; 10], &same) > 0.0, "empty bins are smoothed, not infinite");
     }
 
     #[test]

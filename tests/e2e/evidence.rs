@@ -106,7 +106,8 @@ async fn shadow_agreement(prefix: &str, version: &str, file: &str) -> modelrollo
             .await;
     let _evidence = EvidenceProc::start(&env.ns.name, port).await;
     let mut m = Manifest::fraud(version, local_file(file)).stages(four_stages(15)).gates(json!({})).build();
-    m["spec"]["analysis"]["gates"] = json!({"agreement": {"min": 0.9, "minSamples": 50}});
+    m["spec"]["analysis"]["gates"] =
+        json!({"agreement": {"min": 0.9, "minSamples": 50}, "scoreDrift": {"max": 0.2, "minSamples": 50}});
     m["spec"]["analysis"]["failureLimit"] = json!(2);
     gitops_apply(&env.ns.name, &m);
     let mr = env
@@ -126,9 +127,12 @@ async fn shadow_agreement(prefix: &str, version: &str, file: &str) -> modelrollo
 async fn a_candidate_that_disagrees_with_stable_fails_the_agreement_gate_in_shadow() {
     let st = shadow_agreement("disagree", "v2-bad", "fraud-v2-bad-fpr.onnx").await;
     assert_eq!((st.phase, st.stage_index), (Some(Phase::RolledBack), Some(0)), "{:?}", st.message);
-    let g = st.last_analysis.unwrap().gates.into_iter().find(|g| g.name == "agreement").unwrap();
+    let gates = st.last_analysis.unwrap().gates;
+    let g = gates.iter().find(|g| g.name == "agreement").unwrap();
     assert_eq!(g.verdict, Verdict::Fail, "{g:?}");
     assert!(g.value.unwrap() < 0.8 && g.samples.unwrap() >= 50, "{g:?}");
+    let drift = gates.iter().find(|g| g.name == "scoreDrift").unwrap();
+    assert_eq!(drift.verdict, Verdict::Fail, "its scores shifted against stable's: {drift:?}");
 }
 
 /// The same model as stable under another version agrees on every matched request and leaves
@@ -138,6 +142,10 @@ async fn a_candidate_that_disagrees_with_stable_fails_the_agreement_gate_in_shad
 async fn a_candidate_equal_to_stable_passes_the_agreement_gate() {
     let st = shadow_agreement("agree", "v1b", "fraud-v1.onnx").await;
     assert_eq!(st.stage_index, Some(1), "left shadow: {:?}", st.message);
-    let g = st.last_analysis.unwrap().gates.into_iter().find(|g| g.name == "agreement").unwrap();
+    let gates = st.last_analysis.unwrap().gates;
+    let g = gates.iter().find(|g| g.name == "agreement").unwrap();
     assert_eq!((g.verdict, g.value), (Verdict::Pass, Some(1.0)), "{g:?}");
+    let drift = gates.iter().find(|g| g.name == "scoreDrift").unwrap();
+    assert_eq!(drift.verdict, Verdict::Pass, "the same scores: {drift:?}");
+    assert!(drift.value.unwrap() < 0.01, "{drift:?}");
 }
