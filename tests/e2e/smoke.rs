@@ -725,7 +725,25 @@ async fn operations_go_through_on_an_object_stored_before_a_rule_it_breaks() {
     assert_eq!(rules.len(), before - 1, "the no-gates rule is there to take out");
     let apply_crd = |crd: &serde_json::Value| {
         kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&crd.to_string()));
-        kubectl_ok(&["wait", "--for", "condition=established", "crd/ratchetprobes.ratchet.modelrollout.dev"], None);
+        // Polled, not `kubectl wait`: that one fails outright on a CRD whose status has no
+        // conditions yet ("<nil> is of the type <nil>"), as it did once in CI at 0993e20.
+        let established = || {
+            let out = kubectl(
+                &[
+                    "get",
+                    "crd/ratchetprobes.ratchet.modelrollout.dev",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                ],
+                None,
+            );
+            String::from_utf8_lossy(&out.stdout).trim() == "True"
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !established() {
+            assert!(std::time::Instant::now() < deadline, "the probe CRD not Established within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     };
     let object = |name: &str, gates: bool| {
         let mut v = minimal();
