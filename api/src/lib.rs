@@ -35,6 +35,7 @@ pub use status::*;
 pub use webhook_spec::*;
 pub use workload::*;
 
+pub use modelrollout_contract::hash::stable_hash;
 pub use modelrollout_contract::{DataContract, Device, Duration, Feature, FeatureType, OutputKind, OutputSpec};
 
 /// A default written in this crate: always valid.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod duration;
 pub mod evidence;
+pub mod hash;
 pub mod launch;
 pub mod metrics;
 

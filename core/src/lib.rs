@@ -76,12 +76,7 @@ impl AnalysisSlot {
     /// The slot of a rollout, from a key that outlives restarts (its uid): a fixed hash, not the
     /// std hasher, whose seed differs per process.
     pub fn of(key: &str) -> Self {
-        let fnv = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        // FNV's last byte reaches only the low bits: mix them up (the splitmix64 finalizer).
-        let mut h = fnv;
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Self(((h ^ (h >> 31)) >> 48) as u16)
+        Self((modelrollout_api::stable_hash(key) >> 48) as u16)
     }
 
     /// The slot as a fraction in [0, 1): other periodic work spreads by it too.

@@ -47,18 +47,14 @@ pub struct EvidenceQueue {
     sample_below: u64,
 }
 
-/// Whether a request id is in the sample: a fixed hash of the id (FNV-1a, then the splitmix64
-/// finalizer), the same in every sidecar, so stable and the candidate keep the same requests and
+/// Whether a request id is in the sample: a fixed hash of the id
+/// (`modelrollout_contract::hash::stable_hash`), the same in every sidecar, so stable and the candidate keep the same requests and
 /// every matched pair survives sampling whole.
 pub fn sampled(request_id: &str, sample_below: u64) -> bool {
     if sample_below == u64::MAX {
         return true;
     }
-    let mut h =
-        request_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (h ^ (h >> 31)) < sample_below
+    modelrollout_contract::hash::stable_hash(request_id) < sample_below
 }
 
 /// The hash threshold of a sampling rate in (0, 1].
