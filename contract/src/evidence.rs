@@ -159,41 +159,8 @@ pub mod series {
     }
 }
 
-/// The outcome of a labelled decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    TruePositive,
-    FalsePositive,
-    TrueNegative,
-    FalseNegative,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 4] =
-        [Outcome::TruePositive, Outcome::FalsePositive, Outcome::TrueNegative, Outcome::FalseNegative];
-
-    pub fn of(decision: bool, label: bool) -> Self {
-        match (decision, label) {
-            (true, true) => Outcome::TruePositive,
-            (true, false) => Outcome::FalsePositive,
-            (false, false) => Outcome::TrueNegative,
-            (false, true) => Outcome::FalseNegative,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::TruePositive => "tp",
-            Outcome::FalsePositive => "fp",
-            Outcome::TrueNegative => "tn",
-            Outcome::FalseNegative => "fn",
-        }
-    }
-
-    pub fn right(self) -> bool {
-        matches!(self, Outcome::TruePositive | Outcome::TrueNegative)
-    }
-}
+/// The outcome of a labelled decision: the sidecars' own (`tp`, `fp`, `tn`, `fn`).
+pub use crate::metrics::Outcome;
 
 /// The labelled outcome of a matched request, stable's decision beside the candidate's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

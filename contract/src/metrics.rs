@@ -185,6 +185,11 @@ impl Outcome {
             Outcome::FalseNegative => "fn",
         }
     }
+
+    /// Whether the decision was right.
+    pub fn right(self) -> bool {
+        matches!(self, Outcome::TruePositive | Outcome::TrueNegative)
+    }
 }
 
 /// The `decision` label of the decisions counter.
