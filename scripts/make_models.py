@@ -10,7 +10,7 @@ Outputs (committed, each well under 1 MB) in models/:
   ranker-popularity.onnx a ranker that sees only item popularity: the A/B experiment's weaker arm
   <model>.reference.json feature statistics (quantile bins) the sidecar computes drift (PSI) against
   <model>.golden.json    labelled rows with the probabilities Python onnxruntime gives
-  SHA256SUMS             digests, as the ModelRollout manifests name them
+  SHA256SUMS             digests of the models and references, as the ModelRollout manifests name them
 
 Run: scripts/make_models.sh (uses the pinned environment from scripts/python-env.sh).
 """
@@ -259,6 +259,11 @@ def main():
     test_texts, test_labels = text_data(rng, 200)
     probs = [o for o in sess.run(None, {"input": test_texts.reshape(-1, 1)}) if o.ndim == 2][0][:, 1]
     report["toxicity-v1"] = rates(test_labels, probs)
+    # A text model's reference: the length of its training texts in characters.
+    lengths = np.array([[len(str(t))] for t in texts], dtype=float)
+    text_ref = reference_stats(lengths, [("text", "length", 0, None)])
+    text_ref["features"][0]["measure"] = "length"
+    write("toxicity-v1.reference.json", json.dumps(text_ref, indent=1))
     write("toxicity-v1.golden.json", json.dumps({"threshold": THRESHOLD, "rows": [
         {"features": {"text": str(t)}, "label": int(l), "probability": float(p)} for t, l, p in zip(test_texts, test_labels, probs)
     ]}, indent=1))
@@ -280,7 +285,7 @@ def main():
     write("ranker-popularity.reference.json", json.dumps(reference_stats(xp, RANKER_FEATURES), indent=1))
 
     for f in sorted(os.listdir(OUT)):
-        if f.endswith(".onnx"):
+        if f.endswith(".onnx") or f.endswith(".reference.json"):
             sums[f] = hashlib.sha256(open(os.path.join(OUT, f), "rb").read()).hexdigest()
     write("SHA256SUMS", "".join(f"{h}  {f}\n" for f, h in sums.items()))
     write("quality.json", json.dumps(report, indent=1, sort_keys=True))

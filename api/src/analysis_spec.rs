@@ -144,7 +144,7 @@ fn default_query_timeout() -> Duration {
     "fieldPath": ".custom",
     "reason": "FieldValueInvalid"
 }, {
-    "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate', 'precision', 'agreement', 'paired', 'scoreDrift']))",
+    "rule": "!has(self.custom) || self.custom.all(c, !(c.name in ['errorRate', 'latencyP95', 'falsePositiveRate', 'captureRate', 'precision', 'agreement', 'paired', 'scoreDrift', 'inputDrift']))",
     "message": "custom gate names must differ from the built-in gates",
     "fieldPath": ".custom",
     "reason": "FieldValueInvalid"
@@ -209,6 +209,13 @@ pub struct Gates {
     /// service; without it the gate is inconclusive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_drift: Option<DriftGate>,
+    /// The candidate's inputs against its model's reference distribution (`artifact.reference`):
+    /// the largest population stability index over the features, since the candidate started, at
+    /// most `max` (0.1 is a common "no shift", 0.25 a large one): the traffic is not what the model
+    /// was trained on. Samples are the candidate's predictions summarised against the reference.
+    /// Needs the evidence service and a reference; without them the gate is inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_drift: Option<DriftGate>,
     /// Your own PromQL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]

@@ -44,6 +44,7 @@ pub fn model(version: &str, sha: &str) -> ModelSpec {
             sha256: sha.into(),
             format: ModelFormat::Onnx,
             credentials_secret: None,
+            reference: None,
         },
         runtime: RuntimeSpec::default(),
         contract: DataContract { inputs: vec![feature("amount"), feature("age")], output: OutputSpec::default() },
@@ -103,6 +104,7 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
                 agreement: None,
                 paired: None,
                 score_drift: None,
+                input_drift: None,
                 custom: vec![],
             },
             ..AnalysisSpec::default()

@@ -45,6 +45,11 @@ impl ModelSpec {
     "message": "path (the model file inside the image) is required with an oci:// uri, and only with one",
     "fieldPath": ".path",
     "reason": "FieldValueRequired"
+}, {
+    "rule": "!has(self.reference) || self.uri.startsWith('oci://') == has(self.reference.path)",
+    "message": "reference: path (the file in the model's image) with an oci:// model, else uri",
+    "fieldPath": ".reference",
+    "reason": "FieldValueInvalid"
 }]))]
 pub struct Artifact {
     /// Where the model comes from:
@@ -74,6 +79,40 @@ pub struct Artifact {
     pub credentials_secret: Option<String>,
     #[serde(default)]
     pub format: ModelFormat,
+    /// The model's reference distribution: quantile bins of each numeric input in its training
+    /// data (`<model>.reference.json`, as `scripts/make_models.py` writes one beside every model).
+    /// With it, the sidecar and the evidence service measure input drift (PSI per feature) and the
+    /// `inputDrift` gate can judge it. Fetched and digest-checked like the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceArtifact>,
+}
+
+/// Where a model's reference distribution comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.uri) != has(self.path)",
+    "message": "set uri or path, not both",
+    "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.uri) || self.uri.startsWith('https://') || self.uri.startsWith('http://') || self.uri.matches('^s3://[^/]+/.+') || self.uri.startsWith('/')",
+    "message": "uri must be an http(s) URL, an s3://bucket/key object or an absolute path in the sidecar's image",
+    "fieldPath": ".uri",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct ReferenceArtifact {
+    /// For a model fetched by the sidecar: where the reference comes from, in the same forms (and
+    /// with the same credentials) as the model's `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: Option<String>,
+    /// For an `oci://` model: the reference file in the same image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^[^/].*$"))]
+    pub path: Option<String>,
+    /// Lower-case hex SHA-256 of the reference file.
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    pub sha256: String,
 }
 
 /// Where the pod finds an `oci://` artifact's image: mounted read-only here.
@@ -100,6 +139,17 @@ impl Artifact {
             },
             None => ArtifactSource::Fetched { uri: &self.uri },
         }
+    }
+
+    /// Where the sidecar reads the reference: its uri, or its path in the mounted model image.
+    pub fn reference_location(&self) -> Option<(String, &str)> {
+        let r = self.reference.as_ref()?;
+        let at = match (&r.uri, &r.path) {
+            (Some(uri), _) => uri.clone(),
+            (None, Some(path)) => format!("{MODEL_IMAGE_MOUNT}/{}", path.trim_start_matches('/')),
+            (None, None) => return None,
+        };
+        Some((at, &r.sha256))
     }
 }
 

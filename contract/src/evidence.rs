@@ -21,6 +21,9 @@ pub mod paths {
     }
     /// The route pattern of [`labels`] (axum's syntax).
     pub const LABELS_ROUTE: &str = "/v1/namespaces/{namespace}/rollouts/{rollout}/labels";
+    /// `PUT` a [`super::ReferenceRecord`]: a model version's reference distribution (sidecars,
+    /// once at start; the same record again changes nothing).
+    pub const REFERENCES: &str = "/v1/references";
     /// `POST` CloudEvents as KServe's inference logger sends them (binary mode).
     pub const CLOUDEVENTS: &str = "/v1/cloudevents";
     pub const METRICS: &str = "/metrics";
@@ -45,6 +48,96 @@ pub const MAX_BATCH: usize = 10_000;
 /// The longest request id the service stores (longer ones are refused, naming the field).
 pub const MAX_ID_LEN: usize = 128;
 
+/// The most features a reference may describe, and bins per feature: the input drift series'
+/// labels stay bounded by them.
+pub const MAX_REFERENCE_FEATURES: usize = 64;
+pub const MAX_REFERENCE_BINS: usize = 64;
+/// A prediction's bin for a feature whose value was missing (null or NaN): not counted.
+pub const BIN_MISSING: u16 = u16::MAX;
+
+/// A model's reference distribution: per numeric input feature, quantile bins of its training
+/// data (written by `scripts/make_models.py` beside each model, as `<model>.reference.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    pub features: Vec<FeatureReference>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureReference {
+    pub name: String,
+    /// What is binned: the value (numeric features), or the length in characters (text).
+    #[serde(default, skip_serializing_if = "Measure::is_value")]
+    pub measure: Measure,
+    /// Inner bin edges, ascending; bins are (-inf, e0], (e0, e1], ..., (en, inf).
+    pub edges: Vec<f64>,
+    /// The reference's share in each bin: one more than `edges`.
+    pub proportions: Vec<f64>,
+}
+
+/// What a reference feature's bins are of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    #[default]
+    Value,
+    /// A text feature's length in characters.
+    Length,
+}
+
+impl Measure {
+    pub fn is_value(&self) -> bool {
+        *self == Measure::Value
+    }
+}
+
+impl FeatureReference {
+    /// The bin `x` falls in.
+    pub fn bin(&self, x: f64) -> u16 {
+        if x.is_nan() { BIN_MISSING } else { self.edges.partition_point(|e| *e < x) as u16 }
+    }
+}
+
+impl Reference {
+    /// Why this reference cannot be used, naming the feature, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.features.len() > MAX_REFERENCE_FEATURES {
+            return Err(format!("{} features, at most {MAX_REFERENCE_FEATURES}", self.features.len()));
+        }
+        for (i, f) in self.features.iter().enumerate() {
+            let at = format!("features[{i}] ({})", f.name);
+            if f.proportions.len() != f.edges.len() + 1 {
+                return Err(format!("{at}: {} proportions for {} edges", f.proportions.len(), f.edges.len()));
+            }
+            if f.proportions.len() > MAX_REFERENCE_BINS {
+                return Err(format!("{at}: {} bins, at most {MAX_REFERENCE_BINS}", f.proportions.len()));
+            }
+            if f.edges.iter().any(|e| !e.is_finite()) || f.edges.windows(2).any(|w| w[0] > w[1]) {
+                return Err(format!("{at}: edges must be finite and ascending"));
+            }
+            let sum: f64 = f.proportions.iter().sum();
+            if f.proportions.iter().any(|p| !(0.0..=1.0).contains(p)) || (sum - 1.0).abs() > 1e-3 {
+                return Err(format!("{at}: proportions must be shares that sum to 1 (sum {sum})"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A model version's reference, as its sidecars send it: the features in the order of every
+/// [`PredictionRecord::bins`] of that version, and the digest of the artifact it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceRecord {
+    pub namespace: String,
+    pub rollout: String,
+    pub model: String,
+    pub version: String,
+    /// The reference artifact's SHA-256 (verified by the sidecar that read it). A different digest
+    /// for the same version replaces the reference and restarts that version's input drift counts.
+    pub sha256: String,
+    pub reference: Reference,
+}
+
 /// One prediction as a sidecar served it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,8 +148,9 @@ pub struct PredictionRecord {
     pub time_ms: i64,
     pub decision: bool,
     pub score: f64,
-    /// Per contract feature, the index of the reference bin its value fell in (the compact summary
-    /// that input drift is computed from); empty when the model has no reference.
+    /// Per feature of the version's [`ReferenceRecord`], in its order, the bin the value fell in
+    /// ([`BIN_MISSING`] when it had none): the compact summary that input drift is computed from.
+    /// Empty when the model has no reference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bins: Vec<u16>,
 }
@@ -141,6 +235,11 @@ pub mod series {
     /// The population stability index of the candidate's scores against stable's on matched
     /// requests, since the candidate started (gauge, on the candidate's series with `stable_version`).
     pub const SCORE_PSI: &str = "modelrollout_evidence_score_psi";
+    /// Input drift: the population stability index of each `feature` of the version's requests
+    /// since it started against its model's reference distribution (gauge).
+    pub const FEATURE_PSI: &str = "modelrollout_evidence_feature_psi";
+    /// Predictions summarised against the reference (the input drift's sample size).
+    pub const DRIFT_ROWS: &str = "modelrollout_evidence_drift_rows_total";
     /// Labels stored with no prediction yet, per namespace and rollout (gauge).
     pub const LABELS_WAITING: &str = "modelrollout_evidence_labels_waiting";
     /// Labels refused or not stored, by `reason`: conflicting, too_old, expired_waiting.
@@ -156,6 +255,7 @@ pub mod series {
         pub const STABLE_VERSION: &str = "stable_version";
         pub const AGREEMENT: &str = "agreement";
         pub const REASON: &str = "reason";
+        pub const FEATURE: &str = "feature";
     }
 }
 

@@ -17,7 +17,9 @@ pub mod env {
     pub const MODEL_SHA256: &str = "SIDECAR_MODEL_SHA256";
     pub const CONTRACT: &str = "SIDECAR_CONTRACT";
     pub const CONTRACT_JSON: &str = "SIDECAR_CONTRACT_JSON";
+    /// The model's reference distribution: a path or URL in the model's own forms.
     pub const REFERENCE: &str = "SIDECAR_REFERENCE";
+    pub const REFERENCE_SHA256: &str = "SIDECAR_REFERENCE_SHA256";
     pub const ROLE: &str = "SIDECAR_ROLE";
     pub const LISTEN: &str = "SIDECAR_LISTEN";
     pub const GRPC_LISTEN: &str = "SIDECAR_GRPC_LISTEN";
@@ -104,6 +106,8 @@ pub struct Launch {
     pub model_uri: String,
     pub model_sha256: String,
     pub contract: DataContract,
+    /// The model's reference distribution (input drift), fetched and digest-checked like the model.
+    pub reference: Option<ReferenceSource>,
     pub role: Role,
     pub port: u16,
     /// The Open Inference Protocol's gRPC port, when the pod serves it.
@@ -114,6 +118,13 @@ pub struct Launch {
     pub max_batch_delay: Duration,
     /// Where the sidecar sends its prediction records, when the cluster has an evidence service.
     pub evidence: Option<EvidenceTarget>,
+}
+
+/// Where a sidecar reads the model's reference distribution, and its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferenceSource {
+    pub uri: String,
+    pub sha256: String,
 }
 
 /// The evidence service a sidecar reports to, and the rollout its records belong to.
@@ -150,6 +161,10 @@ impl Launch {
             (env::MAX_BATCH_SIZE, self.max_batch_size.to_string()),
             (env::MAX_BATCH_DELAY, self.max_batch_delay.to_string()),
         ];
+        if let Some(r) = &self.reference {
+            out.push((env::REFERENCE, r.uri.clone()));
+            out.push((env::REFERENCE_SHA256, r.sha256.clone()));
+        }
         if let Some(p) = self.grpc_port {
             out.push((env::GRPC_LISTEN, format!("0.0.0.0:{p}")));
         }
@@ -186,6 +201,10 @@ impl Launch {
             Some(url) => Some(EvidenceTarget { url, namespace: get(env::NAMESPACE)?, rollout: get(env::ROLLOUT)? }),
             None => None,
         };
+        let reference = match lookup(env::REFERENCE) {
+            Some(uri) => Some(ReferenceSource { uri, sha256: get(env::REFERENCE_SHA256)? }),
+            None => None,
+        };
         Ok(Self {
             model_name: get(env::MODEL_NAME)?,
             model_version: get(env::MODEL_VERSION)?,
@@ -193,6 +212,7 @@ impl Launch {
             model_sha256: get(env::MODEL_SHA256)?,
             contract: serde_json::from_str(&contract_json)
                 .map_err(|e| invalid(env::CONTRACT_JSON, &contract_json, e.to_string()))?,
+            reference,
             role: Role::parse(&role).ok_or_else(|| invalid(env::ROLE, &role, "stable, canary or shadow".into()))?,
             port: port_of(env::LISTEN, &listen)?,
             grpc_port,
@@ -231,6 +251,10 @@ mod tests {
                 }],
                 output: OutputSpec::default(),
             },
+            reference: Some(ReferenceSource {
+                uri: "http://models/fraud-v2.reference.json".into(),
+                sha256: "b".repeat(64),
+            }),
             role: Role::Shadow,
             port: 8080,
             grpc_port: Some(8081),

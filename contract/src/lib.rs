@@ -18,7 +18,7 @@ pub mod launch;
 pub mod metrics;
 
 pub use duration::Duration;
-pub use launch::{Device, EvidenceTarget, Launch, Role};
+pub use launch::{Device, EvidenceTarget, Launch, ReferenceSource, Role};
 
 /// The inputs a model needs and the output it produces.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

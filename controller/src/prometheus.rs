@@ -124,6 +124,12 @@ impl Selector {
                 let ls = format!("{s},{}={}", e::ROLLOUT, quote(&self.rollout));
                 (format!("max({SCORE_PSI}{{{ls}}})"), format!("sum({MATCHED}{{{ls}}})"))
             }
+            GateKind::InputDrift => {
+                // Since the candidate started, like score drift.
+                use modelrollout_contract::evidence::series::{DRIFT_ROWS, FEATURE_PSI, labels as e};
+                let ls = format!("{s},{}={}", e::ROLLOUT, quote(&self.rollout));
+                (format!("max({FEATURE_PSI}{{{ls}}})"), format!("sum({DRIFT_ROWS}{{{ls}}})"))
+            }
             GateKind::Agreement => {
                 // The evidence service's matched requests, on the candidate's series. Without it
                 // there is no such series: no data, inconclusive.
@@ -316,6 +322,9 @@ mod tests {
         let (v, n) = e.queries(&GateKind::ScoreDrift, Duration::from_secs(60));
         assert!(v.starts_with("max(modelrollout_evidence_score_psi{") && !v.contains('['), "{v}");
         assert!(n.starts_with("sum(modelrollout_evidence_matched_total{"), "{n}");
+        let (v, n) = e.queries(&GateKind::InputDrift, Duration::from_secs(60));
+        assert!(v.starts_with("max(modelrollout_evidence_feature_psi{") && v.contains(r#"version="v2""#), "{v}");
+        assert!(n.starts_with("sum(modelrollout_evidence_drift_rows_total{") && !n.contains('['), "{n}");
         let (v, n) = e.queries(&GateKind::Agreement, Duration::from_secs(60));
         assert!(v.contains("modelrollout_evidence_matched_total{") && v.contains(r#"agreement="agree""#), "{v}");
         assert!(

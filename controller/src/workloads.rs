@@ -111,6 +111,10 @@ pub fn deployment(
         },
         model_sha256: model.artifact.sha256.clone(),
         contract: model.contract.clone(),
+        reference: model
+            .artifact
+            .reference_location()
+            .map(|(uri, sha256)| modelrollout_contract::ReferenceSource { uri, sha256: sha256.to_string() }),
         role,
         port: u16::try_from(port).expect("the schema bounds the port to 1-65535"),
         grpc_port: w.grpc_port.and_then(|p| u16::try_from(p).ok()),

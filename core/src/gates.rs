@@ -18,6 +18,9 @@ pub enum GateKind {
     Paired,
     /// PSI of the candidate's scores against stable's on matched requests (the evidence service's).
     ScoreDrift,
+    /// The largest PSI of the candidate's input features against its model's reference (the
+    /// evidence service's).
+    InputDrift,
     Custom {
         query: String,
         samples_query: Option<String>,
@@ -51,6 +54,7 @@ pub const GATE_PRECISION: &str = "precision";
 pub const GATE_AGREEMENT: &str = "agreement";
 pub const GATE_PAIRED: &str = "paired";
 pub const GATE_SCORE_DRIFT: &str = "scoreDrift";
+pub const GATE_INPUT_DRIFT: &str = "inputDrift";
 
 /// The gates a spec asks for, built-ins first, in a stable order.
 pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
@@ -118,18 +122,23 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
         });
     }
+    // A distribution's shift, since the candidate started: at most `max`.
+    let drift = |name: &str, kind, g: &DriftGate| GateDef {
+        name: name.into(),
+        kind,
+        min_samples: g.min_samples,
+        max: Some(g.max),
+        min: None,
+        max_above_stable: None,
+        max_below_stable: None,
+        judge: Judge::Threshold,
+        confidence: DEFAULT_CONFIDENCE,
+    };
     if let Some(g) = &gates.score_drift {
-        defs.push(GateDef {
-            name: GATE_SCORE_DRIFT.into(),
-            kind: GateKind::ScoreDrift,
-            min_samples: g.min_samples,
-            max: Some(g.max),
-            min: None,
-            max_above_stable: None,
-            max_below_stable: None,
-            judge: Judge::Threshold,
-            confidence: DEFAULT_CONFIDENCE,
-        });
+        defs.push(drift(GATE_SCORE_DRIFT, GateKind::ScoreDrift, g));
+    }
+    if let Some(g) = &gates.input_drift {
+        defs.push(drift(GATE_INPUT_DRIFT, GateKind::InputDrift, g));
     }
     for c in &gates.custom {
         defs.push(GateDef {

@@ -10,8 +10,11 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use modelrollout_contract::evidence::{LabelBatch, MAX_BATCH, MAX_ID_LEN, PredictionBatch, access, paths};
+use axum::routing::{get, post, put};
+use modelrollout_contract::evidence::{
+    BIN_MISSING, LabelBatch, MAX_BATCH, MAX_ID_LEN, MAX_REFERENCE_BINS, MAX_REFERENCE_FEATURES, PredictionBatch,
+    ReferenceRecord, access, paths,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -52,6 +55,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route(paths::PREDICTIONS, post(predictions))
         .route(paths::LABELS_ROUTE, post(labels))
+        .route(paths::REFERENCES, put(references))
         .route(paths::CLOUDEVENTS, post(cloudevents))
         .route(paths::METRICS, get(metrics))
         .route(paths::HEALTHZ, get(|| async { "ok" }))
@@ -170,6 +174,15 @@ fn validate_predictions(b: &PredictionBatch) -> Result<(), Error> {
         if !r.score.is_finite() {
             return Err(invalid(format!("records[{i}].score"), "not a finite number"));
         }
+        if r.bins.len() > MAX_REFERENCE_FEATURES {
+            return Err(invalid(format!("records[{i}].bins"), format!("at most {MAX_REFERENCE_FEATURES} features")));
+        }
+        if let Some(b) = r.bins.iter().find(|b| **b != BIN_MISSING && usize::from(**b) >= MAX_REFERENCE_BINS) {
+            return Err(invalid(
+                format!("records[{i}].bins"),
+                format!("bin {b}: below {MAX_REFERENCE_BINS}, or {BIN_MISSING} for a missing value"),
+            ));
+        }
     }
     Ok(())
 }
@@ -184,6 +197,30 @@ async fn predictions(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
     }
     .await;
     counted(&state, "predictions", r)
+}
+
+/// A version's reference distribution, from its sidecars (the same right as their predictions).
+/// 201 when stored or replaced, 200 when the same digest was already there.
+async fn references(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let r = async {
+        let record: ReferenceRecord = parse(&body)?;
+        check_name("namespace", &record.namespace, 63)?;
+        check_name("rollout", &record.rollout, 253)?;
+        check_text("model", &record.model, 253)?;
+        check_text("version", &record.version, 63)?;
+        if record.sha256.len() != 64 || !record.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid("sha256", "64 lower-case hex characters"));
+        }
+        record.reference.check().map_err(|why| invalid("reference", why))?;
+        for (i, f) in record.reference.features.iter().enumerate() {
+            check_text(&format!("reference.features[{i}].name"), &f.name, 128)?;
+        }
+        authorize(&state, &headers, &record.namespace, access::PREDICTIONS).await?;
+        let changed = state.store.put_reference(&record).await?;
+        Ok(if changed { StatusCode::CREATED } else { StatusCode::OK }.into_response())
+    }
+    .await;
+    counted(&state, "references", r)
 }
 
 /// A CloudEvent from KServe's inference logger (see [`crate::cloudevents`]); the caller needs the

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::store::{Count, Snapshot};
-use crate::tally::{CANDIDATE_BINS, DELAY_BUCKETS, SCORE_BINS, STABLE_BINS, Series, psi};
+use crate::tally::{CANDIDATE_BINS, DELAY_BUCKETS, SCORE_BINS, STABLE_BINS, Series, psi, psi_against};
 
 const DELAY_NAMES: [&str; 9] = ["60", "600", "3600", "21600", "86400", "172800", "345600", "604800", "+Inf"];
 
@@ -183,6 +183,44 @@ impl Collector for Evidence {
             for (labels, (candidate, stable)) in bins {
                 ConstGauge::new(psi(&candidate, &stable)).encode(family.encode_family(&labels)?)?;
             }
+        }
+        // Input drift: each version's requests against its model's reference, per feature, and
+        // how many predictions that is (the features of a reference and its bins are bounded).
+        if !self.0.drift.is_empty() {
+            let labels = |d: &crate::store::DriftCounts| -> Labels {
+                vec![
+                    (l::NAMESPACE, d.namespace.clone()),
+                    (l::ROLLOUT, d.rollout.clone()),
+                    (l::MODEL, d.model.clone()),
+                    (l::VERSION, d.version.clone()),
+                    (l::ROLE, d.role.as_str().to_string()),
+                ]
+            };
+            let mut family = e.encode_descriptor(
+                series::FEATURE_PSI,
+                "PSI of each input feature since the version started against its model's reference",
+                None,
+                MetricType::Gauge,
+            )?;
+            for d in &self.0.drift {
+                for (f, counts) in d.reference.features.iter().zip(&d.counts) {
+                    if counts.iter().sum::<i64>() == 0 {
+                        continue;
+                    }
+                    let mut labels = labels(d);
+                    labels.push((l::FEATURE, f.name.clone()));
+                    ConstGauge::new(psi_against(counts, &f.proportions)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            self.counters(
+                e,
+                series::DRIFT_ROWS,
+                "Predictions summarised against the model's reference",
+                self.0.drift.iter().map(|d| {
+                    let rows = d.counts.iter().map(|c| c.iter().sum::<i64>()).max().unwrap_or(0);
+                    (labels(d), rows)
+                }),
+            )?;
         }
         // The label delay histogram, per version: its buckets' counts and the sum of delays.
         let mut delays: std::collections::BTreeMap<Labels, ([u64; 9], f64)> = Default::default();

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use modelrollout_contract::Role;
-use modelrollout_contract::evidence::{Label, LabelAnswer, PredictionAnswer, PredictionBatch};
+use modelrollout_contract::evidence::{
+    BIN_MISSING, Label, LabelAnswer, PredictionAnswer, PredictionBatch, Reference, ReferenceRecord,
+};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -52,7 +54,25 @@ pub struct Snapshot {
     pub dropped: Vec<(String, String, String, i64)>,
     /// (namespace, rollout, labels waiting for their prediction)
     pub waiting: Vec<(String, String, i64)>,
+    /// Each version's reference and its predictions' counts per feature and bin.
+    pub drift: Vec<DriftCounts>,
 }
+
+/// A version's predictions in the bins of its reference (one role's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftCounts {
+    pub namespace: String,
+    pub rollout: String,
+    pub model: String,
+    pub version: String,
+    pub role: Role,
+    pub reference: Reference,
+    /// Per feature of the reference, the count in each of its bins.
+    pub counts: Vec<Vec<i64>>,
+}
+
+/// Where a reference is stored.
+type VersionKey = (String, String, String, String);
 
 /// What a prune removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -119,6 +139,8 @@ impl Store {
         let mut answer = PredictionAnswer::default();
         let mut deltas = Vec::new();
         let (ns, rollout) = (batch.namespace.as_str(), batch.rollout.as_str());
+        // (feature, bin) -> predictions, for the records stored now.
+        let mut bins: HashMap<(usize, u16), i64> = HashMap::new();
         for r in &batch.records {
             let inserted = sqlx::query(
                 "INSERT INTO predictions (namespace, rollout, request_id, version, model, role, time_ms, decision, score) \
@@ -142,6 +164,9 @@ impl Store {
                 continue;
             }
             answer.recorded += 1;
+            for (feature, &bin) in r.bins.iter().enumerate().filter(|(_, b)| **b != BIN_MISSING) {
+                *bins.entry((feature, bin)).or_default() += 1;
+            }
             let label = sqlx::query(
                 "SELECT label, time_ms, joined FROM labels WHERE namespace = $1 AND rollout = $2 AND request_id = $3",
             )
@@ -183,8 +208,78 @@ impl Store {
             deltas.extend(tally::on_prediction(&new, &others, label));
         }
         apply(&mut tx, ns, rollout, deltas).await?;
+        for ((feature, bin), n) in bins {
+            sqlx::query(
+                "INSERT INTO feature_bins (namespace, rollout, model, version, role, feature, bin, n) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (namespace, rollout, model, version, role, feature, bin) \
+                 DO UPDATE SET n = feature_bins.n + excluded.n",
+            )
+            .bind(ns)
+            .bind(rollout)
+            .bind(&batch.model)
+            .bind(&batch.version)
+            .bind(batch.role.as_str())
+            .bind(feature as i64)
+            .bind(i64::from(bin))
+            .bind(n)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(answer)
+    }
+
+    /// Stores a version's reference. The same digest again changes nothing; a different one
+    /// replaces the reference and deletes the version's bin counts (they were of the old bins).
+    /// Answers whether anything changed.
+    pub async fn put_reference(&self, r: &ReferenceRecord) -> Result<bool, Error> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let stored = sqlx::query(
+            "SELECT sha256 FROM model_references WHERE namespace = $1 AND rollout = $2 AND model = $3 AND version = $4",
+        )
+        .bind(&r.namespace)
+        .bind(&r.rollout)
+        .bind(&r.model)
+        .bind(&r.version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let stored: Option<String> = stored.map(|row| row.try_get(0)).transpose().map_err(db)?;
+        if stored.as_deref() == Some(r.sha256.as_str()) {
+            return Ok(false);
+        }
+        let features = serde_json::to_string(&r.reference).map_err(|e| Error::Store(e.to_string()))?;
+        for q in [
+            "DELETE FROM model_references WHERE namespace = $1 AND rollout = $2 AND model = $3 AND version = $4",
+            "DELETE FROM feature_bins WHERE namespace = $1 AND rollout = $2 AND model = $3 AND version = $4",
+        ] {
+            sqlx::query(q)
+                .bind(&r.namespace)
+                .bind(&r.rollout)
+                .bind(&r.model)
+                .bind(&r.version)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        sqlx::query(
+            "INSERT INTO model_references (namespace, rollout, model, version, sha256, features) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&r.namespace)
+        .bind(&r.rollout)
+        .bind(&r.model)
+        .bind(&r.version)
+        .bind(&r.sha256)
+        .bind(features)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     /// Stores labels for one rollout. The first label of a request id stands: the same label again
@@ -339,7 +434,71 @@ impl Store {
         {
             snap.waiting.push((row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?, row.try_get(2).map_err(db)?));
         }
+        snap.drift = self.drift_counts().await?;
         Ok(snap)
+    }
+
+    /// Every version's reference with its bin counts (bins a reference does not have, from
+    /// records sent before it changed, are left out).
+    async fn drift_counts(&self) -> Result<Vec<DriftCounts>, Error> {
+        let mut references: HashMap<VersionKey, Reference> = HashMap::new();
+        for row in sqlx::query("SELECT namespace, rollout, model, version, features FROM model_references")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+        {
+            let features: String = row.try_get(4).map_err(db)?;
+            let Ok(reference) = serde_json::from_str::<Reference>(&features) else { continue };
+            let key = (
+                row.try_get(0).map_err(db)?,
+                row.try_get(1).map_err(db)?,
+                row.try_get(2).map_err(db)?,
+                row.try_get(3).map_err(db)?,
+            );
+            references.insert(key, reference);
+        }
+        let mut out: std::collections::BTreeMap<(VersionKey, String), Vec<Vec<i64>>> = Default::default();
+        for row in sqlx::query(
+            "SELECT namespace, rollout, model, version, role, feature, bin, n FROM feature_bins \
+             ORDER BY namespace, rollout, model, version, role",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        {
+            let key: VersionKey = (
+                row.try_get(0).map_err(db)?,
+                row.try_get(1).map_err(db)?,
+                row.try_get(2).map_err(db)?,
+                row.try_get(3).map_err(db)?,
+            );
+            let Some(reference) = references.get(&key) else { continue };
+            let role: String = row.try_get(4).map_err(db)?;
+            let (feature, bin, n): (i64, i64, i64) =
+                (row.try_get(5).map_err(db)?, row.try_get(6).map_err(db)?, row.try_get(7).map_err(db)?);
+            let counts = out
+                .entry((key, role))
+                .or_insert_with(|| reference.features.iter().map(|f| vec![0; f.proportions.len()]).collect());
+            if let Some(c) = counts.get_mut(feature as usize).and_then(|f| f.get_mut(bin as usize)) {
+                *c += n;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .filter_map(|(((namespace, rollout, model, version), role), counts)| {
+                let reference =
+                    references.get(&(namespace.clone(), rollout.clone(), model.clone(), version.clone()))?;
+                Some(DriftCounts {
+                    role: Role::parse(&role)?,
+                    reference: reference.clone(),
+                    namespace,
+                    rollout,
+                    model,
+                    version,
+                    counts,
+                })
+            })
+            .collect())
     }
 
     /// Rows stored: (predictions, labels).

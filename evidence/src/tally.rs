@@ -103,14 +103,24 @@ pub fn score_bin(score: f64) -> usize {
 /// The population stability index of `actual` against `expected` (counts per bin), each share
 /// smoothed by half a count so that an empty bin is not infinitely surprising.
 pub fn psi(actual: &[i64], expected: &[i64]) -> f64 {
-    let (na, ne) = (actual.iter().sum::<i64>() as f64, expected.iter().sum::<i64>() as f64);
-    let k = actual.len() as f64;
-    actual
-        .iter()
+    psi_against(actual, &smoothed_shares(expected))
+}
+
+/// Each bin's share of the counts, smoothed by half a count.
+fn smoothed_shares(counts: &[i64]) -> Vec<f64> {
+    let (n, k) = (counts.iter().sum::<i64>() as f64, counts.len() as f64);
+    counts.iter().map(|&c| (c as f64 + 0.5) / (n + 0.5 * k)).collect()
+}
+
+/// The population stability index of `actual` (counts per bin) against a reference's shares
+/// (`expected`, summing to 1): the counts smoothed by half a count, the shares floored at 1e-4, so
+/// that an empty bin is not infinitely surprising.
+pub fn psi_against(actual: &[i64], expected: &[f64]) -> f64 {
+    smoothed_shares(actual)
+        .into_iter()
         .zip(expected)
-        .map(|(&a, &e)| {
-            let pa = (a as f64 + 0.5) / (na + 0.5 * k);
-            let pe = (e as f64 + 0.5) / (ne + 0.5 * k);
+        .map(|(pa, &e)| {
+            let pe = e.max(1e-4);
             (pa - pe) * (pa / pe).ln()
         })
         .sum()
@@ -296,6 +306,22 @@ mod tests {
         let shifted = [10, 10, 20, 50, 100, 200, 300, 200, 100, 10];
         assert!(psi(&shifted, &same) > 1.0, "{}", psi(&shifted, &same));
         assert!(psi(&[0; 10], &same) > 0.0, "empty bins are smoothed, not infinite");
+    }
+
+    #[test]
+    fn input_psi_is_near_zero_on_the_reference_and_large_on_a_shift() {
+        let shares = [0.1; 10];
+        assert!(psi_against(&[1_000; 10], &shares) < 1e-9);
+        // Everything in the top bin: (1 - 0.1) ln(~1/0.1) + 9 small terms, about 2.3.
+        let mut shifted = [0; 10];
+        shifted[9] = 10_000;
+        assert!(psi_against(&shifted, &shares) > 2.0, "{}", psi_against(&shifted, &shares));
+        // A moderate shift: half the mass moves from bin 0 to bin 1.
+        let mut moved = [1_000; 10];
+        moved[0] = 500;
+        moved[1] = 1_500;
+        let v = psi_against(&moved, &shares);
+        assert!((0.05..0.2).contains(&v), "{v}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
-use modelrollout_contract::evidence::{MAX_BATCH, access, paths};
+use modelrollout_contract::evidence::{MAX_BATCH, access, paths, series};
 use modelrollout_evidence::Error;
 use modelrollout_evidence::api::{AppState, router};
 use modelrollout_evidence::auth::{Access, Authorizer};
@@ -71,7 +71,11 @@ async fn app() -> App {
 
 impl App {
     async fn post(&self, path: &str, token: Option<&str>, body: impl Into<Body>) -> (StatusCode, Value) {
-        let mut req = Request::post(path).header("content-type", "application/json");
+        self.send("POST", path, token, body).await
+    }
+
+    async fn send(&self, method: &str, path: &str, token: Option<&str>, body: impl Into<Body>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -222,4 +226,65 @@ async fn kserve_logger_cloudevents_are_stored_as_predictions() {
     assert_eq!(app.store.rows().await.unwrap(), (1, 0));
     let (_, v) = app.post(&paths::labels("team-a", "fraud"), Some("labeller-a"), labels(&["k1"]).to_string()).await;
     assert_eq!(v["joined"].as_u64(), Some(1), "{v}");
+}
+
+fn reference(ns: &str, sha: char) -> Value {
+    json!({"namespace": ns, "rollout": "fraud", "model": "fraud", "version": "v2", "sha256": sha.to_string().repeat(64),
+        "reference": {"features": [
+            {"name": "amount", "edges": [10.0, 100.0], "proportions": [0.25, 0.5, 0.25]},
+            {"name": "hour", "edges": [12.0], "proportions": [0.5, 0.5]}]}})
+}
+
+/// A sidecar's reference and its predictions' bins become the input drift series; a reference
+/// needs the sidecar's right, and a bad one is refused naming the field.
+#[tokio::test]
+async fn input_drift_against_the_reference_is_exported() {
+    let app = app().await;
+    let put = |token, body: Value| app.send("PUT", paths::REFERENCES, token, body.to_string());
+    assert_eq!(put(None, reference("team-a", 'a')).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(put(Some("labeller-a"), reference("team-a", 'a')).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(put(Some("sidecar-a"), reference("team-b", 'a')).await.0, StatusCode::FORBIDDEN);
+    let mut bad = reference("team-a", 'a');
+    bad["reference"]["features"][1]["proportions"] = json!([1.0]);
+    let (status, v) = put(Some("sidecar-a"), bad).await;
+    assert_eq!((status, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("reference")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("hour"), "{v}");
+    let mut bad = reference("team-a", 'a');
+    bad["sha256"] = json!("not-a-digest");
+    assert_eq!(put(Some("sidecar-a"), bad).await.1["error"]["field"].as_str(), Some("sha256"));
+    assert_eq!(put(Some("sidecar-a"), reference("team-a", 'a')).await.0, StatusCode::CREATED);
+    assert_eq!(put(Some("sidecar-a"), reference("team-a", 'a')).await.0, StatusCode::OK, "the same again");
+    // 40 rows: amount all in its top bin (reference 25%), hour spread as the reference.
+    let mut batch = predictions(
+        "team-a",
+        &(0..40).map(|i| format!("r{i}")).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for (i, r) in batch["records"].as_array_mut().unwrap().iter_mut().enumerate() {
+        r["bins"] = json!([2, i % 2]);
+    }
+    let mut out_of_range = batch.clone();
+    out_of_range["records"][3]["bins"] = json!([64, 0]);
+    let (status, v) = app.post(paths::PREDICTIONS, Some("sidecar-a"), out_of_range.to_string()).await;
+    assert_eq!((status, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("records[3].bins")), "{v}");
+    let (status, v) = app.post(paths::PREDICTIONS, Some("sidecar-a"), batch.to_string()).await;
+    assert_eq!((status, v["recorded"].as_u64()), (StatusCode::OK, Some(40)), "{v}");
+    let (status, v) = app.post(paths::PREDICTIONS, Some("sidecar-a"), batch.to_string()).await;
+    assert_eq!((status, v["duplicates"].as_u64()), (StatusCode::OK, Some(40)), "a retried batch: {v}");
+    let text = app.metrics().await;
+    let value = |feature: &str| -> f64 {
+        let prefix = format!("{}{{", series::FEATURE_PSI);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&prefix) && l.contains(&format!("feature=\"{feature}\"")))
+            .unwrap_or_else(|| panic!("no {feature} PSI in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // amount: (40.5/41.5 - 0.25) ln(...) + two near-empty bins: well above 0.25; hour matches.
+    assert!(value("amount") > 1.0, "{}", value("amount"));
+    assert!(value("hour") < 0.01, "{}", value("hour"));
+    let rows = text.lines().find(|l| l.starts_with(series::DRIFT_ROWS)).unwrap_or_else(|| panic!("{text}"));
+    assert!(rows.ends_with(" 40"), "each prediction's bins counted once: {rows}");
+    // A new reference (another digest) restarts the version's bins.
+    assert_eq!(put(Some("sidecar-a"), reference("team-a", 'b')).await.0, StatusCode::CREATED);
+    assert!(!app.metrics().await.contains(series::FEATURE_PSI), "the old bins are gone");
 }

@@ -185,6 +185,63 @@ async fn horizon_and_waiting_labels(store: &Store) {
     }
 }
 
+/// A version's reference and its predictions' bins: counted once (a retried batch adds nothing),
+/// the same reference again changes nothing, another digest replaces it and restarts the bins.
+async fn input_drift_counts(store: &Store) {
+    use modelrollout_contract::evidence::{BIN_MISSING, FeatureReference, Reference, ReferenceRecord};
+    let record = |sha: char| ReferenceRecord {
+        namespace: "team-a".into(),
+        rollout: "fraud".into(),
+        model: "fraud".into(),
+        version: "v2".into(),
+        sha256: sha.to_string().repeat(64),
+        reference: Reference {
+            features: vec![
+                FeatureReference {
+                    name: "amount".into(),
+                    measure: Default::default(),
+                    edges: vec![10.0],
+                    proportions: vec![0.5, 0.5],
+                },
+                FeatureReference {
+                    name: "hour".into(),
+                    measure: Default::default(),
+                    edges: vec![6.0, 12.0],
+                    proportions: vec![0.25, 0.5, 0.25],
+                },
+            ],
+        },
+    };
+    assert!(store.put_reference(&record('a')).await.unwrap());
+    assert!(!store.put_reference(&record('a')).await.unwrap(), "the same digest again changes nothing");
+    let mut b = batch("v2", Role::Shadow, &[("r1", true, 0.7), ("r2", true, 0.6), ("r3", false, 0.1)]);
+    b.records[0].bins = vec![0, 2];
+    b.records[1].bins = vec![1, 2];
+    b.records[2].bins = vec![1, BIN_MISSING];
+    store.record_predictions(&b).await.unwrap();
+    store.record_predictions(&b).await.unwrap();
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.drift.len(), 1);
+    assert_eq!((snap.drift[0].role, snap.drift[0].version.as_str()), (Role::Shadow, "v2"));
+    assert_eq!(snap.drift[0].counts, vec![vec![1, 2], vec![0, 0, 2]], "once each; a missing value not at all");
+    assert_eq!(snap.drift[0].reference, record('a').reference);
+    assert!(store.put_reference(&record('b')).await.unwrap());
+    assert!(store.snapshot().await.unwrap().drift.is_empty(), "a new reference restarts the bins");
+}
+
+#[tokio::test]
+async fn sqlite_input_drift_counts() {
+    let (store, _d) = sqlite().await;
+    input_drift_counts(&store).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: bash tests/run.sh"]
+async fn postgres_input_drift_counts() {
+    let store = postgres("evidence_drift").await;
+    input_drift_counts(&store).await;
+}
+
 #[tokio::test]
 async fn sqlite_joins_once_whatever_the_order_and_the_retries() {
     let (store, _d) = sqlite().await;

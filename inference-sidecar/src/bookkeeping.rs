@@ -81,12 +81,20 @@ impl Bookkeeping {
     /// Records one scored batch: `rows` and `scores` in batch order, `requests` the ids and row
     /// count of each request in that order.
     pub fn record<'a>(&self, rows: &Rows, scores: &[f32], requests: impl IntoIterator<Item = (&'a RowIds, usize)>) {
-        if let Rows::Numeric { width, values } = rows
-            && let Ok(mut drift) = self.drift.lock()
+        // Each row's reference bins, when its prediction records carry them.
+        let mut bins = Vec::new();
+        let mut per_row = 0;
+        if let Ok(mut drift) = self.drift.lock()
             && let Some(d) = drift.as_mut()
         {
-            d.observe(*width, values);
+            per_row = d.width();
+            let out = self.evidence.is_some().then_some(&mut bins);
+            match rows {
+                Rows::Numeric { width, values } => d.observe(*width, values, out),
+                Rows::Text(texts) => d.observe_text(texts, out),
+            }
         }
+        let bins = &bins;
         let m = &self.metrics;
         let mut positive = 0;
         for &s in scores {
@@ -114,7 +122,7 @@ impl Bookkeeping {
                         time_ms,
                         decision,
                         score: f64::from(score),
-                        bins: Vec::new(),
+                        bins: bins.get((start + i) * per_row..(start + i + 1) * per_row).unwrap_or_default().to_vec(),
                     });
                 }
                 (id, decision)

@@ -59,9 +59,13 @@ pub struct Args {
     /// The data contract inline as JSON (what the controller sets), if not a file.
     #[arg(long, env = env::CONTRACT_JSON)]
     pub contract_json: Option<String>,
-    /// Reference feature statistics (JSON, from scripts/make_models.py) for drift.
+    /// The model's reference distribution (JSON, from scripts/make_models.py) for input drift: a
+    /// path, or a URL in the model's forms (http(s)://, s3://).
     #[arg(long, env = env::REFERENCE)]
-    pub reference: Option<PathBuf>,
+    pub reference: Option<String>,
+    /// The reference's SHA-256; required for a URL (a local file without one is read as is).
+    #[arg(long, env = env::REFERENCE_SHA256)]
+    pub reference_sha256: Option<String>,
     #[arg(long, env = env::ROLE, value_parser = parse_role, default_value = "stable")]
     pub role: Role,
     #[arg(long, env = env::LISTEN, default_value = "0.0.0.0:8080")]
@@ -160,7 +164,8 @@ struct FileConfig {
     #[serde(default)]
     model: FileModel,
     contract: Option<DataContract>,
-    reference: Option<PathBuf>,
+    reference: Option<String>,
+    reference_sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,7 +185,23 @@ pub struct Config {
     pub model_uri: String,
     pub model_sha256: String,
     pub contract: DataContract,
-    pub reference: Option<PathBuf>,
+    pub reference: Option<ReferenceConfig>,
+}
+
+/// Where the reference distribution is read, and the digest it must have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferenceConfig {
+    pub uri: String,
+    pub sha256: Option<String>,
+}
+
+/// A lower-case 64-hex-character digest, or why not.
+fn digest(flag: &str, value: &str) -> Result<String, StartError> {
+    let sha = value.to_ascii_lowercase();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StartError::Config(format!("{flag} `{sha}` is not 64 hex characters")));
+    }
+    Ok(sha)
 }
 
 /// The model's uri and lower-case sha256 (64 hex characters), flags before the config file.
@@ -190,10 +211,7 @@ fn model_source(args: &Args, file: &FileConfig) -> Result<(String, String), Star
             .or_else(|| file.clone())
             .ok_or_else(|| StartError::Config(format!("missing {name} (flag, env or config file)")))
     };
-    let sha = need(&args.model_sha256, &file.model.sha256, "--model-sha256")?.to_ascii_lowercase();
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(StartError::Config(format!("--model-sha256 `{sha}` is not 64 hex characters")));
-    }
+    let sha = digest("--model-sha256", &need(&args.model_sha256, &file.model.sha256, "--model-sha256")?)?;
     Ok((need(&args.model_uri, &file.model.uri, "--model-uri")?, sha))
 }
 
@@ -242,13 +260,26 @@ impl Config {
         if args.max_batch_size == 0 || args.workers == 0 || args.queue_capacity == 0 {
             return Err(StartError::Config("max-batch-size, workers and queue-capacity must be > 0".into()));
         }
+        let reference = match args.reference.clone().or(file.reference) {
+            Some(uri) => {
+                let sha256 = match args.reference_sha256.as_ref().or(file.reference_sha256.as_ref()) {
+                    Some(s) => Some(digest("--reference-sha256", s)?),
+                    None if crate::fetch::is_remote(&uri) => {
+                        return Err(StartError::Config(format!("--reference {uri}: a URL needs --reference-sha256")));
+                    }
+                    None => None,
+                };
+                Some(ReferenceConfig { uri, sha256 })
+            }
+            None => None,
+        };
         Ok(Self {
             model_name: need(&args.model_name, file.model.name, "--model-name")?,
             model_version: need(&args.model_version, file.model.version, "--model-version")?,
             model_uri,
             model_sha256: sha,
             contract,
-            reference: args.reference.clone().or(file.reference),
+            reference,
             args,
         })
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use modelrollout_contract::Role;
-use modelrollout_contract::evidence::{PredictionBatch, PredictionRecord, paths};
+use modelrollout_contract::evidence::{PredictionBatch, PredictionRecord, ReferenceRecord, paths};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::metrics::{Metrics, Outcome};
@@ -81,6 +81,10 @@ pub struct Sender {
     target: Target,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
+    /// The model's reference, once loaded: sent to the service before the first batch after it
+    /// is set (the service needs it to read the records' bins).
+    reference: Arc<std::sync::OnceLock<crate::drift::Loaded>>,
+    reference_sent: bool,
 }
 
 /// A queue of `capacity` records, keeping the `sample_rate` share of request ids, and the task's
@@ -94,7 +98,10 @@ pub fn queue(capacity: usize, sample_rate: f64, target: Target, metrics: Arc<Met
         .timeout(Duration::from_secs(10))
         .build()
         .expect("an HTTP client with default TLS");
-    (EvidenceQueue { tx, dropped, sample_below: sample_threshold(sample_rate) }, Sender { rx, target, client, metrics })
+    (
+        EvidenceQueue { tx, dropped, sample_below: sample_threshold(sample_rate) },
+        Sender { rx, target, client, metrics, reference: Arc::default(), reference_sent: false },
+    )
 }
 
 /// Milliseconds since the epoch, now.
@@ -113,8 +120,14 @@ enum Sent {
 }
 
 impl Sender {
+    /// Tells the service the model's reference once `reference` is set.
+    pub fn with_reference(mut self, reference: Arc<std::sync::OnceLock<crate::drift::Loaded>>) -> Self {
+        self.reference = reference;
+        self
+    }
+
     /// Sends until `stop` resolves, then sends what is queued once more (within a few seconds).
-    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         let mut backoff = BACKOFF.0;
         let mut batch: Vec<PredictionRecord> = Vec::new();
@@ -133,7 +146,11 @@ impl Sender {
                 }
                 continue;
             }
-            match self.send(&batch).await {
+            let sent = match self.send_reference().await {
+                Sent::Taken => self.send(&batch).await,
+                refused_or_failed => refused_or_failed,
+            };
+            match sent {
                 Sent::Taken => {
                     self.count("sent", batch.len());
                     batch.clear();
@@ -164,6 +181,34 @@ impl Sender {
         self.metrics.evidence_records.get_or_create(&Outcome { outcome }).inc_by(n as u64);
     }
 
+    /// The reference, if loaded and not yet taken. A refused reference is not sent again (logged,
+    /// and the batch goes on: its bins are then not counted, its predictions are).
+    async fn send_reference(&mut self) -> Sent {
+        let Some(loaded) = self.reference.get().filter(|_| !self.reference_sent) else { return Sent::Taken };
+        let t = &self.target;
+        let record = ReferenceRecord {
+            namespace: t.namespace.clone(),
+            rollout: t.rollout.clone(),
+            model: t.model.clone(),
+            version: t.version.clone(),
+            sha256: loaded.sha256.clone(),
+            reference: loaded.reference.clone(),
+        };
+        let req = self.client.put(format!("{}{}", t.url.trim_end_matches('/'), paths::REFERENCES)).json(&record);
+        match self.exchange(req).await {
+            Sent::Taken => {
+                self.reference_sent = true;
+                Sent::Taken
+            }
+            Sent::Refused(code) => {
+                tracing::warn!(code, url = %t.url, "evidence service refused the model's reference; no input drift");
+                self.reference_sent = true;
+                Sent::Taken
+            }
+            failed => failed,
+        }
+    }
+
     async fn send(&self, records: &[PredictionRecord]) -> Sent {
         let t = &self.target;
         let batch = PredictionBatch {
@@ -174,8 +219,13 @@ impl Sender {
             role: t.role,
             records: records.to_vec(),
         };
-        let mut req = self.client.post(format!("{}{}", t.url.trim_end_matches('/'), paths::PREDICTIONS)).json(&batch);
-        if let Some(path) = &t.token_file {
+        self.exchange(self.client.post(format!("{}{}", t.url.trim_end_matches('/'), paths::PREDICTIONS)).json(&batch))
+            .await
+    }
+
+    /// Sends one request with the current token and reads how it went.
+    async fn exchange(&self, mut req: reqwest::RequestBuilder) -> Sent {
+        if let Some(path) = &self.target.token_file {
             match tokio::fs::read_to_string(path).await {
                 Ok(token) => req = req.bearer_auth(token.trim()),
                 Err(e) => return Sent::Failed(format!("reading the token {}: {e}", path.display())),

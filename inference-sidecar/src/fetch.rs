@@ -18,7 +18,7 @@ use crate::error::StartError;
 /// Attempts per download (the first and the resumes after a cut).
 const ATTEMPTS: u32 = 3;
 
-fn is_remote(uri: &str) -> bool {
+pub fn is_remote(uri: &str) -> bool {
     uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("s3://")
 }
 
@@ -185,12 +185,17 @@ async fn http_from(uri: &str, from: u64, file: &mut tokio::fs::File, hasher: &mu
     }
 }
 
+/// The lower-case hex SHA-256 of some bytes.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// A file's bytes, if their sha256 is the one expected.
 async fn read_verified(path: &Path, sha256: &str, uri: &str) -> Result<Vec<u8>, StartError> {
     let bytes = tokio::fs::read(path)
         .await
         .map_err(|e| StartError::Read { path: path.display().to_string(), reason: e.to_string() })?;
-    let actual = hex::encode(Sha256::digest(&bytes));
+    let actual = hex_sha256(&bytes);
     if actual != sha256 {
         return Err(StartError::DigestMismatch { uri: uri.into(), expected: sha256.into(), actual });
     }

@@ -75,12 +75,20 @@ pub async fn load(cfg: &Config, state: &Arc<AppState>) -> Result<(), StartError>
             }
         }
     }
-    if let Some(path) = &cfg.reference {
-        let err = |reason: String| StartError::Reference { path: path.display().to_string(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let reference: Reference = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    if let Some(r) = &cfg.reference {
+        let err = |reason: String| StartError::Reference { path: r.uri.clone(), reason };
+        let (bytes, sha256) = match &r.sha256 {
+            Some(sha) => (crate::fetch::fetch_verified(&r.uri, sha, &args.cache_dir).await?, sha.clone()),
+            None => {
+                let bytes = tokio::fs::read(&r.uri).await.map_err(|e| err(e.to_string()))?;
+                let sha = crate::fetch::hex_sha256(&bytes);
+                (bytes, sha)
+            }
+        };
+        let reference: Reference = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
         let names: Vec<String> = state.validator.contract.inputs.iter().map(|f| f.name.clone()).collect();
         let drift = Drift::new(reference, &names, args.drift_window).map_err(err)?;
+        let _ = state.reference.set(crate::drift::Loaded { sha256, reference: drift.reference() });
         *state.drift.lock().expect("drift lock") = Some(drift);
         tokio::spawn(publish_drift(state.clone()));
     }
@@ -184,6 +192,7 @@ pub async fn run(args: Args) -> i32 {
         };
         tracing::info!(url = %target.url, namespace = %target.namespace, rollout = %target.rollout, "sending prediction records to the evidence service");
         let (queue, sender) = crate::evidence::queue(cfg.args.evidence_queue, cfg.args.evidence_sample_rate, target, state.metrics.clone());
+        let sender = sender.with_reference(state.reference.clone());
         let _ = state.evidence.set(queue);
         tokio::spawn(sender.run(async move {
             let _ = drained_rx.await;

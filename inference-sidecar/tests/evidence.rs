@@ -82,6 +82,9 @@ async fn sidecar(evidence_port: u16, queue: usize) -> Sidecar {
         .arg(models().join("fraud-v2.onnx"))
         .arg("--contract")
         .arg(&contract.0)
+        .arg("--reference")
+        .arg(models().join("fraud-v2.reference.json"))
+        .args(["--reference-sha256", &sha("fraud-v2.reference.json")])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--evidence-url", &format!("http://127.0.0.1:{evidence_port}")])
         .args(["--namespace", "team-a", "--rollout", "fraud", "--evidence-queue", &queue.to_string()])
@@ -159,6 +162,17 @@ async fn every_scored_row_reaches_the_evidence_service_once_across_its_outage() 
         .map(|c| c.n)
         .sum();
     assert_eq!(predictions, 80, "each prediction counted once, retried batches included");
+    // The model's reference reached the service, and each prediction's bins were counted once:
+    // every row is the same, so each feature has its 80 in the one bin its value falls in.
+    assert_eq!(snap.drift.len(), 1, "{:?}", snap.drift);
+    let drift = &snap.drift[0];
+    let names: Vec<&str> = drift.reference.features.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["amount", "hour", "merchant_risk", "distance_km", "card_age_days", "foreign"]);
+    let amount = &drift.reference.features[0];
+    let mut want = vec![0; amount.proportions.len()];
+    want[usize::from(amount.bin(120.5))] = 80;
+    assert_eq!(drift.counts[0], want);
+    assert!(drift.counts.iter().all(|c| c.iter().sum::<i64>() == 80), "{:?}", drift.counts);
     let labels = r#"modelrollout_sidecar_evidence_records_total{model="fraud",version="v2",role="canary",outcome="#;
     assert_eq!(sidecar_metric(&s.base, &format!("{labels}\"sent\"}}")).await, 80.0);
     assert_eq!(sidecar_metric(&s.base, &format!("{labels}\"dropped\"}}")).await, 0.0);

@@ -185,6 +185,10 @@ async fn the_launch_environment_the_controller_writes_is_the_one_the_sidecar_rea
         model_uri: models().join("fraud-v2.onnx").display().to_string(),
         model_sha256: sha("fraud-v2.onnx"),
         contract,
+        reference: Some(modelrollout_contract::ReferenceSource {
+            uri: models().join("fraud-v2.reference.json").display().to_string(),
+            sha256: sha("fraud-v2.reference.json"),
+        }),
         role: Role::Shadow,
         port,
         grpc_port: Some(grpc_port),
@@ -232,6 +236,17 @@ async fn the_launch_environment_the_controller_writes_is_the_one_the_sidecar_rea
         .into_inner();
     assert_eq!(meta.inputs.len(), 6);
     let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    // The reference the launch names was fetched, digest-checked and binned against: the drift
+    // gauges appear (published every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        if text.contains(r#"feature="merchant_risk""#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no drift gauge for merchant_risk: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // grpc.health.v1, as a Kubernetes `grpc:` probe asks it (the whole server, ""), and for the
     // inference service: SERVING while ready, NOT_SERVING from SIGTERM (the grace period, 3 s).
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};

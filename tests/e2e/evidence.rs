@@ -11,7 +11,7 @@ use std::time::Duration;
 use modelrollout::api::{Phase, Verdict};
 use modelrollout_contract::evidence::series;
 use modelrollout_e2e::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 #[ignore = "needs the local control plane: bash tests/run.sh"]
@@ -96,8 +96,16 @@ async fn labels_posted_once_after_restarts_roll_back_a_bad_candidate_and_nothing
 }
 
 /// A candidate in shadow, judged on the requests stable answered: `version` (serving `file`) with
-/// only the agreement gate; returns the final status once it left shadow or was rolled back.
+/// the agreement, score drift and input drift gates; returns the final status once it left shadow
+/// or was rolled back.
 async fn shadow_agreement(prefix: &str, version: &str, file: &str) -> modelrollout::api::ModelRolloutStatus {
+    let gates = json!({"agreement": {"min": 0.9, "minSamples": 50}, "scoreDrift": {"max": 0.2, "minSamples": 50},
+        "inputDrift": {"max": 0.25, "minSamples": 100}});
+    shadow(prefix, version, local_file(file), gates).await
+}
+
+/// The same for any artifact and gates.
+async fn shadow(prefix: &str, version: &str, artifact: Value, gates: Value) -> modelrollout::api::ModelRolloutStatus {
     let port = free_port();
     let evidence_url = format!("--evidence-url=http://127.0.0.1:{port}");
     let v1 = Manifest::fraud("v1", local_file("fraud-v1.onnx")).build();
@@ -105,9 +113,8 @@ async fn shadow_agreement(prefix: &str, version: &str, file: &str) -> modelrollo
         Env::kwok_with(prefix, 100, &["--leader-election=false", &evidence_url], v1, Labels::Kept(Arc::default()))
             .await;
     let _evidence = EvidenceProc::start(&env.ns.name, port).await;
-    let mut m = Manifest::fraud(version, local_file(file)).stages(four_stages(15)).gates(json!({})).build();
-    m["spec"]["analysis"]["gates"] =
-        json!({"agreement": {"min": 0.9, "minSamples": 50}, "scoreDrift": {"max": 0.2, "minSamples": 50}});
+    let mut m = Manifest::fraud(version, artifact).stages(four_stages(15)).gates(json!({})).build();
+    m["spec"]["analysis"]["gates"] = gates;
     m["spec"]["analysis"]["failureLimit"] = json!(2);
     gitops_apply(&env.ns.name, &m);
     let mr = env
@@ -148,4 +155,37 @@ async fn a_candidate_equal_to_stable_passes_the_agreement_gate() {
     let drift = gates.iter().find(|g| g.name == "scoreDrift").unwrap();
     assert_eq!(drift.verdict, Verdict::Pass, "the same scores: {drift:?}");
     assert!(drift.value.unwrap() < 0.01, "{drift:?}");
+    // The golden set's requests come from the distribution the model was trained on.
+    let input = gates.iter().find(|g| g.name == "inputDrift").unwrap();
+    assert_eq!(input.verdict, Verdict::Pass, "traffic like the training data: {input:?}");
+    assert!(input.samples.unwrap() >= 100, "{input:?}");
+}
+
+/// A candidate whose reference says it was trained on other data than the traffic it gets (here:
+/// amounts ten times as large, written as the model's reference file and named by its digest) fails
+/// the input drift gate in shadow, judged from the bins its sidecars sent the evidence service.
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn a_candidate_trained_on_other_data_than_its_traffic_fails_the_input_drift_gate() {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(root().join("models/fraud-v2.reference.json")).unwrap();
+    let mut reference: Value = serde_json::from_str(&text).unwrap();
+    let amount = &mut reference["features"][0];
+    assert_eq!(amount["name"], "amount");
+    for e in amount["edges"].as_array_mut().unwrap() {
+        *e = json!(e.as_f64().unwrap() * 10.0);
+    }
+    let bytes = serde_json::to_vec(&reference).unwrap();
+    let path = std::env::temp_dir().join(format!("fraud-v2-shifted-{}.reference.json", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let mut artifact = local_file("fraud-v2.onnx");
+    artifact["reference"] =
+        json!({"uri": path.display().to_string(), "sha256": hex::encode(sha2::Sha256::digest(&bytes))});
+    let st = shadow("input-drift", "v2", artifact, json!({"inputDrift": {"max": 0.25, "minSamples": 100}})).await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!((st.phase, st.stage_index), (Some(Phase::RolledBack), Some(0)), "{:?}", st.message);
+    let gates = st.last_analysis.unwrap().gates;
+    let g = gates.iter().find(|g| g.name == "inputDrift").unwrap();
+    assert_eq!(g.verdict, Verdict::Fail, "{g:?}");
+    assert!(g.value.unwrap() > 0.25 && g.samples.unwrap() >= 100, "{g:?}");
 }

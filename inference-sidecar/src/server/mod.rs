@@ -57,6 +57,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub memory: Arc<PredictionMemory>,
     pub drift: Arc<std::sync::Mutex<Option<Drift>>>,
+    /// The model's reference, once loaded (the evidence sender tells the service).
+    pub reference: Arc<std::sync::OnceLock<crate::drift::Loaded>>,
     pub ready: AtomicBool,
     /// Set on SIGTERM: every answer then carries `Connection: close`, so clients leave their
     /// keep-alive connections during the grace period instead of sending on one the drain closes.
@@ -97,6 +99,7 @@ impl AppState {
             metrics,
             memory: Arc::new(memory),
             drift: Arc::default(),
+            reference: Arc::default(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             batcher: std::sync::OnceLock::new(),

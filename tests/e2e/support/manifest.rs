@@ -81,19 +81,49 @@ impl Manifest {
     }
 }
 
+/// The committed reference distribution beside a model file (`fraud-v2.onnx` ->
+/// `fraud-v2.reference.json`), if there is one.
+fn reference_of(file: &str) -> Option<String> {
+    let name = format!("{}.reference.json", file.strip_suffix(".onnx")?);
+    root().join("models").join(&name).exists().then_some(name)
+}
+
+/// An artifact with its reference (`reference(name)` says where the reference file is), when the
+/// model has one.
+fn with_reference(mut artifact: Value, file: &str, reference: impl Fn(&str) -> Value) -> Value {
+    if let Some(name) = reference_of(file) {
+        let mut r = reference(&name);
+        r["sha256"] = json!(model_sha(&name));
+        artifact["reference"] = r;
+    }
+    artifact
+}
+
+fn local_path(file: &str) -> String {
+    root().join("models").join(file).canonicalize().unwrap().display().to_string()
+}
+
 /// A model file of models/ as a local path (the kwok suites' sidecars are local processes).
 pub fn local_file(file: &str) -> Value {
-    json!({"uri": root().join("models").join(file).canonicalize().unwrap().display().to_string(), "sha256": model_sha(file)})
+    with_reference(json!({"uri": local_path(file), "sha256": model_sha(file)}), file, |r| json!({"uri": local_path(r)}))
 }
 
 /// A model from the model store (downloaded by the sidecar).
 pub fn from_store(file: &str) -> Value {
-    json!({"uri": format!("{MODEL_STORE}/{file}"), "sha256": model_sha(file)})
+    with_reference(
+        json!({"uri": format!("{MODEL_STORE}/{file}"), "sha256": model_sha(file)}),
+        file,
+        |r| json!({"uri": format!("{MODEL_STORE}/{r}")}),
+    )
 }
 
 /// A model from the models image, mounted as an image volume.
 pub fn from_image(file: &str) -> Value {
-    json!({"uri": format!("oci://{MODELS_IMAGE}"), "path": file, "sha256": model_sha(file)})
+    with_reference(
+        json!({"uri": format!("oci://{MODELS_IMAGE}"), "path": file, "sha256": model_sha(file)}),
+        file,
+        |r| json!({"path": r}),
+    )
 }
 
 /// The fraud models' data contract (models/fraud.contract.yaml), optionally needing one more input.
