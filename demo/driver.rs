@@ -1,8 +1,9 @@
 //! The demo's helper: `demo-driver manifest v1|v2|bad` prints the fraud example adapted to the
 //! local demo (the real node's selector and toleration, stages of seconds instead of minutes; the
 //! model comes from the models image, as in the example); `demo-driver traffic NS SUMMARY` sends
-//! live traffic through the Gateway (Envoy) with label feedback, the clients the real-gateway
-//! end-to-end tests use, until Ctrl-C or SIGTERM; then it writes to SUMMARY, per stage, the weight
+//! live traffic through the Gateway (Envoy), its labels posted once to the evidence service, as
+//! the real-gateway end-to-end tests' clients do, until Ctrl-C or SIGTERM; then it writes to
+//! SUMMARY, per stage, the weight
 //! the controller set next to the candidate's share of the answers the clients got.
 
 use std::fmt::Write as _;

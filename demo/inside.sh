@@ -8,15 +8,30 @@ say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
 export PATH="$DEMO_BIN:$PATH" # kubectl finds kubectl-modelrollout here
 
 kubectl create namespace "$NS" >/dev/null
-say "installing the Helm chart (CRD, RBAC, the controller Deployment: the image built here, on the real node)"
+# The evidence service's volume: this cluster has no provisioner, so a PersistentVolume of a class
+# of its own on a directory of the node's host (gone with the cluster's directory).
+mkdir -p "$DIR/evidence-volume" && chmod 0777 "$DIR/evidence-volume"
+kubectl apply -f - >/dev/null <<PV
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: demo-evidence}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: demo-evidence
+  hostPath: {path: "$DIR/evidence-volume", type: Directory}
+PV
+say "installing the Helm chart (CRD, RBAC, the controller and the evidence service: images built here, on the real node)"
 helm install modelrollout charts/modelrollout --namespace modelrollout-system --create-namespace \
   --set watchNamespaces="{$NS}" --set prometheus.address=http://prometheus.monitoring.svc.cluster.local:9090 \
+  --set evidence.enabled=true --set evidence.storageClassName=demo-evidence --set evidence.storage=1Gi \
   --set logFormat=text --set nodeSelector.type=real \
   --set 'tolerations[0].key=modelrollout.dev/real-node,tolerations[0].operator=Exists,tolerations[0].effect=NoSchedule' \
   --wait --timeout 180s >/dev/null
 kubectl get pods -n modelrollout-system -o wide | sed 's/^/    /'
 
-say "traffic: 200 req/s through the Gateway ($MODELROLLOUT_GATEWAY_REF at $MODELROLLOUT_GATEWAY, Envoy), with label feedback"
+say "traffic: 200 req/s through the Gateway ($MODELROLLOUT_GATEWAY_REF at $MODELROLLOUT_GATEWAY, Envoy); labels posted once to the evidence service"
 demo-driver traffic "$NS" "$DIR/demo-shares.txt" >"$DIR/demo-traffic.log" 2>&1 &
 TRAFFIC=$!
 echo $TRAFFIC >"$DIR/demo-traffic.pid"

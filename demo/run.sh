@@ -9,8 +9,8 @@
 # plane and real node, the container images from the shipped Dockerfiles, the Rust binaries); then
 # it starts etcd, kube-apiserver, controller-manager, scheduler, kwok, Prometheus and a real node
 # (containerd, kubelet, kube-proxy, CoreDNS; tests/node/node.sh), installs the Helm chart, whose
-# controller runs as a pod of the image built here, sends live traffic with label feedback to the
-# sidecar pods, applies the fraud example and follows it with `kubectl modelrollout status --watch`.
+# controller and evidence service run as pods of the images built here, sends live traffic through
+# the Gateway and posts its labels once to the evidence service, applies the fraud example and follows it with `kubectl modelrollout status --watch`.
 # Ctrl-C at any point tears everything down. Runs as root (the real node).
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

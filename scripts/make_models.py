@@ -121,7 +121,10 @@ def reference_stats(x, features, bins=10):
     for i, (name, kind, lo, hi) in enumerate(features):
         col = x[:, i].astype(float)
         edges = np.unique(np.quantile(col, np.linspace(0, 1, bins + 1)[1:-1]))
-        counts = np.histogram(col, bins=np.concatenate([[-np.inf], edges, [np.inf]]))[0]
+        # Right-closed bins, as the sidecar bins a value: (-inf, e0], (e0, e1], ..., (en, inf).
+        # (np.histogram's are left-closed: a whole-number feature such as `foreign` or `hour`
+        # would land one bin over from where the sidecar puts it.)
+        counts = np.bincount(np.searchsorted(edges, col, side="left"), minlength=len(edges) + 1)
         stats.append({"name": name, "edges": [float(e) for e in edges], "proportions": [float(c) / len(col) for c in counts]})
     return {"features": stats}
 

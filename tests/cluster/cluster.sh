@@ -264,10 +264,12 @@ scrape_configs:
       - files: ["$TARGETS/*.json"]
         refresh_interval: 1s
   # Real pods are found the way a user's Prometheus finds them: the pod role and the usual
-  # prometheus.io annotations, with namespace and pod as labels.
+  # prometheus.io annotations, with namespace and pod as labels. The evidence service's series
+  # carry each rollout's namespace: the scraped labels win (as its chart's ServiceMonitor says).
   - job_name: pods
     scrape_interval: 1s
     scrape_timeout: 900ms
+    honor_labels: true
     kubernetes_sd_configs:
       - role: pod
         kubeconfig_file: $KUBECONFIG

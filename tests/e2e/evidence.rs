@@ -25,14 +25,8 @@ async fn labels_posted_once_after_restarts_roll_back_a_bad_candidate_and_nothing
     let ns = env.ns.name.clone();
     let mut evidence = EvidenceProc::start(&ns, port).await;
     // A label poster with the chart's label-writer role in this namespace.
-    kubectl_ok(&["create", "serviceaccount", "labeller", "-n", &ns], None);
-    let role = format!("--clusterrole={}-label-writer", chart_release(&ns));
-    kubectl_ok(
-        &["create", "rolebinding", "labeller", &role, &format!("--serviceaccount={ns}:labeller"), "-n", &ns],
-        None,
-    );
+    let labeller = labeller_token(&ns);
     let token = |sa: &str, in_ns: &str| kubectl_ok(&["create", "token", sa, "-n", in_ns], None).trim().to_string();
-    let labeller = token("labeller", &ns);
 
     let mut m = Manifest::fraud("v2-bad", local_file("fraud-v2-bad-fpr.onnx"))
         .stages(canary_stages(20))

@@ -201,6 +201,99 @@ async fn a_failing_candidate_stops_answering_clients_within_a_second_of_the_deci
     assert!(failed.is_empty(), "failed requests through the rollback and scale-down: {failed:?}");
 }
 
+/// The evidence service on the real node, through the Gateway: the bad-false-positive-rate
+/// candidate serves clients at 25% with no label anywhere (its label gates inconclusive, it holds);
+/// its pod is replaced; minutes after the first predictions the labels are posted once to the
+/// chart's evidence service, half before and half after that service's pod is replaced too; every
+/// label joins exactly once, and the candidate is rolled back on them.
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
+async fn labels_posted_once_minutes_later_to_the_evidence_service_roll_back_a_bad_candidate() {
+    use modelrollout::api::Verdict;
+    use modelrollout_contract::evidence::series;
+    let (env, load, ns) = through_gateway_with("gw-evidence", 100, None, false).await;
+    let evidence = ChartEvidence::of(&ns).await;
+    let stages = json!([{"name": "canary-25", "weight": 25, "minDuration": "30s"}, {"name": "full", "weight": 100, "minDuration": "10s"}]);
+    let mut m = Manifest::fraud_on_node("v2-bad", from_image("fraud-v2-bad-fpr.onnx")).stages(stages).build();
+    m["spec"]["analysis"]["failureLimit"] = json!(1);
+    m["spec"]["analysis"]["inconclusiveLimit"] = json!(1000);
+    gitops_apply(&ns, &m);
+    env.wait(Duration::from_secs(180), "the candidate at 25%", |s| s.canary_weight == 25).await;
+    let candidate = |answers: &[Answer]| -> Vec<f64> {
+        answers.iter().filter(|a| a.version.as_deref() == Some("v2-bad")).map(|a| a.start).collect()
+    };
+    wait_for("600 candidate answers at the client", Duration::from_secs(120), || async {
+        (candidate(&load.answers()).len() >= 600).then_some(())
+    })
+    .await;
+    let first = candidate(&load.answers()).into_iter().fold(f64::MAX, f64::min);
+
+    // The candidate's pod is replaced: what it served is the service's, not its memory's.
+    let old = pods_now(&ns, "modelrollout.dev/version=v2-bad").await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(env.client.clone(), &ns);
+    for p in &old {
+        pods.delete(p.metadata.name.as_deref().unwrap(), &Default::default()).await.unwrap();
+    }
+    let old_uids: Vec<_> = old.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+    wait_for("a new candidate pod ready", Duration::from_secs(120), || async {
+        let now = pods_now(&ns, "modelrollout.dev/version=v2-bad").await;
+        now.iter().any(|p| p.metadata.uid.as_ref().is_some_and(|u| !old_uids.contains(u)) && is_ready(p)).then_some(())
+    })
+    .await;
+    let st = env.get().await.status.unwrap();
+    assert_eq!(
+        (st.phase, st.stage_index),
+        (Some(Phase::Progressing), Some(0)),
+        "no labels, no verdict: {:?}",
+        st.message
+    );
+
+    // Minutes after the first predictions, every label so far is posted once: half, the
+    // evidence service's pod replaced (the same volume), the other half.
+    wait_for("two minutes since the candidate's first answer", Duration::from_secs(180), || async {
+        (now() - first >= 120.0).then_some(())
+    })
+    .await;
+    let labels = load.take_labels();
+    let (head, tail) = labels.split_at(labels.len() / 2);
+    let (code, a) = evidence.post_labels("fraud", head).await.unwrap();
+    assert_eq!((code, a["recorded"].as_u64()), (200, Some(head.len() as u64)), "{a}");
+    evidence.restart().await;
+    let (code, b) = evidence.post_labels("fraud", tail).await.unwrap();
+    assert_eq!((code, b["recorded"].as_u64()), (200, Some(tail.len() as u64)), "{b}");
+    // No mirror at 25%: each answered request was scored by one pod, so each label joins once,
+    // whatever was restarted in between.
+    let posted = labels.len() as f64;
+    let joined = wait_for("every posted label joined", Duration::from_secs(60), || async {
+        let joined = evidence.metric_sum(series::LABELS_JOINED, &[]).await;
+        assert!(joined <= posted, "{joined} joins of {posted} labels");
+        (joined == posted).then_some(joined)
+    })
+    .await;
+    println!(
+        "GATEWAY_EVIDENCE labels_posted={posted} joined={joined} minutes_after_first={:.1}",
+        (now() - first) / 60.0
+    );
+
+    let mr = env.decided(Duration::from_secs(120), "the candidate decided on its labels").await;
+    let st = mr.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
+    let fpr = st.last_analysis.unwrap().gates.into_iter().find(|g| g.name == "falsePositiveRate").unwrap();
+    assert_eq!(fpr.verdict, Verdict::Fail, "{fpr:?}");
+    // What the candidate served, the service has, once: its predictions against the clients' count.
+    wait_for("the candidate's pods gone", Duration::from_secs(90), || async {
+        pods_now(&ns, "modelrollout.dev/version=v2-bad").await.is_empty().then_some(())
+    })
+    .await;
+    let answers = load.shutdown().await;
+    let served = candidate(&answers).len() as f64;
+    let recorded = evidence.metric_sum(series::PREDICTIONS, &[r#"version="v2-bad""#]).await;
+    let failed = answer_failures(&answers);
+    println!("GATEWAY_EVIDENCE candidate_answers={served} candidate_predictions={recorded} failed={}", failed.len());
+    assert!(recorded >= served && recorded <= served + failed.len() as f64, "{recorded} recorded, {served} served");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+}
+
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn replica_ratio_through_kube_proxy_follows_the_pods_as_clients_see_it() {

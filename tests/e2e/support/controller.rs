@@ -37,6 +37,12 @@ pub fn chart_release(ns: &str) -> String {
     format!("modelrollout-{ns}")
 }
 
+/// The chart's `modelrollout.fullname` of that release: the prefix of its objects' names.
+pub fn chart_fullname(ns: &str) -> String {
+    let release = chart_release(ns);
+    release[..release.len().min(50)].trim_end_matches('-').to_string()
+}
+
 /// The chart's service account and RBAC for `ns` (`helm template`, applied), and a kubeconfig for
 /// that service account: the controller then runs with exactly the rights the chart grants.
 pub fn service_account_kubeconfig(ns: &str) -> PathBuf {
@@ -136,9 +142,31 @@ impl Drop for ControllerProc {
 
 /// `helm install` of the chart in `ns`, with the controller image built here, on the real node,
 /// watching `ns` only, querying Prometheus through its in-cluster Service. Waits for the pod.
+/// A volume for the evidence service of `ns`'s release, as a cluster without a provisioner gives
+/// one: a PersistentVolume of a class of its own (only that release's claim binds it), on a
+/// directory of the real node's host (under the cluster's directory, gone with it).
+fn evidence_volume(ns: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = PathBuf::from(cluster_env("MODELROLLOUT_CLUSTER_DIR")).join("evidence-volumes").join(ns);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The service runs as 65532 (the chart's pod security context); a hostPath gets no fsGroup.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let class = format!("evidence-{ns}");
+    let pv = serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": format!("evidence-{ns}")},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
+                 "hostPath": {"path": dir.display().to_string(), "type": "Directory"}}
+    });
+    kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&pv.to_string()));
+    class
+}
+
 pub async fn helm_install_controller(ns: &str) {
     let chart = root().join("charts/modelrollout");
     let release = chart_release(ns);
+    let class = evidence_volume(ns);
     helm_ok(&[
         "install",
         &release,
@@ -157,6 +185,13 @@ pub async fn helm_install_controller(ns: &str) {
         "tolerations[0].key=modelrollout.dev/real-node,tolerations[0].operator=Exists,tolerations[0].effect=NoSchedule",
         "--set",
         "logFormat=text",
+        // The evidence service, on the volume above: the label gates read what it joins.
+        "--set",
+        "evidence.enabled=true",
+        "--set",
+        &format!("evidence.storageClassName={class}"),
+        "--set",
+        "evidence.storage=1Gi",
         "--wait",
         "--timeout",
         "180s",

@@ -20,12 +20,23 @@ pub const RANKER: &str = "ranker";
 /// stable, and clients sending `rps` through the Gateway (every `pin_every`-th pinned); returns
 /// once v1 answers them.
 pub async fn through_gateway(prefix: &str, rps: u32, pin_every: Option<u64>) -> (Env, ClientLoad, String) {
+    through_gateway_with(prefix, rps, pin_every, true).await
+}
+
+/// [`through_gateway`], the clients' labels posted to the evidence service as they come, or (not
+/// `post_labels`) kept for the test ([`ClientLoad::take_labels`]).
+pub async fn through_gateway_with(
+    prefix: &str,
+    rps: u32,
+    pin_every: Option<u64>,
+    post_labels: bool,
+) -> (Env, ClientLoad, String) {
     let (addr, ..) = gateway();
     let v1 = Manifest::fraud_on_node("v1", from_image("fraud-v1.onnx")).stages(four_stages(6)).build();
     let env = Env::on_node(prefix, "fraud", |ns| Some(gateway_route(ns, "fraud", true)), v1).await;
     let ns = env.ns.name.clone();
     let target = Target::Gateway { addr, host: gateway_host(&ns) };
-    let load = ClientLoad::start(env.client.clone(), &ns, "fraud", target, rps, pin_every);
+    let load = ClientLoad::start_with(env.client.clone(), &ns, "fraud", target, rps, pin_every, post_labels);
     wait_answered_by(&load, "v1").await;
     (env, load, ns)
 }

@@ -242,7 +242,7 @@ pub mod webhook_receivers;
 // What every suite uses, at the crate's root.
 pub use controller::*;
 pub use env::Env;
-pub use evidence::EvidenceProc;
+pub use evidence::{ChartEvidence, EvidenceProc, labeller_token};
 pub use given::*;
 pub use load::clients::*;
 pub use load::kwok::{Harness, Labels, service_account_token_file};

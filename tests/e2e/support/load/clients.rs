@@ -3,10 +3,10 @@
 //! version served it (`x-model-version`). Each answer is kept with the time its request started, so
 //! a test measures the split where clients see it, stage by stage, and nothing here reads a route.
 //!
-//! Labels: the sidecars join feedback on `x-request-id` (the Gateway keeps the client's, see
-//! tests/gateway/gateway.sh). The client does not know which pod answered, so every quarter second
-//! it posts the labels gathered since to every ready pod of the rollout (its `<name>` Service's
-//! endpoints); a pod counts the ids it did not serve as unknown and ignores them.
+//! Labels: the evidence service joins them to predictions on `x-request-id` (the Gateway keeps the
+//! client's, see tests/gateway/gateway.sh). The client never knows which pod answered, nor needs
+//! to: every quarter second it posts the labels gathered since, once, to the chart's evidence
+//! service ([`super::post_labels`]), or keeps them for the test to post when it chooses.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Running, golden_rows, now, post_labels, ticker};
 use crate::wait_for;
@@ -63,8 +63,10 @@ pub const PIN_VALUE: &str = "stable";
 
 pub struct ClientLoad {
     answers: Arc<Mutex<Vec<Answer>>>,
-    /// Labels posted and how many pod posts failed (they are retried with the next batch).
+    /// Labels taken by the evidence service.
     pub labels_posted: Arc<AtomicU64>,
+    /// Labels of answered requests not posted yet (all of them, when kept for the test).
+    labels: Arc<Mutex<Vec<(String, bool)>>>,
     running: Running,
 }
 
@@ -72,9 +74,22 @@ impl ClientLoad {
     /// Sends `rps` requests a second to `target` for rollout `rollout` in `ns`; with `pin_every`
     /// = Some(n), every n-th request carries [`PIN_HEADER`].
     pub fn start(client: Client, ns: &str, rollout: &str, target: Target, rps: u32, pin_every: Option<u64>) -> Self {
+        Self::start_with(client, ns, rollout, target, rps, pin_every, true)
+    }
+
+    /// [`ClientLoad::start`], its labels kept (see [`ClientLoad::take_labels`]) unless `post`.
+    pub fn start_with(
+        client: Client,
+        ns: &str,
+        rollout: &str,
+        target: Target,
+        rps: u32,
+        pin_every: Option<u64>,
+        post: bool,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
-        let labels: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let labels: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
         let labels_posted = Arc::new(AtomicU64::new(0));
         let mut running = Running::default();
         running.spawn(send(
@@ -88,15 +103,21 @@ impl ClientLoad {
             labels.clone(),
             running.flag(),
         ));
-        running.spawn(post_labels(
-            client,
-            ns.to_string(),
-            rollout.to_string(),
-            labels,
-            labels_posted.clone(),
-            running.flag(),
-        ));
-        Self { answers, labels_posted, running }
+        if post {
+            running.spawn(post_labels(
+                ns.to_string(),
+                rollout.to_string(),
+                labels.clone(),
+                labels_posted.clone(),
+                running.flag(),
+            ));
+        }
+        Self { answers, labels_posted, labels, running }
+    }
+
+    /// The labels of the requests answered since the last call (request id, label).
+    pub fn take_labels(&self) -> Vec<(String, bool)> {
+        std::mem::take(&mut *self.labels.lock().unwrap())
     }
 
     pub fn answers(&self) -> Vec<Answer> {
@@ -116,7 +137,7 @@ impl ClientLoad {
 
 /// `http://<ClusterIP>:<port>` of Service `name`, once it answers `/readyz` there (kube-proxy
 /// rejects connections to a Service until it has programmed a ready endpoint for it).
-async fn service_address(client: &Client, ns: &str, name: &str) -> Option<String> {
+pub async fn service_address(client: &Client, ns: &str, name: &str) -> Option<String> {
     let spec = Api::<Service>::namespaced(client.clone(), ns).get_opt(name).await.ok()??.spec?;
     let ip = spec.cluster_ip.filter(|ip| ip != "None")?;
     let base = format!("http://{ip}:{}", spec.ports?.first()?.port);
@@ -133,7 +154,7 @@ async fn send(
     rps: u32,
     pin_every: Option<u64>,
     answers: Arc<Mutex<Vec<Answer>>>,
-    labels: Arc<Mutex<Vec<Value>>>,
+    labels: Arc<Mutex<Vec<(String, bool)>>>,
     stop: Arc<AtomicBool>,
 ) {
     let (http, base, host) = match &target {
@@ -183,7 +204,7 @@ async fn send(
                 Ok(r) if r.status().is_success() => {
                     let version = r.headers().get("x-model-version").and_then(|v| v.to_str().ok()).map(String::from);
                     let _ = r.bytes().await;
-                    labels.lock().unwrap().push(json!({"id": id, "label": row.label}));
+                    labels.lock().unwrap().push((id.clone(), row.label != 0));
                     Answer { start, version, pinned, error: None }
                 }
                 Ok(r) => {

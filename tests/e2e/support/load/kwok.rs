@@ -64,7 +64,8 @@ pub enum Labels {
     /// To the sidecar that scored the request, at once (`/v1/feedback`: the standalone path).
     #[default]
     ToSidecar,
-    /// Kept, (request id, label) for each request answered, for the test to post to the evidence
+    /// Kept, (request id, label) for each request answered, for the test (or, on the real node,
+    /// the harness's poster) to post to the evidence
     /// service when it chooses; a mirrored copy carries its request's id, as Envoy's does.
     Kept(Arc<Mutex<Vec<(String, bool)>>>),
 }
@@ -81,8 +82,13 @@ impl Harness {
     /// Starts a load generator at `rps` for rollout `name` routed by HTTPRoute `route`, whose
     /// sidecars run as real pods on the real node: requests go to each version's Service (its
     /// ClusterIP, through kube-proxy) once that Service has a ready endpoint.
+    /// Labels go once to the chart's evidence service ([`super::post_labels`]).
     pub fn start_on_node(client: Client, ns: &str, name: &str, route: &str, rps: u32) -> Self {
-        Self::with_load(client, ns, name, route, rps, None, Running::default(), Labels::ToSidecar)
+        let queue: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let mut running = Running::default();
+        let posted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        running.spawn(super::post_labels(ns.to_string(), name.to_string(), queue.clone(), posted, running.flag()));
+        Self::with_load(client, ns, name, route, rps, None, running, Labels::Kept(queue))
     }
 
     /// Starts the sidecar manager and a load generator at `rps` for rollout `name` routed by

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::root;
 
@@ -115,32 +115,40 @@ pub async fn ready_endpoints(client: &Client, ns: &str, name: &str) -> Vec<Strin
     out
 }
 
-/// Posts the labels gathered (`{"id", "label"}`) every quarter second to every ready pod of
-/// rollout `rollout` (its `<name>` Service's endpoints), counting them in `posted`.
+/// Posts the labels gathered (request id, label) every quarter second, once, to the chart's
+/// evidence service in `ns` for rollout `rollout`, as a label poster of `ns` (the real node's
+/// path: whoever has labels posts them to the one service, never to pods). A batch the service
+/// did not take (it was restarting) is posted again; the service counts a label once however
+/// often it comes. Counts what was taken in `posted`.
 pub async fn post_labels(
-    client: Client,
     ns: String,
     rollout: String,
-    labels: Arc<Mutex<Vec<Value>>>,
+    labels: Arc<Mutex<Vec<(String, bool)>>>,
     posted: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-    let mut pods: Vec<String> = Vec::new();
-    let mut refreshed = tokio::time::Instant::now() - Duration::from_secs(10);
-    while !stop.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if refreshed.elapsed() > Duration::from_secs(1) {
-            pods = ready_endpoints(&client, &ns, &rollout).await;
-            refreshed = tokio::time::Instant::now();
+    let evidence = crate::ChartEvidence::of(&ns).await;
+    let mut pending: Vec<(String, bool)> = Vec::new();
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        if !stopping {
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let batch: Vec<Value> = std::mem::take(&mut *labels.lock().unwrap());
-        if batch.is_empty() {
-            continue;
+        pending.extend(std::mem::take(&mut *labels.lock().unwrap()));
+        if !pending.is_empty() {
+            match evidence.post_labels(&rollout, &pending).await {
+                Ok((200, _)) => {
+                    posted.fetch_add(pending.len() as u64, Ordering::Relaxed);
+                    pending.clear();
+                }
+                Ok((code, v)) if code != 503 && code != 502 && code != 429 => {
+                    panic!("the evidence service refused {} labels: {code} {v}", pending.len())
+                }
+                _ => {}
+            }
         }
-        let body = json!({"labels": batch});
-        let posts = pods.iter().map(|p| http.post(format!("http://{p}/v1/feedback")).json(&body).send());
-        let _ = futures::future::join_all(posts).await;
-        posted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if stopping {
+            return;
+        }
     }
 }

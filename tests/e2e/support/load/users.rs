@@ -114,7 +114,7 @@ impl Users {
         let ns = env.ns.name.clone();
         let keys = Arc::new(user_keys(USERS, seed));
         let shown: Arc<Mutex<Vec<Shown>>> = Arc::default();
-        let labels: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let labels: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
         let mut running = Running::default();
         {
             let (keys, shown, labels, stop, ns) =
@@ -151,10 +151,7 @@ impl Users {
                                 match body["order"][0].as_u64() {
                                     Some(top) => {
                                         let clicked = click_draw < items[top as usize].click_probability();
-                                        labels
-                                            .lock()
-                                            .unwrap()
-                                            .push(json!({"id": format!("{rid}/{top}"), "label": u8::from(clicked)}));
+                                        labels.lock().unwrap().push((format!("{rid}/{top}"), clicked));
                                         Shown { start, user, version, clicked, error: None }
                                     }
                                     None => Shown {
@@ -190,14 +187,7 @@ impl Users {
                 }
             })
         };
-        running.spawn(post_labels(
-            env.client.clone(),
-            ns,
-            env.name.clone(),
-            labels,
-            Arc::new(AtomicU64::new(0)),
-            running.flag(),
-        ));
+        running.spawn(post_labels(ns, env.name.clone(), labels, Arc::new(AtomicU64::new(0)), running.flag()));
         Self { keys, shown, running }
     }
 
