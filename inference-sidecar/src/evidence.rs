@@ -20,6 +20,8 @@ use crate::metrics::{Metrics, Outcome};
 pub const BATCH: usize = 2_000;
 /// How long records wait to fill a batch.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// How long a stopping sidecar goes on sending what the service did not take yet.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(5);
 /// Retry backoff: from 200 ms, doubling to 10 s.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
 
@@ -126,16 +128,23 @@ impl Sender {
         self
     }
 
-    /// Sends until `stop` resolves, then sends what is queued once more (within a few seconds).
+    /// Sends until `stop` resolves, then sends what is queued, retrying what is not taken for up
+    /// to [`FINAL_FLUSH`]; what is still unsent then is counted dropped.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
+        let mut stopping = false;
+        let mut give_up = tokio::time::Instant::now();
         let mut backoff = BACKOFF.0;
         let mut batch: Vec<PredictionRecord> = Vec::new();
         loop {
-            let stopping = tokio::select! {
-                _ = &mut stop => true,
-                _ = tokio::time::sleep(FLUSH_EVERY) => false,
-            };
+            // A future is polled until it resolves, never after.
+            if !stopping {
+                stopping = tokio::select! {
+                    _ = &mut stop => true,
+                    _ = tokio::time::sleep(FLUSH_EVERY) => false,
+                };
+                give_up = tokio::time::Instant::now() + FINAL_FLUSH;
+            }
             if batch.is_empty() {
                 batch.extend(self.rx.try_iter().take(BATCH));
             }
@@ -163,10 +172,14 @@ impl Sender {
                 }
                 Sent::Failed(why) => {
                     tracing::debug!(%why, records = batch.len(), "evidence batch not taken; retrying");
-                    if stopping {
+                    if stopping && tokio::time::Instant::now() >= give_up {
+                        let lost = batch.len() + self.rx.len();
+                        tracing::warn!(records = lost, %why, "shutting down with records the evidence service did not take");
+                        self.count("dropped", lost);
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
+                    // Stopping: soon again, within FINAL_FLUSH; else backing off.
+                    tokio::time::sleep(if stopping { BACKOFF.0 } else { backoff }).await;
                     backoff = (backoff * 2).min(BACKOFF.1);
                     continue;
                 }
@@ -247,6 +260,70 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(url: String) -> Target {
+        Target {
+            url,
+            namespace: "team-a".into(),
+            rollout: "fraud".into(),
+            model: "fraud".into(),
+            version: "v2".into(),
+            role: Role::Canary,
+            token_file: None,
+        }
+    }
+
+    fn record(i: usize) -> PredictionRecord {
+        PredictionRecord { request_id: format!("r{i}"), time_ms: 1, decision: false, score: 0.1, bins: vec![] }
+    }
+
+    fn provider() {
+        // What the process does at start (run.rs) before any client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+
+    fn counted(m: &Metrics, outcome: &'static str) -> u64 {
+        m.evidence_records.get_or_create(&Outcome { outcome }).get()
+    }
+
+    /// Stopping with more than one batch queued: every batch is sent (the stop signal, already
+    /// resolved, is not polled again), then the task ends.
+    #[tokio::test]
+    async fn a_stopping_sender_sends_every_queued_batch() {
+        provider();
+        let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r = received.clone();
+        let app = axum::Router::new().route(
+            paths::PREDICTIONS,
+            axum::routing::post(move |axum::Json(b): axum::Json<PredictionBatch>| async move {
+                r.fetch_add(b.records.len(), std::sync::atomic::Ordering::Relaxed);
+                "{}"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let metrics = Arc::new(Metrics::new("fraud", "v2", "canary"));
+        let (q, sender) = queue(10_000, 1.0, target(url), metrics.clone());
+        (0..2 * BATCH + 500).for_each(|i| q.push(record(i)));
+        tokio::time::timeout(Duration::from_secs(10), sender.run(async {})).await.expect("the sender ends");
+        assert_eq!(received.load(std::sync::atomic::Ordering::Relaxed), 2 * BATCH + 500);
+        assert_eq!(counted(&metrics, "sent"), (2 * BATCH + 500) as u64);
+    }
+
+    /// Stopping with the service gone: it tries for FINAL_FLUSH, then counts what is left dropped.
+    #[tokio::test]
+    async fn a_stopping_sender_with_no_service_gives_up_and_counts_the_rest() {
+        provider();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let metrics = Arc::new(Metrics::new("fraud", "v2", "canary"));
+        let (q, sender) = queue(10_000, 1.0, target(format!("http://127.0.0.1:{port}")), metrics.clone());
+        (0..30).for_each(|i| q.push(record(i)));
+        let started = std::time::Instant::now();
+        tokio::time::timeout(FINAL_FLUSH * 2, sender.run(async {})).await.expect("the sender gives up");
+        assert!(started.elapsed() >= FINAL_FLUSH, "{:?}", started.elapsed());
+        assert_eq!((counted(&metrics, "sent"), counted(&metrics, "dropped")), (0, 30));
+    }
 
     #[test]
     fn sampling_keeps_the_same_ids_everywhere_in_its_share() {

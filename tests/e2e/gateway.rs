@@ -290,6 +290,16 @@ async fn labels_posted_once_minutes_later_to_the_evidence_service_roll_back_a_ba
     let recorded = evidence.metric_sum(series::PREDICTIONS, &[r#"version="v2-bad""#]).await;
     let failed = answer_failures(&answers);
     println!("GATEWAY_EVIDENCE candidate_answers={served} candidate_predictions={recorded} failed={}", failed.len());
+    if recorded != served {
+        // What the candidate's sidecars said of their records (scraped before their pods went),
+        // and what the evidence service logged.
+        let q = format!(
+            "sum by (outcome) (max_over_time(modelrollout_sidecar_evidence_records_total{{namespace=\"{ns}\",version=\"v2-bad\"}}[15m]))"
+        );
+        let res = prometheus().query(q.as_str()).get().await.map(|r| format!("{:?}", r.data())).unwrap_or_default();
+        let logs = kubectl(&["logs", "-n", &ns, "-l", "app.kubernetes.io/component=evidence", "--tail", "30"], None);
+        println!("GATEWAY_EVIDENCE sidecar_records={res}\nevidence log:\n{}", String::from_utf8_lossy(&logs.stdout));
+    }
     assert!(recorded >= served && recorded <= served + failed.len() as f64, "{recorded} recorded, {served} served");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
 }

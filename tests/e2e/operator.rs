@@ -182,9 +182,15 @@ async fn m_helm_install_brings_the_controller_up_and_a_rollout_progresses() {
     assert!(args.contains(&format!("--namespaces={}", ns.name)), "{args:?}");
     assert!(args.contains(&format!("--leader-election-namespace={}", ns.name)), "{args:?}");
     let kubeconfig = token_kubeconfig(&ns.name, pod.service_account_name.as_deref().unwrap());
+    // The evidence service as this build's process (kwok runs no pod of it), its URL given to the
+    // controller as the chart gives its own; the labels go to it once.
+    let evidence = EvidenceProc::start(&ns.name, free_port()).await;
+    let mut args = args;
+    args.push(format!("--evidence-url={}", evidence.base));
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let controller = ControllerProc::start_with_args(&ns.name, &kubeconfig, &arg_refs);
-    let harness = Harness::start(client.clone(), &ns.name, "fraud", "fraud", 150);
+    let labels = Labels::ToEvidence { base: evidence.base.clone(), token: labeller_token(&ns.name) };
+    let harness = Harness::start_with(client.clone(), &ns.name, "fraud", "fraud", 150, labels);
     let mut v1 =
         Manifest::fraud("v1", local_file("fraud-v1.onnx")).stages(four_stages(4)).gates(default_gates()).build();
     v1["spec"]["trafficRouting"] =

@@ -289,7 +289,7 @@ async fn e_a_controller_killed_mid_stage_resumes_the_same_stage() {
     let before = env.wait(Duration::from_secs(90), "the status", |s| s.stage_index == Some(1)).await.status.unwrap();
     env.controller_mut().kill();
     let restarted = jiff::Timestamp::now();
-    env.controller = Some(ControllerProc::start(&env.ns.name, env.kubeconfig(), &["--leader-election=false"]));
+    env.controller = Some(env.start_controller(&["--leader-election=false"]));
     // The restarted controller's first analysis: taken in the same stage, on the same stage clock.
     let after = env
         .wait(Duration::from_secs(30), "the status", |s| {
@@ -394,7 +394,7 @@ async fn h_the_controller_runs_with_exactly_the_chart_role() {
 async fn i_two_controllers_one_leader_and_the_other_takes_over_when_it_dies() {
     let lease = ["--leader-election=true", "--lease-seconds", "4"];
     let mut env = Env::kwok("leader", 150, &lease, Manifest::fraud("v1", local_file("fraud-v1.onnx")).build()).await;
-    let mut second = ControllerProc::start(&env.ns.name, env.kubeconfig(), &lease);
+    let mut second = env.start_controller(&lease);
     gitops_apply(
         &env.ns.name,
         &Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(8)).gates(default_gates()).build(),
@@ -427,7 +427,7 @@ async fn n_sigterm_exits_cleanly_and_hands_the_lease_over_at_once() {
     // A long lease: only an explicit release lets the standby act within it.
     let lease = ["--leader-election=true", "--lease-seconds", "40"];
     let mut env = Env::kwok("sigterm", 120, &lease, Manifest::fraud("v1", local_file("fraud-v1.onnx")).build()).await;
-    let second = ControllerProc::start(&env.ns.name, env.kubeconfig(), &lease);
+    let second = env.start_controller(&lease);
     let pid = env.controller().child.id().to_string();
     let asked = std::time::Instant::now();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

@@ -30,24 +30,40 @@ pub struct Env {
     /// The load, when one runs: the kwok harness (its sidecar processes) or, on the real node,
     /// its generator sending to each version's Service.
     pub harness: Option<Harness>,
+    /// The namespace's own evidence service (kwok suites), when the environment started one.
+    pub evidence: Option<EvidenceProc>,
 }
 
 impl Env {
     /// kwok: the platform team's HTTPRoute, this build's controller as a process with `args`, the
     /// harness at `rps`, and `v1` applied by GitOps; returns once v1 is Idle and its sidecar runs.
     pub async fn kwok(prefix: &str, rps: u32, args: &[&str], v1: Value) -> Self {
-        Self::kwok_with(prefix, rps, args, v1, Labels::ToSidecar).await
+        Self::kwok_with(prefix, rps, args, v1, Labels::OwnEvidence).await
     }
 
-    /// [`Env::kwok`], the generator's labels going to `labels`.
+    /// [`Env::kwok`], the generator's labels going to `labels`; with [`Labels::OwnEvidence`] the
+    /// namespace gets its own evidence service (this build's process, the chart's RBAC), the
+    /// controller's `--evidence-url` names it, and every label is posted to it once.
     pub async fn kwok_with(prefix: &str, rps: u32, args: &[&str], v1: Value, labels: Labels) -> Self {
         let ns = TestNamespace::new(prefix).await;
         kubectl_ok(
             &["apply", "--server-side", "--field-manager", "platform-team", "-f", "-"],
             Some(&unattached_route(&ns.name, "fraud").to_string()),
         );
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (evidence, labels) = match labels {
+            Labels::OwnEvidence => {
+                let port = free_port();
+                let evidence = EvidenceProc::start(&ns.name, port).await;
+                args.push(format!("--evidence-url={}", evidence.base));
+                let labels = Labels::ToEvidence { base: evidence.base.clone(), token: labeller_token(&ns.name) };
+                (Some(evidence), labels)
+            }
+            other => (None, other),
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let kubeconfig = service_account_kubeconfig(&ns.name);
-        let controller = ControllerProc::start(&ns.name, &kubeconfig, args);
+        let controller = ControllerProc::start(&ns.name, &kubeconfig, &args);
         let client = client().await;
         let harness = Harness::start_with(client.clone(), &ns.name, "fraud", "fraud", rps, labels);
         let stable = v1["spec"]["model"]["version"].as_str().expect("a version").to_string();
@@ -59,6 +75,7 @@ impl Env {
             controller: Some(controller),
             kubeconfig: Some(kubeconfig),
             harness: Some(harness),
+            evidence,
         };
         env.wait(Duration::from_secs(60), "v1 stable", |s| s.phase == Some(Phase::Idle)).await;
         wait_for("the stable sidecar", Duration::from_secs(30), || async {
@@ -84,7 +101,15 @@ impl Env {
         }
         let client = client().await;
         gitops_apply(&ns.name, &v1);
-        let env = Self { ns, client, name: name.to_string(), controller: None, kubeconfig: None, harness: None };
+        let env = Self {
+            ns,
+            client,
+            name: name.to_string(),
+            controller: None,
+            kubeconfig: None,
+            harness: None,
+            evidence: None,
+        };
         env.wait(Duration::from_secs(180), "v1 stable", |s| s.phase == Some(Phase::Idle)).await;
         running_pods(&env.ns.name, "modelrollout.dev/version=v1").await;
         env
@@ -108,6 +133,14 @@ impl Env {
             Manifest::fraud("v1", local_file("fraud-v1.onnx")).build(),
         )
         .await
+    }
+
+    /// Another controller process of this build for the namespace (a standby, a restart), as the
+    /// chart's service account, with `args` and the environment's evidence service.
+    pub fn start_controller(&self, args: &[&str]) -> ControllerProc {
+        let url = self.evidence.as_ref().map(|e| format!("--evidence-url={}", e.base));
+        let args: Vec<&str> = args.iter().copied().chain(url.as_deref()).collect();
+        ControllerProc::start(&self.ns.name, self.kubeconfig(), &args)
     }
 
     /// Stops the load (and its sidecar processes) and lets the namespace go.

@@ -256,12 +256,24 @@ pub fn reference_auc(file: &str) -> f64 {
     modelrollout::acceptance_runner::auc(&pairs).unwrap()
 }
 
-/// The first failed answers once the route was first programmed (the first answer), for an
-/// assertion's message: before it, Envoy answers 503 for a hostname it does not route yet, which
-/// is setup, not the experiment (the CI run at 3b1e... failed on the first three requests so).
+/// How many answers in a row, in the order their requests started, say the route is programmed
+/// (what [`wait_answered_by`](crate::wait_answered_by) waits for before a test goes on).
+const SETTLED_RUN: usize = 50;
+
+/// The first failed answers once the route was programmed and answering steadily (the first of
+/// [`SETTLED_RUN`] answers in a row), for an assertion's message. Before it is setup, not the
+/// test: Envoy answers 503 for a hostname it does not route yet (the CI run at 3b1e... failed on
+/// its first three requests so), and while Envoy Gateway programs the rollout's first route
+/// changes Envoy can briefly answer an empty 503 for a cluster it has not warmed yet (the run at
+/// 1e8638f: 10 of the first 33 requests after the first success, before the test began).
 pub fn answer_failures(answers: &[Answer]) -> Vec<String> {
-    let first = answers.iter().filter(|a| a.version.is_some()).map(|a| a.start).fold(f64::INFINITY, f64::min);
-    answers.iter().filter(|a| a.start > first).filter_map(|a| a.error.clone()).take(10).collect()
+    let mut by_start: Vec<&Answer> = answers.iter().collect();
+    by_start.sort_by(|a, b| a.start.total_cmp(&b.start));
+    let settled = by_start
+        .windows(SETTLED_RUN)
+        .find(|w| w.iter().all(|a| a.version.is_some()))
+        .map_or(f64::INFINITY, |w| w[0].start);
+    by_start.into_iter().filter(|a| a.start >= settled).filter_map(|a| a.error.clone()).take(10).collect()
 }
 
 /// The first failed ranking requests once the route was first programmed (see

@@ -59,15 +59,17 @@ impl Traffic {
 }
 
 /// Where the generator's labels go.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub enum Labels {
-    /// To the sidecar that scored the request, at once (`/v1/feedback`: the standalone path).
-    #[default]
-    ToSidecar,
-    /// Kept, (request id, label) for each request answered, for the test (or, on the real node,
-    /// the harness's poster) to post to the evidence
+    /// Kept, (request id, label) for each request answered, for the test to post to the evidence
     /// service when it chooses; a mirrored copy carries its request's id, as Envoy's does.
     Kept(Arc<Mutex<Vec<(String, bool)>>>),
+    /// Posted once, every quarter second, to the evidence service at `base` with a label poster's
+    /// `token` ([`super::label_poster`]).
+    ToEvidence { base: String, token: String },
+    /// [`Env::kwok_with`](crate::Env::kwok_with): start the namespace's own evidence service (this
+    /// build's process), point the controller at it, and post there.
+    OwnEvidence,
 }
 
 pub struct Harness {
@@ -92,12 +94,7 @@ impl Harness {
     }
 
     /// Starts the sidecar manager and a load generator at `rps` for rollout `name` routed by
-    /// HTTPRoute `route`.
-    pub fn start(client: Client, ns: &str, name: &str, route: &str, rps: u32) -> Self {
-        Self::start_with(client, ns, name, route, rps, Labels::ToSidecar)
-    }
-
-    /// [`Harness::start`], its labels going to `labels`.
+    /// HTTPRoute `route`, its labels going to `labels` (`Kept` or `ToEvidence`).
     pub fn start_with(client: Client, ns: &str, name: &str, route: &str, rps: u32, labels: Labels) -> Self {
         // Without it every sidecar stays unready and a test times out minutes later on "no data".
         assert!(
@@ -109,6 +106,17 @@ impl Harness {
         let manager =
             manage_sidecars(client.clone(), ns.to_string(), name.to_string(), sidecars.clone(), running.flag());
         running.spawn(manager);
+        let labels = match labels {
+            Labels::ToEvidence { base, token } => {
+                let queue: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+                let posted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let (ns, name, flag) = (ns.to_string(), name.to_string(), running.flag());
+                running.spawn(super::label_poster(base, token, ns, name, queue.clone(), posted, flag));
+                Labels::Kept(queue)
+            }
+            Labels::OwnEvidence => panic!("Env::kwok_with starts the namespace's evidence service"),
+            kept => kept,
+        };
         Self::with_load(client, ns, name, route, rps, Some(sidecars), running, labels)
     }
 
@@ -470,13 +478,9 @@ async fn generate_load(
         });
         if mirror {
             let (http2, traffic2, base) = (http.clone(), traffic.clone(), canary_base.unwrap());
-            // Kept labels are the evidence service's: the mirror carries the request's own id (a
-            // matched request) and its label is the request's; the sidecars' own join needs an id
-            // of its own per pod.
-            let (id, mirror_labels) = match &labels {
-                Labels::ToSidecar => (format!("{ns}-m{n}"), Labels::ToSidecar),
-                Labels::Kept(_) => (primary_id, Labels::Kept(Arc::default())),
-            };
+            // Labels are the evidence service's: the mirror carries the request's own id (a
+            // matched request) and its label is the request's, kept once.
+            let (id, mirror_labels) = (primary_id, Labels::Kept(Arc::default()));
             tokio::spawn(async move {
                 // The mirror's answer is discarded, as a gateway does; its labels still arrive.
                 let _ = predict_and_label(&http2, &base, &id, &row, &mirror_labels).await;
@@ -505,12 +509,6 @@ async fn predict_and_label(
     }
     if let Labels::Kept(kept) = labels {
         kept.lock().unwrap().push((id.to_string(), row.label != 0));
-        return Ok(());
     }
-    let _ = http
-        .post(format!("{base}/v1/feedback"))
-        .json(&json!({"labels": [{"id": id, "label": row.label}]}))
-        .send()
-        .await;
     Ok(())
 }

@@ -116,10 +116,9 @@ pub async fn ready_endpoints(client: &Client, ns: &str, name: &str) -> Vec<Strin
 }
 
 /// Posts the labels gathered (request id, label) every quarter second, once, to the chart's
-/// evidence service in `ns` for rollout `rollout`, as a label poster of `ns` (the real node's
-/// path: whoever has labels posts them to the one service, never to pods). A batch the service
-/// did not take (it was restarting) is posted again; the service counts a label once however
-/// often it comes. Counts what was taken in `posted`.
+/// evidence service for `ns` ([`crate::ChartEvidence::of`]) for rollout `rollout`, as a label
+/// poster of `ns` (the real node's path: whoever has labels posts them to the one service, never
+/// to pods). Counts what was taken in `posted`.
 pub async fn post_labels(
     ns: String,
     rollout: String,
@@ -128,6 +127,21 @@ pub async fn post_labels(
     stop: Arc<AtomicBool>,
 ) {
     let evidence = crate::ChartEvidence::of(&ns).await;
+    label_poster(evidence.base, evidence.labeller, ns, rollout, labels, posted, stop).await
+}
+
+/// Posts the labels gathered every quarter second, once, to the evidence service at `base` with a
+/// label poster's `token`. A batch the service did not take (it was restarting) is posted again;
+/// the service counts a label once however often it comes.
+pub async fn label_poster(
+    base: String,
+    token: String,
+    ns: String,
+    rollout: String,
+    labels: Arc<Mutex<Vec<(String, bool)>>>,
+    posted: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
     let mut pending: Vec<(String, bool)> = Vec::new();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
@@ -136,12 +150,12 @@ pub async fn post_labels(
         }
         pending.extend(std::mem::take(&mut *labels.lock().unwrap()));
         if !pending.is_empty() {
-            match evidence.post_labels(&rollout, &pending).await {
+            match crate::evidence::post_labels_at(&base, &ns, &rollout, Some(&token), &pending).await {
                 Ok((200, _)) => {
                     posted.fetch_add(pending.len() as u64, Ordering::Relaxed);
                     pending.clear();
                 }
-                Ok((code, v)) if code != 503 && code != 502 && code != 429 => {
+                Ok((code, v)) if !matches!(code, 429 | 502 | 503) => {
                     panic!("the evidence service refused {} labels: {code} {v}", pending.len())
                 }
                 _ => {}
