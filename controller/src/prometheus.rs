@@ -86,17 +86,22 @@ impl Selector {
         let either = |a: m::Outcome, b: m::Outcome| format!("{}=~\"{}|{}\"", l::OUTCOME, a.as_str(), b.as_str());
         // Label outcomes: from the evidence service (labels posted once, joined across every pod
         // and restart, counted by the rollout's namespace and name) or from the sidecars' own join.
-        let (c, ls) = if self.evidence {
-            let e = modelrollout_contract::evidence::series::labels::ROLLOUT;
-            (modelrollout_contract::evidence::series::OUTCOMES, format!("{s},{e}={}", quote(&self.rollout)))
-        } else {
-            (m::CONFUSION_TOTAL, s.clone())
+        let counted = |which: String| {
+            if self.evidence {
+                let ls = format!("{s},{which}");
+                evidence_increase(
+                    modelrollout_contract::evidence::series::OUTCOMES,
+                    &self.rollout,
+                    &ls,
+                    &w,
+                    &[l::OUTCOME],
+                )
+            } else {
+                format!("sum(increase({}{{{s},{which}}}[{w}]))", m::CONFUSION_TOTAL)
+            }
         };
         let rate = |one: String, all: String| {
-            (
-                format!("(sum(increase({c}{{{ls},{one}}}[{w}])) or vector(0)) / sum(increase({c}{{{ls},{all}}}[{w}]))"),
-                format!("sum(increase({c}{{{ls},{all}}}[{w}]))"),
-            )
+            (format!("({} or vector(0)) / {}", counted(one), counted(all.clone())), counted(all))
         };
         match kind {
             GateKind::ErrorRate => (
@@ -122,26 +127,26 @@ impl Selector {
                 // Since the candidate started, not per window: a distribution needs its samples.
                 use modelrollout_contract::evidence::series::{MATCHED, SCORE_PSI, labels as e};
                 let ls = format!("{s},{}={}", e::ROLLOUT, quote(&self.rollout));
-                (format!("max({SCORE_PSI}{{{ls}}})"), format!("sum({MATCHED}{{{ls}}})"))
+                (
+                    format!("max({SCORE_PSI}{{{ls}}})"),
+                    format!("sum({})", evidence_total(MATCHED, &ls, &[e::AGREEMENT, e::STABLE_VERSION])),
+                )
             }
             GateKind::InputDrift => {
                 // Since the candidate started, like score drift.
                 use modelrollout_contract::evidence::series::{DRIFT_ROWS, FEATURE_PSI, labels as e};
                 let ls = format!("{s},{}={}", e::ROLLOUT, quote(&self.rollout));
-                (format!("max({FEATURE_PSI}{{{ls}}})"), format!("sum({DRIFT_ROWS}{{{ls}}})"))
+                (format!("max({FEATURE_PSI}{{{ls}}})"), format!("sum({})", evidence_total(DRIFT_ROWS, &ls, &[])))
             }
             GateKind::Agreement => {
                 // The evidence service's matched requests, on the candidate's series. Without it
                 // there is no such series: no data, inconclusive.
                 use modelrollout_contract::evidence::series::{MATCHED, labels as e};
-                let ls = format!("{s},{}={}", e::ROLLOUT, quote(&self.rollout));
-                (
-                    format!(
-                        "(sum(increase({MATCHED}{{{ls},{a}=\"agree\"}}[{w}])) or vector(0)) / sum(increase({MATCHED}{{{ls}}}[{w}]))",
-                        a = e::AGREEMENT
-                    ),
-                    format!("sum(increase({MATCHED}{{{ls}}}[{w}]))"),
-                )
+                let by = [e::AGREEMENT, e::STABLE_VERSION];
+                let all = evidence_increase(MATCHED, &self.rollout, &s, &w, &by);
+                let agree =
+                    evidence_increase(MATCHED, &self.rollout, &format!("{s},{}=\"agree\"", e::AGREEMENT), &w, &by);
+                (format!("({agree} or vector(0)) / {all}"), all)
             }
             GateKind::Custom { query, samples_query } => (
                 self.substitute(query, window),
@@ -151,19 +156,36 @@ impl Selector {
     }
 }
 
+/// One series per version (and per value of `by`) of an evidence service counter: every replica
+/// of the service exports the same totals from the shared store, and a replaced pod is a new
+/// scrape target whose series starts at the whole total, so the series of every target are merged
+/// by their own labels (`max`: the totals only grow) before anything is summed.
+fn evidence_total(series: &str, matchers: &str, by: &[&str]) -> String {
+    use modelrollout_contract::evidence::series::labels as e;
+    let keys: Vec<&str> =
+        [e::NAMESPACE, e::ROLLOUT, e::MODEL, e::VERSION, e::ROLE].into_iter().chain(by.iter().copied()).collect();
+    format!("max by ({}) ({series}{{{matchers}}})", keys.join(", "))
+}
+
+/// The increase over window `w` of an evidence service counter of `rollout`, summed: the
+/// increase of [`evidence_total`] (a subquery at 1 s), which counts what a new pod's first scrape
+/// already held as much as what an old pod's last scrape had not.
+fn evidence_increase(series: &str, rollout: &str, matchers: &str, w: &str, by: &[&str]) -> String {
+    use modelrollout_contract::evidence::series::labels as e;
+    let ls = format!("{matchers},{}={}", e::ROLLOUT, quote(rollout));
+    format!("sum(increase(({})[{w}:1s]))", evidence_total(series, &ls, by))
+}
+
 impl Selector {
     /// The share of this candidate's labelled matched requests with paired outcome `outcome`, and
     /// their count (the evidence service's series, on the candidate's version).
     fn paired_queries(&self, w: &str, outcome: &str) -> (String, String) {
         use modelrollout_contract::evidence::series::{PAIRED, labels as e};
-        let ls = format!("{},{}={}", self.matchers(), e::ROLLOUT, quote(&self.rollout));
-        (
-            format!(
-                "(sum(increase({PAIRED}{{{ls},{o}=\"{outcome}\"}}[{w}])) or vector(0)) / sum(increase({PAIRED}{{{ls}}}[{w}]))",
-                o = e::OUTCOME
-            ),
-            format!("sum(increase({PAIRED}{{{ls}}}[{w}]))"),
-        )
+        let s = self.matchers();
+        let by = [e::OUTCOME, e::STABLE_VERSION];
+        let all = evidence_increase(PAIRED, &self.rollout, &s, w, &by);
+        let one = evidence_increase(PAIRED, &self.rollout, &format!("{s},{}=\"{outcome}\"", e::OUTCOME), w, &by);
+        (format!("({one} or vector(0)) / {all}"), all)
     }
 }
 
@@ -308,6 +330,10 @@ mod tests {
         let (v, n) = e.queries(&GateKind::CaptureRate, Duration::from_secs(60));
         assert!(v.contains("modelrollout_evidence_outcomes_total{") && v.contains(r#"rollout="fraud""#), "{v}");
         assert!(v.contains(r#"outcome="tp""#) && n.contains(r#"outcome=~"tp|fn""#), "{v} {n}");
+        // The evidence service's series of every scrape target of it (replicas, a replaced pod)
+        // merged by their own labels before the increase: a new pod's series starts at the total.
+        let merged = "sum(increase((max by (namespace, rollout, model, version, role, outcome) (modelrollout_evidence_outcomes_total{";
+        assert!(n.starts_with(merged) && n.ends_with("}))[60s:1s]))"), "{n}");
         let (v, _) = e.queries(&GateKind::ErrorRate, Duration::from_secs(60));
         assert!(v.contains("modelrollout_sidecar_requests_total{") && !v.contains("rollout="), "{v}");
         let (v, n) = e.queries(&GateKind::Precision, Duration::from_secs(60));
@@ -321,14 +347,19 @@ mod tests {
         assert!(n.contains("modelrollout_evidence_paired_outcomes_total{") && !n.contains("outcome="), "{n}");
         let (v, n) = e.queries(&GateKind::ScoreDrift, Duration::from_secs(60));
         assert!(v.starts_with("max(modelrollout_evidence_score_psi{") && !v.contains('['), "{v}");
-        assert!(n.starts_with("sum(modelrollout_evidence_matched_total{"), "{n}");
+        assert!(n.starts_with("sum(max by (namespace, rollout, model, version, role, agreement, stable_version) (modelrollout_evidence_matched_total{"), "{n}");
         let (v, n) = e.queries(&GateKind::InputDrift, Duration::from_secs(60));
         assert!(v.starts_with("max(modelrollout_evidence_feature_psi{") && v.contains(r#"version="v2""#), "{v}");
-        assert!(n.starts_with("sum(modelrollout_evidence_drift_rows_total{") && !n.contains('['), "{n}");
+        assert!(
+            n.starts_with(
+                "sum(max by (namespace, rollout, model, version, role) (modelrollout_evidence_drift_rows_total{"
+            ) && !n.contains('['),
+            "{n}"
+        );
         let (v, n) = e.queries(&GateKind::Agreement, Duration::from_secs(60));
         assert!(v.contains("modelrollout_evidence_matched_total{") && v.contains(r#"agreement="agree""#), "{v}");
         assert!(
-            n.starts_with("sum(increase(modelrollout_evidence_matched_total{") && n.contains(r#"version="v2""#),
+            n.starts_with("sum(increase((max by (namespace, rollout, model, version, role, agreement, stable_version) (modelrollout_evidence_matched_total{") && n.contains(r#"version="v2""#),
             "{n}"
         );
     }

@@ -183,3 +183,55 @@ async fn a_candidate_trained_on_other_data_than_its_traffic_fails_the_input_drif
     assert_eq!(g.verdict, Verdict::Fail, "{g:?}");
     assert!(g.value.unwrap() > 0.25 && g.samples.unwrap() >= 100, "{g:?}");
 }
+
+/// The evidence service down in the middle of a rollout: the sidecars go on answering every
+/// request, the label gates have no evidence and are inconclusive, and the rollout holds its stage
+/// (nothing promotes); the service back on its file, the rollout goes on and is promoted.
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn with_the_evidence_service_down_the_rollout_holds_and_goes_on_once_it_is_back() {
+    let mut env = Env::kwok_fraud("evid-down", 150).await;
+    let mut m =
+        Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(8)).gates(default_gates()).build();
+    m["spec"]["analysis"]["inconclusiveLimit"] = json!(1000);
+    gitops_apply(&env.ns.name, &m);
+    env.wait(Duration::from_secs(90), "the candidate at 5%", |s| s.stage_index == Some(1)).await;
+    env.evidence.as_mut().expect("the environment's evidence service").stop();
+    // Past the analysis whose window still held evidence from before the outage.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let held = env.get().await.status.unwrap();
+    let stage = held.stage_index;
+    let since = held.last_analysis.as_ref().map(|r| r.time.0);
+    let st = env
+        .wait(Duration::from_secs(60), "two analyses while the evidence service is down", |s| {
+            s.last_analysis
+                .as_ref()
+                .is_some_and(|r| Some(r.time.0) > since.map(|t| t + jiff::SignedDuration::from_secs(9)))
+        })
+        .await
+        .status
+        .unwrap();
+    assert_eq!(st.stage_index, stage, "held its stage through the outage: {:?}", st.message);
+    assert_eq!(st.phase, Some(Phase::Progressing), "{:?}", st.message);
+    let gates = st.last_analysis.unwrap().gates;
+    for name in ["falsePositiveRate", "captureRate"] {
+        let g = gates.iter().find(|g| g.name == name).unwrap();
+        assert_eq!(g.verdict, Verdict::Inconclusive, "no evidence, no verdict: {g:?}");
+    }
+    let t = &env.harness().traffic;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        (t.stable_errors.load(Relaxed), t.canary_errors.load(Relaxed)),
+        (0, 0),
+        "the sidecars answered every request: {:?}",
+        t.error_samples.lock().unwrap()
+    );
+    env.evidence.as_mut().unwrap().start_again().await;
+    let mr = env
+        .wait(Duration::from_secs(180), "promoted", |s| {
+            matches!(s.phase, Some(Phase::Promoted | Phase::RolledBack | Phase::Failed))
+        })
+        .await;
+    assert_eq!(mr.status.unwrap().phase, Some(Phase::Promoted));
+    env.shutdown().await;
+}

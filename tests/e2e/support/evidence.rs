@@ -103,6 +103,15 @@ impl EvidenceProc {
         self.spawn().await;
     }
 
+    /// Killed outright; [`EvidenceProc::start_again`] brings it back on the same file.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
