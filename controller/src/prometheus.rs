@@ -156,24 +156,37 @@ impl Selector {
     }
 }
 
+/// How far back an evidence total is looked for: longer than any gap in its scrapes that a
+/// window should bridge (the service restarting, its pod moving).
+pub const EVIDENCE_LOOKBACK: &str = "15m";
+
 /// One series per version (and per value of `by`) of an evidence service counter: every replica
 /// of the service exports the same totals from the shared store, and a replaced pod is a new
 /// scrape target whose series starts at the whole total, so the series of every target are merged
 /// by their own labels (`max`: the totals only grow) before anything is summed.
 fn evidence_total(series: &str, matchers: &str, by: &[&str]) -> String {
+    format!("max by ({}) ({series}{{{matchers}}})", evidence_keys(by))
+}
+
+fn evidence_keys(by: &[&str]) -> String {
     use modelrollout_contract::evidence::series::labels as e;
     let keys: Vec<&str> =
         [e::NAMESPACE, e::ROLLOUT, e::MODEL, e::VERSION, e::ROLE].into_iter().chain(by.iter().copied()).collect();
-    format!("max by ({}) ({series}{{{matchers}}})", keys.join(", "))
+    keys.join(", ")
 }
 
-/// The increase over window `w` of an evidence service counter of `rollout`, summed: the
-/// increase of [`evidence_total`] (a subquery at 1 s), which counts what a new pod's first scrape
-/// already held as much as what an old pod's last scrape had not.
+/// What an evidence service counter of `rollout` grew by over window `w`, summed: its stored
+/// total at the window's end less its total at the start, each the last one scraped from any
+/// target of the service within [`EVIDENCE_LOOKBACK`] (a series born in the window counts whole).
+/// Exact, unlike `increase`, which cannot see what a replaced pod's first scrape already holds
+/// (the labels posted while it restarted) and extrapolates at the window's edges.
 fn evidence_increase(series: &str, rollout: &str, matchers: &str, w: &str, by: &[&str]) -> String {
     use modelrollout_contract::evidence::series::labels as e;
     let ls = format!("{matchers},{}={}", e::ROLLOUT, quote(rollout));
-    format!("sum(increase(({})[{w}:1s]))", evidence_total(series, &ls, by))
+    let keys = evidence_keys(by);
+    let end = format!("max by ({keys}) (last_over_time({series}{{{ls}}}[{EVIDENCE_LOOKBACK}]))");
+    let start = format!("max by ({keys}) (last_over_time({series}{{{ls}}}[{EVIDENCE_LOOKBACK}] offset {w}))");
+    format!("sum(({end} - {start}) or {end})")
 }
 
 impl Selector {
@@ -330,10 +343,10 @@ mod tests {
         let (v, n) = e.queries(&GateKind::CaptureRate, Duration::from_secs(60));
         assert!(v.contains("modelrollout_evidence_outcomes_total{") && v.contains(r#"rollout="fraud""#), "{v}");
         assert!(v.contains(r#"outcome="tp""#) && n.contains(r#"outcome=~"tp|fn""#), "{v} {n}");
-        // The evidence service's series of every scrape target of it (replicas, a replaced pod)
-        // merged by their own labels before the increase: a new pod's series starts at the total.
-        let merged = "sum(increase((max by (namespace, rollout, model, version, role, outcome) (modelrollout_evidence_outcomes_total{";
-        assert!(n.starts_with(merged) && n.ends_with("}))[60s:1s]))"), "{n}");
+        // The evidence service's stored totals, the series of every scrape target of it (replicas,
+        // a replaced pod) merged by their own labels: the total at the window's end less at its start.
+        let merged = "sum((max by (namespace, rollout, model, version, role, outcome) (last_over_time(modelrollout_evidence_outcomes_total{";
+        assert!(n.starts_with(merged) && n.contains("[15m] offset 60s)))") && n.ends_with("[15m])))"), "{n}");
         let (v, _) = e.queries(&GateKind::ErrorRate, Duration::from_secs(60));
         assert!(v.contains("modelrollout_sidecar_requests_total{") && !v.contains("rollout="), "{v}");
         let (v, n) = e.queries(&GateKind::Precision, Duration::from_secs(60));
@@ -359,7 +372,7 @@ mod tests {
         let (v, n) = e.queries(&GateKind::Agreement, Duration::from_secs(60));
         assert!(v.contains("modelrollout_evidence_matched_total{") && v.contains(r#"agreement="agree""#), "{v}");
         assert!(
-            n.starts_with("sum(increase((max by (namespace, rollout, model, version, role, agreement, stable_version) (modelrollout_evidence_matched_total{") && n.contains(r#"version="v2""#),
+            n.starts_with("sum((max by (namespace, rollout, model, version, role, agreement, stable_version) (last_over_time(modelrollout_evidence_matched_total{") && n.contains(r#"version="v2""#),
             "{n}"
         );
     }
