@@ -76,7 +76,10 @@ async fn the_chart_s_controller_promotes_fraud_v2_served_from_an_image_volume() 
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: bash tests/run.sh"]
 async fn a_bad_fpr_candidate_is_rolled_back_on_the_real_node() {
-    let env = Env::on_node_with_load("node-bad", 80, from_image("fraud-v1.onnx")).await;
+    // 160 req/s: at 5% an analysis window of 5 s holds ~40 candidate requests, twice the gates'
+    // minSamples of 20. At 80 it held 20 at best, and the CI run at b0ebb97 (an evidence pod
+    // beside each test's pods now) saw 17-18 in eight windows in a row and paused inconclusive.
+    let env = Env::on_node_with_load("node-bad", 160, from_image("fraud-v1.onnx")).await;
     gitops_apply(
         &env.ns.name,
         &Manifest::fraud_on_node("v2-bad", from_image("fraud-v2-bad-fpr.onnx")).stages(canary_stages(60)).build(),
