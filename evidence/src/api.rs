@@ -160,12 +160,17 @@ fn counted(state: &AppState, route: &'static str, r: Result<Response, Error>) ->
     resp
 }
 
+/// Whose records these are: the fields a prediction batch and a reference both name.
+fn check_source(namespace: &str, rollout: &str, model: &str, version: &str) -> Result<(), Error> {
+    check_name("namespace", namespace, 63)?;
+    check_name("rollout", rollout, 253)?;
+    check_text("model", model, 253)?;
+    check_text("version", version, 63)
+}
+
 fn validate_predictions(b: &PredictionBatch) -> Result<(), Error> {
     check_batch_size(b.records.len(), "records")?;
-    check_name("namespace", &b.namespace, 63)?;
-    check_name("rollout", &b.rollout, 253)?;
-    check_text("model", &b.model, 253)?;
-    check_text("version", &b.version, 63)?;
+    check_source(&b.namespace, &b.rollout, &b.model, &b.version)?;
     for (i, r) in b.records.iter().enumerate() {
         check_text(&format!("records[{i}].requestId"), &r.request_id, MAX_ID_LEN)?;
         if r.time_ms <= 0 {
@@ -187,15 +192,16 @@ fn validate_predictions(b: &PredictionBatch) -> Result<(), Error> {
     Ok(())
 }
 
+/// A prediction batch checked whole, its caller's right checked, then stored.
+async fn store_predictions(state: &AppState, headers: &HeaderMap, batch: PredictionBatch) -> Result<Response, Error> {
+    validate_predictions(&batch)?;
+    authorize(state, headers, &batch.namespace, access::PREDICTIONS).await?;
+    let answer = state.store.record_predictions(&batch).await?;
+    Ok(axum::Json(answer).into_response())
+}
+
 async fn predictions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let r = async {
-        let batch: PredictionBatch = parse(&body)?;
-        validate_predictions(&batch)?;
-        authorize(&state, &headers, &batch.namespace, access::PREDICTIONS).await?;
-        let answer = state.store.record_predictions(&batch).await?;
-        Ok(axum::Json(answer).into_response())
-    }
-    .await;
+    let r = async { store_predictions(&state, &headers, parse(&body)?).await }.await;
     counted(&state, "predictions", r)
 }
 
@@ -204,10 +210,7 @@ async fn predictions(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
 async fn references(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let r = async {
         let record: ReferenceRecord = parse(&body)?;
-        check_name("namespace", &record.namespace, 63)?;
-        check_name("rollout", &record.rollout, 253)?;
-        check_text("model", &record.model, 253)?;
-        check_text("version", &record.version, 63)?;
+        check_source(&record.namespace, &record.rollout, &record.model, &record.version)?;
         if record.sha256.len() != 64 || !record.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(invalid("sha256", "64 lower-case hex characters"));
         }
@@ -231,12 +234,7 @@ async fn cloudevents(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
             .map_err(|e| invalid("ce-*", format!("not a CloudEvent in binary mode: {e}")))?;
         match crate::cloudevents::read(&event, now_ms())? {
             crate::cloudevents::Logged::Inputs => Ok(StatusCode::ACCEPTED.into_response()),
-            crate::cloudevents::Logged::Predictions(batch) => {
-                validate_predictions(&batch)?;
-                authorize(&state, &headers, &batch.namespace, access::PREDICTIONS).await?;
-                let answer = state.store.record_predictions(&batch).await?;
-                Ok(axum::Json(answer).into_response())
-            }
+            crate::cloudevents::Logged::Predictions(batch) => store_predictions(&state, &headers, batch).await,
         }
     }
     .await;

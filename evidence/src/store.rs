@@ -457,7 +457,9 @@ impl Store {
             );
             references.insert(key, reference);
         }
-        let mut out: std::collections::BTreeMap<(VersionKey, String), Vec<Vec<i64>>> = Default::default();
+        // (version, role) -> its reference and its counts per feature and bin.
+        type Binned<'r> = (&'r Reference, Vec<Vec<i64>>);
+        let mut out: std::collections::BTreeMap<(VersionKey, String), Binned> = Default::default();
         for row in sqlx::query(
             "SELECT namespace, rollout, model, version, role, feature, bin, n FROM feature_bins \
              ORDER BY namespace, rollout, model, version, role",
@@ -476,18 +478,16 @@ impl Store {
             let role: String = row.try_get(4).map_err(db)?;
             let (feature, bin, n): (i64, i64, i64) =
                 (row.try_get(5).map_err(db)?, row.try_get(6).map_err(db)?, row.try_get(7).map_err(db)?);
-            let counts = out
-                .entry((key, role))
-                .or_insert_with(|| reference.features.iter().map(|f| vec![0; f.proportions.len()]).collect());
+            let (_, counts) = out.entry((key, role)).or_insert_with(|| {
+                (reference, reference.features.iter().map(|f| vec![0; f.proportions.len()]).collect())
+            });
             if let Some(c) = counts.get_mut(feature as usize).and_then(|f| f.get_mut(bin as usize)) {
                 *c += n;
             }
         }
         Ok(out
             .into_iter()
-            .filter_map(|(((namespace, rollout, model, version), role), counts)| {
-                let reference =
-                    references.get(&(namespace.clone(), rollout.clone(), model.clone(), version.clone()))?;
+            .filter_map(|(((namespace, rollout, model, version), role), (reference, counts))| {
                 Some(DriftCounts {
                     role: Role::parse(&role)?,
                     reference: reference.clone(),
