@@ -222,22 +222,37 @@ pub struct Gates {
     pub custom: Vec<CustomGate>,
 }
 
-/// A metric that must stay low: `value <= max` and `value <= stable + maxAboveStable`.
+/// A metric that must stay low: `value <= max`, `value <= stable + maxAboveStable` and
+/// `value <= stable * (1 + maxAboveStableRatio)` (`<` throughout with `comparison: Strict`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.max) || has(self.maxAboveStable)",
-    "message": "set max, maxAboveStable or both",
+    "rule": "has(self.max) || has(self.maxAboveStable) || has(self.maxAboveStableRatio)",
+    "message": "set max, maxAboveStable, maxAboveStableRatio or several",
     "reason": "FieldValueRequired"
+}, {
+    "rule": "!has(self.judge) || self.judge == 'Threshold' || (!has(self.maxAboveStableRatio) && (!has(self.comparison) || self.comparison == 'Inclusive'))",
+    "message": "the Sequential judge shows a difference from stable within points (maxAboveStable), inclusively: maxAboveStableRatio and comparison: Strict are for the Threshold judge",
+    "reason": "FieldValueInvalid"
 }]))]
 pub struct UpperGate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub max: Option<f64>,
-    /// Allowed excess over the stable version measured over the same window.
+    /// Allowed excess over the stable version measured over the same window, in the metric's
+    /// own unit: points of a fraction (0.002 = 0.2 points), milliseconds of latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub max_above_stable: Option<f64>,
+    /// Allowed excess over the stable version as a share of stable's value: 0.1 is "p95 no more
+    /// than 10% above stable's".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_above_stable_ratio: Option<f64>,
+    /// Whether a value exactly at a limit passes (`Inclusive`, the default: `<=`) or fails
+    /// (`Strict`: `<`, as in "error rate < 0.2%").
+    #[serde(default, skip_serializing_if = "Comparison::is_inclusive")]
+    pub comparison: Comparison,
     /// Fewer samples than this in the window make the gate inconclusive, never a pass
     /// (`Threshold` judge only).
     #[serde(default = "default_min_samples")]
@@ -257,21 +272,35 @@ pub struct UpperGate {
     pub confidence: Option<f64>,
 }
 
-/// A metric that must stay high: `value >= min` and `value >= stable - maxBelowStable`.
+/// A metric that must stay high: `value >= min`, `value >= stable - maxBelowStable` and
+/// `value >= stable * (1 - maxBelowStableRatio)` (`>` throughout with `comparison: Strict`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.min) || has(self.maxBelowStable)",
-    "message": "set min, maxBelowStable or both",
+    "rule": "has(self.min) || has(self.maxBelowStable) || has(self.maxBelowStableRatio)",
+    "message": "set min, maxBelowStable, maxBelowStableRatio or several",
     "reason": "FieldValueRequired"
+}, {
+    "rule": "!has(self.judge) || self.judge == 'Threshold' || (!has(self.maxBelowStableRatio) && (!has(self.comparison) || self.comparison == 'Inclusive'))",
+    "message": "the Sequential judge shows a difference from stable within points (maxBelowStable), inclusively: maxBelowStableRatio and comparison: Strict are for the Threshold judge",
+    "reason": "FieldValueInvalid"
 }]))]
 pub struct LowerGate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
-    /// Allowed shortfall below the stable version (0 means "at least as good as stable").
+    /// Allowed shortfall below the stable version in the metric's own unit (0 means "at least as
+    /// good as stable"; 0.01 is one point of a fraction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub max_below_stable: Option<f64>,
+    /// Allowed shortfall as a share of stable's value: 0.01 is "within 1% of stable's".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_below_stable_ratio: Option<f64>,
+    /// Whether a value exactly at a limit passes (`Inclusive`, the default: `>=`) or fails
+    /// (`Strict`: `>`).
+    #[serde(default, skip_serializing_if = "Comparison::is_inclusive")]
+    pub comparison: Comparison,
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 0))]
     pub min_samples: u64,
@@ -354,6 +383,22 @@ impl Judge {
     }
 }
 
+/// How a value exactly at a limit is judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Comparison {
+    /// At the limit passes: `<=` for an upper limit, `>=` for a lower one.
+    #[default]
+    Inclusive,
+    /// At the limit fails: `<` for an upper limit, `>` for a lower one.
+    Strict,
+}
+
+impl Comparison {
+    pub fn is_inclusive(&self) -> bool {
+        *self == Comparison::Inclusive
+    }
+}
+
 /// The `Sequential` judge's confidence when a gate sets none.
 pub const DEFAULT_CONFIDENCE: f64 = 0.95;
 
@@ -367,8 +412,8 @@ fn default_min_samples() -> u64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.min) || has(self.max) || has(self.maxAboveStable) || has(self.maxBelowStable)",
-    "message": "set at least one of min, max, maxAboveStable and maxBelowStable",
+    "rule": "has(self.min) || has(self.max) || has(self.maxAboveStable) || has(self.maxBelowStable) || has(self.maxAboveStableRatio) || has(self.maxBelowStableRatio)",
+    "message": "set at least one of min, max, maxAboveStable, maxBelowStable, maxAboveStableRatio and maxBelowStableRatio",
     "reason": "FieldValueRequired"
 }]))]
 pub struct CustomGate {
@@ -396,6 +441,17 @@ pub struct CustomGate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub max_below_stable: Option<f64>,
+    /// Allowed excess as a share of stable's value (0.1 = "no more than 10% above stable").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_above_stable_ratio: Option<f64>,
+    /// Allowed shortfall as a share of stable's value (0.01 = "within 1% of stable").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_below_stable_ratio: Option<f64>,
+    /// At a limit exactly: pass (`Inclusive`, the default) or fail (`Strict`).
+    #[serde(default, skip_serializing_if = "Comparison::is_inclusive")]
+    pub comparison: Comparison,
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 0))]
     pub min_samples: u64,

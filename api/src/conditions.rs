@@ -60,4 +60,8 @@ pub mod reasons {
     pub const EXPERIMENT_LOST: &str = "ExperimentLost";
     /// An experiment stage reached its maxDuration with no winner: stable stays.
     pub const NO_WINNER: &str = "ExperimentWithoutWinner";
+    /// A stage passed its gates and waits for its alert-free window (`alertFree.for`).
+    pub const AWAITING_ALERT_FREE: &str = "AwaitingAlertFreeWindow";
+    /// A stage's alert-free clock restarted: a matching alert fired, or Prometheus could not say.
+    pub const ALERT_CLOCK_RESET: &str = "AlertFreeClockRestarted";
 }

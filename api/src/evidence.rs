@@ -149,8 +149,46 @@ pub struct AnalysisRun {
     pub time: MicroTime,
     pub stage_index: u32,
     pub verdict: Verdict,
+    /// Which gate set the stage used: the rollout's, or the stage's own.
+    #[serde(default, skip_serializing_if = "GateSet::is_rollout")]
+    pub gate_set: GateSet,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateResult>,
+}
+
+/// Where a stage's gates come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum GateSet {
+    /// `analysis.gates`, as the rollout sets them.
+    #[default]
+    Rollout,
+    /// The stage's `gates.replace`.
+    StageReplaced,
+    /// `analysis.gates` with the stage's `gates.add` and `gates.remove`.
+    StageAdjusted,
+}
+
+impl GateSet {
+    pub fn is_rollout(&self) -> bool {
+        *self == GateSet::Rollout
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateSet::Rollout => "Rollout",
+            GateSet::StageReplaced => "StageReplaced",
+            GateSet::StageAdjusted => "StageAdjusted",
+        }
+    }
+
+    /// For people: `the rollout's gates`, `the stage's own gates`, ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            GateSet::Rollout => "the rollout's gates",
+            GateSet::StageReplaced => "the stage's own gates (replace)",
+            GateSet::StageAdjusted => "the rollout's gates with the stage's add/remove",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

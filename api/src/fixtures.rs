@@ -78,6 +78,8 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
                     min_samples: 100,
                     judge: Judge::Threshold,
                     confidence: None,
+                    max_above_stable_ratio: None,
+                    comparison: Default::default(),
                 }),
                 latency_p95: Some(UpperGate {
                     max: Some(120.0),
@@ -85,6 +87,8 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
                     min_samples: 100,
                     judge: Judge::Threshold,
                     confidence: None,
+                    max_above_stable_ratio: None,
+                    comparison: Default::default(),
                 }),
                 false_positive_rate: Some(UpperGate {
                     max: None,
@@ -92,6 +96,8 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
                     min_samples: 50,
                     judge: Judge::Threshold,
                     confidence: None,
+                    max_above_stable_ratio: None,
+                    comparison: Default::default(),
                 }),
                 capture_rate: Some(LowerGate {
                     min: None,
@@ -99,6 +105,8 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
                     min_samples: 50,
                     judge: Judge::Threshold,
                     confidence: None,
+                    max_below_stable_ratio: None,
+                    comparison: Default::default(),
                 }),
                 precision: None,
                 agreement: None,

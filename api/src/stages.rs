@@ -50,6 +50,76 @@ pub struct Stage {
     /// How long an experiment stage may run without a winner before stable is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<Duration>,
+    /// This stage's gates, when they differ from `analysis.gates`: replaced for the stage (a
+    /// shadow stage judged on matched requests and latency), or some added (a KPI that exists
+    /// only with live traffic) and some removed. Unset: the rollout's gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<StageGates>,
+    /// The stage advances only once no alert matching `matchLabels` has fired for `for` (read
+    /// from Prometheus' `ALERTS` series), counted from the stage's start: a firing alert restarts
+    /// the clock, and so does a look at Prometheus that fails (unknown is not clean).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_free: Option<AlertFree>,
+}
+
+/// A stage's own gate set: `replace` alone, or `add` and `remove` (either or both).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.replace) || has(self.add) || (has(self.remove) && size(self.remove) > 0)",
+    "message": "set replace, or add and/or remove",
+    "reason": "FieldValueRequired"
+}, {
+    "rule": "!has(self.replace) || (!has(self.add) && (!has(self.remove) || size(self.remove) == 0))",
+    "message": "replace stands alone: a stage either replaces the rollout's gates or adds and removes some",
+    "fieldPath": ".replace",
+    "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.add) || !has(self.remove) || self.remove.all(n, !((n == 'errorRate' && has(self.add.errorRate)) || (n == 'latencyP95' && has(self.add.latencyP95)) || (n == 'falsePositiveRate' && has(self.add.falsePositiveRate)) || (n == 'captureRate' && has(self.add.captureRate)) || (n == 'precision' && has(self.add.precision)) || (n == 'agreement' && has(self.add.agreement)) || (n == 'paired' && has(self.add.paired)) || (n == 'scoreDrift' && has(self.add.scoreDrift)) || (n == 'inputDrift' && has(self.add.inputDrift)) || (has(self.add.custom) && self.add.custom.exists(c, c.name == n))))",
+    "message": "a stage cannot both add and remove the same gate",
+    "fieldPath": ".remove",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct StageGates {
+    /// The gates this stage checks instead of `analysis.gates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<Gates>,
+    /// Gates this stage checks besides `analysis.gates`. A gate set both here and there is
+    /// judged by the limits set here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<Gates>,
+    /// Gates of `analysis.gates` this stage does not check, by name (`errorRate`, a custom
+    /// gate's name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 41), extend("x-kubernetes-list-type" = "set", "items" = {
+        "type": "string", "maxLength": 63, "pattern": "^[a-zA-Z][a-zA-Z0-9_-]*$"
+    }))]
+    pub remove: Vec<String>,
+}
+
+/// How long no matching alert may have fired before a stage advances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "duration(self.for) > duration('0s')",
+    "message": "for must be more than 0s",
+    "fieldPath": ".for",
+    "reason": "FieldValueInvalid"
+}, {
+    "rule": "!has(self.matchLabels) || self.matchLabels.all(k, k.matches('^[a-zA-Z_][a-zA-Z0-9_]*$') && k != 'alertstate' && k != '__name__')",
+    "message": "matchLabels keys are Prometheus label names, other than alertstate (only firing alerts count) and __name__",
+    "fieldPath": ".matchLabels",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct AlertFree {
+    /// The alerts that count: every label here must match exactly (`team: fraud`,
+    /// `severity: page`). Empty: every alert Prometheus evaluates.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+    /// How long no matching alert may have fired.
+    #[serde(rename = "for")]
+    pub for_: Duration,
 }
 
 /// Which requests an experiment stage sends to the candidate: exactly one of `header`, `cookie`
@@ -119,6 +189,8 @@ pub fn default_stages() -> Vec<Stage> {
         manual_approval: false,
         match_: None,
         max_duration: None,
+        gates: None,
+        alert_free: None,
     };
     vec![
         stage("shadow", 0, Some(100)),
@@ -126,4 +198,84 @@ pub fn default_stages() -> Vec<Stage> {
         stage("canary-25", 25, None),
         stage("full", 100, None),
     ]
+}
+
+impl Gates {
+    /// The names of the gates set, built-ins first.
+    pub fn names(&self) -> Vec<&str> {
+        let built_in = [
+            ("errorRate", self.error_rate.is_some()),
+            ("latencyP95", self.latency_p95.is_some()),
+            ("falsePositiveRate", self.false_positive_rate.is_some()),
+            ("captureRate", self.capture_rate.is_some()),
+            ("precision", self.precision.is_some()),
+            ("agreement", self.agreement.is_some()),
+            ("paired", self.paired.is_some()),
+            ("scoreDrift", self.score_drift.is_some()),
+            ("inputDrift", self.input_drift.is_some()),
+        ];
+        built_in
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .chain(self.custom.iter().map(|c| c.name.as_str()))
+            .collect()
+    }
+
+    /// These gates with a stage's add and remove: a gate in `add` replaces the one of its name.
+    fn adjusted(&self, add: Option<&Gates>, remove: &[String]) -> Gates {
+        let empty = Gates::default();
+        let add = add.unwrap_or(&empty);
+        let keep = |name: &str| !remove.iter().any(|r| r == name);
+        fn pick<T: Clone>(added: &Option<T>, base: &Option<T>, kept: bool) -> Option<T> {
+            added.clone().or_else(|| base.clone().filter(|_| kept))
+        }
+        let mut custom: Vec<CustomGate> = self
+            .custom
+            .iter()
+            .filter(|c| keep(&c.name) && !add.custom.iter().any(|a| a.name == c.name))
+            .cloned()
+            .collect();
+        custom.extend(add.custom.iter().cloned());
+        Gates {
+            error_rate: pick(&add.error_rate, &self.error_rate, keep("errorRate")),
+            latency_p95: pick(&add.latency_p95, &self.latency_p95, keep("latencyP95")),
+            false_positive_rate: pick(&add.false_positive_rate, &self.false_positive_rate, keep("falsePositiveRate")),
+            capture_rate: pick(&add.capture_rate, &self.capture_rate, keep("captureRate")),
+            precision: pick(&add.precision, &self.precision, keep("precision")),
+            agreement: pick(&add.agreement, &self.agreement, keep("agreement")),
+            paired: pick(&add.paired, &self.paired, keep("paired")),
+            score_drift: pick(&add.score_drift, &self.score_drift, keep("scoreDrift")),
+            input_drift: pick(&add.input_drift, &self.input_drift, keep("inputDrift")),
+            custom,
+        }
+    }
+}
+
+impl ModelRolloutSpec {
+    /// The gates stage `idx` checks, and where they come from.
+    pub fn stage_gates(&self, idx: usize) -> (Gates, GateSet) {
+        let base = &self.analysis.gates;
+        match self.stages.get(idx).and_then(|s| s.gates.as_ref()) {
+            None => (base.clone(), GateSet::Rollout),
+            Some(StageGates { replace: Some(own), .. }) => (own.clone(), GateSet::StageReplaced),
+            Some(StageGates { add, remove, .. }) => (base.adjusted(add.as_ref(), remove), GateSet::StageAdjusted),
+        }
+    }
+
+    /// Every gate set the rollout may use: the rollout's, and each stage's own.
+    pub fn all_gate_sets(&self) -> Vec<(String, Gates)> {
+        let mut sets = vec![("spec.analysis.gates".to_string(), self.analysis.gates.clone())];
+        for (i, s) in self.stages.iter().enumerate() {
+            if let Some(g) = &s.gates {
+                if let Some(r) = &g.replace {
+                    sets.push((format!("spec.stages[{i}].gates.replace"), r.clone()));
+                }
+                if let Some(a) = &g.add {
+                    sets.push((format!("spec.stages[{i}].gates.add"), a.clone()));
+                }
+            }
+        }
+        sets
+    }
 }

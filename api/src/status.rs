@@ -88,6 +88,45 @@ pub struct ModelRolloutStatus {
     /// This rollout's experiment (a stage with `match`): its arms, rule and reward so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<ExperimentStatus>,
+    /// The current stage's alert-free clock (a stage with `alertFree`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_free: Option<AlertFreeStatus>,
+}
+
+/// A stage's alert-free clock: how long no matching alert has fired, and what last restarted it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertFreeStatus {
+    /// The stage it belongs to.
+    pub stage_index: u32,
+    /// Since when no matching alert is known to have fired: the stage's start, or the last look
+    /// that found one firing (or could not look).
+    pub since: MicroTime,
+    /// Up to when Prometheus has been asked: the next look covers from here to its own time.
+    pub checked_until: MicroTime,
+    /// When the stage's `for` is met (`since + for`).
+    pub clean_at: MicroTime,
+    /// What last restarted the clock, if anything did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<AlertReset>,
+}
+
+/// Why an alert-free clock restarted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertReset {
+    pub cause: AlertResetCause,
+    /// The alerts seen firing (by `alertname`), or why Prometheus could not say.
+    pub detail: String,
+    pub time: MicroTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AlertResetCause {
+    /// A matching alert fired.
+    AlertFiring,
+    /// Prometheus could not be asked: the time since the last look is not known clean.
+    PrometheusUnavailable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

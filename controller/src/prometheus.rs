@@ -7,7 +7,7 @@ use modelrollout_contract::metrics as m;
 use modelrollout_contract::metrics::labels as l;
 use prometheus_http_query::Client;
 
-use crate::core::{GateDef, GateKind, GateObservation, Measurement};
+use crate::core::{self, GateDef, GateKind, GateObservation, Measurement};
 
 /// Where and what to measure for one version.
 #[derive(Clone, Debug)]
@@ -200,6 +200,44 @@ impl Selector {
         let one = evidence_increase(PAIRED, &self.rollout, &format!("{s},{}=\"{outcome}\"", e::OUTCOME), w, &by);
         (format!("({one} or vector(0)) / {all}"), all)
     }
+}
+
+/// Prometheus' series of alerts, one per alert and state (`pending`, `firing`).
+pub const ALERTS: &str = "ALERTS";
+
+/// The PromQL for the matching alerts that fired in the last `window`: one series per
+/// `alertname`. Every label value goes through [`quote`]; the label names are checked by the CRD.
+pub fn fired_alerts_query(ask: &core::AlertQuery, window: Duration) -> String {
+    let mut matchers = vec!["alertstate=\"firing\"".to_string()];
+    matchers.extend(ask.match_labels.iter().map(|(k, v)| format!("{k}={}", quote(v))));
+    format!("count by (alertname) (max_over_time({ALERTS}{{{}}}[{}]))", matchers.join(","), range(window))
+}
+
+/// Which matching alerts fired between `ask.since` and `now`; any failure is `Unavailable` (the
+/// gap is not known clean).
+pub async fn fired_alerts(
+    client: &Client,
+    ask: &core::AlertQuery,
+    now: jiff::Timestamp,
+    timeout: Duration,
+) -> core::AlertObservation {
+    // At least a second, so a look right after the last still reads the latest sample.
+    let window = now.duration_since(ask.since).unsigned_abs().max(Duration::from_secs(1));
+    let query = fired_alerts_query(ask, window);
+    let fut = client.query(query).timeout(timeout.as_millis() as i64).get();
+    let res = match tokio::time::timeout(timeout + Duration::from_millis(500), fut).await {
+        Err(_) => return core::AlertObservation::Unavailable(format!("timed out after {timeout:?}")),
+        Ok(Err(e)) => return core::AlertObservation::Unavailable(e.to_string()),
+        Ok(Ok(res)) => res,
+    };
+    let Some(v) = res.data().as_vector() else {
+        return core::AlertObservation::Unavailable("the query did not return a vector".into());
+    };
+    let mut names: Vec<String> =
+        v.iter().map(|s| s.metric().get("alertname").cloned().unwrap_or_else(|| "(unnamed)".into())).collect();
+    names.sort();
+    names.dedup();
+    core::AlertObservation::Fired(names)
 }
 
 /// Runs one instant query that must return at most one sample.

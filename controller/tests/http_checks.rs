@@ -114,6 +114,7 @@ async fn webhook_answers_timeouts_and_retries() {
             message: "ok".into(),
             sequential: None,
         }],
+        gate_set: Default::default(),
     });
 
     // 2xx: ok at once; the payload names the rollout, stage, versions, gates and metadata.

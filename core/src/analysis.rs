@@ -16,10 +16,10 @@ impl Ctx<'_> {
     /// Records an analysis. Returns true when it ended the rollout.
     pub(super) fn analyse(&mut self, measurements: &[GateObservation]) -> bool {
         let spec = self.spec;
-        let defs = gate_defs(&spec.analysis.gates);
         // At 100% the stable version answers no live traffic, so a relative gate has no fresh
         // baseline: it keeps the one measured last (carried forward analysis to analysis).
         let idx = self.st.stage_index.unwrap_or(0) as usize;
+        let (defs, gate_set) = stage_gate_defs(spec, idx);
         let full = spec.stages.get(idx).is_some_and(|s| s.weight >= 100);
         let previous = self.st.last_analysis.clone();
         let evidence = |name: &str| {
@@ -100,6 +100,7 @@ impl Ctx<'_> {
             time: MicroTime(self.now),
             stage_index: self.st.stage_index.unwrap_or(0),
             verdict,
+            gate_set,
             gates: gates.clone(),
         });
 

@@ -23,6 +23,9 @@ pub fn reward_def(spec: &ModelRolloutSpec) -> Option<GateDef> {
         min: None,
         max_above_stable: None,
         max_below_stable: None,
+        max_above_stable_ratio: None,
+        max_below_stable_ratio: None,
+        comparison: Comparison::Inclusive,
         judge: Judge::Sequential,
         confidence: r.confidence.unwrap_or(DEFAULT_CONFIDENCE),
     })
@@ -147,6 +150,12 @@ impl Ctx<'_> {
         self.spec.stages.get(idx).filter(|s| s.match_.is_some())
     }
 
+    /// The names of the gates a stage checks.
+    fn stage_gate_names(&self, stage: &Stage) -> Vec<String> {
+        let idx = self.spec.stages.iter().position(|s| s.name == stage.name).unwrap_or(0);
+        stage_gate_defs(self.spec, idx).0.into_iter().map(|d| d.name).collect()
+    }
+
     /// Entering an experiment stage: its arms and rule in status, no reward evidence yet.
     pub(super) fn start_experiment(&mut self, stage: &Stage) {
         let Some(m) = &stage.match_ else { return };
@@ -154,7 +163,7 @@ impl Ctx<'_> {
             stage: stage.name.clone(),
             rule: m.describe(),
             key_share_percent: m.key_share_percent(),
-            guardrails: gate_defs(&self.spec.analysis.gates).into_iter().map(|d| d.name).collect(),
+            guardrails: self.stage_gate_names(stage),
             reward: None,
         });
     }

@@ -41,6 +41,12 @@ pub struct GateDef {
     pub max_above_stable: Option<f64>,
     /// value >= stable - below
     pub max_below_stable: Option<f64>,
+    /// value <= stable * (1 + ratio)
+    pub max_above_stable_ratio: Option<f64>,
+    /// value >= stable * (1 - ratio)
+    pub max_below_stable_ratio: Option<f64>,
+    /// At a limit exactly: pass (inclusive) or fail (strict).
+    pub comparison: Comparison,
     pub judge: Judge,
     /// The sequential judge's confidence.
     pub confidence: f64,
@@ -56,6 +62,13 @@ pub const GATE_PAIRED: &str = "paired";
 pub const GATE_SCORE_DRIFT: &str = "scoreDrift";
 pub const GATE_INPUT_DRIFT: &str = "inputDrift";
 
+/// The gates stage `idx` of a spec checks, and where they come from (the rollout's, or the
+/// stage's own).
+pub fn stage_gate_defs(spec: &ModelRolloutSpec, idx: usize) -> (Vec<GateDef>, GateSet) {
+    let (gates, set) = spec.stage_gates(idx);
+    (gate_defs(&gates), set)
+}
+
 /// The gates a spec asks for, built-ins first, in a stable order.
 pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
     let upper = |name: &str, kind, g: &UpperGate| GateDef {
@@ -66,6 +79,9 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
         min: None,
         max_above_stable: g.max_above_stable,
         max_below_stable: None,
+        max_above_stable_ratio: g.max_above_stable_ratio,
+        max_below_stable_ratio: None,
+        comparison: g.comparison,
         judge: g.judge,
         confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
     };
@@ -87,6 +103,9 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
         min: g.min,
         max_above_stable: None,
         max_below_stable: g.max_below_stable,
+        max_above_stable_ratio: None,
+        max_below_stable_ratio: g.max_below_stable_ratio,
+        comparison: g.comparison,
         judge: g.judge,
         confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
     };
@@ -105,6 +124,9 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             min: Some(g.min),
             max_above_stable: None,
             max_below_stable: None,
+            max_above_stable_ratio: None,
+            max_below_stable_ratio: None,
+            comparison: Comparison::Inclusive,
             judge: Judge::Threshold,
             confidence: DEFAULT_CONFIDENCE,
         });
@@ -118,6 +140,9 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             min: None,
             max_above_stable: None,
             max_below_stable: Some(g.margin),
+            max_above_stable_ratio: None,
+            max_below_stable_ratio: None,
+            comparison: Comparison::Inclusive,
             judge: Judge::Sequential,
             confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
         });
@@ -131,6 +156,9 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
         min: None,
         max_above_stable: None,
         max_below_stable: None,
+        max_above_stable_ratio: None,
+        max_below_stable_ratio: None,
+        comparison: Comparison::Inclusive,
         judge: Judge::Threshold,
         confidence: DEFAULT_CONFIDENCE,
     };
@@ -149,6 +177,9 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             min: c.min,
             max_above_stable: c.max_above_stable,
             max_below_stable: c.max_below_stable,
+            max_above_stable_ratio: c.max_above_stable_ratio,
+            max_below_stable_ratio: c.max_below_stable_ratio,
+            comparison: c.comparison,
             judge: Judge::Threshold,
             confidence: DEFAULT_CONFIDENCE,
         });
@@ -159,7 +190,10 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
 impl GateDef {
     /// Whether judging this gate needs the stable baseline.
     pub fn is_relative(&self) -> bool {
-        self.max_above_stable.is_some() || self.max_below_stable.is_some()
+        self.max_above_stable.is_some()
+            || self.max_below_stable.is_some()
+            || self.max_above_stable_ratio.is_some()
+            || self.max_below_stable_ratio.is_some()
     }
 }
 
@@ -218,43 +252,61 @@ pub fn judge(def: &GateDef, obs: Option<&GateObservation>) -> GateResult {
         return result;
     }
 
+    let strict = def.comparison == Comparison::Strict;
+    // Broken: above an upper bound (or at it, when strict); below a lower one likewise.
+    let over = |v: f64, bound: f64| if strict { v >= bound - EPSILON } else { v > bound + EPSILON };
+    let under = |v: f64, bound: f64| if strict { v <= bound + EPSILON } else { v < bound - EPSILON };
+    // The limit as written, and the comparison that breaks it.
+    let (le, ge, gt, lt) = if strict { ("<", ">", ">=", "<=") } else { ("<=", ">=", ">", "<") };
     let mut limits = Vec::new();
     let mut failures = Vec::new();
     let (mut upper, mut lower) = (None::<f64>, None::<f64>);
     if let Some(max) = def.max {
         upper = Some(max);
-        limits.push(format!("<= {}", num(max)));
-        if value > max + EPSILON {
-            failures.push(format!("{} > max {}", num(value), num(max)));
+        limits.push(format!("{le} {}", num(max)));
+        if over(value, max) {
+            failures.push(format!("{} {gt} max {}", num(value), num(max)));
         }
     }
     if let Some(min) = def.min {
         lower = Some(min);
-        limits.push(format!(">= {}", num(min)));
-        if value < min - EPSILON {
-            failures.push(format!("{} < min {}", num(value), num(min)));
+        limits.push(format!("{ge} {}", num(min)));
+        if under(value, min) {
+            failures.push(format!("{} {lt} min {}", num(value), num(min)));
         }
     }
     let mut baseline_problem = None;
     if def.is_relative() {
         match &obs.stable {
             Measurement::Value { value: stable, samples: stable_samples } if *stable_samples >= def.min_samples => {
-                result.stable_value = Some(*stable);
-                if let Some(above) = def.max_above_stable {
-                    let bound = stable + above;
+                let stable = *stable;
+                result.stable_value = Some(stable);
+                let pct = |r: f64| format!("{}%", num(r * 100.0));
+                let mut upper_bound = |bound: f64, how: String| {
                     upper = Some(upper.map_or(bound, |u| u.min(bound)));
-                    limits.push(format!("<= {} (stable {} + {})", num(bound), num(*stable), num(above)));
-                    if value > bound + EPSILON {
-                        failures.push(format!("{} > stable {} + {}", num(value), num(*stable), num(above)));
+                    limits.push(format!("{le} {} ({how})", num(bound)));
+                    if over(value, bound) {
+                        failures.push(format!("{} {gt} {how}", num(value)));
                     }
+                };
+                if let Some(above) = def.max_above_stable {
+                    upper_bound(stable + above, format!("stable {} + {}", num(stable), num(above)));
                 }
-                if let Some(below) = def.max_below_stable {
-                    let bound = stable - below;
+                if let Some(ratio) = def.max_above_stable_ratio {
+                    upper_bound(stable * (1.0 + ratio), format!("stable {} + {}", num(stable), pct(ratio)));
+                }
+                let mut lower_bound = |bound: f64, how: String| {
                     lower = Some(lower.map_or(bound, |l| l.max(bound)));
-                    limits.push(format!(">= {} (stable {} - {})", num(bound), num(*stable), num(below)));
-                    if value < bound - EPSILON {
-                        failures.push(format!("{} < stable {} - {}", num(value), num(*stable), num(below)));
+                    limits.push(format!("{ge} {} ({how})", num(bound)));
+                    if under(value, bound) {
+                        failures.push(format!("{} {lt} {how}", num(value)));
                     }
+                };
+                if let Some(below) = def.max_below_stable {
+                    lower_bound(stable - below, format!("stable {} - {}", num(stable), num(below)));
+                }
+                if let Some(ratio) = def.max_below_stable_ratio {
+                    lower_bound(stable * (1.0 - ratio), format!("stable {} - {}", num(stable), pct(ratio)));
                 }
             }
             Measurement::Value { value: stable, samples: stable_samples } => {

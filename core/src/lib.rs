@@ -15,6 +15,7 @@ use modelrollout_api::conditions::{reasons, types};
 use modelrollout_api::*;
 
 mod acceptance;
+mod alert_free;
 mod analysis;
 mod ctx;
 mod experiment;
@@ -31,6 +32,7 @@ pub mod validity;
 mod webhooks;
 
 pub use acceptance::{ACCEPTANCE_POLL, AcceptanceReport, awaiting_acceptance, judge_acceptance};
+pub use alert_free::{AlertObservation, AlertQuery, alert_query};
 use ctx::Ctx;
 pub use experiment::{judge_reward, reward_def, reward_measurement};
 pub use gates::*;
@@ -63,6 +65,8 @@ pub struct Observations {
     pub acceptance: Option<AcceptanceReport>,
     /// The gating webhooks called this reconcile (those [`webhooks_due`] named), with their answers.
     pub webhooks: Vec<WebhookCall>,
+    /// The look at Prometheus' `ALERTS` that [`alert_query`] asked for, taken with the analysis.
+    pub alerts: Option<AlertObservation>,
 }
 
 /// A fixed place per rollout within a short spread after its stage starts, where its analyses

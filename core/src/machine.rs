@@ -7,8 +7,9 @@ use super::*;
 impl Ctx<'_> {
     pub(super) fn step(&mut self, obs: &Observations) {
         let spec = self.spec;
+        let idx = self.st.stage_index.unwrap_or(0) as usize;
         self.st.promoting_without_gates =
-            spec.analysis.promote_without_gates && gate_defs(&spec.analysis.gates).is_empty();
+            spec.analysis.promote_without_gates && stage_gate_defs(spec, idx).0.is_empty();
         if self.st.phase == Some(Phase::Paused) && self.st.hold.is_none() {
             // A status written before holds were typed says what holds it in its reason only.
             self.st.hold = Some(match self.st.reason.as_deref() {
@@ -143,6 +144,7 @@ impl Ctx<'_> {
         self.st.consecutive_inconclusive = 0;
         self.st.candidate_unready_since = None;
         self.start_experiment(stage);
+        self.start_alert_clock(idx);
         self.apply_stage_traffic();
         let full = match &stage.match_ {
             Some(m) => format!("stage {} (experiment: {}): {msg}", stage.name, m.describe()),
@@ -151,6 +153,7 @@ impl Ctx<'_> {
                 stage.name, self.st.canary_weight, self.st.mirror_percent
             ),
         };
+        let full = format!("{full}; {}", self.gates_text(idx));
         self.set_phase(Phase::Progressing, reason, full.clone());
         self.event(EventType::Normal, reasons::STAGE_ADVANCED, full.clone());
         self.notify(NotificationEvent::StageChanged, full);
@@ -206,8 +209,24 @@ impl Ctx<'_> {
         self.notify(NotificationEvent::Promoted, full);
     }
 
+    /// The gates stage `idx` checks and where they come from, for messages.
+    pub(super) fn gates_text(&self, idx: usize) -> String {
+        let (gates, set) = self.spec.stage_gates(idx);
+        let names = gates.names();
+        let mut text = if names.is_empty() {
+            format!("no gates ({})", set.describe())
+        } else {
+            format!("gates {} ({})", names.join(", "), set.describe())
+        };
+        if let Some(a) = self.spec.stages.get(idx).and_then(|s| s.alert_free.as_ref()) {
+            text.push_str(&format!(", then {} without a firing alert", a.for_));
+        }
+        text
+    }
+
     /// Weight 0 and mirror off now; candidate scaled down after the delay; stable untouched.
     pub(super) fn roll_back(&mut self, phase: Phase, reason: &'static str, outcome: Outcome, msg: String) {
+        self.st.alert_free = None;
         let version = self.st.candidate_version.clone().unwrap_or_else(|| self.spec.model.version.clone());
         self.no_traffic();
         self.fx.ensure_candidate = false;
@@ -224,6 +243,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn clear_candidate(&mut self) {
+        self.st.alert_free = None;
         self.st.candidate_version = None;
         self.st.candidate_sha256 = None;
         self.st.stage_index = None;

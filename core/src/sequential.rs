@@ -269,6 +269,9 @@ mod tests {
             max_below_stable: None,
             judge: Judge::Sequential,
             confidence: 0.95,
+            max_above_stable_ratio: None,
+            max_below_stable_ratio: None,
+            comparison: Default::default(),
         }
     }
 
@@ -363,6 +366,9 @@ mod tests {
             max_below_stable: Some(0.01),
             judge: Judge::Sequential,
             confidence: 0.95,
+            max_above_stable_ratio: None,
+            max_below_stable_ratio: None,
+            comparison: Default::default(),
         };
         let mut seed: u64 = 0x5eed;
         let mut uniform = move || {

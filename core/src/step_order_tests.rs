@@ -44,6 +44,12 @@ fn experiment_overdue(s: &mut ModelRolloutSpec, st: &mut ModelRolloutStatus) -> 
     at(1000)
 }
 
+/// The stage has an alert-free window and this reconcile's look found an alert firing.
+fn alert_fired(s: &mut ModelRolloutSpec, o: &mut Observations) {
+    s.stages[0].alert_free = Some(AlertFree { match_labels: Default::default(), for_: d("1h") });
+    o.alerts = Some(AlertObservation::Fired(vec!["FraudLatencyHigh".into()]));
+}
+
 fn held_inconclusive(st: &mut ModelRolloutStatus) {
     st.phase = Some(Phase::Paused);
     st.hold = Some(Hold::Inconclusive);
@@ -99,7 +105,13 @@ fn situation(i: usize) -> (ModelRolloutSpec, ModelRolloutStatus, Observations, T
         "analysis" => {
             s.paused = true;
             o.analysis = Some(failing(&mut st));
+            alert_fired(&mut s, &mut o);
             reasons::GATES_FAILED
+        }
+        "alert-free clock" => {
+            s.paused = true;
+            alert_fired(&mut s, &mut o);
+            reasons::PAUSED_BY_SPEC
         }
         "paused" => {
             s.paused = true;
@@ -113,8 +125,13 @@ fn situation(i: usize) -> (ModelRolloutSpec, ModelRolloutStatus, Observations, T
         }
         "inconclusive hold" => {
             held_inconclusive(&mut st);
-            st.last_analysis =
-                Some(AnalysisRun { time: MicroTime(at(20)), stage_index: 0, verdict: Verdict::Pass, gates: vec![] });
+            st.last_analysis = Some(AnalysisRun {
+                time: MicroTime(at(20)),
+                stage_index: 0,
+                verdict: Verdict::Pass,
+                gates: vec![],
+                gate_set: Default::default(),
+            });
             now = at(30);
             reasons::INCONCLUSIVE_ANALYSIS
         }

@@ -21,7 +21,7 @@ pub(super) type Step = fn(&mut Ctx<'_>, &Observations) -> Flow;
 /// on-call promote beats a pause; a rollback webhook beats the gates; analysis goes on while paused
 /// (a failure rolls back, unless the spec says a paused rollout holds); a failing analysis beats
 /// an experiment's result; nothing advances while held.
-pub(super) const STEPS: [(&str, Step); 13] = [
+pub(super) const STEPS: [(&str, Step); 14] = [
     ("abort", abort),
     ("trouble", trouble),
     ("ready", ready),
@@ -31,6 +31,7 @@ pub(super) const STEPS: [(&str, Step); 13] = [
     ("promote", promote),
     ("rollback webhook", webhooks::rollback_webhook),
     ("analysis", analysis::analysis),
+    ("alert-free clock", alert_free::record),
     ("paused", paused),
     ("experiment", experiment::experiment),
     ("inconclusive hold", inconclusive_hold),
@@ -182,6 +183,14 @@ fn advance(ctx: &mut Ctx<'_>, _: &Observations) -> Flow {
         run.stage_index as usize == idx && run.time.0 >= stage_start && run.verdict == Verdict::Pass
     });
     if !(elapsed(stage_start, ctx.now) >= min && passed_here && ctx.now >= stage_start) {
+        return Flow::Stop;
+    }
+    if let Some(wait) = ctx.alert_free_wait() {
+        if !ctx.is_paused() {
+            let msg = format!("stage {} passed its gates; waiting for its alert-free window: {wait}", ctx.stage_name());
+            ctx.st.reason = Some(reasons::AWAITING_ALERT_FREE.into());
+            ctx.st.message = Some(msg);
+        }
         return Flow::Stop;
     }
     let won = ctx.experiment_won();

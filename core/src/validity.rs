@@ -9,17 +9,24 @@ pub const CONFIDENCE_RANGE: std::ops::RangeInclusive<f64> = 0.5..=0.9999;
 
 /// Why the spec cannot run, if it cannot (beyond its durations: [`Timings::of`]).
 pub fn check(spec: &ModelRolloutSpec) -> Result<(), String> {
-    let g = &spec.analysis.gates;
-    let upper =
-        [("errorRate", &g.error_rate), ("latencyP95", &g.latency_p95), ("falsePositiveRate", &g.false_positive_rate)];
-    let mut confidences: Vec<(String, Option<f64>)> = upper
-        .iter()
-        .filter_map(|(name, gate)| {
-            gate.as_ref().map(|g| (format!("spec.analysis.gates.{name}.confidence"), g.confidence))
-        })
-        .collect();
-    if let Some(c) = &g.capture_rate {
-        confidences.push(("spec.analysis.gates.captureRate.confidence".into(), c.confidence));
+    let mut confidences: Vec<(String, Option<f64>)> = Vec::new();
+    for (at, g) in spec.all_gate_sets() {
+        let upper = [
+            ("errorRate", &g.error_rate),
+            ("latencyP95", &g.latency_p95),
+            ("falsePositiveRate", &g.false_positive_rate),
+        ];
+        confidences.extend(
+            upper
+                .iter()
+                .filter_map(|(name, gate)| gate.as_ref().map(|g| (format!("{at}.{name}.confidence"), g.confidence))),
+        );
+        if let Some(c) = &g.capture_rate {
+            confidences.push((format!("{at}.captureRate.confidence"), c.confidence));
+        }
+        if let Some(c) = &g.precision {
+            confidences.push((format!("{at}.precision.confidence"), c.confidence));
+        }
     }
     if let Some(r) = &spec.analysis.reward {
         confidences.push(("spec.analysis.reward.confidence".into(), r.confidence));
@@ -32,6 +39,26 @@ pub fn check(spec: &ModelRolloutSpec) -> Result<(), String> {
                 "{field}: {c} is outside {}..={} (the sequential judge would run with no guarantee)",
                 CONFIDENCE_RANGE.start(),
                 CONFIDENCE_RANGE.end()
+            ));
+        }
+    }
+    let set = spec.analysis.gates.names();
+    for (i, stage) in spec.stages.iter().enumerate() {
+        let Some(own) = &stage.gates else { continue };
+        if own.replace.is_some() && (own.add.is_some() || !own.remove.is_empty()) {
+            return Err(format!("spec.stages[{i}].gates: replace stands alone (no add or remove beside it)"));
+        }
+        if let Some(name) = own.remove.iter().find(|n| !set.contains(&n.as_str())) {
+            return Err(format!("spec.stages[{i}].gates.remove: {name} is not a gate of spec.analysis.gates"));
+        }
+        let added = own.add.as_ref().map(Gates::names).unwrap_or_default();
+        if let Some(name) = own.remove.iter().find(|n| added.contains(&n.as_str())) {
+            return Err(format!("spec.stages[{i}].gates: {name} is both added and removed"));
+        }
+        if !spec.analysis.promote_without_gates && spec.stage_gates(i).0.names().is_empty() {
+            return Err(format!(
+                "spec.stages[{i}] ({}) checks no gate: too little evidence never promotes (set a gate, or analysis.promoteWithoutGates)",
+                stage.name
             ));
         }
     }

@@ -62,6 +62,7 @@ fn progressing_at_5_percent() -> ModelRolloutStatus {
                 gate("errorRate", Verdict::Pass, 0.0004, Some(0.0005), "<= 0.002", 1834),
                 gate("falsePositiveRate", Verdict::Inconclusive, 0.031, None, "<= stable + 0.002", 12),
             ],
+            gate_set: Default::default(),
         }),
         consecutive_inconclusive: 1,
         history: vec![HistoryEntry {

@@ -63,9 +63,17 @@ pub(super) async fn observe(
         None
     };
     let mut analysis = None;
+    let mut alerts = None;
+    if due && let Some(ask) = core::alert_query(&mr.spec, status) {
+        let timeout = core::Timings::of(&mr.spec).map_or(Duration::from_secs(5), |t| t.query_timeout.unsigned_abs());
+        alerts = Some(match prometheus(ctx, mr) {
+            Some(prom) => prometheus::fired_alerts(&prom, &ask, now, timeout).await,
+            None => core::AlertObservation::Unavailable("no Prometheus address (spec or --prometheus-url)".into()),
+        });
+    }
     if due {
         let stable = status.stable.clone().expect("a candidate implies a stable");
-        let defs = core::gate_defs(&mr.spec.analysis.gates);
+        let (defs, _) = core::stage_gate_defs(&mr.spec, status.stage_index.unwrap_or(0) as usize);
         // An experiment stage's reward is measured beside its guardrails, always for both arms.
         let experiment =
             status.stage_index.and_then(|i| mr.spec.stages.get(i as usize)).is_some_and(|s| s.match_.is_some());
@@ -115,6 +123,7 @@ pub(super) async fn observe(
         analysis_slot,
         acceptance,
         webhooks,
+        alerts,
     }
 }
 

@@ -137,6 +137,9 @@ fn a_guardrail_breach_sends_every_request_to_stable_in_that_analysis() {
         max_above_stable: None,
         max_below_stable: Some(0.02),
         min_samples: 100,
+        max_above_stable_ratio: None,
+        max_below_stable_ratio: None,
+        comparison: Default::default(),
     });
     let st = experiment_started(&s);
     let mut g = with_reward(0.25, 0.25, 300);

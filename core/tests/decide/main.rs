@@ -21,5 +21,6 @@ mod pausing;
 mod readiness;
 mod rolling_back;
 mod sequential_judge;
+mod stage_gates;
 mod time;
 mod versions;

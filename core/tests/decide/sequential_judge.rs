@@ -10,6 +10,8 @@ fn sequential_fpr(s: &mut ModelRolloutSpec) {
             min_samples: 50,
             judge: Judge::Sequential,
             confidence: Some(0.95),
+            max_above_stable_ratio: None,
+            comparison: Default::default(),
         }),
         ..Gates::default()
     };
