@@ -126,7 +126,8 @@ fn a_kpi_added_at_25_percent_is_judged_there_and_a_removed_gate_is_not() {
 
 #[test]
 fn contradictory_stage_gates_are_an_invalid_spec() {
-    let cases: Vec<(&str, fn(&mut ModelRolloutSpec), &str)> = vec![
+    type Mutation = fn(&mut ModelRolloutSpec);
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         (
             "removing a gate the rollout does not set",
             |s| s.stages[1].gates = Some(StageGates { remove: vec!["precision".into()], ..Default::default() }),
