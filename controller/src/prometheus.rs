@@ -361,6 +361,19 @@ mod tests {
     }
 
     #[test]
+    fn the_alert_look_counts_matching_firing_alerts_over_the_time_since_the_last() {
+        let ask = core::AlertQuery {
+            match_labels: [("team".to_string(), "fraud\"} or vector(1) #".to_string())].into(),
+            since: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let q = fired_alerts_query(&ask, Duration::from_millis(12_500));
+        assert_eq!(
+            q,
+            r#"count by (alertname) (max_over_time(ALERTS{alertstate="firing",team="fraud\"} or vector(1) #"}[12500ms]))"#
+        );
+    }
+
+    #[test]
     fn values_are_escaped_string_literals() {
         assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
         let q = sel().substitute("sum(x{version=$version, ns=$namespace}[$interval]) / $name", Duration::from_secs(30));

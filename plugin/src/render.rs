@@ -231,6 +231,31 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
         marks.push(mark);
     }
     let _ = writeln!(out, "Stages:     {}", marks.join("  "));
+    if let Some(clock) = st.alert_free.as_ref().filter(|_| st.phase.is_some_and(Phase::is_active)) {
+        let want = spec.stages.get(clock.stage_index as usize).and_then(|s| s.alert_free.as_ref());
+        let labels = want.map_or(String::new(), |w| {
+            w.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        });
+        let left = clock.clean_at.0.duration_since(now);
+        let left = if left.is_positive() {
+            format!("{} left", age(&Time(now), clock.clean_at.0))
+        } else if clock.checked_until.0 >= clock.clean_at.0 {
+            "clean".to_string()
+        } else {
+            "clean once the next look confirms".to_string()
+        };
+        let reset = clock
+            .reset
+            .as_ref()
+            .map_or(String::new(), |r| format!("; restarted by {} {} ago", r.detail, age(&Time(r.time.0), now)));
+        let _ = writeln!(
+            out,
+            "Alert-free: {left} (no alert{} firing for {} since {} ago{reset})",
+            if labels.is_empty() { String::new() } else { format!(" {{{labels}}}") },
+            want.map_or("?".to_string(), |w| w.for_.to_string()),
+            age(&Time(clock.since.0), now),
+        );
+    }
     if let Some(t) = &st.rollout_start_time {
         let _ = writeln!(out, "Started:    {} ago", age(t, now));
     }
@@ -239,9 +264,10 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
         let stage = spec.stages.get(run.stage_index as usize).map_or("?", |s| s.name.as_str());
         let _ = writeln!(
             out,
-            "\nLast analysis: {} ({} ago, stage {stage}; failures in a row {}/{}, inconclusive {}/{})",
+            "\nLast analysis: {} ({} ago, stage {stage}, {}; failures in a row {}/{}, inconclusive {}/{})",
             style.verdict(run.verdict),
             age(&Time(run.time.0), now),
+            run.gate_set.describe(),
             st.consecutive_failures,
             spec.analysis.failure_limit,
             st.consecutive_inconclusive,

@@ -89,7 +89,7 @@ fn status_shows_timeline_weights_gates_and_history() {
     let current = stages.find("▶ canary-5 (5%, 95s)").expect(stages);
     let pending = stages.find("· canary-25").expect(stages);
     assert!(shadow < current && current < pending, "{stages}");
-    assert!(out.contains("Last analysis: Inconclusive (12s ago, stage canary-5;"), "{out}");
+    assert!(out.contains("Last analysis: Inconclusive (12s ago, stage canary-5, the rollout's gates;"), "{out}");
     let fpr = out.lines().find(|l| l.trim_start().starts_with("falsePositiveRate")).unwrap();
     for part in ["Inconclusive", "0.03100", "<= stable + 0.002", "12", "falsePositiveRate judged"] {
         assert!(fpr.contains(part), "{part} missing in {fpr}");
@@ -99,6 +99,46 @@ fn status_shows_timeline_weights_gates_and_history() {
     assert!(!err.contains("judged"), "passing gates carry no note: {err}");
     assert!(out.contains("v1") && out.contains("Promoted") && out.contains("3d ago"), "{out}");
     assert!(!out.contains('\x1b'), "no colour when not asked");
+}
+
+/// The fraud team's plan (examples/fraud-plan.yaml) at 25%: the stage's adjusted gate set, and its
+/// alert-free clock restarted by an alert.
+#[test]
+fn status_shows_a_stages_own_gates_and_its_alert_free_clock() {
+    use modelrollout_api::{AlertFreeStatus, AlertReset, AlertResetCause, GateSet};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/fraud-plan.yaml");
+    let mut mr: ModelRollout = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    mr.metadata.namespace = Some("payments".into());
+    let mut st = progressing_at_5_percent();
+    st.stage_index = Some(2);
+    st.stage_name = Some("canary-25".into());
+    st.canary_weight = 25;
+    let run = st.last_analysis.as_mut().unwrap();
+    run.stage_index = 2;
+    run.gate_set = GateSet::StageAdjusted;
+    run.gates.push(gate("chargebackRate", Verdict::Pass, 0.15, Some(0.2), "<= 0.22 (stable 0.2 + 10%)", 400));
+    st.alert_free = Some(AlertFreeStatus {
+        stage_index: 2,
+        since: MicroTime(ago(600).0),
+        checked_until: MicroTime(ago(12).0),
+        clean_at: MicroTime((now() + jiff::SignedDuration::from_secs(12 * 3600 - 600)).into()),
+        reset: Some(AlertReset {
+            cause: AlertResetCause::AlertFiring,
+            detail: "alert FraudChargebacksHigh".into(),
+            time: MicroTime(ago(600).0),
+        }),
+    });
+    mr.status = Some(st);
+    let out = render::status(&mr, now(), PLAIN);
+    assert!(out.contains("stage canary-25, the rollout's gates with the stage's add/remove;"), "{out}");
+    let kpi = out.lines().find(|l| l.trim_start().starts_with("chargebackRate")).unwrap();
+    assert!(kpi.contains("(stable 0.2 + 10%)"), "{kpi}");
+    let clock = out.lines().find(|l| l.starts_with("Alert-free:")).expect(&out);
+    for part in
+        ["11h left", "{team=fraud}", "for 12h", "since 10m ago", "restarted by alert FraudChargebacksHigh 10m ago"]
+    {
+        assert!(clock.contains(part), "{part} missing in {clock}");
+    }
 }
 
 #[test]

@@ -353,7 +353,82 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             |v| v["spec"]["analysis"]["gates"]["custom"] = json!([{"name": "ctr", "query": "up"}]),
             &["spec.analysis.gates.custom[0]", "maxBelowStable"],
         ),
+        (
+            "a stage that replaces its gates and adds some",
+            |v| {
+                v["spec"]["stages"] = json!([{"name": "a", "weight": 5, "gates": {
+                    "replace": {"errorRate": {"max": 0.01}}, "add": {"latencyP95": {"max": 100}}}},
+                    {"name": "b", "weight": 100}])
+            },
+            &["spec.stages[0].gates.replace", "replace stands alone"],
+        ),
+        (
+            "a stage that adds and removes one gate",
+            |v| {
+                v["spec"]["stages"] = json!([{"name": "a", "weight": 5, "gates": {
+                    "add": {"errorRate": {"max": 0.01}}, "remove": ["errorRate"]}}, {"name": "b", "weight": 100}])
+            },
+            &["spec.stages[0].gates.remove", "both add and remove"],
+        ),
+        (
+            "a stage that removes a gate the rollout does not set",
+            |v| {
+                v["spec"]["stages"] = json!([{"name": "a", "weight": 5, "gates": {"remove": ["precision"]}},
+                                              {"name": "b", "weight": 100}])
+            },
+            &["spec.stages", "analysis.gates does not set"],
+        ),
+        (
+            "a stage's empty gates",
+            |v| v["spec"]["stages"] = json!([{"name": "a", "weight": 5, "gates": {}}, {"name": "b", "weight": 100}]),
+            &["spec.stages[0].gates", "set replace, or add and/or remove"],
+        ),
+        (
+            "a ratio limit on a Sequential gate",
+            |v| {
+                v["spec"]["analysis"]["gates"]["captureRate"] =
+                    json!({"maxBelowStableRatio": 0.01, "judge": "Sequential"})
+            },
+            &["spec.analysis.gates.captureRate", "Threshold judge"],
+        ),
+        (
+            "a ratio below stable over 100%",
+            |v| v["spec"]["analysis"]["gates"]["precision"] = json!({"maxBelowStableRatio": 1.5}),
+            &["spec.analysis.gates.precision.maxBelowStableRatio", "less than or equal to 1"],
+        ),
+        (
+            "an unknown comparison",
+            |v| v["spec"]["analysis"]["gates"]["errorRate"] = json!({"max": 0.002, "comparison": "Lenient"}),
+            &["spec.analysis.gates.errorRate.comparison", "Unsupported value"],
+        ),
+        (
+            "an alert-free window of 0s",
+            |v| {
+                v["spec"]["stages"] = json!([{"name": "a", "weight": 5, "alertFree": {"for": "0s"}},
+                                              {"name": "b", "weight": 100}])
+            },
+            &["spec.stages[0].alertFree.for", "more than 0s"],
+        ),
+        (
+            "an alert-free selector on alertstate",
+            |v| {
+                v["spec"]["stages"] = json!([{"name": "a", "weight": 5,
+                    "alertFree": {"for": "1h", "matchLabels": {"alertstate": "pending"}}}, {"name": "b", "weight": 100}])
+            },
+            &["spec.stages[0].alertFree.matchLabels", "alertstate"],
+        ),
     ];
+    // Gates set by every stage alone (none in analysis.gates) are gates: accepted.
+    let mut own = minimal();
+    own["metadata"]["name"] = json!("own-gates");
+    own["spec"]["analysis"] = json!({});
+    own["spec"]["stages"] = json!([
+        {"name": "a", "weight": 5, "gates": {"replace": {"errorRate": {"max": 0.01}}}},
+        {"name": "b", "weight": 100, "gates": {"add": {"latencyP95": {"max": 100, "comparison": "Strict"}}},
+         "alertFree": {"for": "12h", "matchLabels": {"team": "fraud"}}}
+    ]);
+    let out = apply_json(&ns.name, &own);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // An empty stage list gets its one clear error, not a CEL evaluation error beside it.
     let mut empty = minimal();
     empty["metadata"]["name"] = json!("bad");
