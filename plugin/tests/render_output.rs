@@ -121,7 +121,7 @@ fn status_shows_a_stages_own_gates_and_its_alert_free_clock() {
         stage_index: 2,
         since: MicroTime(ago(600).0),
         checked_until: MicroTime(ago(12).0),
-        clean_at: MicroTime((now() + jiff::SignedDuration::from_secs(12 * 3600 - 600)).into()),
+        clean_at: MicroTime(now() + jiff::SignedDuration::from_secs(12 * 3600 - 600)),
         reset: Some(AlertReset {
             cause: AlertResetCause::AlertFiring,
             detail: "alert FraudChargebacksHigh".into(),
