@@ -267,3 +267,45 @@ pub fn demo(which: &str) -> Value {
 pub fn apply_json(ns: &str, obj: &Value) -> std::process::Output {
     kubectl(&["apply", "--server-side", "-n", ns, "-f", "-"], Some(&obj.to_string()))
 }
+
+/// examples/fraud-plan.yaml as shipped, but for: the version and model file, one replica on the
+/// real node, and time: every day of the plan a minute or less (shadow 3 days -> 40 s, 24 hours ->
+/// 40 s and 50 s, 12 alert-free hours -> 25 s, 5 s analyses), with each gate's `minSamples` cut
+/// to what 100 requests a second give in such windows. Every gate, limit, ratio, comparison and
+/// judge, the stages' own gate sets and the alert selector are the example's.
+pub fn fraud_plan(version: &str, file: &str) -> Value {
+    let mut m = Manifest::example("fraud-plan.yaml").version(version).artifact(from_image(file)).on_real_node().build();
+    let spec = &mut m["spec"];
+    let stages = spec["stages"].as_array_mut().unwrap();
+    let plan: Vec<(&str, &str)> =
+        stages.iter().map(|s| (s["name"].as_str().unwrap(), s["minDuration"].as_str().unwrap())).collect();
+    assert_eq!(
+        plan,
+        [("shadow", "72h"), ("canary-5", "24h"), ("canary-25", "24h"), ("full", "1h")],
+        "the example's plan"
+    );
+    for (stage, secs) in stages.iter_mut().zip([40, 40, 50, 10]) {
+        stage["minDuration"] = json!(format!("{secs}s"));
+    }
+    assert_eq!(stages[2]["alertFree"], json!({"matchLabels": {"team": "fraud"}, "for": "12h"}));
+    stages[2]["alertFree"]["for"] = json!("25s");
+    let scale = |gate: &mut Value, samples: u64| {
+        if gate.get("minSamples").is_some() {
+            gate["minSamples"] = json!(samples);
+        }
+    };
+    let shadow = &mut stages[0]["gates"]["replace"];
+    scale(&mut shadow["precision"], 40);
+    scale(&mut shadow["latencyP95"], 50);
+    let added = &mut stages[2]["gates"]["add"];
+    scale(&mut added["inputDrift"], 100);
+    scale(&mut added["custom"][0], 50);
+    let analysis = &mut spec["analysis"];
+    assert_eq!(analysis["interval"], "1m");
+    analysis["interval"] = json!("5s");
+    scale(&mut analysis["gates"]["errorRate"], 50);
+    scale(&mut analysis["gates"]["latencyP95"], 50);
+    spec["rollback"]["scaleDownDelay"] = json!("2s");
+    spec["rollback"]["previousStableScaleDownDelay"] = json!("5s");
+    m
+}

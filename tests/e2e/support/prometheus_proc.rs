@@ -32,3 +32,52 @@ pub fn start_prometheus() {
     let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
     std::fs::write(cluster_dir().join("prometheus.pid"), &pid).unwrap();
 }
+
+/// An alerting rule in the cluster's Prometheus that fires at once (`vector(1)`, no `for`) with
+/// the given labels, until [`FiringAlert::resolve`]: the real `ALERTS` series an alert-free window
+/// reads, made by Prometheus's own rule evaluation.
+pub struct FiringAlert {
+    name: String,
+    path: std::path::PathBuf,
+}
+
+impl FiringAlert {
+    /// Writes the rule, reloads Prometheus, and returns once `ALERTS` says it fires.
+    pub async fn fire(name: &str, labels: &[(&str, &str)]) -> Self {
+        let labels: String = labels.iter().map(|(k, v)| format!("{k}: {v:?}, ")).collect();
+        let rule = format!(
+            "groups:\n  - name: {name}\n    rules:\n      - alert: {name}\n        expr: vector(1)\n        labels: {{{}}}\n",
+            labels.trim_end_matches(", ")
+        );
+        let path = cluster_dir().join("prometheus/rules").join(format!("{name}.yml"));
+        std::fs::write(&path, rule).unwrap();
+        reload_rules().await;
+        let alert = Self { name: name.to_string(), path };
+        alert.wait_firing(true).await;
+        alert
+    }
+
+    /// Removes the rule, reloads Prometheus, and returns once `ALERTS` no longer has it firing.
+    pub async fn resolve(self) {
+        std::fs::remove_file(&self.path).unwrap();
+        reload_rules().await;
+        self.wait_firing(false).await;
+    }
+
+    async fn wait_firing(&self, firing: bool) {
+        let q = format!("ALERTS{{alertname={:?},alertstate=\"firing\"}}", self.name);
+        let prom = prometheus();
+        let what = format!("alert {} {}", self.name, if firing { "firing" } else { "resolved" });
+        wait_for(&what, Duration::from_secs(30), || async {
+            let now = first_sample(&prom, &q).await.ok()?;
+            (now.is_some() == firing).then_some(())
+        })
+        .await;
+    }
+}
+
+async fn reload_rules() {
+    let url = format!("{}/-/reload", prometheus_url().trim_end_matches('/'));
+    let res = reqwest::Client::new().post(&url).send().await.expect("Prometheus reload");
+    assert!(res.status().is_success(), "Prometheus reload: {}", res.status());
+}

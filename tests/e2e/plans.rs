@@ -1,0 +1,167 @@
+//! The worked examples of examples/, run end to end on the real node through the Gateway, with
+//! minutes in place of days: the fraud team's plan (examples/fraud-plan.yaml), stage by stage,
+//! each stage judged on its own gate set; a good candidate promoted, a bad one rolled back at the
+//! gate that should catch it. Each prints its per-stage figures (PLAN_*).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use modelrollout::api::{AlertResetCause, AnalysisRun, GateSet, Phase, Verdict};
+use modelrollout_e2e::*;
+
+const RPS: u32 = 100;
+
+/// The last analysis seen in each stage, and when each stage was first seen, polled from status.
+#[derive(Default)]
+struct Stages {
+    analyses: BTreeMap<u32, AnalysisRun>,
+    entered: BTreeMap<String, f64>,
+}
+
+fn watch_stages(env: &Env) -> (Arc<Mutex<Stages>>, tokio::task::JoinHandle<()>) {
+    let seen: Arc<Mutex<Stages>> = Arc::default();
+    let (s, api) = (seen.clone(), env.api());
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok(mr) = api.get("fraud").await
+                && let Some(st) = mr.status
+            {
+                let mut s = s.lock().unwrap();
+                if let Some(stage) = st.stage_name.clone().filter(|_| st.phase.is_some_and(Phase::is_active)) {
+                    s.entered.entry(stage).or_insert_with(now);
+                }
+                if st.phase == Some(Phase::Promoted) {
+                    s.entered.entry("promoted".into()).or_insert_with(now);
+                }
+                if let Some(run) = st.last_analysis {
+                    s.analyses.insert(run.stage_index, run);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    (seen, task)
+}
+
+fn print_stage(stage: &str, run: &AnalysisRun) {
+    for g in &run.gates {
+        println!(
+            "PLAN_GATE stage={stage} gate_set={} gate={} verdict={} candidate={} stable={} limit={:?} samples={}",
+            run.gate_set.as_str(),
+            g.name,
+            g.verdict.as_str(),
+            g.value.map_or("-".into(), |v| format!("{v:.4}")),
+            g.stable_value.map_or("-".into(), |v| format!("{v:.4}")),
+            g.limit.clone().unwrap_or_default(),
+            g.samples.unwrap_or(0)
+        );
+    }
+}
+
+fn gate_names(run: &AnalysisRun) -> Vec<&str> {
+    run.gates.iter().map(|g| g.name.as_str()).collect()
+}
+
+/// v1 -> v2 through the fraud team's plan: shadow judged on precision, recall and latency against
+/// v1 on the same mirrored requests; 5% on the rollout's guardrails; 25% with the chargeback KPI
+/// and input drift added, held by its alert-free window after a real alert fires; then 100%.
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
+async fn the_fraud_plan_promotes_a_good_candidate_stage_by_stage() {
+    let (env, load, ns) = through_gateway("plan-good", RPS, None).await;
+    let (seen, watcher) = watch_stages(&env);
+    gitops_apply(&ns, &fraud_plan("v2", "fraud-v2.onnx"));
+
+    env.wait(Duration::from_secs(300), "the 25% stage", |s| s.stage_name.as_deref() == Some("canary-25")).await;
+    // An alert with the plan's label fires and resolves: the window counts from the last look
+    // that saw it.
+    let alert = FiringAlert::fire("FraudPlanTestPage", &[("team", "fraud"), ("severity", "page")]).await;
+    let reset = env
+        .wait(Duration::from_secs(30), "the alert-free clock restarted by the alert", |s| {
+            s.alert_free
+                .as_ref()
+                .and_then(|c| c.reset.as_ref())
+                .is_some_and(|r| r.cause == AlertResetCause::AlertFiring)
+        })
+        .await;
+    let held = reset.status.unwrap();
+    assert_eq!(held.stage_name.as_deref(), Some("canary-25"), "the window holds the stage");
+    let detail = held.alert_free.unwrap().reset.unwrap().detail;
+    assert!(detail.contains("FraudPlanTestPage"), "{detail}");
+    alert.resolve().await;
+    let resolved_at = now();
+
+    let mr = env.decided(Duration::from_secs(300), "v2 decided").await;
+    let st = mr.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::Promoted), "{:?}", st.message);
+    watcher.abort();
+    let answers = load.shutdown().await;
+
+    let seen = seen.lock().unwrap();
+    let names = ["shadow", "canary-5", "canary-25", "full"];
+    for (i, stage) in names.iter().enumerate() {
+        let run = seen.analyses.get(&(i as u32)).unwrap_or_else(|| panic!("no analysis seen in {stage}"));
+        print_stage(stage, run);
+        assert_eq!(run.verdict, Verdict::Pass, "{stage}: {:?}", run.gates);
+    }
+    let (shadow, five, quarter) = (&seen.analyses[&0], &seen.analyses[&1], &seen.analyses[&2]);
+    assert_eq!(
+        (shadow.gate_set, gate_names(shadow)),
+        (GateSet::StageReplaced, vec!["latencyP95", "captureRate", "precision"])
+    );
+    assert_eq!(
+        (five.gate_set, gate_names(five)),
+        (GateSet::Rollout, vec!["errorRate", "latencyP95", "falsePositiveRate", "captureRate"])
+    );
+    assert_eq!(
+        (quarter.gate_set, gate_names(quarter)),
+        (
+            GateSet::StageAdjusted,
+            vec!["errorRate", "latencyP95", "falsePositiveRate", "captureRate", "inputDrift", "chargebackRate"]
+        )
+    );
+    // The 25% stage went on only a full window after the alert's last firing look.
+    let (quarter_from, full_from) = (seen.entered["canary-25"], seen.entered["full"]);
+    println!(
+        "PLAN_ALERT_FREE stage_entered={:.1} alert_resolved={:.1} next_stage={:.1} window=25s",
+        0.0,
+        resolved_at - quarter_from,
+        full_from - quarter_from
+    );
+    assert!(
+        full_from - resolved_at >= 25.0 - 2.0,
+        "advanced {:.1} s after the alert resolved",
+        full_from - resolved_at
+    );
+    for pair in names.windows(2) {
+        println!("PLAN_STAGE stage={} seconds={:.1}", pair[0], seen.entered[pair[1]] - seen.entered[pair[0]]);
+    }
+    let failed = answer_failures(&answers);
+    println!("PLAN_REQUESTS total={} failed={}", answers.len(), failed.len());
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+}
+
+/// The bad-false-positive-rate candidate through the same plan: its precision on the mirrored
+/// requests is far below v1's, so shadow's own gate set rolls it back before any client sees it.
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
+async fn the_fraud_plan_rolls_a_bad_candidate_back_in_shadow_on_precision() {
+    let (env, load, ns) = through_gateway("plan-bad", RPS, None).await;
+    gitops_apply(&ns, &fraud_plan("v2-bad", "fraud-v2-bad-fpr.onnx"));
+    let mr = env.decided(Duration::from_secs(300), "the bad candidate decided").await;
+    let st = mr.status.unwrap();
+    assert_eq!(st.phase, Some(Phase::RolledBack), "{:?}", st.message);
+    let run = st.last_analysis.unwrap();
+    print_stage("shadow", &run);
+    assert_eq!((run.stage_index, run.gate_set), (0, GateSet::StageReplaced), "rolled back in shadow");
+    let precision = run.gates.iter().find(|g| g.name == "precision").unwrap();
+    assert_eq!(precision.verdict, Verdict::Fail, "{precision:?}");
+    assert!(precision.limit.as_deref().unwrap_or_default().contains("- 1%"), "{precision:?}");
+    let answers = load.shutdown().await;
+    let leaked = answers.iter().filter(|a| a.version.as_deref() == Some("v2-bad")).count();
+    let failed = answer_failures(&answers);
+    println!("PLAN_REQUESTS total={} candidate_answers={leaked} failed={}", answers.len(), failed.len());
+    assert_eq!(leaked, 0, "a shadow candidate answered clients");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+}
