@@ -3,7 +3,9 @@
 //! gates stay what they are in any stage, and here they are the experiment's guardrails: one that
 //! fails stops it and sends every request to stable.
 
-use super::sequential::{add, difference, information_factor, mixing_for, proportion, window_counts};
+use super::sequential::{
+    DEFAULT_EFFECT_SCALE, add, difference, information_factor, mixing_for, proportion, window_counts,
+};
 use super::steps::Flow;
 use super::*;
 
@@ -30,9 +32,6 @@ pub fn reward_def(spec: &ModelRolloutSpec) -> Option<GateDef> {
         confidence: r.confidence.unwrap_or(DEFAULT_CONFIDENCE),
     })
 }
-
-/// The difference the reward's interval is tightest around when `minEffect` is 0: two points.
-const DEFAULT_EFFECT_SCALE: f64 = 0.02;
 
 /// Judges the reward on the experiment's evidence so far plus this window: a winner once the
 /// difference's interval lies wholly beyond `minEffect` in the better direction (the candidate) or

@@ -232,15 +232,19 @@ async fn a_full_queue_sheds_load_with_429() {
         tasks.push(tokio::spawn(async move {
             let r = client.post(format!("{base}/v1/models/fraud:predict")).body(body).send().await.unwrap();
             let status = r.status().as_u16();
+            let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
             let v: Value = r.json().await.unwrap();
-            (status, v)
+            (status, retry_after, v)
         }));
     }
     let mut codes = std::collections::BTreeMap::new();
     for t in tasks {
-        let (status, v) = t.await.unwrap();
+        let (status, retry_after, v) = t.await.unwrap();
         if status == 429 {
             assert_eq!(v["error"]["code"], "RESOURCE_EXHAUSTED");
+            assert_eq!(retry_after.as_deref(), Some("1"), "a shed request says when to come back");
+        } else {
+            assert_eq!(retry_after, None, "only shed requests carry Retry-After");
         }
         *codes.entry(status).or_insert(0) += 1;
     }

@@ -145,6 +145,9 @@ impl IntoResponse for Failure {
     }
 }
 
+/// How long a shed request's client is asked to wait (`Retry-After`, seconds).
+pub const RETRY_AFTER_SECS: &str = "1";
+
 /// An error's response: our body, or (`oip`) the Open Inference Protocol's.
 fn failure_response(e: ApiError, oip: bool) -> Response {
     if let ApiError::Internal(detail) = &e {
@@ -152,6 +155,11 @@ fn failure_response(e: ApiError, oip: bool) -> Response {
     }
     let body = if oip { e.oip_body() } else { e.body() };
     let mut resp = (e.status(), Json(body)).into_response();
+    if matches!(e, ApiError::ResourceExhausted) {
+        // Shed load says when to come back: a client (or Envoy's retry policy) waits a second
+        // rather than hammering a full queue.
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECS));
+    }
     resp.extensions_mut().insert(e);
     resp
 }
