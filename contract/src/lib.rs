@@ -50,7 +50,7 @@ pub struct Feature {
     /// Accepted values (category features).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categories: Option<Vec<String>>,
-    /// Longest accepted string in UTF-8 bytes (string features).
+    /// Longest accepted string in characters (Unicode scalar values; string features).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_048_576))]
     pub max_length: Option<u32>,

@@ -219,15 +219,20 @@ impl Validator {
             Some(Value::String(s)) => s,
             Some(_) => return Err(self.violation(field(), &f.name, Reason::WrongType, "expected a string".into())),
         };
+        // Counted in characters, as people state a limit ("up to 300 characters"): no more
+        // characters than bytes, so only a string longer in bytes is counted.
         if let Some(max) = f.max_length
             && s.len() > max as usize
         {
-            return Err(self.violation(
-                field(),
-                &f.name,
-                Reason::TooLong,
-                format!("{} bytes > maxLength {max}", s.len()),
-            ));
+            let chars = s.chars().count();
+            if chars > max as usize {
+                return Err(self.violation(
+                    field(),
+                    &f.name,
+                    Reason::TooLong,
+                    format!("{chars} characters > maxLength {max}"),
+                ));
+            }
         }
         if s.contains('\0') {
             return Err(self.violation(field(), &f.name, Reason::Malformed, "contains a NUL byte".into()));
@@ -301,8 +306,11 @@ mod tests {
         assert!(v.encode_instance(json!({"text": "hello"}).as_object().unwrap(), "i", &mut rows).is_ok());
         let e = v.encode_instance(json!({"text": "hello!"}).as_object().unwrap(), "i", &mut rows).unwrap_err();
         assert_eq!(e.reason, Reason::TooLong);
+        // Characters, not bytes: five characters in eleven bytes fit, six do not.
+        assert!(v.encode_instance(json!({"text": "héllö✓"}).as_object().unwrap(), "i", &mut rows).is_err());
+        assert!(v.encode_instance(json!({"text": "héll✓"}).as_object().unwrap(), "i", &mut rows).is_ok());
         let e = v.encode_instance(json!({"text": "a\u{0}b"}).as_object().unwrap(), "i", &mut rows).unwrap_err();
         assert_eq!(e.reason, Reason::Malformed);
-        assert_eq!(rows.len(), 1);
+        assert_eq!(rows.len(), 2);
     }
 }
