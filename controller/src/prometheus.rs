@@ -6,6 +6,7 @@ use std::time::Duration;
 use modelrollout_contract::metrics as m;
 use modelrollout_contract::metrics::labels as l;
 use prometheus_http_query::Client;
+use prometheus_http_query::response::PromqlResult;
 
 use crate::core::{self, GateDef, GateKind, GateObservation, Measurement};
 
@@ -223,12 +224,9 @@ pub async fn fired_alerts(
 ) -> core::AlertObservation {
     // At least a second, so a look right after the last still reads the latest sample.
     let window = now.duration_since(ask.since).unsigned_abs().max(Duration::from_secs(1));
-    let query = fired_alerts_query(ask, window);
-    let fut = client.query(query).timeout(timeout.as_millis() as i64).get();
-    let res = match tokio::time::timeout(timeout + Duration::from_millis(500), fut).await {
-        Err(_) => return core::AlertObservation::Unavailable(format!("timed out after {timeout:?}")),
-        Ok(Err(e)) => return core::AlertObservation::Unavailable(e.to_string()),
-        Ok(Ok(res)) => res,
+    let res = match instant(client, &fired_alerts_query(ask, window), timeout).await {
+        Ok(res) => res,
+        Err(e) => return core::AlertObservation::Unavailable(e),
     };
     let Some(v) = res.data().as_vector() else {
         return core::AlertObservation::Unavailable("the query did not return a vector".into());
@@ -240,13 +238,18 @@ pub async fn fired_alerts(
     core::AlertObservation::Fired(names)
 }
 
-/// Runs one instant query that must return at most one sample.
-async fn scalar(client: &Client, query: &str, timeout: Duration) -> Result<Option<f64>, String> {
+/// Runs one instant query within `timeout` (Prometheus's own, and ours a little later).
+async fn instant(client: &Client, query: &str, timeout: Duration) -> Result<PromqlResult, String> {
     let fut = client.query(query).timeout(timeout.as_millis() as i64).get();
-    let res = tokio::time::timeout(timeout + Duration::from_millis(500), fut)
+    tokio::time::timeout(timeout + Duration::from_millis(500), fut)
         .await
         .map_err(|_| format!("timed out after {timeout:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Runs one instant query that must return at most one sample.
+async fn scalar(client: &Client, query: &str, timeout: Duration) -> Result<Option<f64>, String> {
+    let res = instant(client, query, timeout).await?;
     if let Some(v) = res.data().as_vector() {
         return match v.as_slice() {
             [] => Ok(None),

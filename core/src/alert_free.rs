@@ -37,7 +37,7 @@ pub fn alert_query(spec: &ModelRolloutSpec, status: &ModelRolloutStatus) -> Opti
     Some(AlertQuery { match_labels: want.match_labels.clone(), since })
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     /// A stage's clock starts with the stage (none for a stage without `alertFree`).
     pub(super) fn start_alert_clock(&mut self, idx: usize) {
         self.st.alert_free = self.spec.stages.get(idx).and_then(|s| s.alert_free.as_ref()).map(|want| {
@@ -46,34 +46,33 @@ impl Ctx<'_> {
                 stage_index: idx as u32,
                 since: now.clone(),
                 checked_until: now,
-                clean_at: MicroTime(self.now.checked_add(signed(&want.for_)).unwrap_or(self.now)),
+                clean_at: clean_at(self.now, want),
                 reset: None,
             }
         });
     }
 
-    /// The clock of the current stage, if it has one (started now if the status has none yet: a
-    /// status written before the stage had `alertFree`).
-    fn alert_clock(&mut self) -> Option<&mut AlertFreeStatus> {
+    /// The clock of the current stage and the window it must run, if the stage has one (started
+    /// now if the status has none yet: a status written before the stage had `alertFree`).
+    fn alert_clock(&mut self) -> Option<(&mut AlertFreeStatus, &'a AlertFree)> {
         let idx = self.stage_index();
-        let want = self.spec.stages.get(idx)?.alert_free.as_ref()?;
+        let spec: &'a ModelRolloutSpec = self.spec;
+        let want = spec.stages.get(idx)?.alert_free.as_ref()?;
         let stale = self.st.alert_free.as_ref().is_none_or(|c| c.stage_index as usize != idx);
         if stale {
             self.start_alert_clock(idx);
         }
         let clock = self.st.alert_free.as_mut()?;
         // `for` edited mid-stage: the end follows it.
-        clock.clean_at = MicroTime(clock.since.0.checked_add(signed(&want.for_)).unwrap_or(clock.since.0));
-        Some(clock)
+        clock.clean_at = clean_at(clock.since.0, want);
+        Some((clock, want))
     }
 
     /// Whether the stage's alert-free window has run: `None` when it has (or the stage has none),
     /// else what is left, for the message.
     pub(super) fn alert_free_wait(&mut self) -> Option<String> {
         let now = self.now;
-        let idx = self.stage_index();
-        let labels = self.spec.stages.get(idx)?.alert_free.as_ref()?.match_labels.clone();
-        let clock = self.alert_clock()?;
+        let (clock, want) = self.alert_clock()?;
         if clock.checked_until.0 >= clock.clean_at.0 {
             return None;
         }
@@ -88,7 +87,7 @@ impl Ctx<'_> {
         };
         Some(format!(
             "no alert matching {} firing since {} ({left}, clean at {}{restarted})",
-            describe_labels(&labels),
+            describe_labels(&want.match_labels),
             clock.since.0,
             clock.clean_at.0
         ))
@@ -101,7 +100,7 @@ pub(super) fn record(ctx: &mut Ctx<'_>, obs: &Observations) -> Flow {
     let Some(seen) = &obs.alerts else { return Flow::Continue };
     let now = ctx.now;
     let stage = ctx.stage_name();
-    let Some(clock) = ctx.alert_clock() else { return Flow::Continue };
+    let Some((clock, want)) = ctx.alert_clock() else { return Flow::Continue };
     let previous = clock.reset.as_ref().map(|r| r.detail.clone());
     let reset = match seen {
         AlertObservation::Fired(names) if names.is_empty() => None,
@@ -112,15 +111,19 @@ pub(super) fn record(ctx: &mut Ctx<'_>, obs: &Observations) -> Flow {
     };
     clock.checked_until = MicroTime(now);
     let Some((cause, detail)) = reset else { return Flow::Continue };
-    let for_ = clock.clean_at.0.duration_since(clock.since.0);
     clock.since = MicroTime(now);
-    clock.clean_at = MicroTime(now.checked_add(for_).unwrap_or(now));
+    clock.clean_at = clean_at(now, want);
     clock.reset = Some(AlertReset { cause, detail: detail.clone(), time: MicroTime(now) });
     if previous.as_deref() != Some(detail.as_str()) {
         let msg = format!("stage {stage}: alert-free clock restarted by {detail}");
         ctx.event(EventType::Warning, reasons::ALERT_CLOCK_RESET, msg);
     }
     Flow::Continue
+}
+
+/// When a clock started at `since` has run the window.
+fn clean_at(since: Timestamp, want: &AlertFree) -> MicroTime {
+    MicroTime(since.checked_add(signed(&want.for_)).unwrap_or(since))
 }
 
 fn describe_labels(labels: &BTreeMap<String, String>) -> String {

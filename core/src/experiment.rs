@@ -17,19 +17,11 @@ pub fn reward_measurement(reward: &Reward) -> String {
 /// The reward as a query to run beside the gates, when the spec has one.
 pub fn reward_def(spec: &ModelRolloutSpec) -> Option<GateDef> {
     let r = spec.analysis.reward.as_ref()?;
+    let kind = GateKind::Custom { query: r.query.clone(), samples_query: Some(r.samples_query.clone()) };
     Some(GateDef {
-        name: reward_measurement(r),
-        kind: GateKind::Custom { query: r.query.clone(), samples_query: Some(r.samples_query.clone()) },
-        min_samples: 0,
-        max: None,
-        min: None,
-        max_above_stable: None,
-        max_below_stable: None,
-        max_above_stable_ratio: None,
-        max_below_stable_ratio: None,
-        comparison: Comparison::Inclusive,
         judge: Judge::Sequential,
         confidence: r.confidence.unwrap_or(DEFAULT_CONFIDENCE),
+        ..GateDef::new(&reward_measurement(r), kind)
     })
 }
 

@@ -72,18 +72,30 @@ pub fn stage_gate_defs(spec: &ModelRolloutSpec, idx: usize) -> (Vec<GateDef>, Ga
 /// The gates a spec asks for, built-ins first, in a stable order.
 pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
     let upper = |name: &str, kind, g: &UpperGate| GateDef {
-        name: name.into(),
-        kind,
         min_samples: g.min_samples,
         max: g.max,
-        min: None,
         max_above_stable: g.max_above_stable,
-        max_below_stable: None,
         max_above_stable_ratio: g.max_above_stable_ratio,
-        max_below_stable_ratio: None,
         comparison: g.comparison,
         judge: g.judge,
         confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
+        ..GateDef::new(name, kind)
+    };
+    let lower = |name: &str, kind, g: &LowerGate| GateDef {
+        min_samples: g.min_samples,
+        min: g.min,
+        max_below_stable: g.max_below_stable,
+        max_below_stable_ratio: g.max_below_stable_ratio,
+        comparison: g.comparison,
+        judge: g.judge,
+        confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
+        ..GateDef::new(name, kind)
+    };
+    // A distribution's shift, since the candidate started: at most `max`.
+    let drift = |name: &str, kind, g: &DriftGate| GateDef {
+        min_samples: g.min_samples,
+        max: Some(g.max),
+        ..GateDef::new(name, kind)
     };
     let mut defs = Vec::new();
     if let Some(g) = &gates.error_rate {
@@ -95,20 +107,6 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
     if let Some(g) = &gates.false_positive_rate {
         defs.push(upper(GATE_FALSE_POSITIVE_RATE, GateKind::FalsePositiveRate, g));
     }
-    let lower = |name: &str, kind, g: &LowerGate| GateDef {
-        name: name.into(),
-        kind,
-        min_samples: g.min_samples,
-        max: None,
-        min: g.min,
-        max_above_stable: None,
-        max_below_stable: g.max_below_stable,
-        max_above_stable_ratio: None,
-        max_below_stable_ratio: g.max_below_stable_ratio,
-        comparison: g.comparison,
-        judge: g.judge,
-        confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
-    };
     if let Some(g) = &gates.capture_rate {
         defs.push(lower(GATE_CAPTURE_RATE, GateKind::CaptureRate, g));
     }
@@ -117,51 +115,19 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
     }
     if let Some(g) = &gates.agreement {
         defs.push(GateDef {
-            name: GATE_AGREEMENT.into(),
-            kind: GateKind::Agreement,
             min_samples: g.min_samples,
-            max: None,
             min: Some(g.min),
-            max_above_stable: None,
-            max_below_stable: None,
-            max_above_stable_ratio: None,
-            max_below_stable_ratio: None,
-            comparison: Comparison::Inclusive,
-            judge: Judge::Threshold,
-            confidence: DEFAULT_CONFIDENCE,
+            ..GateDef::new(GATE_AGREEMENT, GateKind::Agreement)
         });
     }
     if let Some(g) = &gates.paired {
         defs.push(GateDef {
-            name: GATE_PAIRED.into(),
-            kind: GateKind::Paired,
-            min_samples: 0,
-            max: None,
-            min: None,
-            max_above_stable: None,
             max_below_stable: Some(g.margin),
-            max_above_stable_ratio: None,
-            max_below_stable_ratio: None,
-            comparison: Comparison::Inclusive,
             judge: Judge::Sequential,
             confidence: g.confidence.unwrap_or(DEFAULT_CONFIDENCE),
+            ..GateDef::new(GATE_PAIRED, GateKind::Paired)
         });
     }
-    // A distribution's shift, since the candidate started: at most `max`.
-    let drift = |name: &str, kind, g: &DriftGate| GateDef {
-        name: name.into(),
-        kind,
-        min_samples: g.min_samples,
-        max: Some(g.max),
-        min: None,
-        max_above_stable: None,
-        max_below_stable: None,
-        max_above_stable_ratio: None,
-        max_below_stable_ratio: None,
-        comparison: Comparison::Inclusive,
-        judge: Judge::Threshold,
-        confidence: DEFAULT_CONFIDENCE,
-    };
     if let Some(g) = &gates.score_drift {
         defs.push(drift(GATE_SCORE_DRIFT, GateKind::ScoreDrift, g));
     }
@@ -169,9 +135,8 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
         defs.push(drift(GATE_INPUT_DRIFT, GateKind::InputDrift, g));
     }
     for c in &gates.custom {
+        let kind = GateKind::Custom { query: c.query.clone(), samples_query: c.samples_query.clone() };
         defs.push(GateDef {
-            name: c.name.clone(),
-            kind: GateKind::Custom { query: c.query.clone(), samples_query: c.samples_query.clone() },
             min_samples: c.min_samples,
             max: c.max,
             min: c.min,
@@ -180,11 +145,31 @@ pub fn gate_defs(gates: &Gates) -> Vec<GateDef> {
             max_above_stable_ratio: c.max_above_stable_ratio,
             max_below_stable_ratio: c.max_below_stable_ratio,
             comparison: c.comparison,
-            judge: Judge::Threshold,
-            confidence: DEFAULT_CONFIDENCE,
+            ..GateDef::new(&c.name, kind)
         });
     }
     defs
+}
+
+impl GateDef {
+    /// A gate with no limit yet: no sample floor, judged by threshold, inclusively, at the
+    /// default confidence. Each gate sets what it has on top.
+    pub fn new(name: &str, kind: GateKind) -> Self {
+        GateDef {
+            name: name.into(),
+            kind,
+            min_samples: 0,
+            max: None,
+            min: None,
+            max_above_stable: None,
+            max_below_stable: None,
+            max_above_stable_ratio: None,
+            max_below_stable_ratio: None,
+            comparison: Comparison::Inclusive,
+            judge: Judge::Threshold,
+            confidence: DEFAULT_CONFIDENCE,
+        }
+    }
 }
 
 impl GateDef {

@@ -268,18 +268,10 @@ mod tests {
 
     fn def(above: Option<f64>, max: Option<f64>) -> GateDef {
         GateDef {
-            name: "falsePositiveRate".into(),
-            kind: GateKind::FalsePositiveRate,
-            min_samples: 0,
             max,
-            min: None,
             max_above_stable: above,
-            max_below_stable: None,
             judge: Judge::Sequential,
-            confidence: 0.95,
-            max_above_stable_ratio: None,
-            max_below_stable_ratio: None,
-            comparison: Default::default(),
+            ..GateDef::new("falsePositiveRate", GateKind::FalsePositiveRate)
         }
     }
 

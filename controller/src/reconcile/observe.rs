@@ -62,28 +62,27 @@ pub(super) async fn observe(
     } else {
         None
     };
-    let mut analysis = None;
-    let mut alerts = None;
-    if due && let Some(ask) = core::alert_query(&mr.spec, status) {
-        let timeout = core::Timings::of(&mr.spec).map_or(Duration::from_secs(5), |t| t.query_timeout.unsigned_abs());
-        alerts = Some(match prometheus(ctx, mr) {
+    let timeout = core::Timings::of(&mr.spec).map_or(Duration::from_secs(5), |t| t.query_timeout.unsigned_abs());
+    // The stage's alert-free window is looked at with each analysis, at the same time.
+    let alerts = async {
+        let ask = core::alert_query(&mr.spec, status).filter(|_| due)?;
+        Some(match prometheus(ctx, mr) {
             Some(prom) => prometheus::fired_alerts(&prom, &ask, now, timeout).await,
             None => core::AlertObservation::Unavailable("no Prometheus address (spec or --prometheus-url)".into()),
-        });
-    }
-    if due {
+        })
+    };
+    let analysis = async {
+        due.then_some(())?;
         let stable = status.stable.clone().expect("a candidate implies a stable");
         let (defs, _) = core::stage_gate_defs(&mr.spec, status.stage_index.unwrap_or(0) as usize);
         // An experiment stage's reward is measured beside its guardrails, always for both arms.
         let experiment =
             status.stage_index.and_then(|i| mr.spec.stages.get(i as usize)).is_some_and(|s| s.match_.is_some());
         let reward = core::reward_def(&mr.spec).filter(|_| experiment);
-        let timings = core::Timings::of(&mr.spec).ok();
         let window = core::analysis_window(&mr.spec, status, now);
-        let timeout = timings.as_ref().map_or(Duration::from_secs(5), |t| t.query_timeout.unsigned_abs());
         let role = candidate_role(status);
         let evidence = ctx.evidence_url.is_some();
-        analysis = Some(match prometheus(ctx, mr) {
+        Some(match prometheus(ctx, mr) {
             Some(prom) => {
                 let (candidate, stable) = (
                     selector(mr, &mr.spec.model, role, evidence),
@@ -109,8 +108,9 @@ pub(super) async fn observe(
                     stable: core::Measurement::NoData,
                 })
                 .collect(),
-        });
-    }
+        })
+    };
+    let (alerts, analysis) = tokio::join!(alerts, analysis);
     let acceptance = (candidate_ready && core::awaiting_acceptance(&mr.spec, status))
         .then(|| super::acceptance_runs::finished(mr, ctx))
         .flatten();

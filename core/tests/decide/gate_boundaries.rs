@@ -3,37 +3,11 @@
 use super::*;
 
 fn upper(max: Option<f64>, above: Option<f64>) -> GateDef {
-    GateDef {
-        name: "g".into(),
-        kind: GateKind::ErrorRate,
-        min_samples: 100,
-        max,
-        min: None,
-        max_above_stable: above,
-        max_below_stable: None,
-        judge: Judge::Threshold,
-        confidence: 0.95,
-        max_above_stable_ratio: None,
-        max_below_stable_ratio: None,
-        comparison: Default::default(),
-    }
+    GateDef { min_samples: 100, max, max_above_stable: above, ..GateDef::new("g", GateKind::ErrorRate) }
 }
 
 fn lower(min: Option<f64>, below: Option<f64>) -> GateDef {
-    GateDef {
-        name: "g".into(),
-        kind: GateKind::CaptureRate,
-        min_samples: 100,
-        max: None,
-        min,
-        max_above_stable: None,
-        max_below_stable: below,
-        judge: Judge::Threshold,
-        confidence: 0.95,
-        max_above_stable_ratio: None,
-        max_below_stable_ratio: None,
-        comparison: Default::default(),
-    }
+    GateDef { min_samples: 100, min, max_below_stable: below, ..GateDef::new("g", GateKind::CaptureRate) }
 }
 
 #[test]
