@@ -255,7 +255,8 @@ cat >"$DIR/prometheus/prometheus.yml" <<PROM
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
-# Alerting rules the tests write (an alert-free window's alert) and load with POST /-/reload.
+# Alerting rules the tests write (an alert-free window's alert) and load with SIGHUP (no lifecycle
+# API: in real-node mode Prometheus listens where pods can reach it).
 rule_files: ["$DIR/prometheus/rules/*.yml"]
 scrape_configs:
   # kwok's pods run no containers: the tests start their sidecars on 127.0.0.1 and list them here.
@@ -299,8 +300,7 @@ scrape_configs:
 PROM
 # The exact command, so tests can stop Prometheus and start it again on the same port and data.
 PROM_CMD=("$PROMETHEUS" --config.file "$DIR/prometheus/prometheus.yml" --storage.tsdb.path "$DIR/prometheus/data"
-  --web.listen-address "$PROM_LISTEN:$PROM_PORT" --storage.tsdb.retention.time 2h --log.level warn
-  --web.enable-lifecycle)
+  --web.listen-address "$PROM_LISTEN:$PROM_PORT" --storage.tsdb.retention.time 2h --log.level warn)
 printf '%q ' "${PROM_CMD[@]}" >"$DIR/prometheus/command"
 log "starting Prometheus on 127.0.0.1:$PROM_PORT"
 start prometheus "${PROM_CMD[@]}"

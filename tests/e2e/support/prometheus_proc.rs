@@ -76,8 +76,9 @@ impl FiringAlert {
     }
 }
 
+/// Prometheus reads its rule files again on SIGHUP (the cluster's Prometheus has no lifecycle API:
+/// pods can reach it). The caller waits on `ALERTS` for the outcome.
 async fn reload_rules() {
-    let url = format!("{}/-/reload", prometheus_url().trim_end_matches('/'));
-    let res = reqwest::Client::new().post(&url).send().await.expect("Prometheus reload");
-    assert!(res.status().is_success(), "Prometheus reload: {}", res.status());
+    let pid = std::fs::read_to_string(cluster_dir().join("prometheus.pid")).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success(), "SIGHUP to Prometheus {pid}");
 }
