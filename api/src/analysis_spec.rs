@@ -135,6 +135,18 @@ fn default_query_timeout() -> Duration {
     duration("5s")
 }
 
+/// The built-in gates' names, as specs, status, Events and the controller's queries spell them
+/// (the CEL rules below list them too).
+pub const GATE_ERROR_RATE: &str = "errorRate";
+pub const GATE_LATENCY_P95: &str = "latencyP95";
+pub const GATE_FALSE_POSITIVE_RATE: &str = "falsePositiveRate";
+pub const GATE_CAPTURE_RATE: &str = "captureRate";
+pub const GATE_PRECISION: &str = "precision";
+pub const GATE_AGREEMENT: &str = "agreement";
+pub const GATE_PAIRED: &str = "paired";
+pub const GATE_SCORE_DRIFT: &str = "scoreDrift";
+pub const GATE_INPUT_DRIFT: &str = "inputDrift";
+
 /// The gates every analysis checks. An unset built-in gate is not checked.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

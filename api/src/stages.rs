@@ -204,15 +204,15 @@ impl Gates {
     /// The names of the gates set, built-ins first.
     pub fn names(&self) -> Vec<&str> {
         let built_in = [
-            ("errorRate", self.error_rate.is_some()),
-            ("latencyP95", self.latency_p95.is_some()),
-            ("falsePositiveRate", self.false_positive_rate.is_some()),
-            ("captureRate", self.capture_rate.is_some()),
-            ("precision", self.precision.is_some()),
-            ("agreement", self.agreement.is_some()),
-            ("paired", self.paired.is_some()),
-            ("scoreDrift", self.score_drift.is_some()),
-            ("inputDrift", self.input_drift.is_some()),
+            (GATE_ERROR_RATE, self.error_rate.is_some()),
+            (GATE_LATENCY_P95, self.latency_p95.is_some()),
+            (GATE_FALSE_POSITIVE_RATE, self.false_positive_rate.is_some()),
+            (GATE_CAPTURE_RATE, self.capture_rate.is_some()),
+            (GATE_PRECISION, self.precision.is_some()),
+            (GATE_AGREEMENT, self.agreement.is_some()),
+            (GATE_PAIRED, self.paired.is_some()),
+            (GATE_SCORE_DRIFT, self.score_drift.is_some()),
+            (GATE_INPUT_DRIFT, self.input_drift.is_some()),
         ];
         built_in
             .iter()
@@ -238,15 +238,19 @@ impl Gates {
             .collect();
         custom.extend(add.custom.iter().cloned());
         Gates {
-            error_rate: pick(&add.error_rate, &self.error_rate, keep("errorRate")),
-            latency_p95: pick(&add.latency_p95, &self.latency_p95, keep("latencyP95")),
-            false_positive_rate: pick(&add.false_positive_rate, &self.false_positive_rate, keep("falsePositiveRate")),
-            capture_rate: pick(&add.capture_rate, &self.capture_rate, keep("captureRate")),
-            precision: pick(&add.precision, &self.precision, keep("precision")),
-            agreement: pick(&add.agreement, &self.agreement, keep("agreement")),
-            paired: pick(&add.paired, &self.paired, keep("paired")),
-            score_drift: pick(&add.score_drift, &self.score_drift, keep("scoreDrift")),
-            input_drift: pick(&add.input_drift, &self.input_drift, keep("inputDrift")),
+            error_rate: pick(&add.error_rate, &self.error_rate, keep(GATE_ERROR_RATE)),
+            latency_p95: pick(&add.latency_p95, &self.latency_p95, keep(GATE_LATENCY_P95)),
+            false_positive_rate: pick(
+                &add.false_positive_rate,
+                &self.false_positive_rate,
+                keep(GATE_FALSE_POSITIVE_RATE),
+            ),
+            capture_rate: pick(&add.capture_rate, &self.capture_rate, keep(GATE_CAPTURE_RATE)),
+            precision: pick(&add.precision, &self.precision, keep(GATE_PRECISION)),
+            agreement: pick(&add.agreement, &self.agreement, keep(GATE_AGREEMENT)),
+            paired: pick(&add.paired, &self.paired, keep(GATE_PAIRED)),
+            score_drift: pick(&add.score_drift, &self.score_drift, keep(GATE_SCORE_DRIFT)),
+            input_drift: pick(&add.input_drift, &self.input_drift, keep(GATE_INPUT_DRIFT)),
             custom,
         }
     }

@@ -52,16 +52,6 @@ pub struct GateDef {
     pub confidence: f64,
 }
 
-pub const GATE_ERROR_RATE: &str = "errorRate";
-pub const GATE_LATENCY_P95: &str = "latencyP95";
-pub const GATE_FALSE_POSITIVE_RATE: &str = "falsePositiveRate";
-pub const GATE_CAPTURE_RATE: &str = "captureRate";
-pub const GATE_PRECISION: &str = "precision";
-pub const GATE_AGREEMENT: &str = "agreement";
-pub const GATE_PAIRED: &str = "paired";
-pub const GATE_SCORE_DRIFT: &str = "scoreDrift";
-pub const GATE_INPUT_DRIFT: &str = "inputDrift";
-
 /// The gates stage `idx` of a spec checks, and where they come from (the rollout's, or the
 /// stage's own).
 pub fn stage_gate_defs(spec: &ModelRolloutSpec, idx: usize) -> (Vec<GateDef>, GateSet) {

@@ -12,9 +12,9 @@ pub fn check(spec: &ModelRolloutSpec) -> Result<(), String> {
     let mut confidences: Vec<(String, Option<f64>)> = Vec::new();
     for (at, g) in spec.all_gate_sets() {
         let upper = [
-            ("errorRate", &g.error_rate),
-            ("latencyP95", &g.latency_p95),
-            ("falsePositiveRate", &g.false_positive_rate),
+            (GATE_ERROR_RATE, &g.error_rate),
+            (GATE_LATENCY_P95, &g.latency_p95),
+            (GATE_FALSE_POSITIVE_RATE, &g.false_positive_rate),
         ];
         confidences.extend(
             upper
@@ -22,10 +22,10 @@ pub fn check(spec: &ModelRolloutSpec) -> Result<(), String> {
                 .filter_map(|(name, gate)| gate.as_ref().map(|g| (format!("{at}.{name}.confidence"), g.confidence))),
         );
         if let Some(c) = &g.capture_rate {
-            confidences.push((format!("{at}.captureRate.confidence"), c.confidence));
+            confidences.push((format!("{at}.{GATE_CAPTURE_RATE}.confidence"), c.confidence));
         }
         if let Some(c) = &g.precision {
-            confidences.push((format!("{at}.precision.confidence"), c.confidence));
+            confidences.push((format!("{at}.{GATE_PRECISION}.confidence"), c.confidence));
         }
     }
     if let Some(r) = &spec.analysis.reward {
