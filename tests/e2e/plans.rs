@@ -17,6 +17,8 @@ const RPS: u32 = 100;
 struct Stages {
     analyses: BTreeMap<u32, AnalysisRun>,
     entered: BTreeMap<String, f64>,
+    /// The latest alert-free clock restart the status recorded, in seconds since the epoch.
+    last_reset: Option<f64>,
 }
 
 fn watch_stages(env: &Env) -> (Arc<Mutex<Stages>>, tokio::task::JoinHandle<()>) {
@@ -33,6 +35,9 @@ fn watch_stages(env: &Env) -> (Arc<Mutex<Stages>>, tokio::task::JoinHandle<()>) 
                 }
                 if st.phase == Some(Phase::Promoted) {
                     s.entered.entry("promoted".into()).or_insert_with(now);
+                }
+                if let Some(r) = st.alert_free.as_ref().and_then(|c| c.reset.as_ref()) {
+                    s.last_reset = Some(r.time.0.as_millisecond() as f64 / 1000.0);
                 }
                 if let Some(run) = st.last_analysis {
                     s.analyses.insert(run.stage_index, run);
@@ -78,9 +83,10 @@ async fn the_fraud_plan_promotes_a_good_candidate_stage_by_stage() {
     env.wait(Duration::from_secs(900), "the 25% stage", |s| s.stage_name.as_deref() == Some("canary-25")).await;
     // An alert with the plan's label fires and resolves: the window counts from the last look
     // that saw it.
+    let fired_at = now();
     let alert = FiringAlert::fire("FraudPlanTestPage", &[("team", "fraud"), ("severity", "page")]).await;
     let reset = env
-        .wait(Duration::from_secs(30), "the alert-free clock restarted by the alert", |s| {
+        .wait(Duration::from_secs(60), "the alert-free clock restarted by the alert", |s| {
             s.alert_free
                 .as_ref()
                 .and_then(|c| c.reset.as_ref())
@@ -123,19 +129,19 @@ async fn the_fraud_plan_promotes_a_good_candidate_stage_by_stage() {
             vec!["errorRate", "latencyP95", "falsePositiveRate", "captureRate", "inputDrift", "chargebackRate"]
         )
     );
-    // The 25% stage went on only a full window after the alert's last firing look.
+    // The 25% stage went on only a full window after the last look that saw the alert, and that
+    // look came after the alert fired.
     let (quarter_from, full_from) = (seen.entered["canary-25"], seen.entered["full"]);
+    let last_reset = seen.last_reset.expect("the watcher saw the clock restarted");
     println!(
-        "PLAN_ALERT_FREE stage_entered={:.1} alert_resolved={:.1} next_stage={:.1} window=25s",
-        0.0,
+        "PLAN_ALERT_FREE stage_entered=0.0 alert_fired={:.1} alert_resolved={:.1} last_restart={:.1} next_stage={:.1} window=25s",
+        fired_at - quarter_from,
         resolved_at - quarter_from,
+        last_reset - quarter_from,
         full_from - quarter_from
     );
-    assert!(
-        full_from - resolved_at >= 25.0 - 2.0,
-        "advanced {:.1} s after the alert resolved",
-        full_from - resolved_at
-    );
+    assert!(last_reset >= fired_at, "the clock restarted at {last_reset:.1}, before the alert fired at {fired_at:.1}");
+    assert!(full_from - last_reset >= 25.0, "advanced {:.1} s after the clock's last restart", full_from - last_reset);
     for pair in names.windows(2) {
         println!("PLAN_STAGE stage={} seconds={:.1}", pair[0], seen.entered[pair[1]] - seen.entered[pair[0]]);
     }
