@@ -47,7 +47,7 @@ pub fn model(version: &str, sha: &str) -> ModelSpec {
             reference: None,
         },
         runtime: RuntimeSpec::default(),
-        contract: DataContract { inputs: vec![feature("amount"), feature("age")], output: OutputSpec::default() },
+        contract: DataContract { inputs: vec![feature("amount"), feature("age")], ..Default::default() },
     }
 }
 
@@ -62,7 +62,7 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
         model: model(version, sha),
         workload: WorkloadSpec::default(),
         traffic_routing: TrafficRouting {
-            gateway_api: Some(GatewayApiRouting { http_route: "fraud".into(), create: false, parent_refs: vec![] }),
+            gateway_api: Some(GatewayApiRouting { http_route: "fraud".into(), create: false, parent_refs: vec![], hostnames: vec![] }),
             istio: None,
             replica_ratio: None,
         },

@@ -36,7 +36,11 @@ pub use webhook_spec::*;
 pub use workload::*;
 
 pub use modelrollout_contract::hash::stable_hash;
-pub use modelrollout_contract::{DataContract, Device, Duration, Feature, FeatureType, OutputKind, OutputSpec};
+pub use modelrollout_contract::api as public_api;
+pub use modelrollout_contract::{
+    ApiShape, DataContract, DecisionLabels, Deprecation, Device, Duration, ErrorCounting, Feature, FeatureType,
+    OutputKind, OutputSpec, PublicApi, ShedLoad,
+};
 
 /// A default written in this crate: always valid.
 pub(crate) fn duration(text: &str) -> Duration {

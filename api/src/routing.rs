@@ -55,6 +55,12 @@ impl TrafficRouting {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.hostnames) || (has(self.create) && self.create)",
+    "message": "hostnames are for a route the controller creates (create: true); a route you manage has its own",
+    "fieldPath": ".hostnames",
+    "reason": "FieldValueInvalid"
+}]))]
 pub struct GatewayApiRouting {
     /// Name of the `HTTPRoute` in the rollout's namespace.
     #[schemars(length(min = 1, max = 253))]
@@ -65,7 +71,23 @@ pub struct GatewayApiRouting {
     /// Gateways the created route attaches to (only with `create`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parent_refs: Vec<ParentRef>,
+    /// Host names the created route answers for (only with `create`); every host of its listeners
+    /// when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub hostnames: Vec<Hostname>,
 }
+
+/// A host name as Gateway API takes it: a DNS name, or one with a leading `*.` wildcard label.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Hostname(
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub String,
+);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

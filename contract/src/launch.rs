@@ -250,6 +250,14 @@ mod tests {
                     nullable: true,
                 }],
                 output: OutputSpec::default(),
+                apis: vec![crate::PublicApi {
+                    path: "/v1/score".into(),
+                    shape: crate::ApiShape::Classify,
+                    labels: None,
+                    item_id: None,
+                    deprecation: None,
+                }],
+                errors: crate::ErrorCounting { shed_load: crate::ShedLoad::Error },
             },
             reference: Some(ReferenceSource {
                 uri: "http://models/fraud-v2.reference.json".into(),

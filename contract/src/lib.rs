@@ -7,22 +7,37 @@
 //! * [`duration`]: the one duration type, parser and schema pattern of both binaries.
 //! * [`launch`]: how the controller starts a sidecar (its environment, role and device).
 //! * [`evidence`]: the records, paths and series of the evidence service.
+//! * [`api`]: the APIs a team published for its model, served by the sidecar and matched by the
+//!   route the controller creates.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod api;
 pub mod duration;
 pub mod evidence;
 pub mod hash;
 pub mod launch;
 pub mod metrics;
 
+pub use api::{ApiShape, DecisionLabels, Deprecation, PublicApi};
 pub use duration::Duration;
 pub use launch::{Device, EvidenceTarget, Launch, ReferenceSource, Role};
 
 /// The inputs a model needs and the output it produces.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.apis) || self.apis.all(a, self.apis.exists_one(b, b.path == a.path))",
+    "message": "each api path is published once",
+    "fieldPath": ".apis",
+    "reason": "FieldValueDuplicate"
+}, {
+    "rule": "!has(self.apis) || self.apis.all(a, a.shape != 'Rank' || !self.inputs.exists(f, f.name == (has(a.itemId) ? a.itemId : 'item_id')))",
+    "message": "a Rank api's itemId (item_id when not set) names the item, not an input feature",
+    "fieldPath": ".apis",
+    "reason": "FieldValueInvalid"
+}]))]
 pub struct DataContract {
     /// Input features, by name. Requests naming a feature not listed here are rejected.
     #[schemars(length(min = 1, max = 512))]
@@ -30,6 +45,47 @@ pub struct DataContract {
     /// How to read the model's output.
     #[serde(default)]
     pub output: OutputSpec,
+    /// The APIs the team published for the model (`POST /moderate`, `/v1/rank:score`), served
+    /// beside the standard routes. A route the controller creates matches exactly these paths
+    /// when any is listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub apis: Vec<PublicApi>,
+    /// What the error-rate gate counts as an error in this model's answers.
+    #[serde(default, skip_serializing_if = "ErrorCounting::is_default")]
+    pub errors: ErrorCounting,
+}
+
+/// What the error-rate gate counts as an error: answers with a 5xx status always; load shed
+/// (429 with `Retry-After`, the queue full) only when the contract says so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorCounting {
+    /// `NotAnError` (the default): a candidate shedding load is slow, which the latency gate
+    /// judges. `Error`: every 429 counts against the error rate as a 5xx does.
+    #[serde(default)]
+    pub shed_load: ShedLoad,
+}
+
+impl ErrorCounting {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The HTTP statuses counted as errors, as a PromQL regular expression on the `code` label.
+    pub fn code_regex(&self) -> &'static str {
+        match self.shed_load {
+            ShedLoad::NotAnError => "5..",
+            ShedLoad::Error => "5..|429",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ShedLoad {
+    #[default]
+    NotAnError,
+    Error,
 }
 
 /// One input feature and the values it accepts.
@@ -116,6 +172,10 @@ pub enum ContractMismatch {
     MissingInput(String),
     #[error("input `{name}` is {stable} in the stable contract but {candidate} in the candidate")]
     TypeChanged { name: String, stable: &'static str, candidate: &'static str },
+    #[error("api `{0}` is published by the stable contract but not served by the candidate")]
+    ApiDropped(String),
+    #[error("api `{0}` answers in another shape in the candidate")]
+    ApiShapeChanged(String),
 }
 
 impl DataContract {
@@ -136,6 +196,13 @@ impl DataContract {
                 Some(_) => {}
             }
         }
+        for api in &stable.apis {
+            match self.apis.iter().find(|a| a.path == api.path) {
+                None => problems.push(ContractMismatch::ApiDropped(api.path.clone())),
+                Some(a) if a.shape != api.shape => problems.push(ContractMismatch::ApiShapeChanged(api.path.clone())),
+                Some(_) => {}
+            }
+        }
         problems
     }
 }
@@ -149,7 +216,7 @@ mod tests {
     }
 
     fn contract(inputs: Vec<Feature>) -> DataContract {
-        DataContract { inputs, output: OutputSpec::default() }
+        DataContract { inputs, ..Default::default() }
     }
 
     #[test]
@@ -179,6 +246,31 @@ mod tests {
             candidate.unmet_by(&stable),
             vec![ContractMismatch::TypeChanged { name: "country".into(), stable: "string", candidate: "category" }]
         );
+    }
+
+    #[test]
+    fn a_published_api_must_stay_served_in_its_shape() {
+        let api = |path: &str, shape| PublicApi { path: path.into(), shape, labels: None, item_id: None, deprecation: None };
+        let inputs = vec![feature("text", FeatureType::String, false)];
+        let stable = DataContract { apis: vec![api("/moderate", ApiShape::Classify)], ..contract(inputs.clone()) };
+        let same = DataContract {
+            apis: vec![api("/moderate", ApiShape::Classify), api("/v2/x", ApiShape::Rank)],
+            ..contract(inputs.clone())
+        };
+        assert!(same.unmet_by(&stable).is_empty(), "a new path beside the old one is fine");
+        let dropped = contract(inputs.clone());
+        assert_eq!(dropped.unmet_by(&stable), vec![ContractMismatch::ApiDropped("/moderate".into())]);
+        let reshaped = DataContract { apis: vec![api("/moderate", ApiShape::Rank)], ..contract(inputs) };
+        assert_eq!(reshaped.unmet_by(&stable), vec![ContractMismatch::ApiShapeChanged("/moderate".into())]);
+    }
+
+    #[test]
+    fn shed_load_counts_as_an_error_only_when_the_contract_says_so() {
+        assert_eq!(ErrorCounting::default().code_regex(), "5..");
+        assert_eq!(ErrorCounting { shed_load: ShedLoad::Error }.code_regex(), "5..|429");
+        let c: DataContract =
+            serde_json::from_str(r#"{"inputs":[{"name":"a","type":"float"}],"errors":{"shedLoad":"Error"}}"#).unwrap();
+        assert_eq!(c.errors.shed_load, ShedLoad::Error);
     }
 
     #[test]

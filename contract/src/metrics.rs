@@ -126,12 +126,16 @@ pub enum Route {
     Feedback,
     /// The OIP gRPC service's ModelInfer.
     GrpcInfer,
+    /// A published Classify API (`contract.apis`, e.g. `POST /moderate`); a published Rank API
+    /// counts as [`Route::Rank`].
+    Classify,
 }
 
 impl Route {
-    pub const ALL: [Route; 5] = [Route::Predict, Route::Infer, Route::Rank, Route::Feedback, Route::GrpcInfer];
+    pub const ALL: [Route; 6] =
+        [Route::Predict, Route::Infer, Route::Rank, Route::Feedback, Route::GrpcInfer, Route::Classify];
     /// The routes that score requests: the ones the gates count.
-    pub const SCORING: [Route; 4] = [Route::Predict, Route::Infer, Route::Rank, Route::GrpcInfer];
+    pub const SCORING: [Route; 5] = [Route::Predict, Route::Infer, Route::Rank, Route::GrpcInfer, Route::Classify];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -140,6 +144,7 @@ impl Route {
             Route::Rank => "rank",
             Route::Feedback => "feedback",
             Route::GrpcInfer => "grpc_infer",
+            Route::Classify => "classify",
         }
     }
 
@@ -148,7 +153,7 @@ impl Route {
         self as usize
     }
 
-    /// A PromQL regular expression matching the scoring routes: `predict|infer|rank|grpc_infer`.
+    /// A PromQL regular expression matching the scoring routes: `predict|infer|rank|grpc_infer|classify`.
     pub fn scoring_regex() -> String {
         Self::SCORING.map(Route::as_str).join("|")
     }
@@ -232,7 +237,7 @@ mod tests {
         for (i, r) in Route::ALL.into_iter().enumerate() {
             assert_eq!(r.index(), i);
         }
-        assert_eq!(Route::scoring_regex(), "predict|infer|rank|grpc_infer");
+        assert_eq!(Route::scoring_regex(), "predict|infer|rank|grpc_infer|classify");
     }
 
     /// The README's metric contract is this list, word for word.

@@ -110,7 +110,7 @@ async fn measure(
             if rows.is_empty() {
                 rows.push(example_row(contract));
             }
-            Some(load(http, &to.candidate, &to.model, &rows, check).await)
+            Some(load(http, &to.candidate, load_requests(contract, &to.model, &rows), check).await)
         }
         None => None,
     };
@@ -339,14 +339,50 @@ pub fn example_row(contract: &DataContract) -> Value {
     Value::Object(row)
 }
 
+/// What the load check sends: the requests clients send, at the API the contract publishes
+/// (the first one not deprecated: `POST /moderate {"text"}`, a ranking request of
+/// [`DEFAULT_MAX_CANDIDATES`] candidates), else single-row predict requests. The path and the
+/// bodies, cycling through `rows`.
+pub fn load_requests(contract: &DataContract, model: &str, rows: &[Value]) -> (String, Vec<Vec<u8>>) {
+    use modelrollout_contract::api::{self, DEFAULT_MAX_CANDIDATES};
+    let body = |v: Value| serde_json::to_vec(&v).expect("JSON");
+    match api::current(&contract.apis) {
+        Some(a) if a.shape == crate::api::ApiShape::Classify => (a.path.clone(), rows.iter().cloned().map(body).collect()),
+        Some(a) => {
+            // Each request a page of candidates, each naming its item; as many requests as it
+            // takes for every row to be sent once, and one at least.
+            let pages = rows.len().div_ceil(DEFAULT_MAX_CANDIDATES).max(1);
+            let bodies = (0..pages)
+                .map(|p| {
+                    let candidates: Vec<Value> = (0..DEFAULT_MAX_CANDIDATES)
+                        .map(|i| {
+                            let k = p * DEFAULT_MAX_CANDIDATES + i;
+                            let mut row = rows[k % rows.len()].clone();
+                            row[a.item_field()] = json!(format!("item-{k}"));
+                            row
+                        })
+                        .collect();
+                    body(json!({"candidates": candidates}))
+                })
+                .collect();
+            (a.path.clone(), bodies)
+        }
+        None => (format!("/v1/models/{model}:predict"), rows.iter().map(|r| body(json!({"instances": [r]}))).collect()),
+    }
+}
+
 /// Open loop: a request every 1/rate seconds for the duration, each timed at the client whether
 /// or not earlier ones have answered (a closed loop would hide queueing). In flight at most
 /// `rate` requests (a second's worth); a tick with that many outstanding is not sent, so the
 /// achieved rate shows a candidate that could not keep up.
-async fn load(http: &reqwest::Client, base: &str, model: &str, rows: &[Value], check: &LoadCheck) -> LoadMeasurement {
-    let url = Arc::new(format!("{base}/v1/models/{model}:predict"));
-    let bodies: Arc<Vec<Vec<u8>>> =
-        Arc::new(rows.iter().map(|r| serde_json::to_vec(&json!({"instances": [r]})).expect("JSON")).collect());
+async fn load(
+    http: &reqwest::Client,
+    base: &str,
+    (path, bodies): (String, Vec<Vec<u8>>),
+    check: &LoadCheck,
+) -> LoadMeasurement {
+    let url = Arc::new(format!("{base}{path}"));
+    let bodies = Arc::new(bodies);
     let period = Duration::from_secs_f64(1.0 / f64::from(check.rate.max(1)));
     let duration = check.duration.get();
     let timeout = (check.max_latency_p95.get() * 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
@@ -405,6 +441,36 @@ async fn load(http: &reqwest::Client, base: &str, model: &str, rows: &[Value], c
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The load check sends what the published API takes: a Classify API's feature object, 50
+    /// candidates with item ids to a Rank API (every row used), and predict requests without one.
+    #[test]
+    fn the_load_check_speaks_the_published_api() {
+        let contract: DataContract = serde_json::from_value(json!({
+            "inputs": [{"name": "x", "type": "float"}],
+            "apis": [{"path": "/old", "shape": "Classify", "deprecation": {"since": "2026-01-01"}},
+                     {"path": "/moderate", "shape": "Classify"}]
+        }))
+        .unwrap();
+        let rows: Vec<Value> = (0..120).map(|i| json!({"x": i})).collect();
+        let (path, bodies) = load_requests(&contract, "m", &rows);
+        assert_eq!((path.as_str(), bodies.len()), ("/moderate", 120), "the current API, not the deprecated one");
+        assert_eq!(serde_json::from_slice::<Value>(&bodies[7]).unwrap(), json!({"x": 7}));
+        let rank: DataContract = serde_json::from_value(json!({
+            "inputs": [{"name": "x", "type": "float"}],
+            "apis": [{"path": "/v1/rank:score", "shape": "Rank", "itemId": "sku"}]
+        }))
+        .unwrap();
+        let (path, bodies) = load_requests(&rank, "m", &rows);
+        assert_eq!((path.as_str(), bodies.len()), ("/v1/rank:score", 3));
+        let pages: Vec<Value> = bodies.iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+        assert!(pages.iter().all(|p| p["candidates"].as_array().unwrap().len() == 50));
+        assert_eq!(pages[2]["candidates"][19], json!({"x": 119, "sku": "item-119"}));
+        assert_eq!(pages[2]["candidates"][20]["x"], 0, "rows cycle to fill the last page");
+        let (path, bodies) = load_requests(&DataContract { apis: vec![], ..rank }, "m", &rows[..2]);
+        assert_eq!((path.as_str(), bodies.len()), ("/v1/models/m:predict", 2));
+        assert_eq!(serde_json::from_slice::<Value>(&bodies[1]).unwrap(), json!({"instances": [{"x": 1}]}));
+    }
 
     #[test]
     fn auc_counts_ties_as_half_and_needs_both_classes() {

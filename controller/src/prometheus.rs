@@ -21,6 +21,8 @@ pub struct Selector {
     /// Label-based gates read the evidence service's joined counts (`--evidence-url` set) instead
     /// of each sidecar's own join.
     pub evidence: bool,
+    /// What the error-rate gate counts as an error (the candidate's contract says, for both sides).
+    pub errors: modelrollout_contract::ErrorCounting,
 }
 
 /// A PromQL string literal: every value a spec or object name supplies goes through this, so it can
@@ -107,9 +109,10 @@ impl Selector {
         match kind {
             GateKind::ErrorRate => (
                 format!(
-                    "(sum(rate({r}{{{s},{scoring},{code}=~\"5..\"}}[{w}])) or vector(0)) / sum(rate({r}{{{s},{scoring}}}[{w}]))",
+                    "(sum(rate({r}{{{s},{scoring},{code}=~\"{errors}\"}}[{w}])) or vector(0)) / sum(rate({r}{{{s},{scoring}}}[{w}]))",
                     r = m::REQUESTS_TOTAL,
                     code = l::CODE,
+                    errors = self.errors.code_regex(),
                 ),
                 requests,
             ),
@@ -360,6 +363,7 @@ mod tests {
             version: "v2\"} or vector(1) #".into(),
             role: "canary".into(),
             evidence: false,
+            errors: Default::default(),
         }
     }
 
@@ -403,6 +407,11 @@ mod tests {
         assert!(n.starts_with(merged) && n.contains("[15m] offset 60s)))") && n.ends_with("[15m])))"), "{n}");
         let (v, _) = e.queries(&GateKind::ErrorRate, Duration::from_secs(60));
         assert!(v.contains("modelrollout_sidecar_requests_total{") && !v.contains("rollout="), "{v}");
+        assert!(v.contains(r#"code=~"5..""#), "{v}");
+        // Load shed counts when the contract says so.
+        let shed = Selector { errors: modelrollout_contract::ErrorCounting { shed_load: modelrollout_contract::ShedLoad::Error }, ..e.clone() };
+        let (v, _) = shed.queries(&GateKind::ErrorRate, Duration::from_secs(60));
+        assert!(v.contains(r#"code=~"5..|429""#), "{v}");
         let (v, n) = e.queries(&GateKind::Precision, Duration::from_secs(60));
         assert!(v.contains(r#"outcome="tp""#) && n.contains(r#"outcome=~"tp|fp""#), "{v} {n}");
         let (v, n) = e.queries(&GateKind::Paired, Duration::from_secs(60));

@@ -116,7 +116,7 @@ pub struct Args {
     #[arg(long, env = env::MAX_PAYLOAD_BYTES, default_value_t = 64 * 1024)]
     pub max_payload_bytes: usize,
     /// Most candidates one ranking request may score.
-    #[arg(long, env = env::MAX_CANDIDATES, default_value_t = 50)]
+    #[arg(long, env = env::MAX_CANDIDATES, default_value_t = modelrollout_contract::api::DEFAULT_MAX_CANDIDATES)]
     pub max_candidates: usize,
     /// Predictions remembered for label feedback.
     #[arg(long, env = env::FEEDBACK_CAPACITY, default_value_t = 200_000)]
@@ -257,6 +257,8 @@ impl Config {
         if contract.inputs.is_empty() {
             return Err(StartError::Config("the data contract has no inputs".into()));
         }
+        modelrollout_contract::api::check(&contract.apis, &contract.inputs)
+            .map_err(|e| StartError::Config(format!("the data contract: {e}")))?;
         if args.max_batch_size == 0 || args.workers == 0 || args.queue_capacity == 0 {
             return Err(StartError::Config("max-batch-size, workers and queue-capacity must be > 0".into()));
         }

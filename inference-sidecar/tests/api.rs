@@ -223,7 +223,7 @@ async fn not_ready_answers_503_and_health_stays_live() {
 #[ignore = "needs ONNX Runtime: bash tests/run.sh"]
 async fn a_full_queue_sheds_load_with_429() {
     let (state, _c) = fraud(&["--queue-capacity", "1", "--workers", "1", "--max-batch-size", "1"]).await;
-    let base = serve(state).await;
+    let base = serve(state.clone()).await;
     let client = http();
     let body = json!({"instances": vec![row(); 100]}).to_string();
     let mut tasks = Vec::new();
@@ -251,6 +251,9 @@ async fn a_full_queue_sheds_load_with_429() {
     assert!(codes.get(&429).copied().unwrap_or(0) > 0, "no request was shed: {codes:?}");
     assert!(codes.get(&200).copied().unwrap_or(0) > 0, "{codes:?}");
     assert_eq!(codes.keys().filter(|c| **c != 200 && **c != 429).count(), 0, "{codes:?}");
+    // Counted under its own code: the error-rate gate counts it as the contract's `errors.shedLoad` says.
+    let shed = format!(r#"route="predict",code="429"}} {}"#, codes[&429]);
+    assert!(state.metrics.encode().contains(&shed), "{}", state.metrics.encode());
 }
 
 /// The batch-size histogram's (count, sum) from the metrics text.
@@ -576,6 +579,97 @@ async fn ranking_scores_and_orders_candidates() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"]["field"], "candidates[0].user_affinity");
+}
+
+/// A team's own APIs from the contract: `POST /moderate` answering a score and a label (text
+/// limits in characters), the ranking API as published (item ids, `latency_ms`, the body's
+/// `request_id` echoed), and a superseded path's deprecation headers; each counted under its
+/// route, and the standard routes still served beside them.
+#[tokio::test]
+#[ignore = "needs ONNX Runtime: bash tests/run.sh"]
+async fn published_apis_answer_in_their_own_shape() {
+    let c = contract_file(
+        r#"
+inputs: [{name: text, type: string, maxLength: 300}]
+output: {threshold: 0.7}
+apis:
+  - {path: /moderate, shape: Classify, labels: {positive: toxic, negative: ok}}
+  - path: /v0/moderate
+    shape: Classify
+    deprecation: {since: "2026-11-01", sunset: "2027-01-31", successor: /moderate}
+"#,
+    );
+    let state = loaded(args("toxicity", "v1", "toxicity-v1.onnx", &c.0, &[])).await;
+    // 300 characters of four bytes each pass; 301 do not.
+    let (status, v, headers) = post(&state, "/moderate", json!({"text": "🙂".repeat(300)})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let score = v["score"].as_f64().unwrap();
+    assert_eq!(v["label"], if score >= 0.7 { "toxic" } else { "ok" }, "{v}");
+    assert_eq!(v["model_version"], "v1");
+    assert_eq!(headers["x-request-id"], v["request_id"].as_str().unwrap());
+    assert!(!headers.contains_key("deprecation"));
+    let (status, v, _) = post(&state, "/moderate", json!({"text": "🙂".repeat(301)})).await;
+    assert_eq!((status, &v["error"]["field"], &v["error"]["reason"]), (StatusCode::BAD_REQUEST, &json!("body.text"), &json!("too_long")));
+    let (_, v, headers) =
+        post(&state, "/moderate", json!({"text": "you are an idiot", "request_id": "comment-17"})).await;
+    assert_eq!((v["request_id"].as_str(), v["label"].as_str()), (Some("comment-17"), Some("toxic")), "{v}");
+    assert_eq!(headers["x-request-id"], "comment-17");
+    let (status, v, _) = post(&state, "/moderate", json!({"text": "hi", "request_id": 5})).await;
+    assert_eq!((status, &v["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("request_id")));
+    // The superseded version still answers, and says it is going.
+    for body in [json!({"text": "thanks, that helped"}), json!({"text": 5})] {
+        let (_, _, headers) = post(&state, "/v0/moderate", body).await;
+        assert_eq!(headers["deprecation"], "@1793491200");
+        assert_eq!(headers["sunset"], "Sun, 31 Jan 2027 00:00:00 GMT");
+        assert_eq!(headers["link"], "</moderate>; rel=\"successor-version\"");
+    }
+    let (status, _, _) = post(&state, "/v1/models/toxicity:predict", json!({"instances": [{"text": "hi"}]})).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = state.metrics.encode();
+    let count = |route: &str, code: &str| {
+        let series = format!(r#"route="{route}",code="{code}"}} "#);
+        text.lines()
+            .filter(|l| l.starts_with("modelrollout_sidecar_requests_total{"))
+            .find_map(|l| l.split_once(&series).map(|(_, n)| n.to_string()))
+    };
+    assert_eq!(count("classify", "200").as_deref(), Some("3"), "{text}");
+    assert_eq!(count("classify", "400").as_deref(), Some("3"), "{text}");
+
+    let c = contract_file(&format!("{RANKER_CONTRACT}apis: [{{path: /v1/rank:score, shape: Rank}}]\n"));
+    let state = loaded(args("ranker", "v1", "ranker-v1.onnx", &c.0, &[])).await;
+    let candidates: Vec<Value> = (0..50)
+        .map(|i| json!({"item_id": format!("sku-{i}"), "item_popularity": (i as f64) / 50.0, "price": 10.0 + i as f64, "recency_days": 5.0}))
+        .collect();
+    let body = json!({"request_id": "page-9", "context": {"user_affinity": 0.7}, "candidates": candidates});
+    let (status, v, headers) = post(&state, "/v1/rank:score", body).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!((v["request_id"].as_str(), v["served_model_version"].as_str()), (Some("page-9"), Some("v1")));
+    assert_eq!(headers["x-request-id"], "page-9");
+    assert!(v["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0 && ms < 10_000.0), "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 50);
+    let mut ids: Vec<&str> = results.iter().map(|r| r["item_id"].as_str().unwrap()).collect();
+    let scores: Vec<f64> = results.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "every item once");
+    // The score an item gets is the one the standard scoring gives its row.
+    let first = results[0]["item_id"].as_str().unwrap().trim_start_matches("sku-").parse::<f64>().unwrap();
+    let row = json!({"user_affinity": 0.7, "item_popularity": first / 50.0, "price": 10.0 + first, "recency_days": 5.0});
+    let (_, p, _) = post(&state, "/v1/models/ranker:predict", json!({"instances": [row]})).await;
+    assert!((p["predictions"][0]["score"].as_f64().unwrap() - scores[0]).abs() < 1e-6, "{p} {v}");
+    for (candidate, field, reason) in [
+        (json!({"item_popularity": 0.5, "price": 1, "recency_days": 1}), "candidates[0].item_id", "missing"),
+        (json!({"item_id": [1], "item_popularity": 0.5, "price": 1, "recency_days": 1}), "candidates[0].item_id", "wrong_type"),
+        (json!({"item_id": 3, "item_popularity": 0.5, "price": 1, "recency_days": 1, "colour": 1}), "candidates[0].colour", "unknown"),
+    ] {
+        let (status, v, _) =
+            post(&state, "/v1/rank:score", json!({"context": {"user_affinity": 0.7}, "candidates": [candidate]})).await;
+        assert_eq!((status, v["error"]["field"].as_str(), v["error"]["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field), Some(reason)), "{v}");
+    }
+    let text = state.metrics.encode();
+    assert!(text.contains(r#"route="rank",code="200"} 1"#) && text.contains(r#"route="rank",code="400"} 3"#), "{text}");
 }
 
 #[tokio::test]

@@ -422,6 +422,52 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             },
             &["spec.stages[0].alertFree.matchLabels", "alertstate"],
         ),
+        (
+            "a published API on a standard route",
+            |v| v["spec"]["model"]["contract"]["apis"] = json!([{"path": "/metrics", "shape": "Classify"}]),
+            &["spec.model.contract.apis[0].path", "standard routes"],
+        ),
+        (
+            "one path published twice",
+            |v| {
+                v["spec"]["model"]["contract"]["apis"] =
+                    json!([{"path": "/moderate", "shape": "Classify"}, {"path": "/moderate", "shape": "Rank"}])
+            },
+            &["spec.model.contract.apis", "published once"],
+        ),
+        (
+            "labels on a Rank API",
+            |v| {
+                v["spec"]["model"]["contract"]["apis"] =
+                    json!([{"path": "/rank", "shape": "Rank", "labels": {"positive": "a", "negative": "b"}}])
+            },
+            &["spec.model.contract.apis[0].labels", "Classify"],
+        ),
+        (
+            "a Rank API whose item id is a feature",
+            |v| {
+                v["spec"]["model"]["contract"]["apis"] = json!([{"path": "/rank", "shape": "Rank", "itemId": "amount"}])
+            },
+            &["spec.model.contract.apis", "not an input feature"],
+        ),
+        (
+            "a sunset before the deprecation",
+            |v| {
+                v["spec"]["model"]["contract"]["apis"] = json!([{"path": "/old", "shape": "Classify",
+                    "deprecation": {"since": "2027-01-01", "sunset": "2026-06-01"}}])
+            },
+            &["spec.model.contract.apis[0].deprecation.sunset", "after since"],
+        ),
+        (
+            "hostnames on a route the user manages",
+            |v| v["spec"]["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "fraud", "hostnames": ["fraud.example.com"]}}),
+            &["spec.trafficRouting.gatewayAPI.hostnames", "create: true"],
+        ),
+        (
+            "an unknown shed-load policy",
+            |v| v["spec"]["model"]["contract"]["errors"] = json!({"shedLoad": "Sometimes"}),
+            &["spec.model.contract.errors.shedLoad", "Unsupported value"],
+        ),
     ];
     // Gates set by every stage alone (none in analysis.gates) are gates: accepted.
     let mut own = minimal();
@@ -433,6 +479,16 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
          "alertFree": {"for": "12h", "matchLabels": {"team": "fraud"}}}
     ]);
     let out = apply_json(&ns.name, &own);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A published API with its deprecated predecessor, and shed load counted: accepted.
+    let mut published = minimal();
+    published["metadata"]["name"] = json!("published");
+    published["spec"]["model"]["contract"]["apis"] = json!([
+        {"path": "/v1/rank:score", "shape": "Rank", "itemId": "sku"},
+        {"path": "/v0/rank", "shape": "Rank", "deprecation": {"since": "2026-11-01", "sunset": "2027-01-31", "successor": "/v1/rank:score"}}
+    ]);
+    published["spec"]["model"]["contract"]["errors"] = json!({"shedLoad": "Error"});
+    let out = apply_json(&ns.name, &published);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // An empty stage list gets its one clear error, not a CEL evaluation error beside it.
     let mut empty = minimal();
@@ -751,6 +807,7 @@ async fn the_on_gpu_gate_recipe_reads_1_on_cuda_0_after_a_cpu_fallback_and_nothi
         version: "v2".into(),
         role: "canary".into(),
         evidence: false,
+        errors: Default::default(),
     };
     let query = selector.substitute(ON_GPU_GATE_QUERY, Duration::from_secs(30));
     let prom = prometheus();

@@ -23,6 +23,8 @@ fn selector(mr: &ModelRollout, model: &ModelSpec, role: SidecarRole, evidence: b
         version: model.version.clone(),
         role: role.as_str().into(),
         evidence,
+        // Both sides are counted as the candidate's contract says.
+        errors: mr.spec.model.contract.errors,
     }
 }
 

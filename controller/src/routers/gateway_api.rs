@@ -128,6 +128,19 @@ pub fn gateway_rules(rules: &[Value], split: &Split) -> Option<Vec<Value>> {
     Some(out)
 }
 
+/// The rule of a route the controller creates: every path to stable, or, when the contract
+/// publishes its APIs, exactly their paths (`POST`), so the route and the sidecar agree from the
+/// one list and the Gateway exposes nothing else of the pods.
+pub fn created_rule(apis: &[crate::api::PublicApi], split: &Split) -> Value {
+    let mut rule = json!({"backendRefs": [{"name": split.stable_service, "port": split.port, "weight": 100}]});
+    if !apis.is_empty() {
+        let matches: Vec<Value> =
+            apis.iter().map(|a| json!({"path": {"type": "Exact", "value": a.path}, "method": "POST"})).collect();
+        rule["matches"] = Value::Array(matches);
+    }
+    rule
+}
+
 pub(super) async fn apply(
     client: &Client,
     mr: &ModelRollout,
@@ -138,7 +151,7 @@ pub(super) async fn apply(
     let ns = mr.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
     if g.create {
-        let base = json!({"backendRefs": [{"name": split.stable_service, "port": split.port, "weight": 100}]});
+        let base = created_rule(&mr.spec.model.contract.apis, split);
         let parents: Vec<Value> = g
             .parent_refs
             .iter()
@@ -158,6 +171,10 @@ pub(super) async fn apply(
             "metadata": {"name": g.http_route, "namespace": ns, "ownerReferences": [workloads::owner_ref(mr)]},
             "spec": {"parentRefs": parents, "rules": gateway_rules(&[base], split).expect("the base rule routes to stable")}
         });
+        let mut route = route;
+        if !g.hostnames.is_empty() {
+            route["spec"]["hostnames"] = json!(g.hostnames);
+        }
         let written = api.patch(&g.http_route, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&route)).await?;
         return Ok(written.metadata.generation);
     }

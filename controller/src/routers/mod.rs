@@ -21,7 +21,7 @@ pub mod istio;
 pub mod replica_ratio;
 pub mod weights;
 
-pub use gateway_api::{experiment_rule, gateway_rule, gateway_rules, http_route_resource};
+pub use gateway_api::{created_rule, experiment_rule, gateway_rule, gateway_rules, http_route_resource};
 pub use istio::{EXPERIMENT_ROUTE, istio_route, istio_routes, virtual_service_resource};
 
 use crate::api::{GatewayApiRouting, IstioRouting, ModelRollout, TrafficMatch};
@@ -271,6 +271,30 @@ mod tests {
         let on = gateway_rules(&with_debug, &keyed(50)).unwrap();
         assert_eq!((on.len(), &on[0]), (3, &debug));
         assert_eq!(gateway_rules(&on, &split(false, 0, 0)).unwrap(), with_debug);
+    }
+
+    /// A route the controller creates matches what the contract publishes and nothing else; with no
+    /// published API, every path. An experiment's rule keeps those matches.
+    #[test]
+    fn a_created_route_matches_the_published_apis_exactly() {
+        let api = |path: &str| crate::api::PublicApi {
+            path: path.into(),
+            shape: crate::api::ApiShape::Classify,
+            labels: None,
+            item_id: None,
+            deprecation: None,
+        };
+        let every = created_rule(&[], &split(false, 0, 0));
+        assert!(every.get("matches").is_none(), "{every}");
+        let rule = created_rule(&[api("/moderate"), api("/v0/moderate")], &split(false, 0, 0));
+        assert_eq!(
+            rule["matches"],
+            json!([{"path": {"type": "Exact", "value": "/moderate"}, "method": "POST"},
+                   {"path": {"type": "Exact", "value": "/v0/moderate"}, "method": "POST"}])
+        );
+        let on = gateway_rules(&[rule.clone()], &keyed(50)).unwrap();
+        assert_eq!(on[1]["matches"][1]["path"], rule["matches"][1]["path"]);
+        assert_eq!(on[1]["matches"][1]["method"], "POST");
     }
 
     /// Istio: the experiment route goes before the primary (first match wins), keeps the primary's

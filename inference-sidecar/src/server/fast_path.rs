@@ -183,5 +183,5 @@ pub(super) async fn predict_inline(state: Arc<AppState>, req: Request) -> Respon
         }
         refused => refusal(refused, limit, false),
     };
-    finish(&state, resp, id_header, route_index("/v1/models/{target}"), start)
+    finish(&state, resp, id_header, route_index(&state, "/v1/models/{target}"), start)
 }

@@ -36,6 +36,7 @@ mod feedback;
 pub mod grpc;
 pub mod grpc_server;
 mod oip;
+pub mod public;
 mod v1;
 
 use fast_path::Refused;
@@ -76,6 +77,8 @@ pub struct AppState {
     next_id: AtomicU64,
     /// The constant start of every predict answer (see [`predict_answer`]).
     predict_prefix: Vec<u8>,
+    /// The APIs the contract publishes (`contract.apis`), as served.
+    published: Vec<Arc<public::Published>>,
 }
 
 impl AppState {
@@ -89,6 +92,13 @@ impl AppState {
         max_candidates: usize,
     ) -> Self {
         let threshold = validator.contract.output.threshold as f32;
+        // The contract was checked at start ([`crate::config`]); an API that is not one is not served.
+        let published = validator
+            .contract
+            .apis
+            .iter()
+            .filter_map(|a| public::Published::new(a.clone()).ok().map(Arc::new))
+            .collect();
         let version_header = HeaderValue::from_str(&model_version).ok();
         let predict_prefix = predict_prefix(&model_name, &model_version);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -110,6 +120,7 @@ impl AppState {
             version_header,
             id_prefix: format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff),
             predict_prefix,
+            published,
             next_id: AtomicU64::new(0),
         }
     }
@@ -172,7 +183,22 @@ impl From<ApiError> for Failure {
 
 fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_payload_bytes;
-    Router::new()
+    let mut router = Router::new();
+    for api in &state.published {
+        let api = api.clone();
+        let path = api.api.path.clone();
+        router = router.route(
+            &path,
+            post(move |State(state): State<Arc<AppState>>, Extension(RequestId(rid)): Extension<RequestId>, b| {
+                public::serve(state, rid, b, api.clone())
+            }),
+        );
+    }
+    // A published ranking API may take the standard ranking route's path.
+    if !state.published.iter().any(|p| p.api.path == modelrollout_contract::api::RANK_PATH) {
+        router = router.route(modelrollout_contract::api::RANK_PATH, post(rank));
+    }
+    router
         .route("/healthz", get(live))
         .route("/v2/health/live", get(live))
         .route("/readyz", get(ready))
@@ -186,7 +212,6 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_version))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
         .route("/v1/models/{target}", post(predict))
-        .route("/v1/rank:score", post(rank))
         .route("/v1/feedback", post(feedback))
         .layer(middleware::from_fn_with_state(state.clone(), around))
         .layer(DefaultBodyLimit::max(limit))
@@ -195,7 +220,10 @@ fn router(state: Arc<AppState>) -> Router {
 
 /// The counted route of a matched path, as an index into [`metrics::Route::ALL`]; `None` for
 /// health and metrics (not counted).
-fn route_index(path: &str) -> Option<usize> {
+fn route_index(state: &AppState, path: &str) -> Option<usize> {
+    if let Some(p) = state.published.iter().find(|p| p.api.path == path) {
+        return Some(p.route.index());
+    }
     let route = match path {
         "/v1/models/{target}" => metrics::Route::Predict,
         "/v2/models/{name}/infer" | "/v2/models/{name}/versions/{version}/infer" => metrics::Route::Infer,
@@ -210,7 +238,7 @@ fn route_index(path: &str) -> Option<usize> {
 async fn around(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let (id, id_header) = request_id(&state, req.headers());
-    let route = req.extensions().get::<MatchedPath>().and_then(|p| route_index(p.as_str()));
+    let route = req.extensions().get::<MatchedPath>().and_then(|p| route_index(&state, p.as_str()));
     req.extensions_mut().insert(RequestId(id));
     let oip = route == Some(metrics::Route::Infer.index());
     if let Some(Refused(read)) = req.extensions_mut().remove::<Refused>() {
@@ -246,7 +274,10 @@ fn finish(
     start: Instant,
 ) -> Response {
     let headers = resp.headers_mut();
-    if let Some(v) = id_header {
+    // A published API answers under the body's request id, when it gave one.
+    if let Some(v) = id_header
+        && !headers.contains_key(REQUEST_ID)
+    {
         headers.insert(REQUEST_ID, v);
     }
     if let Some(v) = &state.version_header {

@@ -102,20 +102,36 @@ pub(super) async fn rank(
     let arrival = state.arrival();
     let bytes = body(b, state.max_payload_bytes)?;
     let req: RankRequest = parse(&bytes)?;
-    if req.candidates.is_empty() {
-        return Err(ApiError::invalid("candidates", Reason::Missing, "at least one candidate is required").into());
+    let rows = candidate_rows(&state, &req.context, &req.candidates, None)?;
+    let (scores, _) = state.score(rows, RowIds::candidates(rid.clone()), arrival).await?;
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    Ok(Json(json!({"model_version": state.model_version, "request_id": &*rid, "scores": scores, "order": order}))
+        .into_response())
+}
+
+/// Validates ranking candidates (each an object of features, the shared ones in `context`) into
+/// rows. `item_field`: a field of each candidate that names the item and is not a feature.
+pub(super) fn candidate_rows(
+    state: &AppState,
+    context: &Map<String, Value>,
+    candidates: &[Value],
+    item_field: Option<&str>,
+) -> Result<Rows, ApiError> {
+    if candidates.is_empty() {
+        return Err(ApiError::invalid("candidates", Reason::Missing, "at least one candidate is required"));
     }
-    if req.candidates.len() > state.max_candidates {
-        let detail = format!("{} candidates > the limit of {}", req.candidates.len(), state.max_candidates);
+    if candidates.len() > state.max_candidates {
+        let detail = format!("{} candidates > the limit of {}", candidates.len(), state.max_candidates);
         let v = Violation {
             error: ApiError::invalid("candidates", Reason::TooManyCandidates, detail),
             feature: "_request".into(),
             reason: Reason::TooManyCandidates,
         };
-        return Err(state.refuse(v).into());
+        return Err(state.refuse(v));
     }
     let known = |k: &String| state.validator.contract.inputs.iter().any(|f| &f.name == k);
-    if let Some(k) = req.context.keys().find(|k| !known(k)) {
+    if let Some(k) = context.keys().find(|k| !known(k)) {
         let v = Violation {
             error: ApiError::invalid(
                 format!("context.{k}"),
@@ -125,18 +141,20 @@ pub(super) async fn rank(
             feature: "_request".into(),
             reason: Reason::Unknown,
         };
-        return Err(state.refuse(v).into());
+        return Err(state.refuse(v));
     }
     let mut rows = Rows::empty_like(state.validator.kind);
-    for (i, cand) in req.candidates.iter().enumerate() {
+    for (i, cand) in candidates.iter().enumerate() {
         let path = format!("candidates[{i}]");
         let Value::Object(obj) = cand else {
-            return Err(ApiError::invalid(path, Reason::WrongType, "a candidate is an object of features").into());
+            return Err(ApiError::invalid(path, Reason::WrongType, "a candidate is an object of features"));
         };
         for k in obj.keys() {
-            let (reason, detail) = if !known(k) {
+            let (reason, detail) = if item_field == Some(k.as_str()) {
+                continue;
+            } else if !known(k) {
                 (Reason::Unknown, "unknown feature (not in the data contract)")
-            } else if req.context.contains_key(k) {
+            } else if context.contains_key(k) {
                 (Reason::Malformed, "given in both context and candidate")
             } else {
                 continue;
@@ -146,18 +164,14 @@ pub(super) async fn rank(
                 feature: "_request".into(),
                 reason,
             };
-            return Err(state.refuse(v).into());
+            return Err(state.refuse(v));
         }
         state
             .validator
-            .encode_with(|name| obj.get(name).or_else(|| req.context.get(name)), &path, &mut rows)
+            .encode_with(|name| obj.get(name).or_else(|| context.get(name)), &path, &mut rows)
             .map_err(|v| state.refuse(v))?;
     }
-    let (scores, _) = state.score(rows, RowIds::candidates(rid.clone()), arrival).await?;
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-    Ok(Json(json!({"model_version": state.model_version, "request_id": &*rid, "scores": scores, "order": order}))
-        .into_response())
+    Ok(rows)
 }
 
 #[cfg(test)]
