@@ -62,7 +62,12 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
         model: model(version, sha),
         workload: WorkloadSpec::default(),
         traffic_routing: TrafficRouting {
-            gateway_api: Some(GatewayApiRouting { http_route: "fraud".into(), create: false, parent_refs: vec![], hostnames: vec![] }),
+            gateway_api: Some(GatewayApiRouting {
+                http_route: "fraud".into(),
+                create: false,
+                parent_refs: vec![],
+                hostnames: vec![],
+            }),
             istio: None,
             replica_ratio: None,
         },

@@ -35,8 +35,8 @@ pub use status::*;
 pub use webhook_spec::*;
 pub use workload::*;
 
-pub use modelrollout_contract::hash::stable_hash;
 pub use modelrollout_contract::api as public_api;
+pub use modelrollout_contract::hash::stable_hash;
 pub use modelrollout_contract::{
     ApiShape, DataContract, DecisionLabels, Deprecation, Device, Duration, ErrorCounting, Feature, FeatureType,
     OutputKind, OutputSpec, PublicApi, ShedLoad,

@@ -299,10 +299,7 @@ mod tests {
         let inputs = [text];
         assert_eq!(check(&[api("/moderate", ApiShape::Classify), api(RANK_PATH, ApiShape::Rank)], &inputs), Ok(()));
         for reserved in ["/metrics", "/v1/feedback", "/v2/models/x/infer", "/v1/models/x:predict", "/healthz"] {
-            assert_eq!(
-                check(&[api(reserved, ApiShape::Classify)], &inputs),
-                Err(ApiError::Reserved(reserved.into()))
-            );
+            assert_eq!(check(&[api(reserved, ApiShape::Classify)], &inputs), Err(ApiError::Reserved(reserved.into())));
         }
         assert_eq!(check(&[api("moderate", ApiShape::Classify)], &inputs), Err(ApiError::NotAPath("moderate".into())));
         assert_eq!(

@@ -250,7 +250,8 @@ mod tests {
 
     #[test]
     fn a_published_api_must_stay_served_in_its_shape() {
-        let api = |path: &str, shape| PublicApi { path: path.into(), shape, labels: None, item_id: None, deprecation: None };
+        let api =
+            |path: &str, shape| PublicApi { path: path.into(), shape, labels: None, item_id: None, deprecation: None };
         let inputs = vec![feature("text", FeatureType::String, false)];
         let stable = DataContract { apis: vec![api("/moderate", ApiShape::Classify)], ..contract(inputs.clone()) };
         let same = DataContract {

@@ -347,7 +347,9 @@ pub fn load_requests(contract: &DataContract, model: &str, rows: &[Value]) -> (S
     use modelrollout_contract::api::{self, DEFAULT_MAX_CANDIDATES};
     let body = |v: Value| serde_json::to_vec(&v).expect("JSON");
     match api::current(&contract.apis) {
-        Some(a) if a.shape == crate::api::ApiShape::Classify => (a.path.clone(), rows.iter().cloned().map(body).collect()),
+        Some(a) if a.shape == crate::api::ApiShape::Classify => {
+            (a.path.clone(), rows.iter().cloned().map(body).collect())
+        }
         Some(a) => {
             // Each request a page of candidates, each naming its item; as many requests as it
             // takes for every row to be sent once, and one at least.

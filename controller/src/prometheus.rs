@@ -409,7 +409,10 @@ mod tests {
         assert!(v.contains("modelrollout_sidecar_requests_total{") && !v.contains("rollout="), "{v}");
         assert!(v.contains(r#"code=~"5..""#), "{v}");
         // Load shed counts when the contract says so.
-        let shed = Selector { errors: modelrollout_contract::ErrorCounting { shed_load: modelrollout_contract::ShedLoad::Error }, ..e.clone() };
+        let shed = Selector {
+            errors: modelrollout_contract::ErrorCounting { shed_load: modelrollout_contract::ShedLoad::Error },
+            ..e.clone()
+        };
         let (v, _) = shed.queries(&GateKind::ErrorRate, Duration::from_secs(60));
         assert!(v.contains(r#"code=~"5..|429""#), "{v}");
         let (v, n) = e.queries(&GateKind::Precision, Duration::from_secs(60));

@@ -10,8 +10,7 @@ pub const CONFIDENCE_RANGE: std::ops::RangeInclusive<f64> = 0.5..=0.9999;
 /// Why the spec cannot run, if it cannot (beyond its durations: [`Timings::of`]).
 pub fn check(spec: &ModelRolloutSpec) -> Result<(), String> {
     let contract = &spec.model.contract;
-    public_api::check(&contract.apis, &contract.inputs)
-        .map_err(|e| format!("spec.model.contract.apis: {e}"))?;
+    public_api::check(&contract.apis, &contract.inputs).map_err(|e| format!("spec.model.contract.apis: {e}"))?;
     let mut confidences: Vec<(String, Option<f64>)> = Vec::new();
     for (at, g) in spec.all_gate_sets() {
         let upper = [

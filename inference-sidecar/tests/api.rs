@@ -609,7 +609,10 @@ apis:
     assert_eq!(headers["x-request-id"], v["request_id"].as_str().unwrap());
     assert!(!headers.contains_key("deprecation"));
     let (status, v, _) = post(&state, "/moderate", json!({"text": "🙂".repeat(301)})).await;
-    assert_eq!((status, &v["error"]["field"], &v["error"]["reason"]), (StatusCode::BAD_REQUEST, &json!("body.text"), &json!("too_long")));
+    assert_eq!(
+        (status, &v["error"]["field"], &v["error"]["reason"]),
+        (StatusCode::BAD_REQUEST, &json!("body.text"), &json!("too_long"))
+    );
     let (_, v, headers) =
         post(&state, "/moderate", json!({"text": "you are an idiot", "request_id": "comment-17"})).await;
     assert_eq!((v["request_id"].as_str(), v["label"].as_str()), (Some("comment-17"), Some("toxic")), "{v}");
@@ -656,17 +659,30 @@ apis:
     assert_eq!(ids.len(), 50, "every item once");
     // The score an item gets is the one the standard scoring gives its row.
     let first = results[0]["item_id"].as_str().unwrap().trim_start_matches("sku-").parse::<f64>().unwrap();
-    let row = json!({"user_affinity": 0.7, "item_popularity": first / 50.0, "price": 10.0 + first, "recency_days": 5.0});
+    let row =
+        json!({"user_affinity": 0.7, "item_popularity": first / 50.0, "price": 10.0 + first, "recency_days": 5.0});
     let (_, p, _) = post(&state, "/v1/models/ranker:predict", json!({"instances": [row]})).await;
     assert!((p["predictions"][0]["score"].as_f64().unwrap() - scores[0]).abs() < 1e-6, "{p} {v}");
     for (candidate, field, reason) in [
         (json!({"item_popularity": 0.5, "price": 1, "recency_days": 1}), "candidates[0].item_id", "missing"),
-        (json!({"item_id": [1], "item_popularity": 0.5, "price": 1, "recency_days": 1}), "candidates[0].item_id", "wrong_type"),
-        (json!({"item_id": 3, "item_popularity": 0.5, "price": 1, "recency_days": 1, "colour": 1}), "candidates[0].colour", "unknown"),
+        (
+            json!({"item_id": [1], "item_popularity": 0.5, "price": 1, "recency_days": 1}),
+            "candidates[0].item_id",
+            "wrong_type",
+        ),
+        (
+            json!({"item_id": 3, "item_popularity": 0.5, "price": 1, "recency_days": 1, "colour": 1}),
+            "candidates[0].colour",
+            "unknown",
+        ),
     ] {
         let (status, v, _) =
             post(&state, "/v1/rank:score", json!({"context": {"user_affinity": 0.7}, "candidates": [candidate]})).await;
-        assert_eq!((status, v["error"]["field"].as_str(), v["error"]["reason"].as_str()), (StatusCode::BAD_REQUEST, Some(field), Some(reason)), "{v}");
+        assert_eq!(
+            (status, v["error"]["field"].as_str(), v["error"]["reason"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field), Some(reason)),
+            "{v}"
+        );
     }
     let text = state.metrics.encode();
     assert!(text.contains(r#"route="rank",code="200"} 1"#) && text.contains(r#"route="rank",code="400"} 3"#), "{text}");

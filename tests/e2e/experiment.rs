@@ -1,10 +1,13 @@
 //! A/B experiments (issue 24) through Envoy Gateway on the real node, as the search team runs one:
 //! examples/ranking-scorer.yaml, applied with this machine's durations and limits. Users, each with
-//! its own random hex key in `x-user-id`, send `POST /v1/rank:score` (ten candidate items) to the
-//! Gateway; each answer's `x-model-version` says which arm served it. A user clicks the item shown
+//! its own random hex key in `x-user-id`, send `POST /v1/rank:score` (ten candidate items, in the
+//! API the example's contract publishes: item ids in, `{item_id, score}` best first,
+//! `served_model_version`, `latency_ms` and the request's id out) to the Gateway; each answer's
+//! `x-model-version` says which arm served it. Before users reach the candidate, it passes the
+//! example's load check of 50-candidate pages. A user clicks the item shown
 //! first with the probability the rankers' training data gives it (scripts/make_models.py,
 //! `ranker_data`), and the click (1) or its absence (0) goes back as label feedback on
-//! `<x-request-id>/<item>`: the click-through the guardrail and the reward read.
+//! `<request_id>/<item index>`: the click-through the guardrail and the reward read.
 //!
 //! The arms: `ranker-popularity` (only an item's popularity) and `ranker-v1` (all four features).
 //! Personalised ranking gets more clicks, so
@@ -37,6 +40,20 @@ async fn an_ab_test_keeps_users_on_their_arm_and_promotes_the_winner() {
     let mr =
         env.wait(Duration::from_secs(180), "the experiment stage", |s| s.stage_name.as_deref() == Some("ab")).await;
     let st = mr.status.unwrap();
+    // Before any user reached it, the candidate took the example's load check of full pages: 50
+    // candidates a request at the published ranking API.
+    let acc = st.acceptance.as_ref().expect("the load check's results");
+    let load = acc.load.as_ref().expect("the load check ran");
+    println!(
+        "RANK_ACCEPTANCE_LOAD requests={} candidates_per_request=50 errors={} achieved_rate={:.1} p50_ms={:.2} p95_ms={:.2}",
+        load.requests,
+        load.errors,
+        load.achieved_rate,
+        load.latency_p50_seconds * 1e3,
+        load.latency_p95_seconds * 1e3
+    );
+    assert_eq!(acc.verdict, Some(Verdict::Pass), "{:?}", acc.checks);
+    assert!(load.requests >= 400 && load.errors == 0, "{load:?}");
     let e = experiment(&st);
     assert_eq!(e.key_share_percent, Some(50.0));
     assert_eq!(e.guardrails, ["errorRate", "latencyP95", "clickThrough"].map(String::from).to_vec(), "{e:?}");

@@ -1,7 +1,10 @@
 //! The worked examples of examples/, run end to end on the real node through the Gateway, with
 //! minutes in place of days: the fraud team's plan (examples/fraud-plan.yaml), stage by stage,
 //! each stage judged on its own gate set; a good candidate promoted, a bad one rolled back at the
-//! gate that should catch it. Each prints its per-stage figures (PLAN_*).
+//! gate that should catch it; the toxicity moderator (examples/toxicity-realtime.yaml) at its
+//! published `POST /moderate`, accepted on its 1,000-comment golden set and a 200 req/s load check,
+//! then shadow, 5%, 50%, 100%. Each prints its per-stage figures (PLAN_*, TOXICITY_*). The ranking
+//! example runs in experiment.rs.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,10 +26,10 @@ struct Stages {
 
 fn watch_stages(env: &Env) -> (Arc<Mutex<Stages>>, tokio::task::JoinHandle<()>) {
     let seen: Arc<Mutex<Stages>> = Arc::default();
-    let (s, api) = (seen.clone(), env.api());
+    let (s, api, name) = (seen.clone(), env.api(), env.name.clone());
     let task = tokio::spawn(async move {
         loop {
-            if let Ok(mr) = api.get("fraud").await
+            if let Ok(mr) = api.get(&name).await
                 && let Some(st) = mr.status
             {
                 let mut s = s.lock().unwrap();
@@ -177,4 +180,98 @@ async fn the_fraud_plan_rolls_a_bad_candidate_back_in_shadow_on_precision() {
     println!("PLAN_REQUESTS total={} candidate_answers={leaked} failed={}", answers.len(), failed.len());
     assert_eq!(leaked, 0, "a shadow candidate answered clients");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
+}
+
+/// examples/toxicity-realtime.yaml: v1 serves the published `POST /moderate` through the route
+/// the controller created (that path only, for its host); v2 passes acceptance on the
+/// 1,000-comment golden set (AUC >= 0.92, no more than 0.01 below v1 on the same comments, scored
+/// by each version's own pods) and a 200 req/s load check at `/moderate`, then goes through
+/// shadow, 5%, 50% and 100% with every comment answered in the published shape.
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
+async fn the_toxicity_example_is_accepted_and_promoted_at_its_published_api() {
+    let env = Env::on_node("toxicity", "toxicity", |_| None, toxicity_example("v1", "toxicity-v1.onnx")).await;
+    let ns = env.ns.name.clone();
+    let route = kubectl_ok(&["get", "httproute", "toxicity", "-n", &ns, "-o", "json"], None);
+    let route: serde_json::Value = serde_json::from_str(&route).unwrap();
+    assert_eq!(route["spec"]["hostnames"], serde_json::json!([TOXICITY_HOST]));
+    assert_eq!(
+        route["spec"]["rules"][0]["matches"],
+        serde_json::json!([{"path": {"type": "Exact", "value": "/moderate"}, "method": "POST"}]),
+        "the created route matches the contract's published API"
+    );
+    let comments = Comments::start(TOXICITY_HOST, "/moderate", RPS);
+    wait_for("comments answered by v1 at /moderate", Duration::from_secs(90), || async {
+        let a = comments.answers();
+        let last: Vec<_> = a.iter().rev().take(50).collect();
+        (last.len() == 50 && last.iter().all(|m| m.version.as_deref() == Some("v1") && m.error.is_none())).then_some(())
+    })
+    .await;
+    // Nothing else of the pods is exposed: the standard predict route is not routed for this host.
+    let (addr, ..) = gateway();
+    let other = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/models/toxicity:predict"))
+        .header(reqwest::header::HOST, TOXICITY_HOST)
+        .json(&serde_json::json!({"instances": [{"text": "hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404, "only the published path is routed");
+
+    let (seen, watcher) = watch_stages(&env);
+    gitops_apply(&ns, &toxicity_example("v2", "toxicity-v2.onnx"));
+    let mr = env.decided(Duration::from_secs(480), "v2 decided").await;
+    let st = mr.status.unwrap();
+    watcher.abort();
+    assert_eq!(st.phase, Some(Phase::Promoted), "{:?}", st.message);
+    let acc = st.acceptance.as_ref().expect("the acceptance results");
+    let check = |name: &str| acc.checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("{name}: {acc:?}"));
+    let auc = check("goldenSet.auc");
+    let golden = acc.golden_set.as_ref().unwrap();
+    let load = acc.load.as_ref().expect("the load check ran");
+    println!(
+        "TOXICITY_ACCEPTANCE rows={} auc={:.4} stable_auc={:.4} max_score_difference={:.2e} load_requests={} achieved_rate={:.1} errors={} p50_ms={:.2} p95_ms={:.2}",
+        golden.rows,
+        auc.value.unwrap_or(f64::NAN),
+        golden.stable.as_ref().and_then(|s| s.auc).unwrap_or(f64::NAN),
+        golden.candidate.max_score_difference.unwrap_or(f64::NAN),
+        load.requests,
+        load.achieved_rate,
+        load.errors,
+        load.latency_p50_seconds * 1e3,
+        load.latency_p95_seconds * 1e3
+    );
+    assert_eq!(acc.verdict, Some(Verdict::Pass), "{:?}", acc.checks);
+    assert_eq!((golden.rows, golden.candidate.rows), (1000, 1000), "every comment scored by v2's pods");
+    assert!(auc.value.is_some_and(|a| a >= 0.92), "{auc:?}");
+
+    let mut seen = seen.lock().unwrap();
+    if let Some(run) = st.last_analysis.clone() {
+        seen.analyses.insert(run.stage_index, run);
+    }
+    let names = ["shadow", "canary-5", "canary-50", "full"];
+    for (i, stage) in names.iter().enumerate() {
+        let run = seen.analyses.get(&(i as u32)).unwrap_or_else(|| panic!("no analysis seen in {stage}"));
+        print_stage(stage, run);
+        assert_eq!(run.verdict, Verdict::Pass, "{stage}: {:?}", run.gates);
+        assert_eq!(gate_names(run), ["errorRate", "latencyP95", "rejectedTooLong"], "{stage}");
+    }
+    for pair in names.windows(2) {
+        println!("TOXICITY_STAGE stage={} seconds={:.1}", pair[0], seen.entered[pair[1]] - seen.entered[pair[0]]);
+    }
+    let answers = comments.shutdown().await;
+    let failed: Vec<_> = answers.iter().filter_map(|m| m.error.clone()).collect();
+    let by_version = |v: &str| answers.iter().filter(|m| m.version.as_deref() == Some(v)).count();
+    let toxic = answers.iter().filter(|m| m.label.as_deref() == Some("toxic")).count();
+    println!(
+        "TOXICITY_REQUESTS total={} v1={} v2={} toxic={} failed={}",
+        answers.len(),
+        by_version("v1"),
+        by_version("v2"),
+        toxic,
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed comments: {:?}", &failed[..failed.len().min(5)]);
+    assert!(by_version("v2") > 0 && toxic > 0, "v2 answered and some comments were toxic");
+    env.ns.delete().await;
 }

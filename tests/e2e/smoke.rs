@@ -460,7 +460,10 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
         ),
         (
             "hostnames on a route the user manages",
-            |v| v["spec"]["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "fraud", "hostnames": ["fraud.example.com"]}}),
+            |v| {
+                v["spec"]["trafficRouting"] =
+                    json!({"gatewayAPI": {"httpRoute": "fraud", "hostnames": ["fraud.example.com"]}})
+            },
             &["spec.trafficRouting.gatewayAPI.hostnames", "create: true"],
         ),
         (

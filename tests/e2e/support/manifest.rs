@@ -225,6 +225,12 @@ pub fn ranking_experiment(version: &str, file: &str, experiment_secs: u32) -> Va
     assert_eq!((&guard["name"], &guard["maxBelowStable"]), (&json!("clickThrough"), &json!(0.05)));
     guard["minSamples"] = json!(100);
     assert_eq!(analysis["reward"]["direction"], "Higher");
+    // The example's load check of full pages (50 candidates a request), for 10 s instead of a
+    // minute; its p95 limit widened for two shared cores (the measured figure is printed).
+    let load = &mut v["spec"]["acceptance"]["load"];
+    assert_eq!((&load["rate"], &load["maxLatencyP95"]), (&json!(50), &json!("50ms")), "the example's load check");
+    load["duration"] = json!("10s");
+    load["maxLatencyP95"] = json!("250ms");
     v
 }
 
@@ -323,5 +329,57 @@ pub fn fraud_plan(version: &str, file: &str) -> Value {
     analysis["gates"]["latencyP95"]["max"] = json!(1000);
     spec["rollback"]["scaleDownDelay"] = json!("2s");
     spec["rollback"]["previousStableScaleDownDelay"] = json!("5s");
+    m
+}
+
+/// The host name the toxicity example's created route answers for on the shared Gateway.
+pub const TOXICITY_HOST: &str = "toxicity.models.test";
+
+/// examples/toxicity-realtime.yaml as shipped, but for: the version and model file, one replica on
+/// the real node, the route on the cluster's Gateway for [`TOXICITY_HOST`] (the example names the
+/// platform's `public-gateway`), and time: stages of 15-25 s instead of minutes and hours, 5 s
+/// analyses, the load check 10 s instead of a minute, and sample floors cut to what 100 comments a
+/// second give in 5 s windows. The contract, the published API, the gates' limits, the golden set
+/// and its AUC limits, and the load check's rate and limits are the example's.
+pub fn toxicity_example(version: &str, file: &str) -> Value {
+    let mut m =
+        Manifest::example("toxicity-realtime.yaml").version(version).artifact(from_image(file)).on_real_node().build();
+    let spec = &mut m["spec"];
+    let (_, gw_ns, gw_name) = crate::load::clients::gateway();
+    let routing = &mut spec["trafficRouting"]["gatewayAPI"];
+    assert_eq!(routing["create"], true, "the example's route is the rollout's own");
+    routing["parentRefs"] = json!([{"name": gw_name, "namespace": gw_ns}]);
+    routing["hostnames"] = json!([TOXICITY_HOST]);
+    let stages = spec["stages"].as_array_mut().unwrap();
+    let plan: Vec<(&str, i64, i64)> = stages
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["weight"].as_i64().unwrap(), s["mirrorPercent"].as_i64().unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        plan,
+        [("shadow", 0, 100), ("canary-5", 5, 0), ("canary-50", 50, 0), ("full", 100, 0)],
+        "the example's plan"
+    );
+    for (stage, secs) in stages.iter_mut().zip([20, 25, 20, 10]) {
+        stage["minDuration"] = json!(format!("{secs}s"));
+    }
+    let analysis = &mut spec["analysis"];
+    assert_eq!(analysis["interval"], "30s");
+    analysis["interval"] = json!("5s");
+    analysis["inconclusiveLimit"] = json!(12);
+    // 5% of 100 comments a second is 25 in a 5 s window.
+    let gates = &mut analysis["gates"];
+    gates["latencyP95"]["minSamples"] = json!(20);
+    gates["errorRate"]["minSamples"] = json!(20);
+    gates["custom"][0]["minSamples"] = json!(20);
+    let acceptance = &mut spec["acceptance"];
+    assert_eq!(acceptance["goldenSet"]["auc"], json!({"min": 0.92, "maxBelowStable": 0.01}));
+    assert_eq!(
+        acceptance["load"],
+        json!({"rate": 200, "duration": "60s", "maxLatencyP95": "80ms", "maxErrorRate": 0.001})
+    );
+    acceptance["load"]["duration"] = json!("10s");
+    acceptance["goldenSet"]["artifact"] = crate::real_node::golden_from_store("toxicity-v2.golden.json");
+    spec["rollback"] = json!({"scaleDownDelay": "2s", "previousStableScaleDownDelay": "5s"});
     m
 }

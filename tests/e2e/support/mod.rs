@@ -245,6 +245,7 @@ pub use env::Env;
 pub use evidence::{ChartEvidence, EvidenceProc, labeller_token};
 pub use given::*;
 pub use load::clients::*;
+pub use load::comments::{Comments, Moderated};
 pub use load::kwok::{Harness, Labels, service_account_token_file};
 pub use load::users::*;
 pub use load::{golden_rows, now, ready_endpoints};

@@ -1,7 +1,8 @@
 //! Load as the suites send it, one file per style, all started and stopped the same way
 //! ([`Running`]): [`kwok`] runs each version's sidecar as a local process for kwok's pods and
 //! splits requests as the route says; [`clients`] sends through the Gateway or a Service as users
-//! do and keeps every answer; [`users`] are sticky A/B users with their clicks. The golden set's
+//! do and keeps every answer; [`users`] are sticky A/B users with their clicks; [`comments`] are a
+//! moderation API's clients. The golden set's
 //! rows are the requests; labels go back as feedback.
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use serde_json::Value;
 use crate::root;
 
 pub mod clients;
+pub mod comments;
 pub mod kwok;
 pub mod users;
 

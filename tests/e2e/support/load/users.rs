@@ -1,8 +1,9 @@
 //! Sticky A/B users, as the search team's experiment sees them: each user has its own random hex
-//! key in `x-user-id` and sends `POST /v1/rank:score` (ten candidate items) to the Gateway; the
+//! key in `x-user-id` and sends `POST /v1/rank:score` (ten candidate items, each with its `item_id`, in the published
+//! shape: examples/ranking-scorer.yaml) to the Gateway; the
 //! answer's `x-model-version` says which arm served it. A user clicks the item shown first with
 //! the probability the rankers' training data gives it (scripts/make_models.py, `ranker_data`),
-//! and the click (1) or its absence (0) goes back as label feedback on `<x-request-id>/<item>`.
+//! and the click (1) or its absence (0) goes back as label feedback on `<request_id>/<item index>`.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,12 +132,22 @@ impl Users {
                     let items: Vec<Item> = (0..CANDIDATES).map(|_| Item::draw(&mut r)).collect();
                     let click_draw = r.unit();
                     let rid = format!("{ns}-r{n}");
+                    // The API as the search team published it: each candidate names its item,
+                    // the request its id (echoed in the answer).
+                    let candidates: Vec<Value> = items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| {
+                            let mut c = item.json();
+                            c["item_id"] = json!(format!("item-{i}"));
+                            c
+                        })
+                        .collect();
                     let req = http
                         .post(format!("http://{addr}/v1/rank:score"))
                         .header(reqwest::header::HOST, gateway_host(&ns))
                         .header(KEY_HEADER, &keys[user])
-                        .header("x-request-id", &rid)
-                        .json(&json!({"candidates": items.iter().map(Item::json).collect::<Vec<_>>()}));
+                        .json(&json!({"request_id": rid, "candidates": candidates}));
                     let (shown, labels) = (shown.clone(), labels.clone());
                     let start = now();
                     tokio::spawn(async move {
@@ -148,9 +159,17 @@ impl Users {
                                     .and_then(|v| v.to_str().ok())
                                     .map(String::from);
                                 let body: Value = resp.json().await.unwrap_or_default();
-                                match body["order"][0].as_u64() {
+                                let top = body["results"][0]["item_id"]
+                                    .as_str()
+                                    .and_then(|id| id.strip_prefix("item-"))
+                                    .and_then(|i| i.parse::<usize>().ok());
+                                let answered = body["request_id"] == rid.as_str()
+                                    && body["latency_ms"].is_number()
+                                    && body["served_model_version"].as_str() == version.as_deref()
+                                    && body["results"].as_array().is_some_and(|r| r.len() == CANDIDATES);
+                                match top.filter(|_| answered) {
                                     Some(top) => {
-                                        let clicked = click_draw < items[top as usize].click_probability();
+                                        let clicked = click_draw < items[top].click_probability();
                                         labels.lock().unwrap().push((format!("{rid}/{top}"), clicked));
                                         Shown { start, user, version, clicked, error: None }
                                     }
@@ -159,7 +178,7 @@ impl Users {
                                         user,
                                         version,
                                         clicked: false,
-                                        error: Some(format!("{rid}: no order in {body}")),
+                                        error: Some(format!("{rid}: not the published answer: {body}")),
                                     },
                                 }
                             }
