@@ -31,7 +31,7 @@ pub use launch::{Device, EvidenceTarget, Launch, ReferenceSource, Role};
     "rule": "!has(self.apis) || self.apis.all(a, self.apis.exists_one(b, b.path == a.path))",
     "message": "each api path is published once",
     "fieldPath": ".apis",
-    "reason": "FieldValueDuplicate"
+    "reason": "FieldValueInvalid"
 }, {
     "rule": "!has(self.apis) || self.apis.all(a, a.shape != 'Rank' || !self.inputs.exists(f, f.name == (has(a.itemId) ? a.itemId : 'item_id')))",
     "message": "a Rank api's itemId (item_id when not set) names the item, not an input feature",

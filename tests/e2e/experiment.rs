@@ -37,8 +37,12 @@ async fn an_ab_test_keeps_users_on_their_arm_and_promotes_the_winner() {
     let log = StatusLog::start(env.client.clone(), &ns, RANKER);
     gitops_apply(&ns, &ranking_experiment("v2", "ranker-v1.onnx", 40));
 
-    let mr =
-        env.wait(Duration::from_secs(180), "the experiment stage", |s| s.stage_name.as_deref() == Some("ab")).await;
+    // Before any user reached it, the candidate took the example's load check.
+    let mr = env
+        .wait(Duration::from_secs(180), "the candidate's acceptance judged", |s| {
+            s.acceptance.as_ref().is_some_and(|a| a.version == "v2" && a.verdict.is_some())
+        })
+        .await;
     let st = mr.status.unwrap();
     // Before any user reached it, the candidate took the example's load check of full pages: 50
     // candidates a request at the published ranking API.
@@ -54,6 +58,9 @@ async fn an_ab_test_keeps_users_on_their_arm_and_promotes_the_winner() {
     );
     assert_eq!(acc.verdict, Some(Verdict::Pass), "{:?}", acc.checks);
     assert!(load.requests >= 400 && load.errors == 0, "{load:?}");
+    let mr =
+        env.wait(Duration::from_secs(180), "the experiment stage", |s| s.stage_name.as_deref() == Some("ab")).await;
+    let st = mr.status.unwrap();
     let e = experiment(&st);
     assert_eq!(e.key_share_percent, Some(50.0));
     assert_eq!(e.guardrails, ["errorRate", "latencyP95", "clickThrough"].map(String::from).to_vec(), "{e:?}");

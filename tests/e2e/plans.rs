@@ -204,6 +204,9 @@ async fn the_toxicity_example_is_accepted_and_promoted_at_its_published_api() {
     wait_for("comments answered by v1 at /moderate", Duration::from_secs(90), || async {
         let a = comments.answers();
         let last: Vec<_> = a.iter().rev().take(50).collect();
+        if let Some(e) = last.first().and_then(|m| m.error.as_ref()) {
+            println!("TOXICITY_WAITING last answer: {e}");
+        }
         (last.len() == 50 && last.iter().all(|m| m.version.as_deref() == Some("v1") && m.error.is_none())).then_some(())
     })
     .await;
