@@ -248,19 +248,21 @@ async fn the_toxicity_example_is_accepted_and_promoted_at_its_published_api() {
     assert_eq!((golden.rows, golden.candidate.rows), (1000, 1000), "every comment scored by v2's pods");
     assert!(auc.value.is_some_and(|a| a >= 0.92), "{auc:?}");
 
-    let mut seen = seen.lock().unwrap();
-    if let Some(run) = st.last_analysis.clone() {
-        seen.analyses.insert(run.stage_index, run);
-    }
-    let names = ["shadow", "canary-5", "canary-50", "full"];
-    for (i, stage) in names.iter().enumerate() {
-        let run = seen.analyses.get(&(i as u32)).unwrap_or_else(|| panic!("no analysis seen in {stage}"));
-        print_stage(stage, run);
-        assert_eq!(run.verdict, Verdict::Pass, "{stage}: {:?}", run.gates);
-        assert_eq!(gate_names(run), ["errorRate", "latencyP95", "rejectedTooLong"], "{stage}");
-    }
-    for pair in names.windows(2) {
-        println!("TOXICITY_STAGE stage={} seconds={:.1}", pair[0], seen.entered[pair[1]] - seen.entered[pair[0]]);
+    {
+        let mut seen = seen.lock().unwrap();
+        if let Some(run) = st.last_analysis.clone() {
+            seen.analyses.insert(run.stage_index, run);
+        }
+        let names = ["shadow", "canary-5", "canary-50", "full"];
+        for (i, stage) in names.iter().enumerate() {
+            let run = seen.analyses.get(&(i as u32)).unwrap_or_else(|| panic!("no analysis seen in {stage}"));
+            print_stage(stage, run);
+            assert_eq!(run.verdict, Verdict::Pass, "{stage}: {:?}", run.gates);
+            assert_eq!(gate_names(run), ["errorRate", "latencyP95", "rejectedTooLong"], "{stage}");
+        }
+        for pair in names.windows(2) {
+            println!("TOXICITY_STAGE stage={} seconds={:.1}", pair[0], seen.entered[pair[1]] - seen.entered[pair[0]]);
+        }
     }
     let answers = comments.shutdown().await;
     let failed: Vec<_> = answers.iter().filter_map(|m| m.error.clone()).collect();

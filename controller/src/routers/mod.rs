@@ -292,7 +292,7 @@ mod tests {
             json!([{"path": {"type": "Exact", "value": "/moderate"}, "method": "POST"},
                    {"path": {"type": "Exact", "value": "/v0/moderate"}, "method": "POST"}])
         );
-        let on = gateway_rules(&[rule.clone()], &keyed(50)).unwrap();
+        let on = gateway_rules(std::slice::from_ref(&rule), &keyed(50)).unwrap();
         assert_eq!(on[1]["matches"][1]["path"], rule["matches"][1]["path"]);
         assert_eq!(on[1]["matches"][1]["method"], "POST");
     }

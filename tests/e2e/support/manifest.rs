@@ -225,12 +225,11 @@ pub fn ranking_experiment(version: &str, file: &str, experiment_secs: u32) -> Va
     assert_eq!((&guard["name"], &guard["maxBelowStable"]), (&json!("clickThrough"), &json!(0.05)));
     guard["minSamples"] = json!(100);
     assert_eq!(analysis["reward"]["direction"], "Higher");
-    // The example's load check of full pages (50 candidates a request), for 10 s instead of a
-    // minute; its p95 limit widened for two shared cores (the measured figure is printed).
+    // The example's load check of full pages (50 candidates a request, its rate and limits), for
+    // 10 s instead of a minute (a run measured p95 7.45 ms against its 50 ms).
     let load = &mut v["spec"]["acceptance"]["load"];
     assert_eq!((&load["rate"], &load["maxLatencyP95"]), (&json!(50), &json!("50ms")), "the example's load check");
     load["duration"] = json!("10s");
-    load["maxLatencyP95"] = json!("250ms");
     v
 }
 
