@@ -64,6 +64,7 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
         traffic_routing: TrafficRouting {
             gateway_api: Some(GatewayApiRouting {
                 http_route: "fraud".into(),
+                grpc_route: None,
                 create: false,
                 parent_refs: vec![],
                 hostnames: vec![],

@@ -97,6 +97,13 @@ use crate::*;
         "reason": "FieldValueInvalid"
     },
     {
+        "rule": "(!has(self.trafficRouting) || !has(self.trafficRouting.gatewayAPI) || !has(self.trafficRouting.gatewayAPI.grpcRoute) || (has(self.workload) && has(self.workload.grpcPort))) || (oldSelf.hasValue() && !(!has(oldSelf.value().trafficRouting) || !has(oldSelf.value().trafficRouting.gatewayAPI) || !has(oldSelf.value().trafficRouting.gatewayAPI.grpcRoute) || (has(oldSelf.value().workload) && has(oldSelf.value().workload.grpcPort))))",
+        "optionalOldSelf": true,
+        "message": "gatewayAPI.grpcRoute routes the sidecar's gRPC API: set workload.grpcPort",
+        "fieldPath": ".trafficRouting.gatewayAPI.grpcRoute",
+        "reason": "FieldValueRequired"
+    },
+    {
         "rule": "((has(self.analysis) && ((has(self.analysis.promoteWithoutGates) && self.analysis.promoteWithoutGates) || (has(self.analysis.gates) && (has(self.analysis.gates.errorRate) || has(self.analysis.gates.latencyP95) || has(self.analysis.gates.falsePositiveRate) || has(self.analysis.gates.captureRate) || has(self.analysis.gates.precision) || has(self.analysis.gates.agreement) || has(self.analysis.gates.paired) || has(self.analysis.gates.scoreDrift) || has(self.analysis.gates.inputDrift) || (has(self.analysis.gates.custom) && size(self.analysis.gates.custom) > 0))))) || self.stages.all(s, has(s.gates) && (has(s.gates.replace) || has(s.gates.add)))) || (oldSelf.hasValue() && !((has(oldSelf.value().analysis) && ((has(oldSelf.value().analysis.promoteWithoutGates) && oldSelf.value().analysis.promoteWithoutGates) || (has(oldSelf.value().analysis.gates) && (has(oldSelf.value().analysis.gates.errorRate) || has(oldSelf.value().analysis.gates.latencyP95) || has(oldSelf.value().analysis.gates.falsePositiveRate) || has(oldSelf.value().analysis.gates.captureRate) || has(oldSelf.value().analysis.gates.precision) || has(oldSelf.value().analysis.gates.agreement) || has(oldSelf.value().analysis.gates.paired) || has(oldSelf.value().analysis.gates.scoreDrift) || has(oldSelf.value().analysis.gates.inputDrift) || (has(oldSelf.value().analysis.gates.custom) && size(oldSelf.value().analysis.gates.custom) > 0))))) || oldSelf.value().stages.all(s, has(s.gates) && (has(s.gates.replace) || has(s.gates.add)))))",
         "optionalOldSelf": true,
         "message": "set at least one gate in analysis.gates (or in every stage's gates), or analysis.promoteWithoutGates: true to promote on minDuration alone",

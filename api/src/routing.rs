@@ -65,6 +65,13 @@ pub struct GatewayApiRouting {
     /// Name of the `HTTPRoute` in the rollout's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub http_route: String,
+    /// Name of a `GRPCRoute` in the rollout's namespace that the split drives too, for clients of
+    /// the sidecar's gRPC API (`workload.grpcPort`): the same weights, mirror and experiment
+    /// header matches as the HTTPRoute, to the Services' `grpc` port. Created beside the
+    /// HTTPRoute with `create` (matching the Open Inference Protocol's gRPC service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub grpc_route: Option<String>,
     /// Create the route (owned by the rollout) instead of patching one the user manages.
     #[serde(default)]
     pub create: bool,

@@ -1,4 +1,5 @@
-//! The routes rollouts drive (HTTPRoutes, VirtualServices), watched by their metadata only.
+//! The routes rollouts drive (HTTPRoutes, GRPCRoutes, VirtualServices), watched by their metadata
+//! only.
 //!
 //! A route is usually the user's, applied by GitOps. When a sync (or a hand edit) writes it back
 //! mid-rollout, the controller's split is gone from it; without a watch the controller would put it
@@ -18,21 +19,23 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::ModelRollout;
-use crate::routers::{Router, http_route_resource, virtual_service_resource};
+use crate::routers::{GatewayRoute, Router, virtual_service_resource};
 
 /// The kinds of route a rollout can drive.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum RouteKind {
     HttpRoute,
+    GrpcRoute,
     VirtualService,
 }
 
 impl RouteKind {
-    pub const ALL: [RouteKind; 2] = [RouteKind::HttpRoute, RouteKind::VirtualService];
+    pub const ALL: [RouteKind; 3] = [RouteKind::HttpRoute, RouteKind::GrpcRoute, RouteKind::VirtualService];
 
     pub fn resource(self) -> ApiResource {
         match self {
-            RouteKind::HttpRoute => http_route_resource(),
+            RouteKind::HttpRoute => GatewayRoute::Http.resource(),
+            RouteKind::GrpcRoute => GatewayRoute::Grpc.resource(),
             RouteKind::VirtualService => virtual_service_resource(),
         }
     }
@@ -46,15 +49,17 @@ pub struct RouteKey {
     pub name: String,
 }
 
-/// The route `mr` drives, if it drives one.
-pub fn route_of(mr: &ModelRollout) -> Option<RouteKey> {
+/// The routes `mr` drives, in the order its router's `apply` reports their generations: the
+/// HTTPRoute then the GRPCRoute, or the VirtualService; none with replica ratios.
+pub fn routes_of(mr: &ModelRollout) -> Vec<RouteKey> {
     let namespace = mr.namespace().unwrap_or_default();
+    let key = |kind, name: &String| RouteKey { kind, namespace: namespace.clone(), name: name.clone() };
     match Router::of(mr) {
-        Router::GatewayApi(g) => Some(RouteKey { kind: RouteKind::HttpRoute, namespace, name: g.http_route.clone() }),
-        Router::Istio(i) => {
-            Some(RouteKey { kind: RouteKind::VirtualService, namespace, name: i.virtual_service.clone() })
-        }
-        Router::ReplicaRatio => None,
+        Router::GatewayApi(g) => std::iter::once(key(RouteKind::HttpRoute, &g.http_route))
+            .chain(g.grpc_route.as_ref().map(|n| key(RouteKind::GrpcRoute, n)))
+            .collect(),
+        Router::Istio(i) => vec![key(RouteKind::VirtualService, &i.virtual_service)],
+        Router::ReplicaRatio => vec![],
     }
 }
 
@@ -98,6 +103,12 @@ pub fn changed_since(generations: &RouteGenerations, key: &RouteKey, applied: Op
         (Some(ours), Some(seen)) => seen > ours,
         _ => false,
     }
+}
+
+/// Whether any of a rollout's routes (`keys`, as [`routes_of`] lists them) was changed by someone
+/// else since the generations its writes left (`applied`, in the same order).
+pub fn any_changed_since(generations: &RouteGenerations, keys: &[RouteKey], applied: &[Option<i64>]) -> bool {
+    keys.iter().zip(applied).any(|(k, a)| changed_since(generations, k, *a))
 }
 
 /// Whether the cluster serves `kind` in `namespace` (`None`: every namespace) to this controller:
@@ -150,7 +161,7 @@ pub fn rollouts_of(
         .state()
         .iter()
         .filter_map(|guard| guard.0.as_ref().ok())
-        .filter(|mr| route_of(mr).as_ref() == Some(&key))
+        .filter(|mr| routes_of(mr).contains(&key))
         .map(|mr| ObjectRef::new(&mr.name_any()).within(&key.namespace))
         .collect()
 }
@@ -188,6 +199,24 @@ mod tests {
         assert!(!changed_since(&g, &key("fraud"), None), "never applied: nothing to compare");
         g.apply(RouteKind::HttpRoute, &watcher::Event::Delete(meta("team-a", "fraud", 4)));
         assert_eq!(g.get(&key("fraud")), None);
+    }
+
+    /// A rollout with a GRPCRoute drives two routes, each watched: a change to either one by
+    /// someone else makes its split stale.
+    #[test]
+    fn a_grpc_route_is_a_second_route_of_the_rollout() {
+        let mut mr = crate::fixtures::rollout("fraud", crate::fixtures::spec("v2", crate::fixtures::SHA_V2));
+        mr.metadata.namespace = Some("team-a".into());
+        mr.spec.traffic_routing.gateway_api.as_mut().unwrap().grpc_route = Some("fraud-grpc".into());
+        let grpc = RouteKey { kind: RouteKind::GrpcRoute, namespace: "team-a".into(), name: "fraud-grpc".into() };
+        let keys = routes_of(&mr);
+        assert_eq!(keys, [key("fraud"), grpc.clone()]);
+        let g = RouteGenerations::default();
+        g.apply(RouteKind::HttpRoute, &watcher::Event::Apply(meta("team-a", "fraud", 3)));
+        g.apply(RouteKind::GrpcRoute, &watcher::Event::Apply(meta("team-a", "fraud-grpc", 5)));
+        assert!(!any_changed_since(&g, &keys, &[Some(3), Some(5)]), "both as our writes left them");
+        assert!(any_changed_since(&g, &keys, &[Some(3), Some(4)]), "the GRPCRoute written back by GitOps");
+        assert_eq!(g.get(&grpc), Some(5));
     }
 
     #[test]

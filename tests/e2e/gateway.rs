@@ -377,3 +377,119 @@ async fn replica_ratio_through_kube_proxy_follows_the_pods_as_clients_see_it() {
     println!("RATIO_REQUESTS total={} failed={}", answers.len(), failed.len());
     assert!(failed.is_empty(), "failed requests while pods came and went: {failed:?}");
 }
+
+/// The host name the gRPC test's created routes answer for on the shared Gateway.
+const GRPC_HOST: &str = "grpc-fraud.models.test";
+const GRPC_PORT: u16 = 9000;
+
+/// `calls` ModelInfer calls through the Gateway with Triton's gRPC client, `:authority`
+/// [`GRPC_HOST`]: the answers per `model_version`, and the errors.
+async fn grpc_versions(calls: u32) -> (std::collections::BTreeMap<String, u64>, Vec<String>) {
+    let python =
+        std::env::var("MODELROLLOUT_PYTHON").expect("MODELROLLOUT_PYTHON (eval \"$(bash scripts/python-env.sh)\")");
+    let (addr, ..) = gateway();
+    let script = root().join("tests/e2e/clients/grpc_versions.py");
+    let golden = root().join("models/fraud-v1.golden.json");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args([addr.as_str(), GRPC_HOST, "fraud"])
+            .arg(golden)
+            .arg(calls.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the gRPC client failed:\n{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let versions = v["versions"].as_object().unwrap().iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap())).collect();
+    let errors = v["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect();
+    (versions, errors)
+}
+
+/// The fraud rollout serving its gRPC API (`workload.grpcPort`) with a GRPCRoute beside its
+/// HTTPRoute, both created for [`GRPC_HOST`] on the shared Gateway.
+fn grpc_fraud(version: &str, file: &str, stages: serde_json::Value) -> serde_json::Value {
+    let (_, gw_ns, gw_name) = gateway();
+    let mut m = Manifest::fraud_on_node(version, from_image(file)).stages(stages).build();
+    m["spec"]["workload"]["grpcPort"] = json!(GRPC_PORT);
+    m["spec"]["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "fraud", "grpcRoute": "fraud-grpc", "create": true,
+        "parentRefs": [{"name": gw_name, "namespace": gw_ns}], "hostnames": [GRPC_HOST]}});
+    // Traffic, not judgement: the stages advance on their durations (the calls come in bursts,
+    // between which a gate would have no samples).
+    m["spec"]["analysis"] = json!({"interval": "3s", "promoteWithoutGates": true});
+    m
+}
+
+/// GRPCRoute: clients of the sidecar's gRPC API (Triton's own `tritonclient.grpc`, through the
+/// Gateway) get the split as HTTP clients do. Shadow: every answer from v1 while Envoy mirrors the
+/// calls to v2 (its `grpc_infer` counter grows); 50%: the share of answers from v2 within the
+/// 99.9% binomial interval of 50%; promoted: every answer from v2. Which version answered is the
+/// answer's own `model_version`.
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
+async fn grpc_clients_get_the_split_through_a_grpc_route() {
+    let one = json!([{"name": "full", "weight": 100, "minDuration": "5s"}]);
+    let env = Env::on_node("gw-grpc", "fraud", |_| None, grpc_fraud("v1", "fraud-v1.onnx", one)).await;
+    let ns = env.ns.name.clone();
+    let route: serde_json::Value =
+        serde_json::from_str(&kubectl_ok(&["get", "grpcroute", "fraud-grpc", "-n", &ns, "-o", "json"], None)).unwrap();
+    assert_eq!(route["spec"]["hostnames"], json!([GRPC_HOST]));
+    assert_eq!(route["spec"]["rules"][0]["matches"][0]["method"]["service"], "inference.GRPCInferenceService");
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["port"], GRPC_PORT);
+    wait_for("gRPC answered by v1 through the Gateway", Duration::from_secs(90), || async {
+        let (v, errors) = grpc_versions(20).await;
+        (errors.is_empty() && v.get("v1") == Some(&20)).then_some(())
+    })
+    .await;
+
+    let stages = json!([
+        {"name": "shadow", "weight": 0, "mirrorPercent": 100, "minDuration": "40s"},
+        {"name": "canary-50", "weight": 50, "minDuration": "60s"},
+        {"name": "full", "weight": 100, "minDuration": "5s"}
+    ]);
+    gitops_apply(&ns, &grpc_fraud("v2", "fraud-v2.onnx", stages));
+    env.wait(Duration::from_secs(180), "the shadow stage", |s| s.stage_name.as_deref() == Some("shadow")).await;
+    let pod = candidate_pod(&ns, "v2").await;
+    let mirrored = || pod_counter(&pod, "modelrollout_sidecar_requests_total", &["route=\"grpc_infer\""]);
+    let before = mirrored().await.unwrap_or(0.0);
+    let (shadow, errors) = wait_for("Envoy mirroring gRPC calls to v2", Duration::from_secs(40), || async {
+        let (v, errors) = grpc_versions(50).await;
+        (mirrored().await? > before).then_some((v, errors))
+    })
+    .await;
+    println!("GRPC_SHADOW client_answers={shadow:?} candidate_grpc_calls={}", mirrored().await.unwrap_or(0.0) - before);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(shadow.keys().collect::<Vec<_>>(), ["v1"], "in shadow every answer is stable's");
+
+    env.wait(Duration::from_secs(120), "the 50% stage", |s| s.stage_name.as_deref() == Some("canary-50")).await;
+    // Envoy applies the new weights within a second or so: measured once v2 answers.
+    wait_for("v2 answering gRPC calls", Duration::from_secs(30), || async {
+        grpc_versions(20).await.0.contains_key("v2").then_some(())
+    })
+    .await;
+    let n = 600u32;
+    let (half, errors) = grpc_versions(n).await;
+    let st = env.api().get("fraud").await.unwrap().status.unwrap();
+    assert_eq!(st.stage_name.as_deref(), Some("canary-50"), "measured inside the stage");
+    let share = half.get("v2").copied().unwrap_or(0) as f64 / n as f64;
+    let margin = 3.29 * (0.25 / n as f64).sqrt();
+    println!(
+        "GRPC_SPLIT weight=50 calls={n} answers={half:?} v2_share={share:.3} interval=[{:.3}, {:.3}]",
+        0.5 - margin,
+        0.5 + margin
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!((share - 0.5).abs() <= margin, "v2 answered {share:.3} of gRPC calls at 50%");
+
+    let mr = env.decided(Duration::from_secs(180), "v2 decided").await;
+    assert_eq!(mr.status.unwrap().phase, Some(Phase::Promoted));
+    wait_for("gRPC answered by v2 once promoted", Duration::from_secs(60), || async {
+        let (v, errors) = grpc_versions(20).await;
+        (errors.is_empty() && v.get("v2") == Some(&20)).then_some(())
+    })
+    .await;
+    env.ns.delete().await;
+}

@@ -467,6 +467,11 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             &["spec.trafficRouting.gatewayAPI.hostnames", "create: true"],
         ),
         (
+            "a GRPCRoute with no gRPC port",
+            |v| v["spec"]["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "fraud", "grpcRoute": "fraud-grpc"}}),
+            &["spec.trafficRouting.gatewayAPI.grpcRoute", "workload.grpcPort"],
+        ),
+        (
             "an unknown shed-load policy",
             |v| v["spec"]["model"]["contract"]["errors"] = json!({"shedLoad": "Sometimes"}),
             &["spec.model.contract.errors.shedLoad", "Unsupported value"],

@@ -48,12 +48,12 @@ pub(super) async fn execute(
             let split_print = format!("{traffic:?}/{:?}/{:?}", mr.metadata.generation, mr.metadata.uid);
             // Stale when it changed, aged past --reapply-after, or the route was written by someone
             // else since (a GitOps sync: the route watch saw a later generation than ours).
-            let route = route_watch::route_of(mr);
+            let routes = route_watch::routes_of(mr);
             let split_fresh = |a: Option<&AppliedSplit>| {
-                a.and_then(|a| a.split.as_ref()).is_some_and(|(split, at, generation)| {
+                a.and_then(|a| a.split.as_ref()).is_some_and(|(split, at, generations)| {
                     *split == split_print
                         && ctx.recent(at)
-                        && !route.as_ref().is_some_and(|r| route_watch::changed_since(&ctx.routes, r, *generation))
+                        && !route_watch::any_changed_since(&ctx.routes, &routes, generations)
                 })
             };
             (!ctx.applied_traffic.with(mr, split_fresh)).then(|| {
@@ -76,8 +76,8 @@ pub(super) async fn execute(
     };
     try_join(try_join_all(workloads), services).await?;
     if let Some((split_print, split, ..)) = route {
-        let generation = Router::of(mr).apply(&ctx.client, mr, &split).await?;
-        ctx.applied_traffic.update(mr, |a| a.split = Some((split_print, Instant::now(), generation)));
+        let generations = Router::of(mr).apply(&ctx.client, mr, &split).await?;
+        ctx.applied_traffic.update(mr, |a| a.split = Some((split_print, Instant::now(), generations)));
     }
     try_join_all(scale_downs).await?;
     Ok(())

@@ -63,9 +63,10 @@ pub type AppliedTraffic = PerRollout<AppliedSplit>;
 
 #[derive(Default)]
 pub struct AppliedSplit {
-    /// The split's fingerprint, when it was applied, and the route's generation that write left
-    /// (a later one seen by the route watch means someone else wrote the route since).
-    pub(super) split: Option<(String, Instant, Option<i64>)>,
+    /// The split's fingerprint, when it was applied, and each route's generation that write left
+    /// (`route_watch::routes_of`'s order; a later one seen by the route watch means someone else
+    /// wrote that route since).
+    pub(super) split: Option<(String, Instant, crate::routers::Generations)>,
     /// A hash of each Service (stable, canary, root) as last applied, and when.
     pub(super) services: [Option<(u64, Instant)>; 3],
 }

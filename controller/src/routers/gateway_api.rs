@@ -2,6 +2,9 @@
 //! and mirror; in an experiment stage a rule of the controller's own follows it (Gateway API ranks
 //! a rule with more header matches above one with fewer for the same path). The controller knows
 //! its rule as the one right after the stable rule whose every backend is the candidate's Service.
+//! A GRPCRoute (`grpcRoute`, for clients of the sidecar's gRPC API) gets the same, to the
+//! Services' `grpc` port: its rules, backendRefs, RequestMirror filter and header matches have the
+//! HTTPRoute's shape; only a match of every request differs (any method instead of path `/`).
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -14,11 +17,47 @@ use crate::api::{GatewayApiRouting, ModelRollout, TrafficMatch};
 use crate::error::Error;
 use crate::workloads::{self, MANAGER};
 
+/// The Gateway API route kinds the split drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GatewayRoute {
+    Http,
+    Grpc,
+}
+
+impl GatewayRoute {
+    pub fn kind(self) -> &'static str {
+        match self {
+            GatewayRoute::Http => "HTTPRoute",
+            GatewayRoute::Grpc => "GRPCRoute",
+        }
+    }
+
+    pub fn resource(self) -> ApiResource {
+        let plural = match self {
+            GatewayRoute::Http => "httproutes",
+            GatewayRoute::Grpc => "grpcroutes",
+        };
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", self.kind()),
+            plural,
+        )
+    }
+
+    /// A match of every request of this kind: path prefix `/`, or any gRPC method.
+    fn match_all(self) -> Value {
+        match self {
+            GatewayRoute::Http => json!({"path": {"type": "PathPrefix", "value": "/"}}),
+            GatewayRoute::Grpc => json!({}),
+        }
+    }
+}
+
+/// The gRPC service a created GRPCRoute matches: the Open Inference Protocol's, which the
+/// sidecar serves on `workload.grpcPort`.
+pub const OIP_GRPC_SERVICE: &str = "inference.GRPCInferenceService";
+
 pub fn http_route_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
-        "httproutes",
-    )
+    GatewayRoute::Http.resource()
 }
 
 /// The rule's backendRefs and filters for the split, other backends and filters left as they were.
@@ -69,12 +108,12 @@ fn gateway_header(rule: &HeaderRule) -> Value {
 
 /// The experiment's rule: each of the stable rule's matches with the header condition added,
 /// the stable rule's filters, the candidate's Service alone.
-pub fn experiment_rule(stable_rule: &Value, split: &Split, m: &TrafficMatch) -> Value {
+pub fn experiment_rule(kind: GatewayRoute, stable_rule: &Value, split: &Split, m: &TrafficMatch) -> Value {
     let rule = m.header_rule();
     let header = gateway_header(&rule);
     let mut matches = stable_rule["matches"].as_array().cloned().unwrap_or_default();
     if matches.is_empty() {
-        matches.push(json!({"path": {"type": "PathPrefix", "value": "/"}}));
+        matches.push(kind.match_all());
     }
     for one in &mut matches {
         let mut headers = one["headers"].as_array().cloned().unwrap_or_default();
@@ -110,7 +149,7 @@ fn is_experiment_rule(rule: &Value, split: &Split) -> bool {
 /// A route's rules for the split: the stable rule (the first that routes to the stable Service)
 /// rewritten by [`gateway_rule`], the experiment rule after it while a match is in force, every
 /// other rule as it was. None when no rule routes to stable.
-pub fn gateway_rules(rules: &[Value], split: &Split) -> Option<Vec<Value>> {
+pub fn gateway_rules(kind: GatewayRoute, rules: &[Value], split: &Split) -> Option<Vec<Value>> {
     let mut out = rules.to_vec();
     let idx = out.iter().position(|r| {
         r["backendRefs"].as_array().is_some_and(|refs| refs.iter().any(|b| b["name"] == split.stable_service.as_str()))
@@ -122,7 +161,7 @@ pub fn gateway_rules(rules: &[Value], split: &Split) -> Option<Vec<Value>> {
     if split.candidate_active
         && let Some(m) = &split.matched
     {
-        let rule = experiment_rule(&out[idx], split, m);
+        let rule = experiment_rule(kind, &out[idx], split, m);
         out.insert(idx + 1, rule);
     }
     Some(out)
@@ -141,17 +180,48 @@ pub fn created_rule(apis: &[crate::api::PublicApi], split: &Split) -> Value {
     rule
 }
 
+/// The rule of a created GRPCRoute: the Open Inference Protocol's gRPC service, to stable.
+pub fn created_grpc_rule(split: &Split) -> Value {
+    json!({
+        "matches": [{"method": {"type": "Exact", "service": OIP_GRPC_SERVICE}}],
+        "backendRefs": [{"name": split.stable_service, "port": split.port, "weight": 100}]
+    })
+}
+
 pub(super) async fn apply(
     client: &Client,
     mr: &ModelRollout,
     g: &GatewayApiRouting,
     split: &Split,
+) -> Result<super::Generations, Error> {
+    let http = apply_one(client, mr, g, GatewayRoute::Http, &g.http_route, split).await?;
+    let Some(grpc_route) = &g.grpc_route else { return Ok(vec![http]) };
+    let port = mr.spec.workload.grpc_port.ok_or_else(|| {
+        Error::Router(format!("GRPCRoute {grpc_route}: the sidecar serves no gRPC (set workload.grpcPort)"))
+    })?;
+    let grpc_split = Split { port, ..split.clone() };
+    let grpc = apply_one(client, mr, g, GatewayRoute::Grpc, grpc_route, &grpc_split).await?;
+    Ok(vec![http, grpc])
+}
+
+/// One route of the split: created whole (server-side apply, owned by the rollout) with `create`,
+/// else the user's route's stable rule (and the experiment's rule beside it) replaced, guarded.
+async fn apply_one(
+    client: &Client,
+    mr: &ModelRollout,
+    g: &GatewayApiRouting,
+    kind: GatewayRoute,
+    name: &str,
+    split: &Split,
 ) -> Result<Option<i64>, Error> {
-    let ar = http_route_resource();
+    let ar = kind.resource();
     let ns = mr.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
     if g.create {
-        let base = created_rule(&mr.spec.model.contract.apis, split);
+        let base = match kind {
+            GatewayRoute::Http => created_rule(&mr.spec.model.contract.apis, split),
+            GatewayRoute::Grpc => created_grpc_rule(split),
+        };
         let parents: Vec<Value> = g
             .parent_refs
             .iter()
@@ -166,24 +236,25 @@ pub(super) async fn apply(
                 v
             })
             .collect();
-        let route = json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": g.http_route, "namespace": ns, "ownerReferences": [workloads::owner_ref(mr)]},
-            "spec": {"parentRefs": parents, "rules": gateway_rules(&[base], split).expect("the base rule routes to stable")}
+        let rules = gateway_rules(kind, &[base], split).expect("the base rule routes to stable");
+        let mut route = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": kind.kind(),
+            "metadata": {"name": name, "namespace": ns, "ownerReferences": [workloads::owner_ref(mr)]},
+            "spec": {"parentRefs": parents, "rules": rules}
         });
-        let mut route = route;
         if !g.hostnames.is_empty() {
             route["spec"]["hostnames"] = json!(g.hostnames);
         }
-        let written = api.patch(&g.http_route, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&route)).await?;
+        let written = api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&route)).await?;
         return Ok(written.metadata.generation);
     }
-    let route = api.get(&g.http_route).await.map_err(|e| route_error("HTTPRoute", &g.http_route, e))?;
+    let route = api.get(name).await.map_err(|e| route_error(kind.kind(), name, e))?;
     let rules = route.data["spec"]["rules"].as_array().cloned().unwrap_or_default();
-    let new_rules = gateway_rules(&rules, split).ok_or_else(|| {
+    let new_rules = gateway_rules(kind, &rules, split).ok_or_else(|| {
         Error::Router(format!(
-            "HTTPRoute {} has no rule with a backendRef to Service {}",
-            g.http_route, split.stable_service
+            "{} {name} has no rule with a backendRef to Service {}",
+            kind.kind(),
+            split.stable_service
         ))
     })?;
     if new_rules == rules {
@@ -192,5 +263,5 @@ pub(super) async fn apply(
     // One rule changed: replace that one (the user's other rules are not even rewritten). Rules
     // added or removed (an experiment starts or ends): the list, still guarded.
     let (path, value) = replacement("/spec/rules", &rules, new_rules);
-    replace_guarded(&api, &g.http_route, route.resource_version(), &path, value).await
+    replace_guarded(&api, name, route.resource_version(), &path, value).await
 }

@@ -21,7 +21,10 @@ pub mod istio;
 pub mod replica_ratio;
 pub mod weights;
 
-pub use gateway_api::{created_rule, experiment_rule, gateway_rule, gateway_rules, http_route_resource};
+pub use gateway_api::{
+    GatewayRoute, OIP_GRPC_SERVICE, created_grpc_rule, created_rule, experiment_rule, gateway_rule, gateway_rules,
+    http_route_resource,
+};
 pub use istio::{EXPERIMENT_ROUTE, istio_route, istio_routes, virtual_service_resource};
 
 use crate::api::{GatewayApiRouting, IstioRouting, ModelRollout, TrafficMatch};
@@ -84,15 +87,19 @@ impl Split {
     }
 }
 
+/// Each route's `metadata.generation` as a write left it (or as read, when it already said the
+/// split), in `route_watch::routes_of`'s order.
+pub type Generations = Vec<Option<i64>>;
+
 pub trait TrafficRouter {
-    /// Makes the route send the split. Idempotent. Returns the route's `metadata.generation` as
-    /// this write left it (or as read, when it already said the split); None without a route.
+    /// Makes the routes send the split. Idempotent. Returns each route's generation (none
+    /// without a route).
     fn apply(
         &self,
         client: &Client,
         mr: &ModelRollout,
         split: &Split,
-    ) -> impl Future<Output = Result<Option<i64>, Error>> + Send;
+    ) -> impl Future<Output = Result<Generations, Error>> + Send;
 
     /// Before the rollout goes (its finalizer): all traffic back to stable and the controller's
     /// changes to a user-owned route removed. A route already gone needs no restoring.
@@ -128,10 +135,10 @@ impl<'a> Router<'a> {
 }
 
 impl TrafficRouter for Router<'_> {
-    async fn apply(&self, client: &Client, mr: &ModelRollout, split: &Split) -> Result<Option<i64>, Error> {
+    async fn apply(&self, client: &Client, mr: &ModelRollout, split: &Split) -> Result<Generations, Error> {
         match self {
             Router::GatewayApi(g) => gateway_api::apply(client, mr, g, split).await,
-            Router::Istio(i) => istio::apply(client, mr, i, split).await,
+            Router::Istio(i) => Ok(vec![istio::apply(client, mr, i, split).await?]),
             Router::ReplicaRatio => replica_ratio::apply(client, mr, split).await,
         }
     }
@@ -240,7 +247,7 @@ mod tests {
             "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x", "value": "y"}]}}]
         });
         let rules = vec![user.clone(), stable.clone()];
-        let on = gateway_rules(&rules, &keyed(50)).unwrap();
+        let on = gateway_rules(GatewayRoute::Http, &rules, &keyed(50)).unwrap();
         assert_eq!(on.len(), 3);
         assert_eq!(on[0], user);
         assert_eq!(on[1]["backendRefs"][0]["weight"], 100, "stable keeps every unmatched request");
@@ -252,25 +259,25 @@ mod tests {
         assert_eq!(exp["matches"][0]["headers"], json!([want]));
         assert_eq!(exp["matches"][0]["path"], stable["matches"][0]["path"]);
         assert_eq!(exp["matches"][1], json!({"path": {"type": "PathPrefix", "value": "/v2"}, "headers": [want]}));
-        assert_eq!(gateway_rules(&on, &keyed(50)).unwrap(), on, "idempotent");
-        let wider = gateway_rules(&on, &keyed(75)).unwrap();
+        assert_eq!(gateway_rules(GatewayRoute::Http, &on, &keyed(50)).unwrap(), on, "idempotent");
+        let wider = gateway_rules(GatewayRoute::Http, &on, &keyed(75)).unwrap();
         assert_eq!(wider.len(), 3);
         assert_eq!(wider[..2], on[..2]);
         assert_eq!(wider[2]["matches"][1]["headers"][0]["value"], "^.*(?:[0123456789aAbB][0-9a-fA-F])$");
-        let off = gateway_rules(&wider, &split(false, 0, 0)).unwrap();
+        let off = gateway_rules(GatewayRoute::Http, &wider, &split(false, 0, 0)).unwrap();
         assert_eq!(off, rules);
         // A rule with no matches of its own matches every path.
         let bare = json!({"backendRefs": [{"name": "fraud-stable", "port": 8080}]});
-        let one = gateway_rules(&[bare], &keyed(50)).unwrap();
+        let one = gateway_rules(GatewayRoute::Http, &[bare], &keyed(50)).unwrap();
         assert_eq!(one[1]["matches"][0]["path"], json!({"type": "PathPrefix", "value": "/"}));
         // A user's own rule to the candidate elsewhere in the route is theirs: kept, with or
         // without an experiment.
         let debug = json!({"matches": [{"headers": [{"name": "x-debug", "value": "canary"}]}],
                            "backendRefs": [{"name": "fraud-canary", "port": 8080}]});
         let with_debug = vec![debug.clone(), stable.clone()];
-        let on = gateway_rules(&with_debug, &keyed(50)).unwrap();
+        let on = gateway_rules(GatewayRoute::Http, &with_debug, &keyed(50)).unwrap();
         assert_eq!((on.len(), &on[0]), (3, &debug));
-        assert_eq!(gateway_rules(&on, &split(false, 0, 0)).unwrap(), with_debug);
+        assert_eq!(gateway_rules(GatewayRoute::Http, &on, &split(false, 0, 0)).unwrap(), with_debug);
     }
 
     /// A route the controller creates matches what the contract publishes and nothing else; with no
@@ -292,9 +299,48 @@ mod tests {
             json!([{"path": {"type": "Exact", "value": "/moderate"}, "method": "POST"},
                    {"path": {"type": "Exact", "value": "/v0/moderate"}, "method": "POST"}])
         );
-        let on = gateway_rules(std::slice::from_ref(&rule), &keyed(50)).unwrap();
+        let on = gateway_rules(GatewayRoute::Http, std::slice::from_ref(&rule), &keyed(50)).unwrap();
         assert_eq!(on[1]["matches"][1]["path"], rule["matches"][1]["path"]);
         assert_eq!(on[1]["matches"][1]["method"], "POST");
+    }
+
+    /// A GRPCRoute takes the split as an HTTPRoute does (weights and mirror on the stable rule, to
+    /// the gRPC port); its experiment rule matches every method with the key header; a created
+    /// one matches the Open Inference Protocol's service.
+    #[test]
+    fn a_grpc_route_gets_weights_mirror_and_the_experiment_rule() {
+        let grpc = |s: Split| Split { port: 9001, ..s };
+        let base = created_grpc_rule(&grpc(split(false, 0, 0)));
+        assert_eq!(
+            base["matches"],
+            json!([{"method": {"type": "Exact", "service": "inference.GRPCInferenceService"}}])
+        );
+        let shadow =
+            gateway_rules(GatewayRoute::Grpc, std::slice::from_ref(&base), &grpc(split(true, 0, 100))).unwrap();
+        assert_eq!(
+            shadow[0]["filters"],
+            json!([{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "fraud-canary", "port": 9001}, "percent": 100}}])
+        );
+        let quarter = gateway_rules(GatewayRoute::Grpc, &shadow, &grpc(split(true, 25, 0))).unwrap();
+        assert_eq!(quarter.len(), 1);
+        assert_eq!(
+            quarter[0]["backendRefs"],
+            json!([{"name": "fraud-stable", "port": 9001, "weight": 75}, {"name": "fraud-canary", "port": 9001, "weight": 25}])
+        );
+        assert!(quarter[0].get("filters").is_none(), "the mirror goes with the shadow stage");
+        // An experiment on a user's GRPCRoute whose stable rule matches every method.
+        let bare = json!({"backendRefs": [{"name": "fraud-stable", "port": 9001}]});
+        let on = gateway_rules(GatewayRoute::Grpc, &[bare], &grpc(keyed(50))).unwrap();
+        assert_eq!(
+            on[1]["matches"],
+            json!([{"headers": [{"type": "RegularExpression", "name": "x-user-id", "value": "^.*(?:[01234567][0-9a-fA-F])$"}]}])
+        );
+        assert_eq!(on[1]["backendRefs"], json!([{"name": "fraud-canary", "port": 9001, "weight": 100}]));
+        let off = gateway_rules(GatewayRoute::Grpc, &on, &grpc(split(false, 0, 0))).unwrap();
+        assert_eq!(off.len(), 1, "the experiment's rule goes when it ends: {off:?}");
+        let names: Vec<&str> =
+            off[0]["backendRefs"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["fraud-stable"]);
     }
 
     /// Istio: the experiment route goes before the primary (first match wins), keeps the primary's

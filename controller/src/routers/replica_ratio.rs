@@ -9,6 +9,6 @@ use crate::api::ModelRollout;
 use crate::error::Error;
 
 /// Nothing to route: the split is the pods (see `workloads`).
-pub(super) async fn apply(_: &Client, _: &ModelRollout, _: &Split) -> Result<Option<i64>, Error> {
-    Ok(None)
+pub(super) async fn apply(_: &Client, _: &ModelRollout, _: &Split) -> Result<super::Generations, Error> {
+    Ok(vec![])
 }
