@@ -385,6 +385,15 @@ const GRPC_PORT: u16 = 9000;
 /// `calls` ModelInfer calls through the Gateway with Triton's gRPC client, `:authority`
 /// [`GRPC_HOST`]: the answers per `model_version`, and the errors.
 async fn grpc_versions(calls: u32) -> (std::collections::BTreeMap<String, u64>, Vec<String>) {
+    grpc_versions_with(calls, None).await
+}
+
+/// [`grpc_versions`], each call with the metadata `header` (`name=value`).
+async fn grpc_versions_with(
+    calls: u32,
+    header: Option<&str>,
+) -> (std::collections::BTreeMap<String, u64>, Vec<String>) {
+    let header = header.map(str::to_string);
     let python =
         std::env::var("MODELROLLOUT_PYTHON").expect("MODELROLLOUT_PYTHON (eval \"$(bash scripts/python-env.sh)\")");
     let (addr, ..) = gateway();
@@ -396,6 +405,7 @@ async fn grpc_versions(calls: u32) -> (std::collections::BTreeMap<String, u64>, 
             .args([addr.as_str(), GRPC_HOST, "fraud"])
             .arg(golden)
             .arg(calls.to_string())
+            .args(header)
             .output()
             .unwrap()
     })
@@ -426,8 +436,9 @@ fn grpc_fraud(version: &str, file: &str, stages: serde_json::Value) -> serde_jso
 /// GRPCRoute: clients of the sidecar's gRPC API (Triton's own `tritonclient.grpc`, through the
 /// Gateway) get the split as HTTP clients do. Shadow: every answer from v1 while Envoy mirrors the
 /// calls to v2 (its `grpc_infer` counter grows); 50%: the share of answers from v2 within the
-/// 99.9% binomial interval of 50%; promoted: every answer from v2. Which version answered is the
-/// answer's own `model_version`.
+/// 99.9% binomial interval of 50%; promoted: every answer from v2; then an experiment stage: every
+/// call with its header to v3, every other to v2. Which version answered is the answer's own
+/// `model_version`.
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
 async fn grpc_clients_get_the_split_through_a_grpc_route() {
@@ -491,5 +502,34 @@ async fn grpc_clients_get_the_split_through_a_grpc_route() {
         (errors.is_empty() && v.get("v2") == Some(&20)).then_some(())
     })
     .await;
+
+    // An experiment stage: calls carrying `x-beta: 1` go to the candidate, every other to stable.
+    let beta = json!([
+        {"name": "beta", "weight": 0, "match": {"header": {"name": "x-beta", "value": "1"}}, "minDuration": "45s"},
+        {"name": "full", "weight": 100, "minDuration": "5s"}
+    ]);
+    gitops_apply(&ns, &grpc_fraud("v3", "fraud-v2.onnx", beta));
+    env.wait(Duration::from_secs(180), "the experiment stage", |s| s.stage_name.as_deref() == Some("beta")).await;
+    wait_for("the experiment's rule in the GRPCRoute", Duration::from_secs(60), || async {
+        let route: serde_json::Value =
+            serde_json::from_str(&kubectl_ok(&["get", "grpcroute", "fraud-grpc", "-n", &ns, "-o", "json"], None))
+                .ok()?;
+        (route["spec"]["rules"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    wait_for("x-beta calls answered by v3", Duration::from_secs(30), || async {
+        (grpc_versions_with(20, Some("x-beta=1")).await.0.get("v3") == Some(&20)).then_some(())
+    })
+    .await;
+    let (with, errors_with) = grpc_versions_with(100, Some("x-beta=1")).await;
+    let (without, errors_without) = grpc_versions(100).await;
+    let st = env.api().get("fraud").await.unwrap().status.unwrap();
+    assert_eq!(st.stage_name.as_deref(), Some("beta"), "measured inside the stage");
+    println!("GRPC_MATCH with_header={with:?} without={without:?}");
+    assert!(errors_with.is_empty() && errors_without.is_empty(), "{errors_with:?} {errors_without:?}");
+    assert_eq!(with.keys().collect::<Vec<_>>(), ["v3"], "every call with the header to the candidate");
+    assert_eq!(without.keys().collect::<Vec<_>>(), ["v2"], "every other call to stable");
+    let mr = env.decided(Duration::from_secs(180), "v3 decided").await;
+    assert_eq!(mr.status.unwrap().phase, Some(Phase::Promoted));
     env.ns.delete().await;
 }

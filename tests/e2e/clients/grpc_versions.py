@@ -4,7 +4,8 @@ address, the route's host name as the `:authority`, requests built from the mode
 version asked for (the route picks it). Prints, as one JSON line, how many answers each
 `model_version` gave and the errors.
 
-Usage: grpc_versions.py GATEWAY_HOST:PORT AUTHORITY MODEL GOLDEN_JSON CALLS
+Usage: grpc_versions.py GATEWAY_HOST:PORT AUTHORITY MODEL GOLDEN_JSON CALLS [HEADER=VALUE]
+(the header, if given, sent as metadata with every call).
 """
 
 import json
@@ -19,6 +20,7 @@ NP = {"FP32": np.float32, "INT64": np.int64, "BYTES": np.object_}
 
 def main():
     gateway, authority, model, golden, calls = sys.argv[1:6]
+    headers = dict([sys.argv[6].split("=", 1)]) if len(sys.argv) > 6 else None
     rows = json.load(open(golden))["rows"]
     c = grpcclient.InferenceServerClient(url=gateway, channel_args=[("grpc.default_authority", authority)])
     meta = c.get_model_metadata(model, as_json=True)
@@ -31,7 +33,7 @@ def main():
             t.set_data_from_numpy(np.array([row["features"][spec["name"]]], dtype=NP[spec["datatype"]]))
             inputs.append(t)
         try:
-            result = c.infer(model, inputs, request_id=f"grpc-{i}")
+            result = c.infer(model, inputs, request_id=f"grpc-{i}", headers=headers)
             v = result.get_response().model_version
             versions[v] = versions.get(v, 0) + 1
         except InferenceServerException as e:
