@@ -95,11 +95,29 @@ if ! has_image "$RUNTIME_BASE"; then
   rm -rf "$stage"
 fi
 
+# --- the build context ---------------------------------------------------------------------------
+# The images' cargo target cache is shared by every checkout built on this machine (CI's clone, a
+# working tree), and cargo judges freshness by mtimes: a tree whose sources are older than the
+# cache's last build from another checkout got that checkout's binaries (a controller image built
+# here once lacked the commit it was built from). So the context is a copy of the tree (its files,
+# as git lists them), and when its content differs from the last build's every file is touched:
+# the same content builds incrementally, other content rebuilds the workspace's crates.
+CONTEXT=$(mktemp -d "$IMG/context.XXXXXX")
+trap 'rm -rf "$CONTEXT"' EXIT
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -p -t "$CONTEXT" 2>/dev/null) \
+  || (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+        [[ -e $f ]] && cp --parents -p "$f" "$CONTEXT"; done)
+cp -p "$ROOT/.dockerignore" "$CONTEXT/" 2>/dev/null || true
+STAMP=$(cd "$CONTEXT" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+if [[ "$(cat "$OUT/.context-stamp" 2>/dev/null)" != "$STAMP" ]]; then
+  find "$CONTEXT" -type f -exec touch {} +
+fi
+
 # --- the project's images, from the shipped Dockerfiles ---------------------------------------
 build() {
   local dockerfile=$1 name=$2
   step "buildah bud -f $dockerfile -t $name"
-  (cd "$ROOT" && b bud --quiet --isolation chroot --network host --layers=false \
+  (cd "$CONTEXT" && b bud --quiet --isolation chroot --network host --layers=false \
     --build-arg "RUST_IMAGE=$BUILD_BASE" --build-arg "PYTHON_IMAGE=$BUILD_BASE" --build-arg "RUNTIME_IMAGE=$RUNTIME_BASE" \
     -f "$dockerfile" -t "$name" .) >&2
   local file
@@ -111,6 +129,7 @@ build controller/Dockerfile "ghcr.io/modelrollout/controller:$TAG"
 build inference-sidecar/Dockerfile "ghcr.io/modelrollout/inference-sidecar:$TAG"
 build evidence/Dockerfile "ghcr.io/modelrollout/evidence:$TAG"
 build models/Containerfile "ghcr.io/modelrollout/models:$TAG"
+echo "$STAMP" > "$OUT/.context-stamp"
 
 # --- for the tests only: a static file server (Debian's busybox-static) for the model store ---
 STORE_IMAGE=localhost/modelrollout/busybox:test

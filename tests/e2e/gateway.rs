@@ -445,8 +445,11 @@ async fn grpc_clients_get_the_split_through_a_grpc_route() {
     let one = json!([{"name": "full", "weight": 100, "minDuration": "5s"}]);
     let env = Env::on_node("gw-grpc", "fraud", |_| None, grpc_fraud("v1", "fraud-v1.onnx", one)).await;
     let ns = env.ns.name.clone();
-    let route: serde_json::Value =
-        serde_json::from_str(&kubectl_ok(&["get", "grpcroute", "fraud-grpc", "-n", &ns, "-o", "json"], None)).unwrap();
+    let route: serde_json::Value = wait_for("the created GRPCRoute", Duration::from_secs(60), || async {
+        let out = kubectl(&["get", "grpcroute", "fraud-grpc", "-n", &ns, "-o", "json"], None);
+        serde_json::from_slice(&out.stdout).ok()
+    })
+    .await;
     assert_eq!(route["spec"]["hostnames"], json!([GRPC_HOST]));
     assert_eq!(route["spec"]["rules"][0]["matches"][0]["method"]["service"], "inference.GRPCInferenceService");
     assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["port"], GRPC_PORT);
