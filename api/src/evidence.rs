@@ -169,6 +169,8 @@ pub enum GateSet {
 }
 
 impl GateSet {
+    pub const ALL: [GateSet; 3] = [GateSet::Rollout, GateSet::StageReplaced, GateSet::StageAdjusted];
+
     pub fn is_rollout(&self) -> bool {
         *self == GateSet::Rollout
     }

@@ -36,6 +36,14 @@ pub struct PhaseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateSetLabel {
+    pub namespace: String,
+    pub name: String,
+    /// `Rollout`, `StageReplaced` or `StageAdjusted` (`GateSet::ALL`).
+    pub gate_set: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GateLabel {
     pub namespace: String,
     pub name: String,
@@ -60,6 +68,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<ErrorLabel, Counter>,
     pub phase: Family<PhaseLabel, Gauge>,
+    /// 1 for the gate set the rollout's last analysis used (the stage's own, or the rollout's).
+    pub gate_set: Family<GateSetLabel, Gauge>,
     pub weight: Family<RolloutLabel, Gauge>,
     pub mirror: Family<RolloutLabel, Gauge>,
     pub gate_value: Family<GateLabel, Gauge<f64, AtomicU64>>,
@@ -89,6 +99,7 @@ impl Default for Metrics {
             ]),
             reconcile_errors: Family::default(),
             phase: Family::default(),
+            gate_set: Family::default(),
             weight: Family::default(),
             mirror: Family::default(),
             gate_value: Family::default(),
@@ -105,6 +116,11 @@ impl Default for Metrics {
         r.register("reconcile_duration_seconds", "Reconcile duration", m.reconcile_duration.clone());
         r.register("reconcile_errors", "Reconcile errors by kind", m.reconcile_errors.clone());
         r.register("rollout_phase", "1 for the rollout's current phase", m.phase.clone());
+        r.register(
+            "rollout_gate_set",
+            "1 for the gate set the last analysis used (Rollout, StageReplaced, StageAdjusted)",
+            m.gate_set.clone(),
+        );
         r.register("rollout_canary_weight", "Percent of live traffic on the candidate", m.weight.clone());
         r.register("rollout_mirror_percent", "Percent of traffic mirrored to the candidate", m.mirror.clone());
         r.register("rollout_gate_value", "Last measured gate value (candidate, stable)", m.gate_value.clone());
@@ -175,6 +191,13 @@ impl Metrics {
                 namespace: rollout.namespace.clone(),
                 name: rollout.name.clone(),
                 phase: p.as_str(),
+            });
+        }
+        for g in crate::api::GateSet::ALL {
+            self.gate_set.remove(&GateSetLabel {
+                namespace: rollout.namespace.clone(),
+                name: rollout.name.clone(),
+                gate_set: g.as_str(),
             });
         }
         let gates = self.gates_seen.lock().expect("not poisoned").remove(rollout).unwrap_or_default();

@@ -444,6 +444,14 @@ async fn invalid_model_rollouts_are_rejected_naming_the_field() {
             &["spec.model.contract.apis[0].labels", "Classify"],
         ),
         (
+            "an item id on a Classify API",
+            |v| {
+                v["spec"]["model"]["contract"]["apis"] =
+                    json!([{"path": "/score", "shape": "Classify", "itemId": "sku"}])
+            },
+            &["spec.model.contract.apis[0].itemId", "Rank API"],
+        ),
+        (
             "a Rank API whose item id is a feature",
             |v| {
                 v["spec"]["model"]["contract"]["apis"] = json!([{"path": "/rank", "shape": "Rank", "itemId": "amount"}])

@@ -2,7 +2,7 @@
 //! goes.
 
 use super::*;
-use crate::telemetry::{GATE_SERIES, PHASES, PhaseLabel, WebhookLabel};
+use crate::telemetry::{GATE_SERIES, GateSetLabel, PHASES, PhaseLabel, WebhookLabel};
 
 pub(super) fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRolloutStatus, new: &ModelRolloutStatus) {
     let m = &ctx.metrics;
@@ -38,6 +38,10 @@ pub(super) fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRollou
         }
     }
     if let Some(run) = &new.last_analysis {
+        for g in crate::api::GateSet::ALL {
+            let l = GateSetLabel { namespace: namespace.clone(), name: name.clone(), gate_set: g.as_str() };
+            m.gate_set.get_or_create(&l).set(i64::from(run.gate_set == g));
+        }
         // Status keeps the analysis time to the microsecond: exported as taken.
         m.last_analysis.get_or_create(&rl).set(run.time.0.as_millisecond() as f64 / 1e3);
         for g in &run.gates {
@@ -47,5 +51,49 @@ pub(super) fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRollou
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AnalysisRun, GateSet, Verdict};
+    use crate::fixtures::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    /// The gate set of the last analysis is one series of three at 1 (the dashboard's timeline
+    /// reads it), and the rollout's series go with it.
+    #[tokio::test]
+    async fn the_gate_set_series_says_which_set_the_last_analysis_used() {
+        let (client, _server) = crate::fixtures::apiserver(|_, _, _| (200, serde_json::json!({})));
+        let ctx = Context::test(client);
+        let mr = rollout_with_status("v2", Default::default());
+        let run = |gate_set| AnalysisRun {
+            time: MicroTime(jiff::Timestamp::UNIX_EPOCH),
+            stage_index: 0,
+            verdict: Verdict::Pass,
+            gate_set,
+            gates: vec![],
+        };
+        let series = |text: &str, set: &str| {
+            let needle = format!("gate_set=\"{set}\"}} ");
+            text.lines()
+                .find(|l| l.starts_with("modelrollout_rollout_gate_set{") && l.contains(&needle))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        for (used, others) in [
+            (GateSet::StageReplaced, [GateSet::Rollout, GateSet::StageAdjusted]),
+            (GateSet::Rollout, [GateSet::StageReplaced, GateSet::StageAdjusted]),
+        ] {
+            let new = ModelRolloutStatus { last_analysis: Some(run(used)), ..Default::default() };
+            record_metrics(&ctx, &mr, &Default::default(), &new);
+            let text = ctx.metrics.encode();
+            assert_eq!(series(&text, used.as_str()).as_deref(), Some("1"), "{text}");
+            for o in others {
+                assert_eq!(series(&text, o.as_str()).as_deref(), Some("0"), "{text}");
+            }
+        }
+        ctx.metrics.forget_rollout(&RolloutLabel { namespace: "team-a".into(), name: mr.name_any() });
+        assert_eq!(series(&ctx.metrics.encode(), "Rollout"), None);
     }
 }
