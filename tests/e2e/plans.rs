@@ -24,6 +24,21 @@ struct Stages {
     last_reset: Option<f64>,
 }
 
+impl Stages {
+    /// Each of `names` had an analysis that passed (printed per gate). The last stage's analysis is
+    /// written with the promotion (`last`): the watcher may not have polled that status.
+    fn every_stage_passed(&mut self, last: Option<AnalysisRun>, names: &[&str]) {
+        if let Some(run) = last {
+            self.analyses.insert(run.stage_index, run);
+        }
+        for (i, stage) in names.iter().enumerate() {
+            let run = self.analyses.get(&(i as u32)).unwrap_or_else(|| panic!("no analysis seen in {stage}"));
+            print_stage(stage, run);
+            assert_eq!(run.verdict, Verdict::Pass, "{stage}: {:?}", run.gates);
+        }
+    }
+}
+
 fn watch_stages(env: &Env) -> (Arc<Mutex<Stages>>, tokio::task::JoinHandle<()>) {
     let seen: Arc<Mutex<Stages>> = Arc::default();
     let (s, api, name) = (seen.clone(), env.api(), env.name.clone());
@@ -110,17 +125,8 @@ async fn the_fraud_plan_promotes_a_good_candidate_stage_by_stage() {
     let answers = load.shutdown().await;
 
     let mut seen = seen.lock().unwrap();
-    // The last stage's one analysis is written with the promotion: the watcher may not have polled
-    // that status before it stopped.
-    if let Some(run) = st.last_analysis.clone() {
-        seen.analyses.insert(run.stage_index, run);
-    }
     let names = ["shadow", "canary-5", "canary-25", "full"];
-    for (i, stage) in names.iter().enumerate() {
-        let run = seen.analyses.get(&(i as u32)).unwrap_or_else(|| panic!("no analysis seen in {stage}"));
-        print_stage(stage, run);
-        assert_eq!(run.verdict, Verdict::Pass, "{stage}: {:?}", run.gates);
-    }
+    seen.every_stage_passed(st.last_analysis.clone(), &names);
     let (shadow, five, quarter) = (&seen.analyses[&0], &seen.analyses[&1], &seen.analyses[&2]);
     assert_eq!(
         (shadow.gate_set, gate_names(shadow)),
@@ -250,14 +256,10 @@ async fn the_toxicity_example_is_accepted_and_promoted_at_its_published_api() {
 
     {
         let mut seen = seen.lock().unwrap();
-        if let Some(run) = st.last_analysis.clone() {
-            seen.analyses.insert(run.stage_index, run);
-        }
         let names = ["shadow", "canary-5", "canary-50", "full"];
+        seen.every_stage_passed(st.last_analysis.clone(), &names);
         for (i, stage) in names.iter().enumerate() {
-            let run = seen.analyses.get(&(i as u32)).unwrap_or_else(|| panic!("no analysis seen in {stage}"));
-            print_stage(stage, run);
-            assert_eq!(run.verdict, Verdict::Pass, "{stage}: {:?}", run.gates);
+            let run = &seen.analyses[&(i as u32)];
             assert_eq!(gate_names(run), ["errorRate", "latencyP95", "rejectedTooLong"], "{stage}");
         }
         for pair in names.windows(2) {
