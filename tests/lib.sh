@@ -15,3 +15,13 @@ go_build() {
   command -v go >/dev/null || { echo "$BUILD_NAME: go is not installed (need Go >= 1.26)" >&2; exit 1; }
   export GOFLAGS="${GOFLAGS:-} -mod=mod"
 }
+# go_install_one DIR PACKAGE@VERSION: one Go program, static and stripped, built outside any module
+# (its own go.mod decides its dependencies) and moved into DIR.
+go_install_one() {
+  local dir=$1 pkg=$2 gobin
+  gobin=$(mktemp -d)
+  (cd /tmp && CGO_ENABLED=0 GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "$pkg")
+  mkdir -p "$dir"
+  mv "$gobin"/* "$dir/"
+  rmdir "$gobin"
+}

@@ -14,6 +14,9 @@ pub mod types {
     /// Whether the rollout's route (HTTPRoute or VirtualService) could be written: set by the
     /// controller's router, not by the phase. False names the route that is missing.
     pub const ROUTE_READY: &str = "RouteReady";
+    /// After a promotion, while the previous version is retained and `afterPromotion` has gates:
+    /// whether the promoted version still passes them. Absent otherwise.
+    pub const AFTER_PROMOTION_HEALTHY: &str = "AfterPromotionHealthy";
 }
 
 pub mod reasons {
@@ -64,4 +67,18 @@ pub mod reasons {
     pub const AWAITING_ALERT_FREE: &str = "AwaitingAlertFreeWindow";
     /// A stage's alert-free clock restarted: a matching alert fired, or Prometheus could not say.
     pub const ALERT_CLOCK_RESET: &str = "AlertFreeClockRestarted";
+    /// An undo sent all traffic back to the retained previous version.
+    pub const UNDONE: &str = "Undone";
+    /// An undo waits for the retained (cold) version's pods.
+    pub const UNDOING: &str = "Undoing";
+    /// An undo could not run (nothing retained, or a rollout is underway).
+    pub const UNDO_REFUSED: &str = "UndoRefused";
+    /// The promoted version failed its after-promotion gates.
+    pub const AFTER_PROMOTION_FAILED: &str = "AfterPromotionGatesFailed";
+    /// The promoted version passes its after-promotion gates (again).
+    pub const AFTER_PROMOTION_PASSING: &str = "AfterPromotionGatesPassing";
+    /// A version's retention ended: it is deprecated.
+    pub const DEPRECATED: &str = "VersionDeprecated";
+    /// A deprecated version's Deployment was deleted.
+    pub const REMOVED: &str = "VersionRemoved";
 }

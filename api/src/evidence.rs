@@ -166,10 +166,13 @@ pub enum GateSet {
     StageReplaced,
     /// `analysis.gates` with the stage's `gates.add` and `gates.remove`.
     StageAdjusted,
+    /// After the promotion: `afterPromotion.gates`, or the last stage's.
+    AfterPromotion,
 }
 
 impl GateSet {
-    pub const ALL: [GateSet; 3] = [GateSet::Rollout, GateSet::StageReplaced, GateSet::StageAdjusted];
+    pub const ALL: [GateSet; 4] =
+        [GateSet::Rollout, GateSet::StageReplaced, GateSet::StageAdjusted, GateSet::AfterPromotion];
 
     pub fn is_rollout(&self) -> bool {
         *self == GateSet::Rollout
@@ -180,6 +183,7 @@ impl GateSet {
             GateSet::Rollout => "Rollout",
             GateSet::StageReplaced => "StageReplaced",
             GateSet::StageAdjusted => "StageAdjusted",
+            GateSet::AfterPromotion => "AfterPromotion",
         }
     }
 
@@ -189,6 +193,7 @@ impl GateSet {
             GateSet::Rollout => "the rollout's gates",
             GateSet::StageReplaced => "the stage's own gates (replace)",
             GateSet::StageAdjusted => "the rollout's gates with the stage's add/remove",
+            GateSet::AfterPromotion => "the gates after the promotion",
         }
     }
 }

@@ -73,6 +73,7 @@ pub fn spec(version: &str, sha: &str) -> ModelRolloutSpec {
             replica_ratio: None,
         },
         stages,
+        after_promotion: None,
         analysis: AnalysisSpec {
             interval: d("5s"),
             failure_limit: 2,

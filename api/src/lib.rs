@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod matching;
 
 mod acceptance_spec;
+mod after_promotion;
 mod analysis_spec;
 mod evidence;
 mod model;
@@ -24,6 +25,7 @@ mod webhook_spec;
 mod workload;
 
 pub use acceptance_spec::*;
+pub use after_promotion::*;
 pub use analysis_spec::*;
 pub use evidence::*;
 pub use model::*;

@@ -79,11 +79,16 @@ pub struct Operations {
     /// Start a rolled-back or failed rollout again from the first stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<OperationRequest>,
+    /// After a promotion: send all traffic back to the retained previous version (at once when
+    /// it is warm, once its pods are Ready when cold). The undone version is then rolled back:
+    /// the same manifest applied again does not roll it out again (`retry` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<OperationRequest>,
 }
 
 impl Operations {
     pub fn is_empty(&self) -> bool {
-        self.abort.is_none() && self.promote.is_none() && self.retry.is_none()
+        self.abort.is_none() && self.promote.is_none() && self.retry.is_none() && self.undo.is_none()
     }
 }
 
@@ -147,4 +152,6 @@ pub enum NotificationEvent {
     Paused,
     RolledBack,
     Promoted,
+    /// The promoted version failed its after-promotion gates (`afterPromotion`).
+    AfterPromotionFailed,
 }

@@ -130,6 +130,10 @@ pub struct ModelRolloutSpec {
     /// What happens when a candidate fails or data stays inconclusive.
     #[serde(default)]
     pub rollback: RollbackPolicy,
+    /// The days after a promotion: the previous version retained for an undo, the promoted
+    /// version still judged, the previous version deprecated and removed. See [`AfterPromotion`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_promotion: Option<AfterPromotion>,
     /// Holds the rollout at its current weights while true. Abort still works while paused.
     #[serde(default)]
     pub paused: bool,

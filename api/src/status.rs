@@ -69,7 +69,8 @@ pub struct ModelRolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// Past rollouts, newest first, at most 10.
+    /// Each version's life, newest first, at most 20 entries: how its rollout ended (promoted,
+    /// rolled back, ...), then undone, deprecated, removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
     /// The candidate's acceptance checks (`spec.acceptance`): running, passed or failed.
@@ -91,6 +92,18 @@ pub struct ModelRolloutStatus {
     /// The current stage's alert-free clock (a stage with `alertFree`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_free: Option<AlertFreeStatus>,
+    /// The previous stable version, kept ready for an undo until its retention ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained: Option<RetainedVersion>,
+    /// Versions past their retention: deprecated, and when their objects are removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredVersion>,
+    /// An undo waiting for the retained version's pods to be Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<PendingUndo>,
+    /// The promoted version's gates, judged during the retention (`afterPromotion.gates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<PromotedWatch>,
 }
 
 /// A stage's alert-free clock: how long no matching alert has fired, and what last restarted it.
@@ -205,11 +218,13 @@ pub struct HandledOperations {
     pub promote: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
 }
 
 impl HandledOperations {
     pub fn is_empty(&self) -> bool {
-        self.abort.is_none() && self.promote.is_none() && self.retry.is_none()
+        self.abort.is_none() && self.promote.is_none() && self.retry.is_none() && self.undo.is_none()
     }
 }
 
@@ -220,6 +235,9 @@ pub struct HistoryEntry {
     pub outcome: Outcome,
     pub reason: String,
     pub time: Time,
+    /// When the rollout that ended here started (a promotion's, a rollback's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Time>,
     /// The experiment's result, when this rollout ran one with a reward.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<RewardResult>,
@@ -233,4 +251,10 @@ pub enum Outcome {
     Failed,
     /// A newer version replaced it mid-rollout.
     Superseded,
+    /// Promoted, then undone: traffic went back to the version before it.
+    Undone,
+    /// Its retention after being replaced ended: not to be served again.
+    Deprecated,
+    /// Its objects were deleted (`afterPromotion.removeAfter` after it was deprecated).
+    Removed,
 }

@@ -14,6 +14,7 @@ pub fn message(namespace: &str, name: &str, event: NotificationEvent, text: &str
         NotificationEvent::Paused => "Paused",
         NotificationEvent::RolledBack => "RolledBack",
         NotificationEvent::Promoted => "Promoted",
+        NotificationEvent::AfterPromotionFailed => "AfterPromotionFailed",
     };
     json!({
         "text": format!("[modelrollout] {namespace}/{name} {event_name}: {text}"),

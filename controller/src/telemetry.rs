@@ -75,6 +75,11 @@ pub struct Metrics {
     pub gate_value: Family<GateLabel, Gauge<f64, AtomicU64>>,
     pub rollbacks: Family<RolloutLabel, Counter>,
     pub promotions: Family<RolloutLabel, Counter>,
+    /// Undos after a promotion (asked for, a revert of spec.model, or the watch's own).
+    pub undos: Family<RolloutLabel, Counter>,
+    /// 1 while the promoted version fails its after-promotion gates, 0 while it passes; absent
+    /// when nothing watches it.
+    pub after_promotion_failing: Family<RolloutLabel, Gauge>,
     pub leader: Gauge,
     /// From the decision to roll back (right after the failing analysis) to the route patched.
     pub rollback_restore: Histogram,
@@ -105,6 +110,8 @@ impl Default for Metrics {
             gate_value: Family::default(),
             rollbacks: Family::default(),
             promotions: Family::default(),
+            undos: Family::default(),
+            after_promotion_failing: Family::default(),
             leader: Gauge::default(),
             rollback_restore: Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
             rollback_decided: Family::default(),
@@ -127,6 +134,12 @@ impl Default for Metrics {
         r.register("rollbacks", "Rollbacks", m.rollbacks.clone());
         r.register("webhook_answers", "Gating webhook answers (ok: 2xx)", m.webhook_answers.clone());
         r.register("promotions", "Promotions", m.promotions.clone());
+        r.register("undos", "Undos after a promotion", m.undos.clone());
+        r.register(
+            "rollout_after_promotion_failing",
+            "1 while the promoted version fails its after-promotion gates, 0 while it passes",
+            m.after_promotion_failing.clone(),
+        );
         r.register("leader", "1 while this replica holds the leader lease", m.leader.clone());
         r.register(
             "rollback_traffic_restore_seconds",
@@ -175,6 +188,8 @@ impl Metrics {
         self.last_analysis.remove(rollout);
         self.rollbacks.remove(rollout);
         self.promotions.remove(rollout);
+        self.undos.remove(rollout);
+        self.after_promotion_failing.remove(rollout);
         self.rollback_decided.remove(rollout);
         for kind in crate::api::WebhookKind::ALL {
             for ok in ["true", "false"] {

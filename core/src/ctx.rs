@@ -83,6 +83,9 @@ impl<'a> Ctx<'a> {
         if let Some(r) = &ops.retry {
             handled.retry = Some(r.id.clone());
         }
+        if let Some(r) = &ops.undo {
+            handled.undo = Some(r.id.clone());
+        }
     }
 
     pub(super) fn schedule_scale_down(&mut self, version: &str, delay: SignedDuration) {
@@ -99,6 +102,11 @@ impl<'a> Ctx<'a> {
                 outcome,
                 reason: reason.to_string(),
                 time: Time(self.now),
+                // Where the entry ends a rollout, when that rollout started.
+                started: match outcome {
+                    Outcome::Undone | Outcome::Deprecated | Outcome::Removed => None,
+                    _ => self.st.rollout_start_time.clone(),
+                },
                 experiment: self.experiment_result(),
             },
         );
@@ -131,6 +139,11 @@ impl<'a> Ctx<'a> {
             None => version,
         };
         self.fx.events.push(Action::Event { kind, reason, action, message });
+    }
+
+    /// An Event about one version's life after its rollout (undone, deprecated, removed).
+    pub(super) fn event_about(&mut self, version: &str, kind: EventType, reason: &'static str, message: String) {
+        self.fx.events.push(Action::Event { kind, reason, action: format!("{version} {reason}"), message });
     }
 
     pub(super) fn notify(&mut self, event: NotificationEvent, message: String) {

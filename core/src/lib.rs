@@ -15,6 +15,7 @@ use modelrollout_api::conditions::{reasons, types};
 use modelrollout_api::*;
 
 mod acceptance;
+mod after_promotion;
 mod alert_free;
 mod analysis;
 mod ctx;
@@ -32,6 +33,9 @@ pub mod validity;
 mod webhooks;
 
 pub use acceptance::{ACCEPTANCE_POLL, AcceptanceReport, awaiting_acceptance, judge_acceptance};
+pub use after_promotion::{
+    AUTOMATIC_UNDO, REVERT_UNDO, next_watch_analysis_at, watch_analysis_due, watch_gate_defs, watch_window,
+};
 pub use alert_free::{AlertObservation, AlertQuery, alert_query};
 use ctx::Ctx;
 pub use experiment::{judge_reward, reward_def, reward_measurement};
@@ -42,7 +46,7 @@ use timing::{elapsed, until};
 pub use webhooks::{WEBHOOK_POLL, WebhookCall, webhooks_due};
 
 /// The most history entries kept in status.
-pub const HISTORY_LIMIT: usize = 10;
+pub const HISTORY_LIMIT: usize = 20;
 
 /// Slack for float comparisons, so a value equal to its limit (after `stable + delta` arithmetic)
 /// is judged equal rather than a rounding error over.
@@ -67,6 +71,12 @@ pub struct Observations {
     pub webhooks: Vec<WebhookCall>,
     /// The look at Prometheus' `ALERTS` that [`alert_query`] asked for, taken with the analysis.
     pub alerts: Option<AlertObservation>,
+    /// Whether the retained previous version's Deployment has all its desired pods Ready (false
+    /// when none is retained, or it is at zero).
+    pub retained_ready: bool,
+    /// The watch's gates on the promoted version (candidate side) against the retained version
+    /// (stable side), when one was due and ran (see [`watch_analysis_due`]).
+    pub watch_analysis: Option<Vec<GateObservation>>,
 }
 
 /// A fixed place per rollout within a short spread after its stage starts, where its analyses
@@ -147,6 +157,8 @@ impl Measurement {
 pub enum Role {
     Stable,
     Candidate,
+    /// The previous stable version after a promotion: kept warm, or scaled up for an undo.
+    Retained,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +183,8 @@ pub enum Action {
     },
     /// Scale this version's Deployment to zero.
     ScaleDown { version: String },
+    /// Delete this (deprecated) version's Deployment.
+    RemoveWorkload { version: String },
     /// Record a Kubernetes Event on the ModelRollout. `action` names the transition (the
     /// candidate and its stage): Events with the same reason and action are one series, so each
     /// transition is an Event of its own.
@@ -252,23 +266,50 @@ fn set_conditions(st: &mut ModelRolloutStatus, now: Timestamp) {
         (types::PAUSED, is(&[Phase::Paused])),
     ];
     for (type_, on) in wanted {
-        let status = if on { "True" } else { "False" }.to_string();
-        let transition = st
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(now));
-        st.conditions.retain(|c| c.type_ != type_);
-        st.conditions.push(Condition {
-            type_: type_.to_string(),
-            status,
-            reason: reason.clone(),
-            message: message.clone(),
-            observed_generation: st.observed_generation,
-            last_transition_time: transition,
-        });
+        upsert_condition(st, type_, if on { "True" } else { "False" }, &reason, message.clone(), now);
     }
+    // The watch after a promotion has a condition of its own, there only while it lasts.
+    let watch = st.watch.as_ref().map(|w| match (w.failing, &w.last_analysis) {
+        (true, _) => {
+            ("False", reasons::AFTER_PROMOTION_FAILED, format!("{} fails its after-promotion gates", w.version))
+        }
+        (false, Some(run)) => {
+            ("True", reasons::AFTER_PROMOTION_PASSING, format!("{}: last analysis {}", w.version, run.verdict.as_str()))
+        }
+        (false, None) => ("True", reasons::AFTER_PROMOTION_PASSING, format!("{}: no analysis yet", w.version)),
+    });
+    match watch {
+        Some((status, reason, message)) => {
+            upsert_condition(st, types::AFTER_PROMOTION_HEALTHY, status, reason, message, now)
+        }
+        None => st.conditions.retain(|c| c.type_ != types::AFTER_PROMOTION_HEALTHY),
+    }
+}
+
+/// Sets one condition, keeping `lastTransitionTime` where its status did not change.
+fn upsert_condition(
+    st: &mut ModelRolloutStatus,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
+    let transition = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    st.conditions.retain(|c| c.type_ != type_);
+    st.conditions.push(Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: st.observed_generation,
+        last_transition_time: transition,
+    });
 }
 
 /// Whether two statuses differ in anything but timestamps of unchanged conditions.

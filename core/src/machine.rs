@@ -18,13 +18,27 @@ impl Ctx<'_> {
                 _ => Hold::Spec,
             });
         }
-        let Some(stable) = self.st.stable.clone() else {
+        if self.st.stable.is_none() {
             // First sight: what the spec names is the stable version; nothing to roll out.
             self.st.stable = Some(spec.model.clone());
             self.st.stable_version = Some(spec.model.version.clone());
             self.set_phase(Phase::Idle, reasons::STABLE, format!("serving {}", spec.model.version));
             return;
-        };
+        }
+        // After a promotion: retention ends and removals fall due; the watch judges the promoted
+        // version; an undo (asked for, a revert of spec.model, or the watch's) runs before
+        // anything else.
+        self.timeline();
+        if let Some(measurements) = &obs.watch_analysis
+            && !self.phase().is_some_and(Phase::is_active)
+        {
+            self.judge_watch(measurements);
+        }
+        if self.undo(obs) {
+            self.mark_operations_handled();
+            return;
+        }
+        let stable = self.st.stable.clone().expect("stable is set");
 
         if spec.model.same_build(&stable) {
             if self.phase().is_some_and(Phase::is_active) {
@@ -81,6 +95,9 @@ impl Ctx<'_> {
     pub(super) fn start_rollout(&mut self, reason: &'static str, stable: &ModelSpec, obs: &Observations) {
         let spec = self.spec;
         let candidate = &spec.model;
+        // A version rolled out again is neither retained nor retired any more.
+        self.st.retained.take_if(|r| r.model.version == candidate.version);
+        self.st.retired.retain(|r| r.version != candidate.version);
         self.st.candidate_version = Some(candidate.version.clone());
         self.st.candidate_sha256 = Some(candidate.artifact.sha256.clone());
         self.st.rollout_start_time = Some(Time(self.now));
@@ -196,7 +213,7 @@ impl Ctx<'_> {
         self.push_history(&new.version, Outcome::Promoted, &msg);
         self.ended(&new.version, Outcome::Promoted, &msg);
         if let Some(old) = old.filter(|o| o.version != new.version) {
-            self.schedule_scale_down(&old.version, self.timings.previous_stable_delay);
+            self.retain(old, &new.version);
         }
         self.st.pending_scale_downs.retain(|p| p.version != new.version);
         self.st.stable_version = Some(new.version.clone());

@@ -17,6 +17,13 @@ impl Ctx<'_> {
         if active && self.fx.ensure_candidate {
             actions.push(Action::EnsureWorkload { role: Role::Candidate, model: self.spec.model.clone() });
         }
+        // The retained version keeps its pods while warm, and gets them back for an undo.
+        if let Some(r) = &self.st.retained
+            && (r.mode == RetentionMode::Warm || self.st.undo.is_some())
+            && !self.st.pending_scale_downs.iter().any(|p| p.version == r.model.version && p.at.0 <= now)
+        {
+            actions.push(Action::EnsureWorkload { role: Role::Retained, model: r.model.clone() });
+        }
         actions.push(Action::SetTraffic {
             stable_version: stable.version.clone(),
             candidate_version: if active { self.st.candidate_version.clone() } else { None },
@@ -30,7 +37,8 @@ impl Ctx<'_> {
         for p in due {
             // Never scale down what is serving.
             let serving = p.version == stable.version
-                || (active && self.st.candidate_version.as_deref() == Some(p.version.as_str()));
+                || (active && self.st.candidate_version.as_deref() == Some(p.version.as_str()))
+                || self.st.undo.as_ref().is_some_and(|u| u.version == p.version);
             if !serving {
                 actions.push(Action::ScaleDown { version: p.version });
             }
@@ -46,6 +54,14 @@ impl Ctx<'_> {
         wake.extend(self.st.pending_scale_downs.iter().map(|p| p.at.0));
         if let Some(at) = next_analysis_at(self.spec, &self.st, self.analysis_slot) {
             wake.push(at);
+        }
+        // After a promotion: the watch's analyses, the retention's end, removals, and an undo
+        // waiting for pods (Deployments are watched; this is the backstop).
+        wake.extend(next_watch_analysis_at(self.spec, &self.st, self.analysis_slot));
+        wake.extend(self.st.retained.iter().map(|r| r.until.0));
+        wake.extend(self.st.retired.iter().filter_map(|r| r.remove_at.as_ref().map(|t| t.0)));
+        if self.st.undo.is_some() {
+            wake.push(now.checked_add(UNREADY_RECHECK).unwrap_or(now));
         }
         if active
             && let (Some(idx), Some(start)) = (self.st.stage_index, &self.st.stage_start_time)

@@ -16,6 +16,9 @@ pub struct Timings {
     pub progress_deadline: SignedDuration,
     pub scale_down_delay: SignedDuration,
     pub previous_stable_delay: SignedDuration,
+    /// How long a replaced stable version is retained for an undo: `afterPromotion.retention`,
+    /// else `rollback.previousStableScaleDownDelay` (as long as its pods are kept).
+    pub retention: SignedDuration,
     pub stage_min: Vec<SignedDuration>,
 }
 
@@ -38,6 +41,10 @@ impl Timings {
             progress_deadline: signed(&spec.workload.progress_deadline),
             scale_down_delay: signed(&spec.rollback.scale_down_delay),
             previous_stable_delay: signed(&spec.rollback.previous_stable_scale_down_delay),
+            retention: match &spec.after_promotion {
+                Some(a) => signed(&a.retention),
+                None => signed(&spec.rollback.previous_stable_scale_down_delay),
+            },
             stage_min: spec.stages.iter().map(|s| signed(&s.min_duration)).collect(),
         })
     }
@@ -127,7 +134,7 @@ pub fn analysis_window(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, now
 }
 
 /// `t` without its fraction of a second, as status stores it.
-pub(super) fn whole_second(t: Timestamp) -> Timestamp {
+pub(crate) fn whole_second(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 

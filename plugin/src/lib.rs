@@ -110,7 +110,14 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Past rollouts of this ModelRollout, newest first.
+    /// After a promotion: all traffic back to the retained previous version (at once when it is
+    /// warm, once its pods are Ready when cold). The undone version stays rolled back.
+    Undo {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Each version's life (rolled out, promoted, undone, deprecated, removed), then every entry.
     History {
         name: String,
         #[arg(short, long)]
@@ -320,6 +327,26 @@ async fn execute(args: Args) -> Result<i32> {
             let id = operation_id();
             s.patch_spec(&name, json!({"operations": {"abort": {"id": id, "reason": reason}}})).await?;
             acknowledge(&s, &name, &id, |h| h.abort.as_deref(), "abort").await
+        }
+        Command::Undo { name, reason } => {
+            let mr = s.get(&name).await?;
+            let st = mr.status.clone().unwrap_or_default();
+            if let Some(phase) = st.phase.filter(|p| p.is_active()) {
+                return Err(fail(format!(
+                    "cannot undo: {name} is {} with candidate {} (abort rolls a candidate back)",
+                    phase.as_str(),
+                    st.candidate_version.unwrap_or_default()
+                )));
+            }
+            let Some(retained) = &st.retained else {
+                return Err(fail(format!(
+                    "nothing to undo: {name} retains no previous version (none was promoted over, or its retention ended)"
+                )));
+            };
+            let what = format!("undo to {} ({})", retained.model.version, retained.mode.as_str());
+            let id = operation_id();
+            s.patch_spec(&name, json!({"operations": {"undo": {"id": id, "reason": reason}}})).await?;
+            acknowledge(&s, &name, &id, |h| h.undo.as_deref(), &what).await
         }
         Command::Retry { name, reason } => {
             let mr = s.get(&name).await?;

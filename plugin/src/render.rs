@@ -199,6 +199,30 @@ pub fn status(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
         }
         None => {}
     }
+    if let Some(r) = &st.retained {
+        let undo = match &st.undo {
+            Some(u) => format!("undo to it under way since {} ago ({})", age(&Time(u.requested_at.0), now), u.reason),
+            None => "`kubectl modelrollout undo` sends all traffic back to it".into(),
+        };
+        let _ = writeln!(
+            out,
+            "Retained:   {} ({}) until {} (in {}); {undo}",
+            r.model.version,
+            r.mode.as_str(),
+            r.until.0,
+            until_text(&r.until, now)
+        );
+    }
+    if let Some(w) = &st.watch {
+        let verdict = w.last_analysis.as_ref().map_or("no analysis yet", |run| run.verdict.as_str());
+        let health = if w.failing { style.paint("31", "FAILING") } else { style.paint("32", "passing") };
+        let _ = writeln!(out, "Watching:   {} after its promotion: {health} (last analysis: {verdict})", w.version);
+    }
+    for r in &st.retired {
+        let removal =
+            r.remove_at.as_ref().map_or("kept".to_string(), |at| format!("removed in {}", until_text(at, now)));
+        let _ = writeln!(out, "Deprecated: {} {} ago; {removal}", r.version, age(&r.deprecated_at, now));
+    }
     if st.promoting_without_gates {
         let _ =
             writeln!(out, "Gates:      none; stages advance on minDuration alone (analysis.promoteWithoutGates: true)");
@@ -447,8 +471,8 @@ fn outcome_text(o: Outcome, style: Style) -> String {
     let text = format!("{o:?}");
     match o {
         Outcome::Promoted => style.paint("32", &text),
-        Outcome::RolledBack | Outcome::Failed | Outcome::Aborted => style.paint("31", &text),
-        Outcome::Superseded => text,
+        Outcome::RolledBack | Outcome::Failed | Outcome::Aborted | Outcome::Undone => style.paint("31", &text),
+        Outcome::Superseded | Outcome::Deprecated | Outcome::Removed => text,
     }
 }
 
@@ -466,12 +490,52 @@ fn history_table(mr: &ModelRollout, now: Timestamp, style: Style, limit: usize) 
     table(&rows, style)
 }
 
-/// `kubectl modelrollout history NAME`.
+/// `kubectl modelrollout history NAME`: each version's life (rolled out, promoted or not, undone,
+/// deprecated, removed), newest first, then every entry.
 pub fn history(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
     if mr.status.as_ref().is_none_or(|s| s.history.is_empty()) {
         return format!("No rollouts recorded for {} yet.\n", mr.name_any());
     }
-    history_table(mr, now, style, usize::MAX)
+    let mut out = String::from("Versions:\n");
+    out.push_str(&lives_table(mr, now, style));
+    out.push_str("\nEntries:\n");
+    out.push_str(&history_table(mr, now, style, usize::MAX));
+    out
+}
+
+/// One row per version: when each step of its life happened (its latest rollout's).
+fn lives_table(mr: &ModelRollout, now: Timestamp, style: Style) -> String {
+    let history = mr.status.as_ref().map(|s| s.history.as_slice()).unwrap_or_default();
+    let mut versions: Vec<&str> = Vec::new();
+    for h in history {
+        if !versions.contains(&h.version.as_str()) {
+            versions.push(&h.version);
+        }
+    }
+    let ago = |t: Option<&Time>| t.map_or_else(|| "-".to_string(), |t| format!("{} ago", age(t, now)));
+    let mut rows =
+        vec![["  VERSION", "ROLLED OUT", "ENDED", "HOW", "UNDONE", "DEPRECATED", "REMOVED"].map(String::from).to_vec()];
+    for v in versions {
+        // Newest first: the first entry of a kind is the latest.
+        let of = |o: &[Outcome]| history.iter().find(|h| h.version == v && o.contains(&h.outcome));
+        let ended =
+            of(&[Outcome::Promoted, Outcome::RolledBack, Outcome::Aborted, Outcome::Failed, Outcome::Superseded]);
+        rows.push(vec![
+            format!("  {v}"),
+            ago(ended.and_then(|h| h.started.as_ref())),
+            ago(ended.map(|h| &h.time)),
+            ended.map_or_else(|| "-".to_string(), |h| outcome_text(h.outcome, style)),
+            ago(of(&[Outcome::Undone]).map(|h| &h.time)),
+            ago(of(&[Outcome::Deprecated]).map(|h| &h.time)),
+            ago(of(&[Outcome::Removed]).map(|h| &h.time)),
+        ]);
+    }
+    table(&rows, style)
+}
+
+/// How long until `at`, or `now` once it passed.
+fn until_text(at: &Time, now: Timestamp) -> String {
+    if at.0 <= now { "now".into() } else { age(&Time(now), at.0) }
 }
 
 /// Where a rollout stands for a script: `None` while it is still moving (or the controller has not

@@ -70,6 +70,7 @@ fn progressing_at_5_percent() -> ModelRolloutStatus {
             outcome: Outcome::Promoted,
             reason: "passed every stage".into(),
             time: ago(86400 * 3),
+            started: Some(ago(86400 * 4)),
             experiment: None,
         }],
         ..Default::default()
@@ -199,23 +200,41 @@ fn list_is_a_kubectl_like_table() {
 }
 
 #[test]
-fn history_lists_every_rollout() {
+fn history_lists_each_versions_life_then_every_entry() {
     let mut st = progressing_at_5_percent();
-    st.history.insert(
-        0,
-        HistoryEntry {
-            version: "v2".into(),
-            outcome: Outcome::RolledBack,
-            reason: "FPR 0.08 > 0.03".into(),
-            time: ago(60),
-            experiment: None,
-        },
-    );
+    let entry = |version: &str, outcome, secs, started: Option<i64>| HistoryEntry {
+        version: version.into(),
+        outcome,
+        reason: format!("{outcome:?}"),
+        time: ago(secs),
+        started: started.map(ago),
+        experiment: None,
+    };
+    // Newest first: v0 removed, v2 undone (an hour after its promotion), v0 deprecated, v2
+    // promoted, on top of v1's promotion three days ago.
+    for e in [
+        entry("v0", Outcome::Deprecated, 7200, None),
+        entry("v2", Outcome::Promoted, 5400, Some(9000)),
+        entry("v2", Outcome::Undone, 1800, None),
+        entry("v0", Outcome::Removed, 60, None),
+    ] {
+        st.history.insert(0, e);
+    }
     let out = render::history(&fraud(st, 4), now(), PLAIN);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[1].contains("v2") && lines[1].contains("RolledBack") && lines[1].contains("60s ago"));
-    assert!(lines[2].contains("v1") && lines[2].contains("Promoted"));
+    assert_eq!(lines[0], "Versions:", "{out}");
+    assert!(
+        lines[1].contains("ROLLED OUT") && lines[1].contains("DEPRECATED") && lines[1].contains("REMOVED"),
+        "{out}"
+    );
+    let row = |v: &str| lines.iter().find(|l| l.trim_start().starts_with(&format!("{v} "))).copied().unwrap();
+    let cells = |v: &str| row(v).split("  ").map(str::trim).filter(|c| !c.is_empty()).collect::<Vec<_>>();
+    assert_eq!(cells("v0"), ["v0", "-", "-", "-", "-", "2h ago", "60s ago"], "{out}");
+    assert_eq!(cells("v2"), ["v2", "2h ago", "90m ago", "Promoted", "30m ago", "-", "-"], "{out}");
+    assert_eq!(cells("v1"), ["v1", "4d ago", "3d ago", "Promoted", "-", "-", "-"], "{out}");
+    let entries = lines.iter().position(|l| *l == "Entries:").expect(&out);
+    assert_eq!(lines.len(), entries + 2 + 5, "every entry listed: {out}");
+    assert!(lines[entries + 2].contains("v0") && lines[entries + 2].contains("Removed"), "{out}");
     let empty = render::history(&fraud(ModelRolloutStatus::default(), 1), now(), PLAIN);
     assert_eq!(empty, "No rollouts recorded for fraud yet.\n");
 }

@@ -9,11 +9,6 @@ BIN="$CACHE/bin/versitygw-$VERSITYGW_VERSION"
 if [[ ! -x "$BIN/versitygw" ]]; then
   go_build tests/s3/build.sh
   CURRENT_STEP="go install versitygw $VERSITYGW_VERSION"; step "$CURRENT_STEP (about 2 minutes cold)"
-  gobin=$(mktemp -d)
-  (cd /tmp && CGO_ENABLED=0 GOBIN="$gobin" go install -trimpath -ldflags "-s -w" \
-    "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION")
-  mkdir -p "$BIN"
-  mv "$gobin/versitygw" "$BIN/versitygw"
-  rmdir "$gobin"
+  go_install_one "$BIN" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
 echo "VERSITYGW=$BIN/versitygw"

@@ -23,6 +23,7 @@ pub(super) async fn execute(
     let mut workloads = Vec::new();
     let mut traffic = None;
     let mut scale_downs = Vec::new();
+    let mut removals = Vec::new();
     match actions.iter().find_map(|a| match a {
         Action::RunAcceptance { version, sha256 } => Some((version, sha256)),
         _ => None,
@@ -37,6 +38,7 @@ pub(super) async fn execute(
             Action::EnsureWorkload { role, model } => workloads.push(ensure_workload(mr, ctx, st, *role, model)),
             Action::SetTraffic { .. } => traffic = Some(action),
             Action::ScaleDown { version } => scale_downs.push(scale_down(mr, ctx, version)),
+            Action::RemoveWorkload { version } => removals.push(remove(mr, ctx, version)),
             // Published with the status write (see `apply`).
             Action::Event { .. } | Action::Notify { .. } => {}
             Action::RunAcceptance { .. } => {}
@@ -79,7 +81,7 @@ pub(super) async fn execute(
         let generations = Router::of(mr).apply(&ctx.client, mr, &split).await?;
         ctx.applied_traffic.update(mr, |a| a.split = Some((split_print, Instant::now(), generations)));
     }
-    try_join_all(scale_downs).await?;
+    try_join(try_join_all(scale_downs), try_join_all(removals)).await?;
     Ok(())
 }
 
@@ -109,6 +111,14 @@ async fn ensure_workload(
             (SidecarRole::Stable, stable_replicas.max(keep).max(if ratio { 0 } else { 1 }))
         }
         Role::Candidate => (super::observe::candidate_role(st), candidate_replicas.max(1)),
+        // Kept warm at its own size, or (an undo) at the size the stable it becomes needs: the
+        // replicas the spec (or an autoscaler scaling the rollout) asks for now.
+        Role::Retained => {
+            let warm = mr.spec.after_promotion.as_ref().and_then(|a| a.warm_replicas);
+            let size =
+                if st.undo.is_some() { mr.spec.workload.replicas } else { warm.unwrap_or(mr.spec.workload.replicas) };
+            (SidecarRole::Stable, size.max(1))
+        }
     };
     let last = ctx.applied_workloads.with(mr, |m| m.and_then(|m| m.get(&name)).cloned());
     // The role a pod reports is fixed when its Deployment is created: neither a stage change nor
@@ -221,6 +231,22 @@ async fn scale_down(mr: &ModelRollout, ctx: &Context, version: &str) -> Result<(
         let patch = json!({"spec": {"replicas": 0}});
         deployments.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
+    Ok(())
+}
+
+/// Deletes a deprecated version's Deployment (its pods go with it); one already gone is fine.
+async fn remove(mr: &ModelRollout, ctx: &Context, version: &str) -> Result<(), Error> {
+    let ns = mr.namespace().unwrap_or_default();
+    let name = workloads::deployment_name(mr, version);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    match deployments.delete(&name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    ctx.applied_workloads.update(mr, |m| {
+        m.remove(&name);
+    });
     Ok(())
 }
 

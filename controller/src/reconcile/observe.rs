@@ -117,6 +117,10 @@ pub(super) async fn observe(
         .then(|| super::acceptance_runs::finished(mr, ctx))
         .flatten();
     let webhooks = call_webhooks(mr, ctx, status, candidate_ready, due, now).await;
+    let retained_ready = status.retained.as_ref().is_some_and(|r| {
+        deployment_ready(ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &r.model.version)).as_deref())
+    });
+    let watch_analysis = watch_analysis(mr, ctx, status, analysis_slot, now, timeout).await;
     Observations {
         generation: mr.meta().generation,
         candidate_ready,
@@ -126,7 +130,48 @@ pub(super) async fn observe(
         acceptance,
         webhooks,
         alerts,
+        retained_ready,
+        watch_analysis,
     }
+}
+
+/// After a promotion, when the watch's analysis is due: its gates for the promoted version
+/// against the retained one, over the window since the last.
+async fn watch_analysis(
+    mr: &ModelRollout,
+    ctx: &Context,
+    status: &ModelRolloutStatus,
+    slot: core::AnalysisSlot,
+    now: Timestamp,
+    timeout: Duration,
+) -> Option<Vec<core::GateObservation>> {
+    if !core::watch_analysis_due(&mr.spec, status, slot, now) {
+        return None;
+    }
+    let (promoted, retained) = (status.stable.as_ref()?, status.retained.as_ref()?);
+    let defs = core::watch_gate_defs(&mr.spec);
+    let Some(prom) = prometheus(ctx, mr) else {
+        return Some(
+            defs.iter()
+                .map(|d| core::GateObservation {
+                    gate: d.name.clone(),
+                    candidate: core::Measurement::QueryError("no Prometheus address (spec or --prometheus-url)".into()),
+                    stable: core::Measurement::NoData,
+                })
+                .collect(),
+        );
+    };
+    // The promoted pods report the role they were created with (canary, or shadow).
+    let ns = mr.namespace().unwrap_or_default();
+    let role = ctx
+        .cached_deployment(&ns, &workloads::deployment_name(mr, &promoted.version))
+        .and_then(|d| d.labels().get(workloads::LABEL_ROLE).and_then(|r| SidecarRole::parse(r)))
+        .unwrap_or(SidecarRole::Canary);
+    let evidence = ctx.evidence_url.is_some();
+    let (candidate, stable) =
+        (selector(mr, promoted, role, evidence), selector(mr, &retained.model, SidecarRole::Stable, evidence));
+    let window = core::watch_window(&mr.spec, status, now);
+    Some(prometheus::observe(&prom, &defs, &candidate, &stable, window, timeout).await)
 }
 
 /// Calls the gating webhooks the core says are due, all at once.

@@ -21,6 +21,19 @@ pub(super) fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRollou
             _ => 0,
         };
     }
+    match &new.watch {
+        Some(w) => {
+            m.after_promotion_failing.get_or_create(&rl).set(i64::from(w.failing));
+        }
+        None => {
+            m.after_promotion_failing.remove(&rl);
+        }
+    }
+    if new.history.first() != old.history.first()
+        && new.history.first().is_some_and(|h| h.outcome == crate::api::Outcome::Undone)
+    {
+        m.undos.get_or_create(&rl).inc();
+    }
     // Acceptance checks as gates of their own (`acceptance/goldenSet.auc`): names fixed by the API.
     for c in new.acceptance.iter().flat_map(|a| &a.checks) {
         for (version, value) in GATE_SERIES.into_iter().zip([c.value, c.stable_value, c.bound]) {

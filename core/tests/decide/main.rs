@@ -9,6 +9,7 @@ use modelrollout_core::*;
 
 mod acceptance_holds;
 mod advancing;
+mod after_promotion;
 mod events;
 mod experiments;
 mod gate_boundaries;

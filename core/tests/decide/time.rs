@@ -105,7 +105,7 @@ fn invalid_durations_change_nothing_and_say_why() {
 #[test]
 fn history_is_bounded() {
     let mut st = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-10)).status;
-    for i in 0..15 {
+    for i in 0..25 {
         let s = with_abort(spec(&format!("v{}", i + 10), SHA_V2), &format!("a{i}"));
         st = decide(&s, &st, &obs(true), at(i * 10)).status;
         st.handled_operations.abort = None;
@@ -113,7 +113,7 @@ fn history_is_bounded() {
         assert_eq!(st.phase, Some(Phase::RolledBack));
     }
     assert_eq!(st.history.len(), HISTORY_LIMIT);
-    assert_eq!(st.history[0].version, "v24");
+    assert_eq!(st.history[0].version, "v34");
 }
 
 #[test]
