@@ -81,12 +81,14 @@ phase "end-to-end tests on the local control plane, its real node and Gateway"
 # kwok's suites first (their sidecars are local processes), then the real node's (real pods, two
 # at a time: each runs several containers on this machine's cores), then real traffic through
 # Envoy Gateway and kube-proxy (the figures measured at the client print as GATEWAY_*/RATIO_*),
+# undo after a promotion through the Gateway (UNDO_*),
 # A/B experiments through Envoy Gateway, and the worked examples' plans (PLAN_*).
 MODELROLLOUT_REAL_NODE=1 bash tests/cluster/cluster.sh run -- bash -c '
   set -e
   cargo test --locked -p modelrollout-e2e --test smoke --test rollout --test outage --test operator --test evidence -- --include-ignored --test-threads 4
   cargo test --locked -p modelrollout-e2e --test node -- --include-ignored --test-threads 2 --nocapture
   cargo test --locked -p modelrollout-e2e --test gateway -- --include-ignored --test-threads 2 --nocapture
+  cargo test --locked -p modelrollout-e2e --test after_promotion -- --include-ignored --test-threads 2 --nocapture
   cargo test --locked -p modelrollout-e2e --test experiment -- --include-ignored --test-threads 2 --nocapture --skip an_ab_test
   cargo test --locked -p modelrollout-e2e --test plans -- --include-ignored --test-threads 2 --nocapture --skip the_toxicity_example
   # The worked examples whose acceptance load check holds them to a p95 (ranking 50 ms, toxicity

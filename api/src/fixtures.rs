@@ -155,7 +155,8 @@ pub fn rollout_with_status(version: &str, status: ModelRolloutStatus) -> ModelRo
 
 /// The spec with an abort request of this id.
 pub fn with_abort(mut s: ModelRolloutSpec, id: &str) -> ModelRolloutSpec {
-    s.operations.abort = Some(OperationRequest { id: id.into(), reason: Some("pager went off".into()) });
+    s.operations.abort =
+        Some(OperationRequest { id: id.into(), reason: Some("pager went off".into()), requested_by: None });
     s
 }
 

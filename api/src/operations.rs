@@ -101,6 +101,22 @@ pub struct OperationRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub reason: Option<String>,
+    /// Who asked (the kubectl plugin writes the user the apiserver authenticated it as), for the
+    /// Event and history entry that record the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub requested_by: Option<String>,
+}
+
+impl OperationRequest {
+    /// `reason`, and who asked when known, for messages: `by alice: fraud losses up`.
+    pub fn describe(&self) -> String {
+        let why = self.reason.clone().unwrap_or_else(|| "no reason given".into());
+        match &self.requested_by {
+            Some(who) => format!("by {who}: {why}"),
+            None => format!("by the spec (operations id {}): {why}", self.id),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

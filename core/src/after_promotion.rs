@@ -151,7 +151,6 @@ impl Ctx<'_> {
             && let Some(id) = pending(Some(op.id.as_str()), &self.st.handled_operations.undo)
         {
             self.st.handled_operations.undo = Some(id.to_string());
-            let why = op.reason.clone().unwrap_or_else(|| "no reason given".into());
             if let Some(refusal) = self.undo_refusal() {
                 let msg = format!("undo {id} refused: {refusal}");
                 self.event(EventType::Warning, reasons::UNDO_REFUSED, msg.clone());
@@ -160,7 +159,7 @@ impl Ctx<'_> {
                 }
                 return false;
             }
-            self.begin_undo(id.to_string(), format!("undone by request: {why}"));
+            self.begin_undo(id.to_string(), format!("undone {}", op.describe()));
         } else if self.st.undo.is_none()
             && !self.phase().is_some_and(Phase::is_active)
             && let Some(r) = &self.st.retained

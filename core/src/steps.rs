@@ -57,8 +57,8 @@ fn abort(ctx: &mut Ctx<'_>, _: &Observations) -> Flow {
     let ops = &ctx.spec.operations;
     if let Some(id) = pending(ops.abort.as_ref().map(|r| r.id.as_str()), &ctx.st.handled_operations.abort) {
         ctx.st.handled_operations.abort = Some(id.to_string());
-        let why = ops.abort.as_ref().and_then(|r| r.reason.clone()).unwrap_or_else(|| "no reason given".into());
-        ctx.roll_back(Phase::RolledBack, reasons::ABORTED, Outcome::Aborted, format!("aborted: {why}"));
+        let why = ops.abort.as_ref().map(OperationRequest::describe).unwrap_or_default();
+        ctx.roll_back(Phase::RolledBack, reasons::ABORTED, Outcome::Aborted, format!("aborted {why}"));
         return Flow::Stop;
     }
     if let Some(r) = &ops.retry {

@@ -215,6 +215,15 @@ impl Session {
         }
     }
 
+    /// The user the apiserver authenticates this client as (a SelfSubjectReview), recorded with
+    /// the requests this plugin writes; none when the apiserver cannot say.
+    async fn whoami(&self) -> Option<String> {
+        use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+        let api: Api<SelfSubjectReview> = Api::all(self.client.clone());
+        let review = api.create(&Default::default(), &SelfSubjectReview::default()).await.ok()?;
+        review.status?.user_info?.username
+    }
+
     async fn patch_spec(&self, name: &str, spec: Value) -> Result<ModelRollout> {
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         match self.api().patch(name, &params, &Patch::Merge(json!({ "spec": spec }))).await {
@@ -325,7 +334,9 @@ async fn execute(args: Args) -> Result<i32> {
             let mr = s.get(&name).await?;
             require_active(&mr, "abort")?;
             let id = operation_id();
-            s.patch_spec(&name, json!({"operations": {"abort": {"id": id, "reason": reason}}})).await?;
+            let by = s.whoami().await;
+            s.patch_spec(&name, json!({"operations": {"abort": {"id": id, "reason": reason, "requestedBy": by}}}))
+                .await?;
             acknowledge(&s, &name, &id, |h| h.abort.as_deref(), "abort").await
         }
         Command::Undo { name, reason } => {
@@ -345,7 +356,9 @@ async fn execute(args: Args) -> Result<i32> {
             };
             let what = format!("undo to {} ({})", retained.model.version, retained.mode.as_str());
             let id = operation_id();
-            s.patch_spec(&name, json!({"operations": {"undo": {"id": id, "reason": reason}}})).await?;
+            let by = s.whoami().await;
+            s.patch_spec(&name, json!({"operations": {"undo": {"id": id, "reason": reason, "requestedBy": by}}}))
+                .await?;
             acknowledge(&s, &name, &id, |h| h.undo.as_deref(), &what).await
         }
         Command::Retry { name, reason } => {
@@ -358,7 +371,9 @@ async fn execute(args: Args) -> Result<i32> {
                 )));
             }
             let id = operation_id();
-            s.patch_spec(&name, json!({"operations": {"retry": {"id": id, "reason": reason}}})).await?;
+            let by = s.whoami().await;
+            s.patch_spec(&name, json!({"operations": {"retry": {"id": id, "reason": reason, "requestedBy": by}}}))
+                .await?;
             acknowledge(&s, &name, &id, |h| h.retry.as_deref(), "retry").await
         }
     }

@@ -371,19 +371,17 @@ async fn h_the_controller_runs_with_exactly_the_chart_role() {
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
     assert!(can("patch", "deployments.apps"));
+    // A deprecated version's Deployment is removed (afterPromotion.removeAfter).
+    assert!(can("delete", "deployments.apps"));
     assert!(can("patch", "modelrollouts.modelrollout.dev/status"));
     assert!(can("patch", "httproutes.gateway.networking.k8s.io"));
     assert!(can("patch", "leases.coordination.k8s.io"));
     let elsewhere =
         kubectl(&["auth", "can-i", "patch", "leases.coordination.k8s.io", "-n", "default", "--as", &sa], None);
     assert_eq!(String::from_utf8_lossy(&elsewhere.stdout).trim(), "no", "leases only in the release namespace");
-    for (verb, resource) in [
-        ("delete", "deployments.apps"),
-        ("get", "secrets"),
-        ("create", "pods"),
-        ("delete", "modelrollouts.modelrollout.dev"),
-        ("update", "services"),
-    ] {
+    for (verb, resource) in
+        [("get", "secrets"), ("create", "pods"), ("delete", "modelrollouts.modelrollout.dev"), ("update", "services")]
+    {
         assert!(!can(verb, resource), "the role must not allow {verb} {resource}");
     }
     ns.delete().await;
@@ -794,4 +792,53 @@ async fn n2_sigterm_at_any_moment_of_start_up_exits_within_a_second_releasing_th
             kubectl_ok(&["delete", "lease", "modelrollout-controller", "-n", &ns.name], None);
         }
     }
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: bash tests/run.sh"]
+async fn v_after_a_promotion_the_old_version_is_retained_then_deprecated_then_removed() {
+    let env = Env::kwok_fraud("retire", 250).await;
+    let mut m =
+        Manifest::fraud("v2", local_file("fraud-v2.onnx")).stages(four_stages(5)).gates(default_gates()).build();
+    m["spec"]["afterPromotion"] = json!({"retention": "15s", "mode": "Warm", "removeAfter": "15s"});
+    gitops_apply(&env.ns.name, &m);
+    let mr = env.wait(Duration::from_secs(180), "v2 promoted", |s| s.phase == Some(Phase::Promoted)).await;
+    let promoted = mr.status.unwrap();
+    let retained = promoted.retained.clone().expect("v1 retained");
+    assert_eq!(retained.model.version, "v1");
+    // Warm: v1 keeps its pods past previousStableScaleDownDelay (3 s) for its 15 s retention.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(env.replicas("fraud-v1").await, Some(2), "v1 kept warm");
+    let (_, status, _) = plugin(&["status", "fraud", "-n", &env.ns.name]).await;
+    assert!(status.contains("Retained:   v1 (Warm)"), "{status}");
+    // Deprecated at the retention's end: scaled to zero, its removal scheduled.
+    let mr = env.wait(Duration::from_secs(30), "v1 deprecated", |s| !s.retired.is_empty()).await;
+    let st = mr.status.unwrap();
+    let deprecated = st.retired[0].deprecated_at.0;
+    assert!(deprecated >= retained.until.0, "not before its retention's end");
+    assert!(st.history.iter().any(|h| h.version == "v1" && h.outcome == Outcome::Deprecated));
+    wait_for("v1 scaled to zero", Duration::from_secs(15), || async {
+        (env.replicas("fraud-v1").await == Some(0)).then_some(())
+    })
+    .await;
+    // Removed removeAfter later: its Deployment deleted; v2 untouched.
+    wait_for("v1's Deployment deleted", Duration::from_secs(40), || async {
+        env.deployment("fraud-v1").await.is_none().then_some(())
+    })
+    .await;
+    let st = env.get().await.status.unwrap();
+    let removed = st.history.iter().find(|h| h.version == "v1" && h.outcome == Outcome::Removed).expect("Removed");
+    assert!(removed.time.0.duration_since(deprecated).as_secs() >= 15, "removeAfter counts from the deprecation");
+    assert!(st.retired.is_empty());
+    assert_eq!(env.replicas("fraud-v2").await, Some(2));
+    assert_eq!(st.phase, Some(Phase::Promoted));
+    // `history` shows each version's life.
+    let (code, out, _) = plugin(&["history", "fraud", "-n", &env.ns.name]).await;
+    assert_eq!(code, 0);
+    let row =
+        |v: &str| out.lines().find(|l| l.trim_start().starts_with(&format!("{v} "))).unwrap_or_default().to_string();
+    let v1 = row("v1");
+    assert_eq!(v1.matches(" ago").count(), 2, "v1 deprecated and removed: {out}");
+    let v2 = row("v2");
+    assert!(v2.contains("Promoted") && v2.matches(" ago").count() == 2, "v2 rolled out and promoted: {out}");
 }

@@ -353,7 +353,8 @@ mod tests {
         let first = decide(&rollout("v1", Default::default()).spec, &Default::default(), &obs(false), now).status;
         let mut mr = rollout("v2", first.clone());
         let started = decide(&mr.spec, &first, &obs(true), now).status;
-        mr.spec.operations.abort = Some(crate::api::OperationRequest { id: "a1".into(), reason: None });
+        mr.spec.operations.abort =
+            Some(crate::api::OperationRequest { id: "a1".into(), reason: None, requested_by: None });
         mr.spec.rollback.scale_down_delay = "0s".parse().unwrap();
         let decision = decide(&mr.spec, &started, &obs(true), now);
         assert_eq!(decision.status.phase, Some(Phase::RolledBack));

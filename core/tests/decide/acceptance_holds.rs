@@ -114,7 +114,7 @@ fn acceptance_that_never_finishes_fails_at_its_timeout_and_a_retry_checks_again(
     let d = step(&s, &d.status, obs(true), at(600));
     assert_eq!(d.status.phase, Some(Phase::Failed));
     assert!(d.status.message.as_deref().unwrap().contains("spec.acceptance.timeout 10m"), "{:?}", d.status.message);
-    s.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None });
+    s.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None, requested_by: None });
     let d = step(&s, &d.status, obs(true), at(700));
     assert_eq!(d.status.phase, Some(Phase::Progressing));
     assert!(runs_acceptance(&d), "a retry runs the checks again");

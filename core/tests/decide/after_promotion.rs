@@ -27,7 +27,8 @@ fn promoted(s: &ModelRolloutSpec) -> (ModelRolloutStatus, i64) {
 }
 
 fn with_undo(mut s: ModelRolloutSpec, id: &str) -> ModelRolloutSpec {
-    s.operations.undo = Some(OperationRequest { id: id.into(), reason: Some("fraud losses up".into()) });
+    s.operations.undo =
+        Some(OperationRequest { id: id.into(), reason: Some("fraud losses up".into()), requested_by: None });
     s
 }
 
@@ -180,7 +181,7 @@ fn a_reapplied_manifest_neither_undoes_twice_nor_rolls_the_undone_version_out_ag
     }
     // `retry` rolls v2 out again, stage by stage.
     let mut retry = s.clone();
-    retry.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None });
+    retry.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None, requested_by: None });
     let again = step(&retry, &cur, obs(true), at(now + 20010));
     assert_eq!((again.status.phase, again.status.stage_index), (Some(Phase::Progressing), Some(0)));
     assert_eq!(traffic(&again).0, "v1");

@@ -53,7 +53,7 @@ fn a_pre_rollout_webhook_that_does_not_answer_2xx_fails_the_rollout_and_a_retry_
     assert_eq!(traffic(&d), ("v1".into(), None, 0, 0));
     let failed = d.status.webhooks.iter().find(|w| w.name == "smoke").unwrap();
     assert_eq!((failed.ok, failed.code), (false, Some(412)));
-    s.operations.retry = Some(OperationRequest { id: "again".into(), reason: None });
+    s.operations.retry = Some(OperationRequest { id: "again".into(), reason: None, requested_by: None });
     let d = step(&s, &d.status, obs(true), at(30));
     assert_eq!(d.status.phase, Some(Phase::Progressing));
     assert_eq!(webhooks_due(&s, &d.status, true, false, at(30)), vec![WebhookKind::PreRollout]);

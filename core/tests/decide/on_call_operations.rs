@@ -61,7 +61,7 @@ fn retry_after_rollback_starts_again_and_old_requests_do_not_refire() {
     let same = step(&aborted, &st, obs(true), at(2));
     assert_eq!(same.status.phase, Some(Phase::RolledBack));
     let mut retried = aborted.clone();
-    retried.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None });
+    retried.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None, requested_by: None });
     let d = step(&retried, &same.status, obs(true), at(3));
     assert_eq!(d.status.phase, Some(Phase::Progressing));
     assert_eq!(d.status.stage_index, Some(0));
@@ -77,7 +77,7 @@ fn retry_while_progressing_is_recorded_and_ignored() {
     let (mut s, st) = started();
     let (st, now) = pass_stages(&s, st, 2, 0);
     assert_eq!(st.stage_index, Some(2));
-    s.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None });
+    s.operations.retry = Some(OperationRequest { id: "r1".into(), reason: None, requested_by: None });
     let d = step(&s, &st, obs(true), at(now + 1));
     // A retry that acted would start over at the first stage with a new start time.
     assert_eq!(d.status.stage_index, Some(2), "the rollout goes on where it was");
