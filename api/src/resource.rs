@@ -23,6 +23,13 @@ use crate::*;
     namespaced,
     status = "ModelRolloutStatus",
     category = "all",
+    // A HorizontalPodAutoscaler scales the rollout itself: it sets `workload.replicas`, reads the
+    // stable version's pods, and the controller sizes every version from it (never over it).
+    scale(
+        spec_replicas_path = ".spec.workload.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     crates(kube_core = "::kube_core"),
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.stageName"}"#,

@@ -104,6 +104,14 @@ pub struct ModelRolloutStatus {
     /// The promoted version's gates, judged during the retention (`afterPromotion.gates`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<PromotedWatch>,
+    /// The stable version's pods (its Deployment's), for the scale subresource: what a
+    /// HorizontalPodAutoscaler scaling this rollout sees as its current size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// The label selector of the stable version's pods, for the scale subresource: the pods whose
+    /// CPU a HorizontalPodAutoscaler averages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
 }
 
 /// A stage's alert-free clock: how long no matching alert has fired, and what last restarted it.

@@ -17,6 +17,9 @@
 # node IP (10.42.0.1), for pods; only loopback and the bridge may connect. With the real node comes
 # Envoy Gateway (tests/gateway/gateway.sh; MODELROLLOUT_WITH_GATEWAY=0 leaves it out): the
 # command then gets MODELROLLOUT_GATEWAY (the Gateway's host:port) and MODELROLLOUT_GATEWAY_REF.
+# And metrics-server (tests/metrics-server/build.sh, on the host at the node IP, registered with the
+# apiserver's aggregation layer as metrics.k8s.io): the controller-manager's HorizontalPodAutoscaler
+# controller reads the real node's pods' CPU from it.
 # Installed: the ModelRollout CRD from crds/, Gateway API CRDs, Istio networking CRDs.
 #
 # The command gets: KUBECONFIG, MODELROLLOUT_REAL_NODE (1 when the real node is up), MODELROLLOUT_PROMETHEUS_URL, MODELROLLOUT_PROM_TARGETS_DIR (drop
@@ -142,6 +145,9 @@ PKI="$DIR/pki"; mkdir -p "$PKI"
   openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=admin" -keyout admin.key -out admin.csr
   printf 'extendedKeyUsage=clientAuth\n' > client.ext
   openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out admin.crt
+  # The aggregation layer's client (the apiserver proxying to metrics-server).
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=front-proxy-client" -keyout front-proxy-client.key -out front-proxy-client.csr
+  openssl x509 -req -in front-proxy-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out front-proxy-client.crt
   openssl genrsa -out sa.key 2048
   openssl rsa -in sa.key -pubout -out sa.pub
 ) >/dev/null 2>&1 || die "certificate generation failed"
@@ -179,7 +185,11 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --client-ca-file "$PKI/ca.crt" --authorization-mode Node,RBAC \
   --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
   --service-account-issuer "https://127.0.0.1:$API_PORT" \
-  --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key"
+  --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+  --requestheader-client-ca-file "$PKI/ca.crt" --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- --enable-aggregator-routing=true \
+  --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key"
 KUBECONFIG="$DIR/kubeconfig"
 cat >"$KUBECONFIG" <<KC
 apiVersion: v1
@@ -306,6 +316,53 @@ log "starting Prometheus on 127.0.0.1:$PROM_PORT"
 start prometheus "${PROM_CMD[@]}"
 wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
 
+# --- metrics-server ---------------------------------------------------------------------------
+# The resource metrics API (metrics.k8s.io) a HorizontalPodAutoscaler reads pods' CPU from, built
+# from its Go module and run on the host beside the apiserver (like Prometheus): it reads the real
+# node's kubelet (/metrics/resource) at the node IP, and the apiserver's aggregation layer reaches
+# it through a selectorless Service whose one endpoint is the node IP.
+metrics_server_up() {
+  local port bin
+  bin=$(bash "$ROOT/tests/metrics-server/build.sh" | sed -n 's/^METRICS_SERVER=//p')
+  [[ -x $bin ]] || die "tests/metrics-server/build.sh did not report its binary"
+  port=$(free_port)
+  log "starting metrics-server on $NODE_IP:$port (the aggregated metrics.k8s.io API)"
+  start metrics-server "$bin" --kubeconfig "$KUBECONFIG" \
+    --authentication-kubeconfig "$KUBECONFIG" --authorization-kubeconfig "$KUBECONFIG" \
+    --bind-address "$NODE_IP" --secure-port "$port" --cert-dir "$DIR/metrics-server" \
+    --kubelet-insecure-tls --kubelet-preferred-address-types InternalIP --kubelet-use-node-status-port \
+    --metric-resolution 10s --kubelet-request-timeout 5s
+  kubectl apply --server-side -f - >/dev/null <<MS || die "the metrics-server Service and APIService"
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec:
+  ports: [{name: https, port: 443, targetPort: $port}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: metrics-server-host
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: metrics-server}
+addressType: IPv4
+ports: [{name: https, port: $port}]
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  service: {name: metrics-server, namespace: kube-system, port: 443}
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+MS
+  wait_for metrics-server 120 bash -c "kubectl get --raw /apis/metrics.k8s.io/v1beta1/nodes/$NODE_NAME"
+}
+
 # --- the real node ---------------------------------------------------------------------------
 if [[ $REAL_NODE == 1 ]]; then
   IMAGES=()
@@ -336,6 +393,7 @@ ports: [{name: web, port: $PROM_PORT}]
 endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
 PROMSVC
   export MODELROLLOUT_NODE_BIN="$NODE_BIN"
+  metrics_server_up
   if [[ $WITH_GATEWAY == 1 ]]; then gateway_up; fi
 fi
 

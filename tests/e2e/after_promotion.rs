@@ -14,12 +14,18 @@ use serde_json::{Value, json};
 
 const RPS: u32 = 120;
 
-/// Two short stages, then v2 is stable; v1 retained for ten minutes in `mode`.
+/// Two short stages, then v2 is stable; v1 retained for ten minutes in `mode`. The stages are
+/// judged on what a good candidate passes whatever the sample (errors, latency): the label gates'
+/// windows of a few dozen labels are the gate suites' subject, not this one's.
 fn v2_retaining(file: &str, mode: &str) -> Value {
     let stages = json!([{"name": "canary-50", "weight": 50, "minDuration": "10s"}, {"name": "full", "weight": 100, "minDuration": "5s"}]);
-    let mut m = Manifest::fraud_on_node("v2", from_image(file)).stages(stages).build();
+    let mut m = Manifest::fraud_on_node("v2", from_image(file)).stages(stages).gates(guardrails()).build();
     m["spec"]["afterPromotion"] = json!({"retention": "10m", "mode": mode});
     m
+}
+
+fn guardrails() -> Value {
+    json!({"errorRate": {"max": 0.01, "minSamples": 20}, "latencyP95": {"max": 1000, "minSamples": 20}})
 }
 
 /// Waits until the clients' answers of the last `secs` seconds all come from `version`.
@@ -170,8 +176,6 @@ async fn labels_posted_after_the_promotion_fail_the_watch_and_undo_by_itself() {
     let mut m = v2_retaining("fraud-v2-bad-fpr.onnx", "Warm");
     m["spec"]["model"]["version"] = json!("v2-bad");
     m["spec"]["analysis"]["failureLimit"] = json!(1);
-    m["spec"]["analysis"]["gates"] =
-        json!({"errorRate": {"max": 0.01, "minSamples": 20}, "latencyP95": {"max": 1000, "minSamples": 20}});
     m["spec"]["afterPromotion"]["gates"] = json!({"falsePositiveRate": {"max": 0.3, "minSamples": 40}});
     m["spec"]["afterPromotion"]["onFailure"] = json!("Undo");
     gitops_apply(&ns, &m);
@@ -210,4 +214,111 @@ async fn labels_posted_after_the_promotion_fail_the_watch_and_undo_by_itself() {
         failed.len()
     );
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// The fraud manifest sized by an autoscaler: no `workload.replicas` in Git (the autoscaler owns
+/// it), a CPU request for the autoscaler to measure against.
+fn autoscaled(mut m: Value) -> Value {
+    let w = m["spec"]["workload"].as_object_mut().unwrap();
+    w.remove("replicas");
+    w.insert("resources".into(), json!({"requests": {"cpu": "20m", "memory": "64Mi"}}));
+    m
+}
+
+/// What the HPA last decided (`status.desiredReplicas`).
+async fn hpa_desired(ns: &str) -> Option<i32> {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let hpa = kube::Api::<HorizontalPodAutoscaler>::namespaced(client().await, ns).get("fraud").await.ok()?;
+    Some(hpa.status?.desired_replicas)
+}
+
+/// Waits until `spec.workload.replicas` is what the HPA decided and every named Deployment has
+/// that many replicas; returns the size.
+async fn at_autoscalers_size(env: &Env, deployments: &[&str], what: &str) -> i32 {
+    wait_for(what, Duration::from_secs(60), || async {
+        let want = env.get().await.spec.workload.replicas;
+        if hpa_desired(&env.ns.name).await != Some(want) {
+            return None;
+        }
+        for d in deployments {
+            if env.replicas(d).await != Some(want) {
+                return None;
+            }
+        }
+        Some(want)
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node, Gateway and metrics-server: bash tests/run.sh"]
+async fn a_horizontal_pod_autoscaler_sizes_every_version_through_a_stage_a_promotion_and_an_undo() {
+    let v1 = autoscaled(Manifest::fraud_on_node("v1", from_image("fraud-v1.onnx")).stages(four_stages(6)).build());
+    let (env, load, ns) = through_gateway_from("ap-hpa", v1, 150, None, true).await;
+    let spec_replicas = |mr: &modelrollout::api::ModelRollout| mr.spec.workload.replicas;
+    assert_eq!(spec_replicas(&env.get().await), 2, "the schema's default until the autoscaler sets it");
+    // The platform team's HPA scales the ModelRollout (its scale subresource) on its stable pods' CPU.
+    kubectl_ok(
+        &["apply", "--server-side", "--field-manager", "platform-team", "-n", &ns, "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "fraud"},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout", "name": "fraud"},
+                    "minReplicas": 1,
+                    "maxReplicas": 3,
+                    "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]
+                }
+            })
+            .to_string(),
+        ),
+    );
+    let scale = kubectl(
+        &["get", "--raw", &format!("/apis/modelrollout.dev/v1alpha1/namespaces/{ns}/modelrollouts/fraud/scale")],
+        None,
+    );
+    let scale: Value = serde_json::from_slice(&scale.stdout).unwrap();
+    assert_eq!(scale["status"]["selector"], "modelrollout.dev/rollout=fraud,modelrollout.dev/version=v1", "{scale}");
+
+    // v2 through a long 50% stage, the clients' load on both versions.
+    let stages = json!([{"name": "canary-50", "weight": 50, "minDuration": "150s"}, {"name": "full", "weight": 100, "minDuration": "5s"}]);
+    let mut v2 = autoscaled(
+        Manifest::fraud_on_node("v2", from_image("fraud-v2.onnx")).stages(stages).gates(guardrails()).build(),
+    );
+    v2["spec"]["afterPromotion"] = json!({"retention": "10m", "mode": "Warm"});
+    gitops_apply(&ns, &v2);
+    env.wait(Duration::from_secs(120), "v2 at 50%", |s| s.canary_weight == 50).await;
+    let start = spec_replicas(&env.get().await);
+    // The autoscaler changes the size during the stage; every version follows it.
+    let mr = wait_for("the autoscaler resizing the rollout during the 50% stage", Duration::from_secs(140), || async {
+        let mr = env.get().await;
+        let st = mr.status.clone().unwrap();
+        assert_eq!(st.stage_name.as_deref(), Some("canary-50"), "the stage ended before the autoscaler acted");
+        (spec_replicas(&mr) != start).then_some(mr)
+    })
+    .await;
+    let sized = spec_replicas(&mr);
+    println!("HPA_STAGE replicas_before={start} replicas_after={sized}");
+    at_autoscalers_size(&env, &["fraud-v1", "fraud-v2"], "both versions at the autoscaler's size").await;
+    assert_eq!(env.get().await.status.unwrap().stage_name.as_deref(), Some("canary-50"));
+
+    // Promoted: v2 keeps the autoscaler's size; v1 is kept warm at it.
+    env.wait(Duration::from_secs(240), "v2 promoted", |s| s.phase == Some(Phase::Promoted)).await;
+    let mr = env.get().await;
+    assert_eq!(
+        mr.status.as_ref().unwrap().selector.as_deref(),
+        Some("modelrollout.dev/rollout=fraud,modelrollout.dev/version=v2")
+    );
+    at_autoscalers_size(&env, &["fraud-v2"], "v2 promoted at the autoscaler's size").await;
+
+    // Undo: v1 serves again, at the size the autoscaler last set.
+    let (code, out, err) = plugin(&["undo", "fraud", "-n", &ns, "--reason", "autoscaled undo"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    env.wait(Duration::from_secs(30), "undone", |s| s.reason.as_deref() == Some(reasons::UNDONE)).await;
+    let size = at_autoscalers_size(&env, &["fraud-v1"], "v1 back at the autoscaler's size").await;
+    println!("HPA_UNDO replicas={size}");
+    let answers = load.shutdown().await;
+    assert!(answer_failures(&answers).is_empty(), "{:?}", answer_failures(&answers));
 }

@@ -234,7 +234,8 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     let observed = started.elapsed();
 
     // Decide.
-    let decision = core::decide(&mr.spec, &status, &obs, now);
+    let mut decision = core::decide(&mr.spec, &status, &obs, now);
+    report_scale(mr, ctx, &mut decision.status);
     let new = &decision.status;
 
     // Act, then record: a crash in between repeats idempotent actions, never loses progress. A
@@ -332,6 +333,17 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
         SETTLED_RESYNC.mul_f64(0.75 + 0.5 * analysis_slot.fraction())
     };
     Ok(Requeue::requeue(decision.requeue_after.unwrap_or(resync).max(Duration::from_millis(200))))
+}
+
+/// The scale subresource's status (`status.replicas`, `status.selector`): the stable version's pods
+/// as its Deployment (in the watch cache) has them, and their selector. A HorizontalPodAutoscaler
+/// that scales the rollout reads both; `workload.replicas`, which it writes, sizes the versions.
+fn report_scale(mr: &ModelRollout, ctx: &Context, st: &mut ModelRolloutStatus) {
+    let Some(stable) = st.stable_version.clone() else { return };
+    let ns = mr.namespace().unwrap_or_default();
+    let deployment = ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &stable));
+    st.replicas = deployment.and_then(|d| d.status.as_ref()?.replicas).or(Some(0));
+    st.selector = Some(workloads::pod_selector(mr, &stable));
 }
 
 /// Before the object goes: all traffic back to stable, the controller's changes to a user-owned

@@ -31,8 +31,19 @@ pub async fn through_gateway_with(
     pin_every: Option<u64>,
     post_labels: bool,
 ) -> (Env, ClientLoad, String) {
-    let (addr, ..) = gateway();
     let v1 = Manifest::fraud_on_node("v1", from_image("fraud-v1.onnx")).stages(four_stages(6)).build();
+    through_gateway_from(prefix, v1, rps, pin_every, post_labels).await
+}
+
+/// [`through_gateway_with`] from this v1 manifest.
+pub async fn through_gateway_from(
+    prefix: &str,
+    v1: Value,
+    rps: u32,
+    pin_every: Option<u64>,
+    post_labels: bool,
+) -> (Env, ClientLoad, String) {
+    let (addr, ..) = gateway();
     let env = Env::on_node(prefix, "fraud", |ns| Some(gateway_route(ns, "fraud", true)), v1).await;
     let ns = env.ns.name.clone();
     let target = Target::Gateway { addr, host: gateway_host(&ns) };
