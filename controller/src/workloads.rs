@@ -279,14 +279,19 @@ pub fn service_holds(live: &Service, ours: &Service) -> bool {
         && our_spec.ports.iter().flatten().all(port_held)
 }
 
-/// Replicas for (stable, candidate). With replica-ratio routing the split is the traffic split
-/// (approximate, in steps of one pod); with a mesh router both run the full count.
-pub fn replicas(total: i32, weight: i32, replica_ratio: bool, candidate_active: bool) -> (i32, i32) {
+/// Replicas for (stable, candidate), from `total` (`workload.replicas`: what the spec, or an
+/// autoscaler scaling the rollout, sets for 100% of traffic). With replica-ratio routing the split
+/// is the traffic split (approximate, in steps of one pod). With a router, stable keeps the full
+/// count (it takes the traffic back at once on a rollback) and the candidate gets its stage's
+/// share of it (`share`: the stage's weight, or its mirror, whichever is larger; 100 for an
+/// experiment's), rounded up, at least one pod.
+pub fn replicas(total: i32, weight: i32, share: i32, replica_ratio: bool, candidate_active: bool) -> (i32, i32) {
     if !candidate_active {
         return (total, 0);
     }
     if !replica_ratio {
-        return (total, total);
+        let candidate = ((total as i64 * share.clamp(0, 100) as i64 + 99) / 100).max(1) as i32;
+        return (total, candidate);
     }
     let canary = if weight <= 0 { 0 } else { ((total as i64 * weight as i64 + 99) / 100).max(1) as i32 };
     let stable = if weight >= 100 { 0 } else { (total - canary).max(1) };
@@ -299,13 +304,24 @@ mod tests {
 
     #[test]
     fn replica_ratio_splits_in_whole_pods() {
-        assert_eq!(replicas(20, 5, true, true), (19, 1));
-        assert_eq!(replicas(20, 25, true, true), (15, 5));
-        assert_eq!(replicas(3, 5, true, true), (2, 1), "at least one canary pod once weight > 0");
-        assert_eq!(replicas(3, 0, true, true), (3, 0));
-        assert_eq!(replicas(3, 100, true, true), (0, 3));
-        assert_eq!(replicas(3, 25, false, true), (3, 3));
-        assert_eq!(replicas(3, 25, false, false), (3, 0));
+        assert_eq!(replicas(20, 5, 5, true, true), (19, 1));
+        assert_eq!(replicas(20, 25, 25, true, true), (15, 5));
+        assert_eq!(replicas(3, 5, 5, true, true), (2, 1), "at least one canary pod once weight > 0");
+        assert_eq!(replicas(3, 0, 0, true, true), (3, 0));
+        assert_eq!(replicas(3, 100, 100, true, true), (0, 3));
+        assert_eq!(replicas(3, 25, 25, false, false), (3, 0));
+    }
+
+    #[test]
+    fn with_a_router_the_candidate_gets_its_stages_share_of_the_stables_size() {
+        assert_eq!(replicas(3, 0, 100, false, true), (3, 3), "a shadow stage mirrors everything");
+        assert_eq!(replicas(8, 5, 5, false, true), (8, 1));
+        assert_eq!(replicas(8, 25, 25, false, true), (8, 2));
+        assert_eq!(replicas(8, 30, 30, false, true), (8, 3), "rounded up");
+        assert_eq!(replicas(8, 100, 100, false, true), (8, 8));
+        assert_eq!(replicas(2, 5, 5, false, true), (2, 1), "at least one pod");
+        // An autoscaler raised the size mid-stage: the candidate follows at the stage's share.
+        assert_eq!(replicas(12, 25, 25, false, true), (12, 3));
     }
 
     fn rollout() -> ModelRollout {

@@ -59,6 +59,8 @@ pub struct Observations {
     pub generation: Option<i64>,
     /// Whether the candidate's Deployment has all its desired pods Ready (false when it is absent).
     pub candidate_ready: bool,
+    /// Whether at least one of the candidate's pods is Ready (its Deployment's `readyReplicas`).
+    pub candidate_available: bool,
     /// What a candidate's pod says is wrong with it (read only while the candidate is not Ready).
     pub candidate_trouble: Option<pods::Trouble>,
     /// Gate measurements, when an analysis was due and ran (see [`analysis_due`]).
@@ -207,6 +209,19 @@ pub struct Decision {
 
 pub(crate) fn pending<'a>(id: Option<&'a str>, handled: &Option<String>) -> Option<&'a str> {
     id.filter(|id| handled.as_deref() != Some(*id))
+}
+
+/// Whether a candidate that is not fully Ready goes on serving its stage: traffic already flows
+/// to it and some of its pods are Ready, so it is growing (an autoscaler raised the rollout's size,
+/// or the stage needs more pods than the last), not failing; the Service sends nothing to the new
+/// pods until they are Ready. Not with replica ratios, where the pods are the weight and the stable
+/// keeps its pods until the candidate's are all Ready.
+pub fn growing_while_serving(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, available: bool) -> bool {
+    available
+        && spec.traffic_routing.kind() != RouterKind::ReplicaRatio
+        && status.phase.is_some_and(Phase::is_active)
+        && status.candidate_unready_since.is_none()
+        && (status.canary_weight > 0 || status.mirror_percent > 0 || status.match_.is_some())
 }
 
 /// Decides what a rollout does next. See the module docs and README for the rules.

@@ -80,7 +80,7 @@ fn trouble(ctx: &mut Ctx<'_>, obs: &Observations) -> Flow {
 /// No traffic moves to a candidate whose pods are not Ready; one not Ready within the progress
 /// deadline fails the rollout.
 fn ready(ctx: &mut Ctx<'_>, obs: &Observations) -> Flow {
-    if obs.candidate_ready {
+    if obs.candidate_ready || growing_while_serving(ctx.spec, &ctx.st, obs.candidate_available) {
         return Flow::Continue;
     }
     let since = ctx.st.candidate_unready_since.get_or_insert(Time(ctx.now)).0;

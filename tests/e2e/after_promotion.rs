@@ -232,16 +232,16 @@ async fn hpa_desired(ns: &str) -> Option<i32> {
     Some(hpa.status?.desired_replicas)
 }
 
-/// Waits until `spec.workload.replicas` is what the HPA decided and every named Deployment has
-/// that many replicas; returns the size.
-async fn at_autoscalers_size(env: &Env, deployments: &[&str], what: &str) -> i32 {
+/// Waits until `spec.workload.replicas` is what the HPA decided and each named Deployment has its
+/// share (percent) of it, rounded up; returns the size.
+async fn at_autoscalers_size(env: &Env, deployments: &[(&str, i32)], what: &str) -> i32 {
     wait_for(what, Duration::from_secs(60), || async {
         let want = env.get().await.spec.workload.replicas;
         if hpa_desired(&env.ns.name).await != Some(want) {
             return None;
         }
-        for d in deployments {
-            if env.replicas(d).await != Some(want) {
+        for (d, share) in deployments {
+            if env.replicas(d).await != Some((want * share + 99) / 100) {
                 return None;
             }
         }
@@ -289,7 +289,8 @@ async fn a_horizontal_pod_autoscaler_sizes_every_version_through_a_stage_a_promo
     );
     v2["spec"]["afterPromotion"] = json!({"retention": "10m", "mode": "Warm"});
     gitops_apply(&ns, &v2);
-    env.wait(Duration::from_secs(120), "v2 at 50%", |s| s.canary_weight == 50).await;
+    let at_50 = env.wait(Duration::from_secs(120), "v2 at 50%", |s| s.canary_weight == 50).await;
+    let stage_clock = at_50.status.unwrap().stage_start_time;
     let start = spec_replicas(&env.get().await);
     // The autoscaler changes the size during the stage; every version follows it.
     let mr = wait_for("the autoscaler resizing the rollout during the 50% stage", Duration::from_secs(140), || async {
@@ -301,8 +302,12 @@ async fn a_horizontal_pod_autoscaler_sizes_every_version_through_a_stage_a_promo
     .await;
     let sized = spec_replicas(&mr);
     println!("HPA_STAGE replicas_before={start} replicas_after={sized}");
-    at_autoscalers_size(&env, &["fraud-v1", "fraud-v2"], "both versions at the autoscaler's size").await;
-    assert_eq!(env.get().await.status.unwrap().stage_name.as_deref(), Some("canary-50"));
+    // Stable at the autoscaler's size, the candidate at half of it (its stage's share); the
+    // candidate's new pod joins its stage: neither its traffic nor the stage's clock stop for it.
+    at_autoscalers_size(&env, &[("fraud-v1", 100), ("fraud-v2", 50)], "every version at its size").await;
+    let st = env.get().await.status.unwrap();
+    assert_eq!((st.stage_name.as_deref(), st.canary_weight), (Some("canary-50"), 50));
+    assert_eq!(st.stage_start_time, stage_clock, "the stage's clock was not restarted by the resize");
 
     // Promoted: v2 keeps the autoscaler's size; v1 is kept warm at it.
     env.wait(Duration::from_secs(240), "v2 promoted", |s| s.phase == Some(Phase::Promoted)).await;
@@ -311,13 +316,13 @@ async fn a_horizontal_pod_autoscaler_sizes_every_version_through_a_stage_a_promo
         mr.status.as_ref().unwrap().selector.as_deref(),
         Some("modelrollout.dev/rollout=fraud,modelrollout.dev/version=v2")
     );
-    at_autoscalers_size(&env, &["fraud-v2"], "v2 promoted at the autoscaler's size").await;
+    at_autoscalers_size(&env, &[("fraud-v2", 100)], "v2 promoted at the autoscaler's size").await;
 
     // Undo: v1 serves again, at the size the autoscaler last set.
     let (code, out, err) = plugin(&["undo", "fraud", "-n", &ns, "--reason", "autoscaled undo"]).await;
     assert_eq!(code, 0, "{out}{err}");
     env.wait(Duration::from_secs(30), "undone", |s| s.reason.as_deref() == Some(reasons::UNDONE)).await;
-    let size = at_autoscalers_size(&env, &["fraud-v1"], "v1 back at the autoscaler's size").await;
+    let size = at_autoscalers_size(&env, &[("fraud-v1", 100)], "v1 back at the autoscaler's size").await;
     println!("HPA_UNDO replicas={size}");
     let answers = load.shutdown().await;
     assert!(answer_failures(&answers).is_empty(), "{:?}", answer_failures(&answers));

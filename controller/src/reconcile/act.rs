@@ -95,8 +95,15 @@ async fn ensure_workload(
     let ns = mr.namespace().unwrap_or_default();
     let active = st.phase.is_some_and(Phase::is_active);
     let ratio = mr.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
+    // The stage's share (its configured traffic, not the status's, which is 0 until the candidate
+    // is Ready and through its checks: the acceptance load check runs on the first stage's size).
+    let share = match st.stage_index.and_then(|i| mr.spec.stages.get(i as usize)) {
+        Some(stage) if stage.match_.is_some() => 100,
+        Some(stage) => stage.weight.max(stage.mirror_percent.unwrap_or(0)),
+        None => 100,
+    };
     let (stable_replicas, candidate_replicas) =
-        workloads::replicas(mr.spec.workload.replicas, st.canary_weight, ratio, active);
+        workloads::replicas(mr.spec.workload.replicas, st.canary_weight, share, ratio, active);
     let name = workloads::deployment_name(mr, &model.version);
     let cached = ctx.cached_deployment(&ns, &name);
     let (wanted_role, replicas) = match role {

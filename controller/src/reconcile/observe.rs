@@ -53,7 +53,13 @@ pub(super) async fn observe(
         && deployment_ready(
             ctx.cached_deployment(&ns, &workloads::deployment_name(mr, &mr.spec.model.version)).as_deref(),
         );
-    let due = candidate_ready && core::analysis_due(&mr.spec, status, analysis_slot, now);
+    let candidate_available = candidate_differs
+        && ctx
+            .cached_deployment(&ns, &workloads::deployment_name(mr, &mr.spec.model.version))
+            .and_then(|d| d.status.as_ref()?.ready_replicas)
+            .is_some_and(|n| n > 0);
+    let serving = candidate_ready || core::growing_while_serving(&mr.spec, status, candidate_available);
+    let due = serving && core::analysis_due(&mr.spec, status, analysis_slot, now);
     // While the candidate is not Ready, and at each analysis (a pod that crashed and came back
     // between two reconciles is Ready again, but its restart count says what happened).
     // Not for a candidate already rolled back or failed: its pods are going, and the verdict stands.
@@ -124,6 +130,7 @@ pub(super) async fn observe(
     Observations {
         generation: mr.meta().generation,
         candidate_ready,
+        candidate_available,
         candidate_trouble,
         analysis,
         analysis_slot,

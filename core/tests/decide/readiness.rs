@@ -114,3 +114,33 @@ fn replica_ratio_keeps_the_stage_weight_while_the_stage_s_new_candidate_pods_com
     let fresh = decide(&s, &first.status, &obs(false), t0());
     assert_eq!(fresh.status.canary_weight, 0);
 }
+
+#[test]
+fn a_candidate_growing_mid_stage_keeps_its_traffic_clock_and_analyses() {
+    // At 5%, an autoscaler raised the rollout's size: the candidate's new pod is not Ready yet,
+    // its first one is.
+    let (s, st) = started();
+    let (st, now) = pass_stages(&s, st, 1, 0);
+    assert_eq!((st.stage_index, st.canary_weight), (Some(1), 5));
+    let growing = Observations { candidate_available: true, ..analysed(healthy()) };
+    let mut g = growing.clone();
+    g.candidate_ready = false;
+    let d = step(&s, &st, g.clone(), at(now + 5));
+    assert_eq!(traffic(&d).2, 5, "the Ready pods keep the stage's traffic");
+    assert_eq!(d.status.candidate_unready_since, None);
+    assert_eq!(d.status.stage_start_time, st.stage_start_time, "the stage's clock goes on");
+    assert!(d.status.last_analysis.as_ref().is_some_and(|r| r.time.0 == at(now + 5)), "analysed");
+    assert!(growing_while_serving(&s, &st, true));
+    // No Ready pod at all: no traffic, as before.
+    let none = step(&s, &st, obs(false), at(now + 5));
+    assert_eq!(traffic(&none).2, 0);
+    // Before any traffic flows it waits for every pod, as before.
+    let first = decide(&spec("v1", SHA_V1), &ModelRolloutStatus::default(), &obs(false), at(-100));
+    let waiting = step(&s, &first.status, Observations { candidate_available: true, ..obs(false) }, at(1));
+    assert_eq!(waiting.status.reason.as_deref(), Some(reasons::WAITING_FOR_CANDIDATE));
+    assert_eq!(traffic(&waiting).3, 0, "no mirror either");
+    // With replica ratios the pods are the weight: unchanged.
+    let mut ratio = s.clone();
+    ratio.traffic_routing = TrafficRouting { gateway_api: None, istio: None, replica_ratio: Some(Default::default()) };
+    assert!(!growing_while_serving(&ratio, &st, true));
+}
