@@ -216,6 +216,41 @@ async fn labels_posted_after_the_promotion_fail_the_watch_and_undo_by_itself() {
     assert!(failed.is_empty(), "{failed:?}");
 }
 
+#[tokio::test]
+#[ignore = "needs the local cluster with its real node and Gateway: bash tests/run.sh"]
+async fn retention_expiry_deprecates_the_old_version_and_removal_deletes_its_objects_while_clients_are_served() {
+    let (env, load, ns) = through_gateway("ap-retire", RPS, None).await;
+    let mut m = v2_retaining("fraud-v2.onnx", "Warm");
+    m["spec"]["afterPromotion"] = json!({"retention": "20s", "mode": "Warm", "removeAfter": "20s"});
+    gitops_apply(&ns, &m);
+    env.wait(Duration::from_secs(240), "v2 promoted", |s| s.phase == Some(Phase::Promoted)).await;
+    assert_eq!(env.replicas("fraud-v1").await, Some(1), "v1 warm during its retention");
+    let mr = env.wait(Duration::from_secs(60), "v1 deprecated", |s| !s.retired.is_empty()).await;
+    let st = mr.status.unwrap();
+    assert_eq!(st.retired[0].version, "v1");
+    assert!(st.retained.is_none(), "nothing left to undo to");
+    wait_for("v1's pods gone", Duration::from_secs(60), || async {
+        pods_now(&ns, "modelrollout.dev/version=v1").await.is_empty().then_some(())
+    })
+    .await;
+    wait_for("v1's Deployment deleted", Duration::from_secs(60), || async {
+        env.deployment("fraud-v1").await.is_none().then_some(())
+    })
+    .await;
+    let st = env.get().await.status.unwrap();
+    let life: Vec<_> = st.history.iter().filter(|h| h.version == "v1").map(|h| h.outcome).collect();
+    assert_eq!(life, [Outcome::Removed, Outcome::Deprecated], "{:#?}", st.history);
+    // An undo now is refused, and says why; v2 serves on.
+    let (code, _, err) = plugin(&["undo", "fraud", "-n", &ns]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("retains no previous version"), "{err}");
+    clients_only_on(&load, "v2", 3.0, Duration::from_secs(30)).await;
+    let answers = load.shutdown().await;
+    let failed = answer_failures(&answers);
+    println!("RETIRE requests={} failed={}", answers.len(), failed.len());
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
 /// The fraud manifest sized by an autoscaler: no `workload.replicas` in Git (the autoscaler owns
 /// it), a CPU request for the autoscaler to measure against.
 fn autoscaled(mut m: Value) -> Value {

@@ -68,7 +68,9 @@ async fn k_kubectl_plugin_watches_pauses_resumes_aborts_retries_and_promotes() {
     assert!(out.contains("▶ canary-25"), "the watch showed the stages as they went: {out}");
     assert!(out.contains("✔ shadow (mirror 100%)  ✔ canary-5 (5%)  ✔ canary-25 (25%)  ✔ full (100%)"), "{out}");
     let (_, out, _) = plugin(&["history", "fraud", "-n", &ns]).await;
-    assert!(out.lines().nth(1).is_some_and(|l| l.contains("v2") && l.contains("Promoted")), "{out}");
+    // Each version's life first: v2's row says how it ended.
+    let v2 = out.lines().find(|l| l.trim_start().starts_with("v2 ")).unwrap_or_default();
+    assert!(out.starts_with("Versions:") && v2.contains("Promoted"), "{out}");
 
     // A bad candidate: a watcher started before the abort ends with exit 3 when it is rolled back.
     let v3 = Manifest::fraud("v3", local_file("fraud-v2-bad-fpr.onnx"))
