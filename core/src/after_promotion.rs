@@ -81,7 +81,13 @@ impl Ctx<'_> {
             self.retire(before, format!("replaced by {promoted}'s predecessor"));
         }
         self.st.retired.retain(|r| r.version != promoted);
-        let mode = self.spec.after_promotion.as_ref().map_or(RetentionMode::Warm, |a| a.mode);
+        // With replica ratios every pod of the rollout takes traffic: the retained version keeps
+        // none (at the last stage it had none left), whatever the spec asks.
+        let ratio = self.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
+        let mode = match self.spec.after_promotion.as_ref().map_or(RetentionMode::Warm, |a| a.mode) {
+            _ if ratio => RetentionMode::Cold,
+            mode => mode,
+        };
         let until = self.now.checked_add(self.timings.retention).unwrap_or(self.now);
         let pods_until = match mode {
             RetentionMode::Warm => self.timings.retention,
@@ -230,7 +236,10 @@ impl Ctx<'_> {
         self.st.stable_version = Some(back.clone());
         self.st.pending_scale_downs.retain(|p| p.version != back);
         self.st.retired.retain(|x| x.version != back);
-        self.schedule_scale_down(&undone.version, self.timings.scale_down_delay);
+        // With replica ratios the undone version's pods take traffic until they are gone.
+        let ratio = self.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
+        let delay = if ratio { SignedDuration::ZERO } else { self.timings.scale_down_delay };
+        self.schedule_scale_down(&undone.version, delay);
         self.clear_candidate();
         let msg = format!("{} undone, {back} serves all traffic: {}", undone.version, pending.reason);
         self.push_history(&undone.version, Outcome::Undone, &msg);

@@ -17,9 +17,11 @@ impl Ctx<'_> {
         if active && self.fx.ensure_candidate {
             actions.push(Action::EnsureWorkload { role: Role::Candidate, model: self.spec.model.clone() });
         }
-        // The retained version keeps its pods while warm, and gets them back for an undo.
+        // The retained version keeps its pods while warm, and gets them back for an undo. With
+        // replica ratios every pod of the rollout takes traffic, so it keeps none (it is cold).
+        let ratio = self.spec.traffic_routing.kind() == RouterKind::ReplicaRatio;
         if let Some(r) = &self.st.retained
-            && (r.mode == RetentionMode::Warm || self.st.undo.is_some())
+            && ((r.mode == RetentionMode::Warm && !ratio) || self.st.undo.is_some())
             && !self.st.pending_scale_downs.iter().any(|p| p.version == r.model.version && p.at.0 <= now)
         {
             actions.push(Action::EnsureWorkload { role: Role::Retained, model: r.model.clone() });

@@ -366,7 +366,7 @@ async fn replica_ratio_through_kube_proxy_follows_the_pods_as_clients_see_it() {
     }
     let mr = env.decided(Duration::from_secs(180), "v2 promoted").await;
     assert_eq!(mr.status.unwrap().phase, Some(Phase::Promoted));
-    // Through the old pods' scale-down.
+    let promoted = now();
     wait_for("v1 scaled down", Duration::from_secs(60), || async {
         pods_now(&ns, "modelrollout.dev/version=v1").await.is_empty().then_some(())
     })
@@ -375,6 +375,9 @@ async fn replica_ratio_through_kube_proxy_follows_the_pods_as_clients_see_it() {
     let answers = load.shutdown().await;
     let failed = answer_failures(&answers);
     println!("RATIO_REQUESTS total={} failed={}", answers.len(), failed.len());
+    // The retained v1 gets no pods back after the promotion: each would take its share.
+    let late_v1 = answers.iter().filter(|a| a.start > promoted + 1.0 && a.version.as_deref() == Some("v1")).count();
+    assert_eq!(late_v1, 0, "answers from v1 more than 1 s after the promotion");
     assert!(failed.is_empty(), "failed requests while pods came and went: {failed:?}");
 }
 

@@ -387,3 +387,18 @@ mod watch {
         assert_eq!(cur.watch.as_ref().unwrap().consecutive_failures, 0);
     }
 }
+
+#[test]
+fn with_replica_ratios_the_retained_version_keeps_no_pods_and_an_undo_removes_the_undone_ones_at_once() {
+    let mut s = retaining("v2", SHA_V2, RetentionMode::Warm);
+    s.traffic_routing = TrafficRouting { gateway_api: None, istio: None, replica_ratio: Some(Default::default()) };
+    let (st, now) = promoted(&s);
+    assert_eq!(st.retained.as_ref().map(|r| r.mode), Some(RetentionMode::Cold), "every pod takes traffic");
+    let after = step(&s, &st, obs(false), at(now + 1));
+    assert!(!ensures_retained(&after), "v1 gets no pods back: they would take traffic");
+    let waiting = step(&with_undo(s.clone(), "u1"), &after.status, obs(false), at(now + 2));
+    assert!(ensures_retained(&waiting), "scaled up for the undo");
+    let done = step(&s, &waiting.status, retained_ready(), at(now + 3));
+    assert_eq!(done.status.stable_version.as_deref(), Some("v1"));
+    assert_eq!(scaled_down(&done), vec!["v2".to_string()], "v2's pods leave at once");
+}

@@ -151,16 +151,19 @@ pub async fn label_poster(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         pending.extend(std::mem::take(&mut *labels.lock().unwrap()));
-        if !pending.is_empty() {
-            match crate::evidence::post_labels_at(&base, &ns, &rollout, Some(&token), &pending).await {
+        // At most the service's batch limit a request: a backlog (the service was restarting or
+        // slow to answer) goes out in as many batches as it takes, oldest first.
+        while !pending.is_empty() {
+            let n = pending.len().min(modelrollout_contract::evidence::MAX_BATCH);
+            match crate::evidence::post_labels_at(&base, &ns, &rollout, Some(&token), &pending[..n]).await {
                 Ok((200, _)) => {
-                    posted.fetch_add(pending.len() as u64, Ordering::Relaxed);
-                    pending.clear();
+                    posted.fetch_add(n as u64, Ordering::Relaxed);
+                    pending.drain(..n);
                 }
                 Ok((code, v)) if !matches!(code, 429 | 502 | 503) => {
-                    panic!("the evidence service refused {} labels: {code} {v}", pending.len())
+                    panic!("the evidence service refused {n} labels: {code} {v}")
                 }
-                _ => {}
+                _ => break,
             }
         }
         if stopping {
