@@ -32,21 +32,8 @@ pub fn next_watch_analysis_at(
     if status.phase.is_some_and(Phase::is_active) || status.undo.is_some() || watch_gate_defs(spec).is_empty() {
         return None;
     }
-    let interval = analysis_interval(spec);
-    let first = whole_second(watch.since.0).checked_add(slot.delay(interval)).ok()?.checked_add(interval).ok()?;
-    let next = match &watch.last_analysis {
-        None => first,
-        Some(run) => {
-            let after = run.time.0.checked_add((interval / 2).max(SignedDuration::from_millis(1))).ok()?;
-            if after <= first {
-                first
-            } else {
-                let behind = u128::try_from(after.duration_since(first).as_nanos()).ok()?;
-                let steps = behind.div_ceil(u128::try_from(interval.as_nanos()).ok()?);
-                first.checked_add(interval.checked_mul(i32::try_from(steps).ok()?)?).ok()?
-            }
-        }
-    };
+    let last = watch.last_analysis.as_ref().map(|run| run.time.0);
+    let next = next_on_grid(watch.since.0, slot, analysis_interval(spec), last)?;
     (next < watch.until.0).then_some(next)
 }
 
@@ -55,11 +42,7 @@ pub fn next_watch_analysis_at(
 pub fn watch_window(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, now: Timestamp) -> Duration {
     let interval = analysis_interval(spec);
     let last = status.watch.as_ref().and_then(|w| w.last_analysis.as_ref()).map(|r| r.time.0);
-    match last {
-        Some(t) => elapsed(t, now).min(interval.checked_mul(MAX_WINDOWS_PER_ANALYSIS).unwrap_or(SignedDuration::MAX)),
-        None => interval,
-    }
-    .unsigned_abs()
+    window_after(last, interval, interval, now)
 }
 
 /// The gates the watch judges: `afterPromotion.gates`, else the last stage's; each by its
@@ -269,18 +252,9 @@ impl Ctx<'_> {
                     .as_ref()
                     .and_then(|run| run.gates.iter().find(|g| g.name == d.name))
                     .and_then(|g| g.stable_value);
-                let fresh =
-                    |m: &Measurement| matches!(m, Measurement::Value { samples, .. } if *samples >= d.min_samples);
-                let mut carried_note = false;
-                if d.is_relative()
-                    && let (Some(o), Some(baseline)) = (obs.as_mut(), carried)
-                    && !fresh(&o.stable)
-                {
-                    o.stable = Measurement::Value { value: baseline, samples: d.min_samples };
-                    carried_note = true;
-                }
+                let carried_now = super::analysis::carry_baseline(d, obs.as_mut(), carried);
                 let mut r = judge(d, obs.as_ref());
-                if carried_note {
+                if carried_now {
                     r.message.push_str(" (previous version's value from the rollout's last analysis)");
                 }
                 r

@@ -12,6 +12,20 @@ pub(super) fn analysis(ctx: &mut Ctx<'_>, obs: &Observations) -> Flow {
     }
 }
 
+/// A relative gate whose stable side has too few samples (stable answers no traffic: at 100%, or
+/// after the promotion) is judged against `carried`, stable's value from an earlier analysis.
+/// Returns whether it was.
+pub(super) fn carry_baseline(d: &GateDef, obs: Option<&mut GateObservation>, carried: Option<f64>) -> bool {
+    let fresh = |m: &Measurement| matches!(m, Measurement::Value { samples, .. } if *samples >= d.min_samples);
+    match (obs, carried) {
+        (Some(o), Some(baseline)) if d.is_relative() && !fresh(&o.stable) => {
+            o.stable = Measurement::Value { value: baseline, samples: d.min_samples };
+            true
+        }
+        _ => false,
+    }
+}
+
 impl Ctx<'_> {
     /// Records an analysis. Returns true when it ended the rollout.
     pub(super) fn analyse(&mut self, measurements: &[GateObservation]) -> bool {
@@ -49,20 +63,10 @@ impl Ctx<'_> {
                     .as_ref()
                     .and_then(|run| run.gates.iter().find(|g| g.name == d.name))
                     .and_then(|g| g.stable_value);
-                let stale =
-                    |m: &Measurement| !matches!(m, Measurement::Value { samples, .. } if *samples >= d.min_samples);
-                let mut note = None;
-                if full
-                    && d.is_relative()
-                    && let (Some(o), Some(baseline)) = (obs.as_mut(), carried)
-                    && stale(&o.stable)
-                {
-                    o.stable = Measurement::Value { value: baseline, samples: d.min_samples };
-                    note = Some(" (stable baseline carried from the last analysis: no stable traffic at 100%)");
-                }
+                let carried_now = full && carry_baseline(d, obs.as_mut(), carried);
                 let mut r = judge(d, obs.as_ref());
-                if let Some(n) = note {
-                    r.message.push_str(n);
+                if carried_now {
+                    r.message.push_str(" (stable baseline carried from the last analysis: no stable traffic at 100%)");
                 }
                 r
             })

@@ -327,6 +327,12 @@ fn upsert_condition(
     });
 }
 
+/// Whether the decision from `old` to `new` undid a promotion (its newest history entry is an
+/// `Undone` one it added).
+pub fn undid(old: &ModelRolloutStatus, new: &ModelRolloutStatus) -> bool {
+    new.history.first() != old.history.first() && new.history.first().is_some_and(|h| h.outcome == Outcome::Undone)
+}
+
 /// Whether two statuses differ in anything but timestamps of unchanged conditions.
 pub fn status_changed(old: &ModelRolloutStatus, new: &ModelRolloutStatus) -> bool {
     let strip = |s: &ModelRolloutStatus| {

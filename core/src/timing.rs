@@ -76,10 +76,20 @@ pub fn next_analysis_at(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, sl
     if spec.analysis.interval.is_zero() {
         return None;
     }
-    let interval = analysis_interval(spec);
     let stage_start = status.stage_start_time.as_ref()?.0;
-    let first = whole_second(stage_start).checked_add(slot.delay(interval)).ok()?.checked_add(interval).ok()?;
-    let Some(last) = last_analysis_in_stage(status) else { return Some(first) };
+    next_on_grid(stage_start, slot, analysis_interval(spec), last_analysis_in_stage(status))
+}
+
+/// The grid analyses fall on from `start` (see [`next_analysis_at`]): its first point, or the
+/// first at least half an interval after `last`.
+pub(crate) fn next_on_grid(
+    start: Timestamp,
+    slot: AnalysisSlot,
+    interval: SignedDuration,
+    last: Option<Timestamp>,
+) -> Option<Timestamp> {
+    let first = whole_second(start).checked_add(slot.delay(interval)).ok()?.checked_add(interval).ok()?;
+    let Some(last) = last else { return Some(first) };
     let after = last.checked_add(min_gap(interval)).ok()?;
     if after <= first {
         return Some(first);
@@ -125,16 +135,29 @@ pub const MAX_WINDOWS_PER_ANALYSIS: i32 = 2;
 /// for the stage's first analysis, one interval, within the stage.
 pub fn analysis_window(spec: &ModelRolloutSpec, status: &ModelRolloutStatus, now: Timestamp) -> Duration {
     let interval = analysis_interval(spec);
-    let since = |t: Timestamp| elapsed(t, now);
-    let window = match last_analysis_in_stage(status) {
-        Some(last) => since(last).min(interval.checked_mul(MAX_WINDOWS_PER_ANALYSIS).unwrap_or(SignedDuration::MAX)),
-        None => status.stage_start_time.as_ref().map_or(interval, |t| since(t.0).min(interval)),
+    let first = status.stage_start_time.as_ref().map_or(interval, |t| elapsed(t.0, now).min(interval));
+    window_after(last_analysis_in_stage(status), first, interval, now)
+}
+
+/// An analysis's window ending `now`: since `last` (at most [`MAX_WINDOWS_PER_ANALYSIS`]
+/// intervals), or `first` when there was none.
+pub(crate) fn window_after(
+    last: Option<Timestamp>,
+    first: SignedDuration,
+    interval: SignedDuration,
+    now: Timestamp,
+) -> Duration {
+    let window = match last {
+        Some(last) => {
+            elapsed(last, now).min(interval.checked_mul(MAX_WINDOWS_PER_ANALYSIS).unwrap_or(SignedDuration::MAX))
+        }
+        None => first,
     };
     window.unsigned_abs()
 }
 
 /// `t` without its fraction of a second, as status stores it.
-pub(crate) fn whole_second(t: Timestamp) -> Timestamp {
+pub(super) fn whole_second(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 

@@ -316,6 +316,28 @@ log "starting Prometheus on 127.0.0.1:$PROM_PORT"
 start prometheus "${PROM_CMD[@]}"
 wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
 
+# host_service NS NAME PORT_NAME PORT HOST_PORT: a Service without a selector whose one endpoint is
+# a process on the host at the node IP (Prometheus, metrics-server), as YAML for kubectl apply.
+host_service() {
+  cat <<SVC
+apiVersion: v1
+kind: Service
+metadata: {name: $2, namespace: $1}
+spec:
+  ports: [{name: $3, port: $4, targetPort: $5}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $2-host
+  namespace: $1
+  labels: {kubernetes.io/service-name: $2}
+addressType: IPv4
+ports: [{name: $3, port: $5}]
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+SVC
+}
+
 # --- metrics-server ---------------------------------------------------------------------------
 # The resource metrics API (metrics.k8s.io) a HorizontalPodAutoscaler reads pods' CPU from, built
 # from its Go module and run on the host beside the apiserver (like Prometheus): it reads the real
@@ -333,21 +355,7 @@ metrics_server_up() {
     --kubelet-insecure-tls --kubelet-preferred-address-types InternalIP --kubelet-use-node-status-port \
     --metric-resolution 10s --kubelet-request-timeout 5s
   kubectl apply --server-side -f - >/dev/null <<MS || die "the metrics-server Service and APIService"
-apiVersion: v1
-kind: Service
-metadata: {name: metrics-server, namespace: kube-system}
-spec:
-  ports: [{name: https, port: 443, targetPort: $port}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: metrics-server-host
-  namespace: kube-system
-  labels: {kubernetes.io/service-name: metrics-server}
-addressType: IPv4
-ports: [{name: https, port: $port}]
-endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+$(host_service kube-system metrics-server https 443 "$port")
 ---
 apiVersion: apiregistration.k8s.io/v1
 kind: APIService
@@ -376,21 +384,7 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: monitoring}
 ---
-apiVersion: v1
-kind: Service
-metadata: {name: prometheus, namespace: monitoring}
-spec:
-  ports: [{name: web, port: 9090, targetPort: $PROM_PORT}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: prometheus-host
-  namespace: monitoring
-  labels: {kubernetes.io/service-name: prometheus}
-addressType: IPv4
-ports: [{name: web, port: $PROM_PORT}]
-endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+$(host_service monitoring prometheus web 9090 "$PROM_PORT")
 PROMSVC
   export MODELROLLOUT_NODE_BIN="$NODE_BIN"
   metrics_server_up

@@ -243,9 +243,7 @@ async fn apply(cached: &ModelRollout, ctx: &Context) -> Result<Requeue, Error> {
     // passes) records together with its writes instead: whatever it had to create is ensured again
     // from the recorded status by the next reconcile, and no traffic can go ahead of its record.
     // An undo after a promotion is a rollback too (measured the same way).
-    let undone = new.history.first() != status.history.first()
-        && new.history.first().is_some_and(|h| h.outcome == crate::api::Outcome::Undone);
-    let rolling_back = undone
+    let rolling_back = core::undid(&status, new)
         || (status.phase.is_some_and(Phase::is_active)
             && matches!(new.phase, Some(Phase::RolledBack | Phase::Failed | Phase::Idle)));
     // An experiment's rule is traffic too: its route is written before a status says it runs.

@@ -29,9 +29,7 @@ pub(super) fn record_metrics(ctx: &Context, mr: &ModelRollout, old: &ModelRollou
             m.after_promotion_failing.remove(&rl);
         }
     }
-    if new.history.first() != old.history.first()
-        && new.history.first().is_some_and(|h| h.outcome == crate::api::Outcome::Undone)
-    {
+    if core::undid(old, new) {
         m.undos.get_or_create(&rl).inc();
     }
     // Acceptance checks as gates of their own (`acceptance/goldenSet.auc`): names fixed by the API.
